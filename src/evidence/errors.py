@@ -1,0 +1,134 @@
+"""One exception tree for the whole pipeline, and the diagnostics it carries.
+
+::
+
+    EvidenceError
+     ├── LoadError          a file could not be read or parsed as safe YAML
+     ├── ValidationError    the kb breaks one or more rules (carries every Diagnostic)
+     ├── CompileError       the graph could not be built or fails its SHACL shapes
+     ├── QueryError         a SPARQL query is malformed or failed
+     └── RenderError        the site or an export could not be written
+
+Every error formats itself for a curator: where, what, expected versus found, and a hint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Diagnostic",
+    "EvidenceError",
+    "LoadError",
+    "ValidationError",
+    "CompileError",
+    "QueryError",
+    "RenderError",
+    "Level",
+]
+
+Level = str  # "error" | "warning" | "info"
+_LEVEL_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True, order=False)
+class Diagnostic:
+    """One problem found in one place of one file."""
+
+    path: str
+    line: int
+    col: int
+    message: str
+    level: Level = "error"
+    rule: str = ""
+    field: str = ""
+    expected: str = ""
+    found: str = ""
+    hint: str = ""
+
+    def sort_key(self) -> tuple:
+        return (self.path, self.line, self.col, _LEVEL_ORDER.get(self.level, 9), self.rule, self.message)
+
+    def text(self) -> str:
+        """The human form: ``path:line:col: level: message; expected ..., found ...; hint``."""
+        parts = [self.message]
+        if self.expected:
+            parts.append(f"expected {self.expected}")
+        if self.found:
+            parts.append(f"found {self.found}")
+        msg = "; ".join(parts)
+        if self.hint:
+            msg += f" (hint: {self.hint})"
+        return f"{self.path}:{self.line}:{self.col}: {self.level}: {msg}"
+
+    def github(self) -> str:
+        """A GitHub Actions workflow command, so the problem shows on the changed line."""
+        kind = {"error": "error", "warning": "warning"}.get(self.level, "notice")
+        body = self.text().split(": ", 2)[-1]
+        body = body.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        title = (self.rule or "evidence").replace(",", "%2C").replace("::", "%3A%3A")
+        return f"::{kind} file={self.path},line={self.line},col={self.col},title={title}::{body}"
+
+    def as_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "line": self.line,
+            "col": self.col,
+            "level": self.level,
+            "rule": self.rule,
+            "field": self.field,
+            "message": self.message,
+            "expected": self.expected,
+            "found": self.found,
+            "hint": self.hint,
+        }
+
+
+def sort_diagnostics(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """Sorted, with exact repeats removed."""
+    seen: set[tuple] = set()
+    out = []
+    for d in sorted(diags, key=Diagnostic.sort_key):
+        k = (d.sort_key(), d.field)
+        if k not in seen:
+            seen.add(k)
+            out.append(d)
+    return out
+
+
+class EvidenceError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.diagnostics = sort_diagnostics(list(diagnostics or []))
+
+    def __str__(self) -> str:
+        if not self.diagnostics:
+            return self.message
+        return "\n".join([d.text() for d in self.diagnostics] + [self.message])
+
+    def to_json(self) -> str:
+        return json.dumps({"message": self.message, "diagnostics": [d.as_dict() for d in self.diagnostics]}, indent=2)
+
+
+class LoadError(EvidenceError):
+    """A file could not be read, or is not safe, well-formed YAML."""
+
+
+class ValidationError(EvidenceError):
+    """The kb breaks one or more rules; ``diagnostics`` lists them all."""
+
+
+class CompileError(EvidenceError):
+    """The graph could not be built, or the built graph violates its SHACL shapes."""
+
+
+class QueryError(EvidenceError):
+    """A SPARQL query is malformed, names an unknown prefix, or failed to run."""
+
+
+class RenderError(EvidenceError):
+    """The site or an export could not be written."""

@@ -1,0 +1,105 @@
+"""Stage 1: find the kb's files and read them as YAML, keeping positions.
+
+Layout of a kb folder::
+
+    kb/<case-id>.yaml              case reports, one per publication
+    kb/sources/<source-id>.yaml    publication records
+    kb/vocabulary/<kind>.yaml      genes, drugs, diseases, measures, phenotypes
+    kb/queries/*.rq                the SPARQL query library (read by the query stage)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Diagnostic
+from .schema import VOCABULARY_KINDS
+from .yamlio import YamlDoc, load_yaml
+
+__all__ = ["KbFile", "RawKb", "discover", "read_kb", "file_kind"]
+
+
+@dataclass
+class KbFile:
+    """One kb file: what kind it is, where it is, and its YAML (None if it could not be read)."""
+
+    kind: str  # "case" | "source" | "vocabulary:<kind>"
+    path: Path
+    display: str
+    doc: YamlDoc | None = None
+    model: Any = None  # set by the validate stage
+
+
+@dataclass
+class RawKb:
+    root: Path
+    files: list[KbFile] = field(default_factory=list)
+
+    def of_kind(self, prefix: str) -> list[KbFile]:
+        return [f for f in self.files if f.kind.startswith(prefix)]
+
+
+def file_kind(path: Path, kb_dir: Path) -> str | None:
+    """The kind of a file from its place in the kb, or None if it is not a kb YAML file."""
+    if path.suffix not in (".yaml", ".yml"):
+        return None
+    try:
+        rel = path.resolve().relative_to(kb_dir.resolve())
+    except ValueError:
+        # A file outside the kb (a test fixture): guess from its parent folder's name.
+        parent = path.parent.name
+        if parent == "sources":
+            return "source"
+        if parent == "vocabulary":
+            return f"vocabulary:{path.stem}"
+        return "case"
+    parts = rel.parts
+    if len(parts) == 1:
+        return "case"
+    if len(parts) == 2 and parts[0] == "sources":
+        return "source"
+    if len(parts) == 2 and parts[0] == "vocabulary":
+        return f"vocabulary:{path.stem}"
+    return None
+
+
+def _display(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def discover(kb_dir: Path, extra: list[Path] | None = None) -> list[tuple[str, Path]]:
+    """Every kb file, sorted, as (kind, path); ``extra`` files are added to the kb as well."""
+    found: list[tuple[str, Path]] = []
+    for pattern in ("*.yaml", "sources/*.yaml", "vocabulary/*.yaml"):
+        for p in sorted(kb_dir.glob(pattern)):
+            kind = file_kind(p, kb_dir)
+            if kind and p.is_file():
+                found.append((kind, p))
+    for p in extra or []:
+        kind = file_kind(p, kb_dir)
+        if kind and all(p.resolve() != q.resolve() for _, q in found):
+            found.append((kind, p))
+    return found
+
+
+def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None) -> tuple[RawKb, list[Diagnostic]]:
+    """Read every file of the kb (and ``extra``), collecting every YAML problem."""
+    raw = RawKb(root=kb_dir)
+    diags: list[Diagnostic] = []
+    for kind, p in discover(kb_dir, extra):
+        shown = _display(p, base)
+        if kind.startswith("vocabulary:") and kind.split(":", 1)[1] not in VOCABULARY_KINDS:
+            diags.append(
+                Diagnostic(shown, 1, 1, f"unknown vocabulary file '{p.name}'", rule="vocabulary-file",
+                           expected=", ".join(f"{k}.yaml" for k in VOCABULARY_KINDS), hint="rename it or move it out of kb/vocabulary/")
+            )
+            continue
+        doc, problems = load_yaml(p, shown)
+        diags.extend(problems)
+        raw.files.append(KbFile(kind=kind, path=p, display=shown, doc=doc))
+    return raw, diags

@@ -1,0 +1,583 @@
+"""The kb format: one typed model per record, the single definition of every field.
+
+The JSON Schema in ``schema/`` is generated from these models (``evidence schema``), the
+validator checks files against them, the compiler reads their fields, and the format docs are
+written from their titles and descriptions. Never add a field anywhere else.
+
+"Not reported" is an explicit value (the string ``not reported``): it says the source is silent.
+A field left out says nothing at all.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date as Date
+from enum import Enum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+__all__ = [
+    "NOT_REPORTED",
+    "NotReported",
+    "Claim",
+    "Curator",
+    "Curation",
+    "SourceRef",
+    "Source",
+    "EvidenceLevel",
+    "Age",
+    "Variant",
+    "Genotype",
+    "Dose",
+    "Reason",
+    "Phase",
+    "Treatment",
+    "PriorTreatment",
+    "Measurement",
+    "Outcome",
+    "AdverseEvent",
+    "Patient",
+    "CohortAge",
+    "OutcomeCount",
+    "AdverseEventCount",
+    "Cohort",
+    "CaseReport",
+    "VocabTerm",
+    "Gene",
+    "DrugTarget",
+    "Drug",
+    "Disease",
+    "Measure",
+    "Phenotype",
+    "VOCABULARY_KINDS",
+    "Unit",
+    "Sex",
+    "Frequency",
+    "Route",
+    "PhaseKind",
+    "Response",
+    "Direction",
+    "Severity",
+    "Action",
+    "SourceKind",
+    "TextHeld",
+    "StudyDesign",
+    "ISO_DURATION",
+    "HGVS",
+    "CURIE_PATTERNS",
+]
+
+NOT_REPORTED = "not reported"
+NotReported = Literal["not reported"]
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*[a-z0-9]$", max_length=80)]
+LocalId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=40)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=80)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=5000)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+ISO_DURATION = r"^P(?!$)(\d+(\.\d+)?Y)?(\d+(\.\d+)?M)?(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?!$)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?$"
+Duration = Annotated[str, StringConstraints(pattern=ISO_DURATION)]
+
+# A transcript-anchored HGVS variant such as NM_033629.6:c.52G>A (substitution, deletion,
+# duplication, insertion, delins); the transcript version is required.
+HGVS = (
+    r"^(NM|NR|XM|XR|ENST)_?\d+\.\d+:c\."
+    r"(\*|-)?\d+([+-]\d+)?(_(\*|-)?\d+([+-]\d+)?)?"
+    r"([ACGT]>[ACGT]|del([ACGT]+)?|dup([ACGT]+)?|ins[ACGT]+|delins[ACGT]+)$"
+)
+HgvsString = Annotated[str, StringConstraints(pattern=HGVS)]
+ProteinChange = Annotated[
+    str, StringConstraints(pattern=r"^p\.(\(([A-Z][a-z]{2}\d+([A-Z][a-z]{2}|\*|Ter|=|fs\*?\d*)|=|0|\?)\)|[A-Z][a-z]{2}\d+([A-Z][a-z]{2}|\*|Ter|=))$")
+]
+
+DOI = Annotated[str, StringConstraints(pattern=r"^10\.\d{4,9}/\S+$")]
+PMID = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,8}$")]
+PMCID = Annotated[str, StringConstraints(pattern=r"^PMC\d{1,9}$")]
+ORCID = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")]
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s<>\"']+$", max_length=2000)]
+TextFile = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\.txt$", max_length=200)]
+
+# The identifier syntax of every prefix a vocabulary may use. Keys are CURIE prefixes as
+# Bioregistry spells them; a test checks every identifier in kb/vocabulary against these.
+CURIE_PATTERNS: dict[str, str] = {
+    "HGNC": r"^HGNC:\d{1,6}$",
+    "NCBIGene": r"^NCBIGene:\d+$",
+    "OMIM": r"^OMIM:\d{6}$",
+    "Ensembl": r"^Ensembl:ENS[A-Z]*G\d{11}$",
+    "UniProt": r"^UniProt:[OPQ][0-9][A-Z0-9]{3}[0-9]$|^UniProt:[A-NR-Z][0-9]([A-Z][A-Z0-9]{2}[0-9]){1,2}$",
+    "CHEBI": r"^CHEBI:\d+$",
+    "DrugBank": r"^DrugBank:DB\d{5}$",
+    "ChEMBL": r"^ChEMBL:CHEMBL\d+$",
+    "PubChem": r"^PubChem:\d+$",
+    "MONDO": r"^MONDO:\d{7}$",
+    "Orphanet": r"^Orphanet:\d+$",
+    "DOID": r"^DOID:\d+$",
+    "UMLS": r"^UMLS:C\d{7}$",
+    "HP": r"^HP:\d{7}$",
+    "NCIT": r"^NCIT:C\d+$",
+}
+Curie = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.]*:[A-Za-z0-9_.:-]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False, use_enum_values=True, regex_engine="python-re")
+
+
+# --------------------------------------------------------------------------- enumerations
+
+
+class Unit(str, Enum):
+    """Dose units. mg/m2 is milligrams per square metre of body surface area."""
+
+    mg = "mg"
+    mg_kg = "mg/kg"
+    mg_m2 = "mg/m2"
+    ug = "ug"
+    ug_kg = "ug/kg"
+    g = "g"
+    mL = "mL"
+    IU = "IU"
+    percent = "%"
+
+
+class Sex(str, Enum):
+    female = "female"
+    male = "male"
+    other = "other"
+    not_reported = NOT_REPORTED
+
+
+class Frequency(str, Enum):
+    daily = "daily"
+    twice_daily = "twice daily"
+    three_times_daily = "three times daily"
+    every_other_day = "every other day"
+    weekly = "weekly"
+    monthly = "monthly"
+    single_dose = "single dose"
+    not_reported = NOT_REPORTED
+
+
+class Route(str, Enum):
+    oral = "oral"
+    topical = "topical"
+    intravenous = "intravenous"
+    subcutaneous = "subcutaneous"
+    intramuscular = "intramuscular"
+    not_reported = NOT_REPORTED
+
+
+class PhaseKind(str, Enum):
+    """What happened to the treatment at the start of a phase."""
+
+    start = "start"
+    dose_reduced = "dose reduced"
+    dose_increased = "dose increased"
+    stopped = "stopped"
+    restarted = "restarted"
+
+
+class Response(str, Enum):
+    complete = "complete"
+    partial = "partial"
+    none = "none"
+    worsened = "worsened"
+    not_reported = NOT_REPORTED
+
+
+class Direction(str, Enum):
+    improved = "improved"
+    worsened = "worsened"
+    unchanged = "unchanged"
+    new_onset = "new onset"
+    not_reported = NOT_REPORTED
+
+
+class Severity(str, Enum):
+    mild = "mild"
+    moderate = "moderate"
+    severe = "severe"
+    life_threatening = "life-threatening"
+    not_reported = NOT_REPORTED
+
+
+class Action(str, Enum):
+    none = "none"
+    dose_reduced = "dose reduced"
+    interrupted = "interrupted"
+    stopped = "stopped"
+    not_reported = NOT_REPORTED
+
+
+class SourceKind(str, Enum):
+    journal_article = "journal article"
+    letter = "letter"
+    case_report = "case report"
+    case_series = "case series"
+    commentary = "commentary"
+    conference_abstract = "conference abstract"
+
+
+class TextHeld(str, Enum):
+    """Which text of a publication the project holds, and so can check quotes against."""
+
+    none = "none"
+    abstract = "abstract"
+    article_page = "article page"
+    full_text = "full text"
+    commentary = "commentary"
+
+
+class StudyDesign(str, Enum):
+    case_report = "case report"
+    case_series = "case series"
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+class Claim(_Model):
+    """Where a fact comes from: the source, the place in it, and a verbatim quote."""
+
+    source: Key = Field(description="Key of the publication in kb/sources/ that states the fact.")
+    locator: ShortText = Field(description="Where in the source: section, paragraph or sentence (e.g. 'Abstract, Results').")
+    quote: Text | None = Field(None, description="A short verbatim quote; checked against the source text when we hold it.")
+    note: Text | None = Field(None, description="The curator's note: how the fact follows from the quote, if not plainly.")
+
+
+class Curator(_Model):
+    name: ShortText = Field(description="The curator's name.")
+    orcid: ORCID | None = Field(None, description="ORCID iD, digits only (0000-0000-0000-0000).")
+
+
+class Curation(_Model):
+    """Who curated the file and when."""
+
+    curators: list[Curator] = Field(min_length=1, description="Everyone who curated the file.")
+    created: Date = Field(description="Date the file was first curated (YYYY-MM-DD).")
+    updated: Date | None = Field(None, description="Date of the last substantive change.")
+    notes: Text | None = Field(None, description="What was left out and why; anything a reviewer should know.")
+
+
+# --------------------------------------------------------------------------- publications
+
+
+class Source(_Model):
+    """A publication record, ``kb/sources/<id>.yaml``."""
+
+    id: Slug = Field(description="The record's key; the file name without .yaml.")
+    kind: SourceKind = Field(description="Publication type.")
+    title: Text = Field(description="Title as published.")
+    authors: list[ShortText] = Field(min_length=1, description="Authors as 'Family Initials', in order.")
+    authors_complete: bool = Field(description="False when only the first authors are known (et al.).")
+    journal: ShortText | None = Field(None, description="Journal or venue.")
+    publisher: ShortText | None = Field(None, description="Publisher, for a venue that is not a journal.")
+    year: int = Field(ge=1800, le=2100, description="Year of publication.")
+    date: Date | None = Field(None, description="Full publication date where known.")
+    volume: ShortText | None = None
+    issue: ShortText | None = None
+    pages: ShortText | None = None
+    doi: DOI | None = Field(None, description="DOI without the https://doi.org/ prefix; only if checked.")
+    pmid: PMID | None = Field(None, description="PubMed id; only if checked.")
+    pmcid: PMCID | None = Field(None, description="PubMed Central id (PMC...); only if checked.")
+    url: HttpUrl | None = Field(None, description="An http(s) address of the publication.")
+    reports_on: Key | None = Field(None, description="For a secondary source: the key of the publication it retells.")
+    text_held: TextHeld = Field(description="Which text of it we hold.")
+    text_file: TextFile | None = Field(None, description="File name of the held text in the source-text folder.")
+    citation_evidence: list[Claim] = Field(default_factory=list, description="Where the bibliographic facts were read.")
+    identifier_notes: Text | None = Field(None, description="Identifiers that were left out because they are unconfirmed.")
+    curation: Curation
+
+    @model_validator(mode="after")
+    def _text(self) -> "Source":
+        if self.text_held != TextHeld.none.value and not self.text_file:
+            raise ValueError("text_file is required when text_held is not 'none'")
+        return self
+
+
+class SourceRef(_Model):
+    source: Key = Field(description="Key of a publication in kb/sources/.")
+    role: Literal["primary", "secondary"] = Field(description="primary: reports the case; secondary: retells it.")
+
+
+class EvidenceLevel(_Model):
+    scale: Literal["civic"] = Field(description="The scale: civic (A validated, B clinical, C case study, D preclinical, E inferential).")
+    level: Literal["A", "B", "C", "D", "E"]
+    rationale: Text | None = Field(None, description="Why this level.")
+
+
+# --------------------------------------------------------------------------- patients
+
+
+class Age(_Model):
+    """Exactly one of: ``value`` (exact), ``min`` and ``max`` (a range), or ``category``."""
+
+    value: float | None = Field(None, ge=0, le=120, description="Exact age.")
+    min: float | None = Field(None, ge=0, le=120)
+    max: float | None = Field(None, ge=0, le=120)
+    unit: Literal["years", "months", "weeks", "days"] = "years"
+    category: Literal["neonate", "infant", "child", "adolescent", "minor", "adult", "older adult"] | None = None
+    basis: Literal["stated", "derived"] = Field("stated", description="derived: inferred from the text, as 'minor' from parental consent.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "Age":
+        forms = [self.value is not None, self.min is not None or self.max is not None, self.category is not None]
+        if sum(forms) != 1:
+            raise ValueError("give exactly one of value, min and max, or category")
+        if forms[1] and (self.min is None or self.max is None or self.min > self.max):
+            raise ValueError("an age range needs min <= max")
+        return self
+
+
+class Variant(_Model):
+    hgvs: HgvsString = Field(description="HGVS c. notation with a versioned transcript, e.g. NM_033629.6:c.52G>A.")
+    protein: ProteinChange | None = Field(None, description="HGVS p. notation, e.g. p.(Asp18Asn).")
+    protein_status: Literal["stated", "derived"] | None = Field(None, description="stated in the source, or derived by the curator.")
+    transcript_status: Literal["stated", "curated"] = Field(description="curated: the transcript was added from a checked registry.")
+    legacy_name: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _protein(self) -> "Variant":
+        if self.protein and not self.protein_status:
+            raise ValueError("protein_status (stated or derived) is required with protein")
+        return self
+
+
+class Genotype(_Model):
+    gene: Key = Field(description="Gene key from kb/vocabulary/genes.yaml.")
+    variant: Variant | NotReported
+    zygosity: Literal["heterozygous", "homozygous", "compound heterozygous", "hemizygous", "not reported"]
+    inheritance: Literal["autosomal dominant", "autosomal recessive", "de novo", "X-linked", "not reported"]
+    mechanism: Literal["dominant negative", "loss of function", "gain of function", "haploinsufficiency", "not reported"]
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class Dose(_Model):
+    """A dose: a value with a unit, or only a qualifier such as 'full dose' when no value is given."""
+
+    value: float | None = Field(None, gt=0, le=100000, description="Amount per administration; must be positive.")
+    unit: Unit | None = None
+    qualifier: ShortText | None = Field(None, description="As the source words it: 'full dose', 'reduced'.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Dose":
+        if (self.value is None) != (self.unit is None):
+            raise ValueError("a dose value needs a unit, and a unit needs a value")
+        if self.value is None and not self.qualifier:
+            raise ValueError("give value and unit, or a qualifier, or write 'not reported'")
+        return self
+
+
+class Reason(_Model):
+    description: Text
+    adverse_event: LocalId | None = Field(None, description="Id of the patient's adverse event that caused the change.")
+
+
+class Phase(_Model):
+    """One step of a treatment timeline, in order."""
+
+    id: LocalId
+    kind: PhaseKind
+    dose: Dose | NotReported | None = None
+    frequency: Frequency | None = None
+    duration: Duration | NotReported | None = Field(None, description="ISO 8601 duration of the phase, e.g. P1Y, P3M.")
+    reason: Reason | NotReported | None = Field(None, description="Why the change was made.")
+    followed_by: Text | None = Field(None, description="What followed, in the source's words.")
+    outcomes: list[LocalId] = Field(default_factory=list, description="Ids of outcomes observed in this phase.")
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class Treatment(_Model):
+    id: LocalId
+    drug: Key = Field(description="Drug key from kb/vocabulary/drugs.yaml.")
+    indication: Key | NotReported = Field(description="Disease key the drug was given for.")
+    access: Literal["compassionate use", "off-label", "clinical trial", "approved indication", "not reported"] = NOT_REPORTED
+    dose: Dose | NotReported
+    frequency: Frequency
+    route: Route
+    start: Date | NotReported | None = None
+    duration: Duration | NotReported = Field(description="ISO 8601 duration of the whole treatment.")
+    phases: list[Phase] = Field(default_factory=list, description="The timeline; the first phase is the start.")
+    evidence: list[Claim] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _first(self) -> "Treatment":
+        if self.phases and self.phases[0].kind != PhaseKind.start.value:
+            raise ValueError("the first phase of a timeline must be of kind 'start'")
+        return self
+
+
+class PriorTreatment(_Model):
+    drug: Key = Field(description="Drug key from kb/vocabulary/drugs.yaml.")
+    result: Response
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class Measurement(_Model):
+    value: float
+    unit: ShortText | None = None
+
+
+class Outcome(_Model):
+    id: LocalId
+    treatment: LocalId = Field(description="Id of the treatment the outcome follows.")
+    measure: Key = Field(description="Outcome measure key from kb/vocabulary/measures.yaml.")
+    timepoint: Duration | NotReported = Field(description="Time from the start of the treatment or phase (ISO 8601).")
+    timepoint_qualifier: Literal["at", "within", "after"] = "at"
+    before: Measurement | NotReported = NOT_REPORTED
+    after: Measurement | NotReported = NOT_REPORTED
+    direction: Direction
+    response: Response
+    description: Text | None = None
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class AdverseEvent(_Model):
+    id: LocalId
+    term: Key = Field(description="Phenotype key (HPO) from kb/vocabulary/phenotypes.yaml.")
+    treatment: LocalId
+    severity: Severity
+    action: Action
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class Patient(_Model):
+    id: LocalId = Field(description="Local id, unique in the case file (P1, P2...).")
+    label: ShortText | None = Field(None, description="How the source names the patient.")
+    age: Age | NotReported
+    sex: Sex
+    genotype: list[Genotype] | NotReported
+    diagnoses: list[Key] = Field(min_length=1, description="Disease keys the patient was diagnosed with and treated for.")
+    comorbidities: list[Key] = Field(default_factory=list, description="Other disease or phenotype keys.")
+    findings: list[Text] = Field(default_factory=list, description="Other findings in the source's words.")
+    prior_treatments: list[PriorTreatment] = Field(default_factory=list)
+    treatments: list[Treatment] = Field(min_length=1)
+    outcomes: list[Outcome] = Field(default_factory=list)
+    adverse_events: list[AdverseEvent] = Field(default_factory=list)
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class CohortAge(_Model):
+    mean: float | None = Field(None, ge=0, le=120)
+    sd: float | None = Field(None, ge=0, le=120)
+    median: float | None = Field(None, ge=0, le=120)
+    min: float | None = Field(None, ge=0, le=120)
+    max: float | None = Field(None, ge=0, le=120)
+    unit: Literal["years", "months"] = "years"
+
+
+class OutcomeCount(_Model):
+    measure: Key
+    response: Response | None = None
+    direction: Direction | None = None
+    patients: int = Field(ge=0)
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class AdverseEventCount(_Model):
+    term: Key | None = Field(None, description="Phenotype key, or left out for any adverse event.")
+    severity: Severity | None = None
+    patients: int = Field(ge=0)
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class Cohort(_Model):
+    """Figures the source gives only for the group, not per patient."""
+
+    n: int = Field(ge=1)
+    female: int | None = Field(None, ge=0)
+    male: int | None = Field(None, ge=0)
+    age: CohortAge | None = None
+    outcome_counts: list[OutcomeCount] = Field(default_factory=list)
+    adverse_event_counts: list[AdverseEventCount] = Field(default_factory=list)
+    evidence: list[Claim] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> "Cohort":
+        if (self.female or 0) + (self.male or 0) > self.n:
+            raise ValueError("female + male is more than n")
+        return self
+
+
+class CaseReport(_Model):
+    """A case file, ``kb/<id>.yaml``: one publication's patients."""
+
+    id: Slug = Field(description="The case's key; the file name without .yaml.")
+    title: Text = Field(description="A one-line summary for people.")
+    sources: list[SourceRef] = Field(min_length=1)
+    study_design: StudyDesign
+    evidence_level: EvidenceLevel
+    conditions: list[Key] = Field(min_length=1, description="Disease keys (Mondo) the treatment was for.")
+    cohort: Cohort | None = None
+    patients: list[Patient] = Field(min_length=1)
+    evidence: list[Claim] = Field(min_length=1, description="Claims for the case-level facts (design, conditions).")
+    curation: Curation
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+class VocabTerm(_Model):
+    label: ShortText
+    synonyms: list[ShortText] = Field(default_factory=list)
+    description: Text | None = None
+    identifiers: list[Curie] = Field(default_factory=list, description="CURIEs, each checked in a public registry.")
+    identifier_provenance: Text | None = Field(None, description="Where the identifiers were checked.")
+
+    @field_validator("identifiers")
+    @classmethod
+    def _known_prefixes(cls, ids: list[str]) -> list[str]:
+        for curie in ids:
+            prefix = curie.split(":", 1)[0]
+            if prefix not in CURIE_PATTERNS:
+                raise ValueError(f"unknown identifier prefix '{prefix}' in '{curie}'; known: {', '.join(sorted(CURIE_PATTERNS))}")
+            if not re.match(CURIE_PATTERNS[prefix], curie):
+                raise ValueError(f"'{curie}' does not match the {prefix} pattern {CURIE_PATTERNS[prefix]}")
+        return ids
+
+    @model_validator(mode="after")
+    def _provenance(self) -> "VocabTerm":
+        if self.identifiers and not self.identifier_provenance:
+            raise ValueError("identifier_provenance is required when identifiers are given")
+        return self
+
+
+class Gene(VocabTerm):
+    symbol: ShortText
+
+
+class DrugTarget(_Model):
+    gene: Key
+    evidence: list[Claim] = Field(min_length=1)
+
+
+class Drug(VocabTerm):
+    drug_class: ShortText | None = None
+    targets: list[DrugTarget] | NotReported = Field(NOT_REPORTED, description="Target genes, each with the source that says so.")
+    class_evidence: list[Claim] = Field(default_factory=list)
+
+
+class Disease(VocabTerm):
+    pass
+
+
+class Measure(VocabTerm):
+    pass
+
+
+class Phenotype(VocabTerm):
+    pass
+
+
+# File stem in kb/vocabulary/ -> model of each entry.
+VOCABULARY_KINDS: dict[str, type[VocabTerm]] = {
+    "genes": Gene,
+    "drugs": Drug,
+    "diseases": Disease,
+    "measures": Measure,
+    "phenotypes": Phenotype,
+}
+
+DoseOrNR = Union[Dose, NotReported]

@@ -1,0 +1,670 @@
+"""Stage 2: check every file against the schema and every reference across files.
+
+Every problem in every file is collected, then reported sorted; nothing stops at the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+import unicodedata
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from . import schema as S
+from .config import Config
+from .errors import Diagnostic, sort_diagnostics
+from .load import KbFile, read_kb
+from .yamlio import YamlDoc
+
+__all__ = ["Kb", "validate_kb", "normalise_text", "closest"]
+
+
+@dataclass
+class Kb:
+    """A kb that passed the schema (and, if ``diagnostics`` has no error, every rule)."""
+
+    config: Config
+    cases: dict[str, S.CaseReport] = field(default_factory=dict)
+    sources: dict[str, S.Source] = field(default_factory=dict)
+    vocab: dict[str, dict[str, S.VocabTerm]] = field(default_factory=dict)
+    files: dict[str, KbFile] = field(default_factory=dict)  # "case:<id>", "source:<id>", "vocabulary:<kind>"
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.level == "error" for d in self.diagnostics)
+
+    def term(self, kind: str, key: str) -> S.VocabTerm | None:
+        return self.vocab.get(kind, {}).get(key)
+
+
+# ----------------------------------------------------------------------------- schema errors
+
+_PATTERN_HELP = {
+    S.ISO_DURATION: "an ISO 8601 duration such as P3M (3 months), P1Y, P2W or P10D",
+    S.HGVS: "HGVS c. notation with a versioned transcript, such as NM_033629.6:c.52G>A",
+}
+
+
+def _pattern_help(pattern: str) -> str:
+    if pattern in _PATTERN_HELP:
+        return _PATTERN_HELP[pattern]
+    table = [
+        ("^10\\.", "a DOI such as 10.1001/jamadermatol.2018.5077, without https://doi.org/"),
+        ("^[1-9]\\d{0,8}$", "a PubMed id of digits only, such as 30673078"),
+        ("^PMC", "PMC and digits, such as PMC6440279"),
+        ("^\\d{4}-\\d{4}", "an ORCID iD such as 0000-0002-1825-0097"),
+        ("^https?://", "an http:// or https:// address"),
+        (".txt$", "a plain file name ending in .txt, with no folder (no / and no ..)"),
+        ("^p\\.", "HGVS protein notation such as p.(Asp18Asn)"),
+        ("[a-z0-9-]*[a-z0-9]$", "lower-case letters, digits and hyphens, such as zimmermann-2019"),
+        ("[A-Za-z0-9_-]*$", "letters, digits, - and _, such as P1 or T1"),
+        ("[A-Za-z0-9_.:-]+$", "a CURIE such as HGNC:12269"),
+    ]
+    for needle, text in table:
+        if needle in pattern:
+            return text
+    return f"text matching {pattern}"
+
+
+def _unwrap(ann: Any) -> list[Any]:
+    """The concrete types inside Annotated/Optional/Union/list annotations."""
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(ann)[0])
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        out = []
+        for a in typing.get_args(ann):
+            out.extend(_unwrap(a))
+        return out
+    return [ann]
+
+
+@dataclass(frozen=True)
+class _MapOf:
+    """The root of a vocabulary file: a mapping of any key to entries of ``model``."""
+
+    model: type[BaseModel]
+
+
+def _model_at(root: Any, loc: tuple) -> type[BaseModel] | None:
+    if isinstance(root, _MapOf):
+        if not loc:
+            return None
+        root, loc = root.model, loc[1:]
+    ann: Any = root
+    for seg in loc:
+        models = [t for t in _unwrap(ann) if isinstance(t, type) and issubclass(t, BaseModel)]
+        lists = [t for t in _unwrap(ann) if typing.get_origin(t) is list]
+        if isinstance(seg, int):
+            if not lists:
+                return None
+            ann = typing.get_args(lists[0])[0]
+            continue
+        if not models or seg not in models[0].model_fields:
+            return None
+        ann = models[0].model_fields[seg].annotation
+    models = [t for t in _unwrap(ann) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return models[0] if models else None
+
+
+def _accepts_not_reported(root: type[BaseModel], loc: tuple) -> bool:
+    model = _model_at(root, loc[:-1])
+    if model is None or loc[-1] not in model.model_fields:
+        return False
+    ann = model.model_fields[loc[-1]].annotation
+    for t in _unwrap(ann):
+        if typing.get_origin(t) is typing.Literal and S.NOT_REPORTED in typing.get_args(t):
+            return True
+        if isinstance(t, type) and issubclass(t, S.Enum) and S.NOT_REPORTED in [e.value for e in t]:
+            return True
+    return False
+
+
+def _clean_loc(data: Any, loc: tuple) -> tuple[tuple, Any, bool]:
+    """Drop pydantic's union-member segments; return (loc, value there, whether it exists)."""
+    out: list = []
+    cur = data
+    exists = True
+    for seg in loc:
+        if isinstance(seg, int) and isinstance(cur, list) and 0 <= seg < len(cur):
+            out.append(seg)
+            cur = cur[seg]
+        elif isinstance(seg, str) and isinstance(cur, dict) and seg in cur:
+            out.append(seg)
+            cur = cur[seg]
+        elif isinstance(seg, str) and isinstance(cur, dict) and not (seg[:1].isupper() or "[" in seg or seg in ("str", "list", "dict", "int", "float", "bool", "date")):
+            out.append(seg)  # a missing field
+            exists = False
+            cur = None
+        else:
+            continue
+    return tuple(out), cur, exists
+
+
+def field_name(data: Any, loc: tuple) -> str:
+    """A readable path: ``patients[P1].treatments[T1].dose.unit``."""
+    parts: list[str] = []
+    cur = data
+    for seg in loc:
+        if isinstance(seg, int):
+            item = cur[seg] if isinstance(cur, list) and seg < len(cur) else None
+            ident = item.get("id") if isinstance(item, dict) else None
+            parts.append(f"[{ident}]" if isinstance(ident, str) else f"[{seg}]")
+            cur = item
+        else:
+            parts.append(("." if parts else "") + str(seg))
+            cur = cur.get(seg) if isinstance(cur, dict) else None
+    return "".join(parts) or "(file)"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    return text if len(text) <= 80 else text[:77] + "...'"
+
+
+def closest(word: str, choices: list[str] | typing.Iterable[str]) -> str | None:
+    options = list(choices)
+    match = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    if not match:
+        lower = {o.lower(): o for o in options}
+        match = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=0.6)
+        match = [lower[m] for m in match]
+    return match[0] if match else None
+
+
+def schema_diagnostics(model: type[BaseModel], doc: YamlDoc, exc: PydanticValidationError) -> list[Diagnostic]:
+    """Turn pydantic's errors into curator-facing diagnostics with positions."""
+    data = doc.data
+    errors = exc.errors(include_url=False)
+    cleaned = []
+    for err in errors:
+        loc, value, exists = _clean_loc(data, tuple(err["loc"]))
+        cleaned.append((loc, value, exists, err))
+    # In a `X | not reported` field, keep only the branch that matches what was written.
+    by_loc: dict[tuple, list] = {}
+    for item in cleaned:
+        by_loc.setdefault(item[0], []).append(item)
+    out: list[Diagnostic] = []
+    reported_nr: set[tuple] = set()
+    for loc, value, exists, err in cleaned:
+        etype = err["type"]
+        is_nr_literal = etype == "literal_error" and "'not reported'" in str(err.get("ctx", {}).get("expected", ""))
+        deeper = [c for c in cleaned if c[0][: len(loc)] == loc and c[0] != loc]
+        if is_nr_literal and (isinstance(value, (dict, list)) and (deeper or len(by_loc[loc]) > 1)):
+            continue  # the writer meant the structured form; its own errors say what is wrong
+        if loc in reported_nr:
+            continue
+        if not is_nr_literal and etype in ("model_type", "list_type", "dict_type", "date_type", "date_from_datetime_parsing", "enum") and isinstance(value, str) and _accepts_not_reported(model, loc) and value != S.NOT_REPORTED:
+            pass
+        elif not is_nr_literal and etype in ("model_type", "list_type", "model_attributes_type") and isinstance(value, str) and value.strip().lower() in ("not reported", "not_reported", "nr", "unknown", "n/a", "na"):
+            reported_nr.add(loc)
+            name = field_name(data, loc)
+            line, col = doc.where(loc)
+            out.append(Diagnostic(doc.path, line, col, f"{name}: '{value}' is not a value this field takes", rule="schema-type", field=name,
+                                  expected="exactly 'not reported' or the structured form", found=_show(value),
+                                  hint="write `not reported` when the source is silent"))
+            continue
+        if is_nr_literal and isinstance(value, str):
+            others = [c for c in by_loc[loc] if c[3] is not err]
+            if any(c[3]["type"] in ("model_type", "list_type", "model_attributes_type", "date_from_datetime_parsing", "date_parsing") for c in others) or not others:
+                reported_nr.add(loc)
+                name = field_name(data, loc)
+                line, col = doc.where(loc)
+                hint = "write `not reported` when the source is silent"
+                guess = "not reported" if value.strip().lower().replace("_", " ") in ("not reported", "nr", "unknown", "n/a", "na", "not given") else None
+                if guess:
+                    hint = "write exactly `not reported`"
+                kind = "a value" if not others else ("a list" if any(c[3]["type"] == "list_type" for c in others) else "a mapping" if any(c[3]["type"] in ("model_type", "model_attributes_type") for c in others) else "a value")
+                out.append(Diagnostic(doc.path, line, col, f"{name}: {_show(value)} is not allowed here", rule="schema-type", field=name,
+                                      expected=f"{kind} or 'not reported'", found=_show(value), hint=hint))
+                continue
+            continue  # the other branch (a pattern or an enum) explains it; 'not reported' is added to its expectation
+        d = _one(model, doc, loc, value, exists, err)
+        if d.expected and any(c[3]["type"] == "literal_error" and "'not reported'" in str(c[3].get("ctx", {}).get("expected", "")) for c in by_loc[loc] if c[3] is not err):
+            d = replace(d, expected=d.expected + ", or 'not reported'")
+        out.append(d)
+    return out
+
+
+def _one(model: type[BaseModel], doc: YamlDoc, loc: tuple, value: Any, exists: bool, err: dict) -> Diagnostic:
+    data = doc.data
+    etype = err["type"]
+    ctx = err.get("ctx", {}) or {}
+    name = field_name(data, loc)
+    if etype == "missing":
+        line, col = doc.where(loc[:-1])
+        nr = _accepts_not_reported(model, loc)
+        hint = f"add `{loc[-1]}:`" + (" (write `not reported` if the source does not say)" if nr else "")
+        return Diagnostic(doc.path, line, col, f"{name}: required field '{loc[-1]}' is missing", rule="schema-required", field=name, hint=hint)
+    if etype == "extra_forbidden":
+        line, col = doc.where(loc, key=True)
+        owner = _model_at(model, loc[:-1])
+        allowed = sorted(owner.model_fields) if owner else []
+        guess = closest(str(loc[-1]), allowed)
+        hint = f"did you mean '{guess}'?" if guess else "remove it"
+        return Diagnostic(doc.path, line, col, f"{name}: unknown field '{loc[-1]}'", rule="schema-unknown-field", field=name,
+                          expected=("one of " + ", ".join(allowed)) if allowed else "", hint=hint)
+    line, col = doc.where(loc)
+    found = _show(value)
+    if etype in ("literal_error", "enum"):
+        expected = str(ctx.get("expected", ""))
+        options = re.findall(r"'([^']*)'", expected)
+        guess = closest(str(value), options) if options else None
+        rule = "unit" if loc and loc[-1] == "unit" and "mg" in expected else "schema-enum"
+        what = "is not a known unit" if rule == "unit" else "is not an allowed value"
+        return Diagnostic(doc.path, line, col, f"{name} {found} {what}", rule=rule, field=name, expected=f"one of {expected}", found=found,
+                          hint=f"did you mean '{guess}'?" if guess else "use one of the listed values")
+    if etype == "string_pattern_mismatch":
+        help_ = _pattern_help(str(ctx.get("pattern", "")))
+        rule = {"doi": "doi", "pmid": "pmid", "pmcid": "pmcid", "hgvs": "hgvs", "duration": "iso8601-duration", "timepoint": "iso8601-duration",
+                "text_file": "file-reference", "orcid": "orcid", "url": "url", "protein": "hgvs", "id": "id-syntax"}.get(str(loc[-1]) if loc else "", "schema-pattern")
+        if "identifiers" in loc:
+            rule = "curie"
+        return Diagnostic(doc.path, line, col, f"{name} {found} is not well formed", rule=rule, field=name, expected=help_, found=found,
+                          hint="fix the notation; see README.md, 'The case format'")
+    if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = {"greater_than": f"more than {ctx.get('gt')}", "greater_than_equal": f"at least {ctx.get('ge')}",
+                 "less_than": f"less than {ctx.get('lt')}", "less_than_equal": f"at most {ctx.get('le')}"}[etype]
+        rule = "plausible-dose" if "dose" in loc else "plausible-age" if "age" in loc else "plausible-value"
+        return Diagnostic(doc.path, line, col, f"{name} {found} is not plausible", rule=rule, field=name, expected=bound, found=found,
+                          hint="check the number against the source")
+    if etype == "value_error":
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        rule = "curie" if "identifier prefix" in msg or "pattern" in msg else "schema-rule"
+        return Diagnostic(doc.path, line, col, f"{name}: {msg}", rule=rule, field=name, found=found if not isinstance(value, dict) else "")
+    if etype in ("finite_number",):
+        return Diagnostic(doc.path, line, col, f"{name}: {found} is not a finite number", rule="plausible-value", field=name, expected="a finite number", found=found)
+    if etype in ("too_short",):
+        return Diagnostic(doc.path, line, col, f"{name} is empty", rule="schema-required", field=name, expected=f"at least {ctx.get('min_length', 1)} item(s)", found=found,
+                          hint="add an entry (every record needs at least one claim with its source)" if loc and loc[-1] == "evidence" else "add an entry")
+    expected = {
+        "string_type": "text", "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
+        "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false",
+        "list_type": "a list", "model_type": "a mapping", "model_attributes_type": "a mapping", "dict_type": "a mapping",
+        "date_from_datetime_parsing": "a date as YYYY-MM-DD", "date_parsing": "a date as YYYY-MM-DD", "date_type": "a date as YYYY-MM-DD",
+        "string_too_long": f"at most {ctx.get('max_length')} characters", "string_too_short": "some text",
+    }.get(etype, str(err.get("msg", etype)))
+    return Diagnostic(doc.path, line, col, f"{name}: wrong type", rule="schema-type", field=name, expected=expected, found=found,
+                      hint="see README.md, 'The case format'")
+
+
+# ----------------------------------------------------------------------------- rules across files
+
+_NR_WORDS = {"not reported"}
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFC and single spaces: line breaks in YAML must not defeat a verbatim match."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+class _Checker:
+    def __init__(self, kb: Kb):
+        self.kb = kb
+        self.diags: list[Diagnostic] = []
+        self._texts: dict[str, str | None] = {}
+        keys = {}
+        for kind, terms in kb.vocab.items():
+            for k in terms:
+                keys.setdefault(k, kind)
+        self._keys = keys
+
+    def add(self, f: KbFile, loc: tuple, message: str, rule: str, level: str = "error", expected: str = "", found: str = "", hint: str = "", key: bool = False) -> None:
+        assert f.doc is not None
+        line, col = f.doc.where(loc, key=key)
+        self.diags.append(Diagnostic(f.display, line, col, message, level=level, rule=rule, field=field_name(f.doc.data, loc),
+                                     expected=expected, found=found, hint=hint))
+
+    # -- references -------------------------------------------------------------------------
+    def vocab_ref(self, f: KbFile, loc: tuple, key: str, kinds: tuple[str, ...]) -> None:
+        for kind in kinds:
+            if key in self.kb.vocab.get(kind, {}):
+                return
+        choices = [k for kind in kinds for k in self.kb.vocab.get(kind, {})]
+        guess = closest(key, choices)
+        where = " or ".join(f"kb/vocabulary/{k}.yaml" for k in kinds)
+        other = self._keys.get(key)
+        hint = f"did you mean '{guess}'?" if guess else f"add '{key}' to {where} with a checked identifier"
+        if other:
+            hint = f"'{key}' is a {other.rstrip('s')} term, not a {' or '.join(k.rstrip('s') for k in kinds)} term"
+        self.add(f, loc, f"{field_name(f.doc.data, loc)}: unknown {' or '.join(k.rstrip('s') for k in kinds)} '{key}'", "unknown-term",
+                 expected=f"a key of {where}", found=f"'{key}'", hint=hint)
+
+    def source_ref(self, f: KbFile, loc: tuple, key: str) -> bool:
+        if key in self.kb.sources:
+            return True
+        guess = closest(key, self.kb.sources)
+        self.add(f, loc, f"{field_name(f.doc.data, loc)}: unknown source '{key}'", "unknown-source", expected="a file in kb/sources/",
+                 found=f"'{key}'", hint=f"did you mean '{guess}'?" if guess else f"add kb/sources/{key}.yaml (see CONTRIBUTING.md)")
+        return False
+
+    def text_of(self, source: S.Source) -> str | None:
+        if source.id in self._texts:
+            return self._texts[source.id]
+        text = None
+        folder = self.kb.config.texts_dir()
+        if folder and source.text_file:
+            p = folder / source.text_file
+            if p.is_file() and p.resolve().parent == folder.resolve():
+                text = normalise_text(p.read_text(encoding="utf-8", errors="replace"))
+        self._texts[source.id] = text
+        return text
+
+    def claims(self, f: KbFile, loc: tuple, claims: list[S.Claim], allowed: set[str] | None) -> None:
+        for i, c in enumerate(claims):
+            cloc = loc + (i,)
+            if not self.source_ref(f, cloc + ("source",), c.source):
+                continue
+            if allowed is not None and c.source not in allowed:
+                self.add(f, cloc + ("source",), f"{field_name(f.doc.data, cloc)}: the claim cites '{c.source}', which the case does not list", "claim-source",
+                         expected=f"one of the case's sources: {', '.join(sorted(allowed))}", found=f"'{c.source}'",
+                         hint="add the source to the case's `sources:` with its role")
+            if c.quote:
+                self.quote(f, cloc, c)
+
+    def quote(self, f: KbFile, loc: tuple, c: S.Claim) -> None:
+        src = self.kb.sources[c.source]
+        if src.text_held == S.TextHeld.none.value:
+            self.add(f, loc + ("quote",), f"{field_name(f.doc.data, loc)}: the quote cannot be checked: we hold no text of '{c.source}'", "quote-unverifiable",
+                     level="warning", hint="cite the source whose text we hold (for a retold case, the secondary source)")
+            return
+        folder = self.kb.config.texts_dir()
+        if folder is None:
+            return  # the texts are not available here; the check runs where they are
+        text = self.text_of(src)
+        if text is None:
+            self.add(f, loc + ("quote",), f"{field_name(f.doc.data, loc)}: the text of '{c.source}' ({src.text_file}) is not in {folder}", "quote-text-missing",
+                     level="warning", hint="add the text file, or correct text_file in the source record")
+            return
+        needle = normalise_text(c.quote or "")
+        if needle not in text:
+            words = needle.split()
+            best = ""
+            for n in range(len(words), 0, -1):  # the longest leading run that is found, to show where it diverges
+                if " ".join(words[:n]) in text:
+                    best = " ".join(words[:n])
+                    break
+            hint = f"the text matches up to '{best}'" if best else "copy the words exactly from the source text"
+            self.add(f, loc + ("quote",), f"{field_name(f.doc.data, loc)}: quote not found verbatim in {src.text_file}", "quote-not-found",
+                     expected="the exact words of the source", found=_show(c.quote), hint=hint)
+
+    # -- files ------------------------------------------------------------------------------
+    def source(self, f: KbFile, s: S.Source) -> None:
+        if f.path.stem != s.id:
+            self.add(f, ("id",), f"id '{s.id}' does not match the file name '{f.path.name}'", "id-filename", expected=f"'{f.path.stem}'", found=f"'{s.id}'",
+                     hint=f"rename the file to {s.id}.yaml or change the id")
+        if s.reports_on is not None:
+            if s.reports_on == s.id:
+                self.add(f, ("reports_on",), "a source cannot report on itself", "reference-cycle")
+            else:
+                self.source_ref(f, ("reports_on",), s.reports_on)
+        self.claims(f, ("citation_evidence",), s.citation_evidence, None)
+
+    def vocabulary(self, f: KbFile, kind: str, terms: dict[str, S.VocabTerm]) -> None:
+        for key, term in terms.items():
+            if isinstance(term, S.Drug):
+                if isinstance(term.targets, list):
+                    for i, t in enumerate(term.targets):
+                        self.vocab_ref(f, (key, "targets", i, "gene"), t.gene, ("genes",))
+                        self.claims(f, (key, "targets", i, "evidence"), t.evidence, None)
+                self.claims(f, (key, "class_evidence"), term.class_evidence, None)
+
+    def case(self, f: KbFile, c: S.CaseReport) -> None:
+        if f.path.stem != c.id:
+            self.add(f, ("id",), f"id '{c.id}' does not match the file name '{f.path.name}'", "id-filename", expected=f"'{f.path.stem}'", found=f"'{c.id}'",
+                     hint=f"rename the file to {c.id}.yaml or change the id")
+        allowed: set[str] | None = set()
+        primaries = set()
+        for i, ref in enumerate(c.sources):
+            known = self.source_ref(f, ("sources", i, "source"), ref.source)
+            if ref.role == "primary":
+                primaries.add(ref.source)
+            if known and allowed is not None:
+                allowed.add(ref.source)
+            elif not known:
+                allowed = None  # claims cannot be checked against a list that is itself wrong
+        for i, ref in enumerate(c.sources):
+            src = self.kb.sources.get(ref.source)
+            if src and ref.role == "secondary" and src.reports_on not in primaries:
+                self.add(f, ("sources", i, "role"), f"secondary source '{ref.source}' does not report on a primary source of this case", "secondary-source",
+                         expected=f"its reports_on to be one of {', '.join(sorted(primaries)) or '(no primary source)'}", found=f"'{src.reports_on}'",
+                         hint="set reports_on in the source record, or list the publication it retells as the primary source")
+        if not primaries:
+            self.add(f, ("sources",), "the case lists no primary source", "primary-source", hint="add the publication that reports the case, with role: primary")
+        for i, k in enumerate(c.conditions):
+            self.vocab_ref(f, ("conditions", i), k, ("diseases",))
+        self.claims(f, ("evidence",), c.evidence, allowed)
+        if c.cohort:
+            self.cohort(f, c, allowed)
+        seen: dict[str, int] = {}
+        for i, p in enumerate(c.patients):
+            if p.id in seen:
+                self.add(f, ("patients", i, "id"), f"patient id '{p.id}' is used twice in this case", "duplicate-id", hint="give each patient its own id (P1, P2, ...)")
+            seen[p.id] = i
+            self.patient(f, ("patients", i), p, allowed)
+
+    def cohort(self, f: KbFile, c: S.CaseReport, allowed: set[str]) -> None:
+        co = c.cohort
+        assert co is not None
+        if len(c.patients) > co.n:
+            self.add(f, ("cohort", "n"), f"the case has {len(c.patients)} patient records but the cohort has n={co.n}", "cohort-size",
+                     expected=f"at least {len(c.patients)}", found=str(co.n))
+        self.claims(f, ("cohort", "evidence"), co.evidence, allowed)
+        for i, oc in enumerate(co.outcome_counts):
+            self.vocab_ref(f, ("cohort", "outcome_counts", i, "measure"), oc.measure, ("measures",))
+            self.claims(f, ("cohort", "outcome_counts", i, "evidence"), oc.evidence, allowed)
+            if oc.patients > co.n:
+                self.add(f, ("cohort", "outcome_counts", i, "patients"), f"{oc.patients} patients is more than the cohort's n={co.n}", "cohort-size")
+        for i, ac in enumerate(co.adverse_event_counts):
+            if ac.term:
+                self.vocab_ref(f, ("cohort", "adverse_event_counts", i, "term"), ac.term, ("phenotypes",))
+            self.claims(f, ("cohort", "adverse_event_counts", i, "evidence"), ac.evidence, allowed)
+            if ac.patients > co.n:
+                self.add(f, ("cohort", "adverse_event_counts", i, "patients"), f"{ac.patients} patients is more than the cohort's n={co.n}", "cohort-size")
+
+    def _unique(self, f: KbFile, loc: tuple, items: list, what: str) -> set[str]:
+        ids: set[str] = set()
+        for i, it in enumerate(items):
+            if it.id in ids:
+                self.add(f, loc + (i, "id"), f"{what} id '{it.id}' is used twice for this patient", "duplicate-id", hint="ids must be unique within a patient")
+            ids.add(it.id)
+        return ids
+
+    def patient(self, f: KbFile, loc: tuple, p: S.Patient, allowed: set[str]) -> None:
+        self.claims(f, loc + ("evidence",), p.evidence, allowed)
+        for i, k in enumerate(p.diagnoses):
+            self.vocab_ref(f, loc + ("diagnoses", i), k, ("diseases",))
+        for i, k in enumerate(p.comorbidities):
+            self.vocab_ref(f, loc + ("comorbidities", i), k, ("diseases", "phenotypes"))
+        if isinstance(p.genotype, list):
+            for i, g in enumerate(p.genotype):
+                self.vocab_ref(f, loc + ("genotype", i, "gene"), g.gene, ("genes",))
+                self.claims(f, loc + ("genotype", i, "evidence"), g.evidence, allowed)
+        for i, pt in enumerate(p.prior_treatments):
+            self.vocab_ref(f, loc + ("prior_treatments", i, "drug"), pt.drug, ("drugs",))
+            self.claims(f, loc + ("prior_treatments", i, "evidence"), pt.evidence, allowed)
+        t_ids = self._unique(f, loc + ("treatments",), p.treatments, "treatment")
+        o_ids = self._unique(f, loc + ("outcomes",), p.outcomes, "outcome")
+        a_ids = self._unique(f, loc + ("adverse_events",), p.adverse_events, "adverse event")
+        outcome_treatment = {o.id: o.treatment for o in p.outcomes}
+        for i, t in enumerate(p.treatments):
+            tl = loc + ("treatments", i)
+            self.vocab_ref(f, tl + ("drug",), t.drug, ("drugs",))
+            if t.indication != S.NOT_REPORTED:
+                self.vocab_ref(f, tl + ("indication",), t.indication, ("diseases",))
+            self.claims(f, tl + ("evidence",), t.evidence, allowed)
+            ph_ids: set[str] = set()
+            for j, ph in enumerate(t.phases):
+                pl = tl + ("phases", j)
+                if ph.id in ph_ids:
+                    self.add(f, pl + ("id",), f"phase id '{ph.id}' is used twice in this treatment", "duplicate-id")
+                ph_ids.add(ph.id)
+                self.claims(f, pl + ("evidence",), ph.evidence, allowed)
+                if isinstance(ph.reason, S.Reason) and ph.reason.adverse_event and ph.reason.adverse_event not in a_ids:
+                    self._local(f, pl + ("reason", "adverse_event"), ph.reason.adverse_event, a_ids, "adverse event")
+                for k, oid in enumerate(ph.outcomes):
+                    if oid not in o_ids:
+                        self._local(f, pl + ("outcomes", k), oid, o_ids, "outcome")
+                    elif outcome_treatment.get(oid) != t.id:
+                        self.add(f, pl + ("outcomes", k), f"outcome '{oid}' belongs to treatment '{outcome_treatment.get(oid)}', not '{t.id}'", "local-reference")
+                if isinstance(ph.duration, str) and ph.duration != S.NOT_REPORTED and not re.search(r"[1-9]", ph.duration):
+                    self.add(f, pl + ("duration",), f"phase duration {ph.duration} is zero", "plausible-value", level="warning")
+            if isinstance(t.duration, str) and t.duration != S.NOT_REPORTED and not re.search(r"[1-9]", t.duration):
+                self.add(f, tl + ("duration",), f"treatment duration {t.duration} is zero", "plausible-value", expected="a positive duration", found=t.duration)
+        for i, o in enumerate(p.outcomes):
+            ol = loc + ("outcomes", i)
+            if o.treatment not in t_ids:
+                self._local(f, ol + ("treatment",), o.treatment, t_ids, "treatment")
+            self.vocab_ref(f, ol + ("measure",), o.measure, ("measures",))
+            self.claims(f, ol + ("evidence",), o.evidence, allowed)
+        for i, a in enumerate(p.adverse_events):
+            al = loc + ("adverse_events", i)
+            if a.treatment not in t_ids:
+                self._local(f, al + ("treatment",), a.treatment, t_ids, "treatment")
+            self.vocab_ref(f, al + ("term",), a.term, ("phenotypes",))
+            self.claims(f, al + ("evidence",), a.evidence, allowed)
+
+    def _local(self, f: KbFile, loc: tuple, ref: str, ids: set[str], what: str) -> None:
+        guess = closest(ref, ids)
+        self.add(f, loc, f"{field_name(f.doc.data, loc)}: no {what} '{ref}' for this patient", "local-reference",
+                 expected=f"one of {', '.join(sorted(ids)) or '(none defined)'}", found=f"'{ref}'",
+                 hint=f"did you mean '{guess}'?" if guess else f"define the {what} first, or fix the id")
+
+
+def _parse(f: KbFile) -> tuple[Any, list[Diagnostic]]:
+    """Validate one file against its model."""
+    doc = f.doc
+    assert doc is not None
+    if f.kind.startswith("vocabulary:"):
+        kind = f.kind.split(":", 1)[1]
+        model = S.VOCABULARY_KINDS[kind]
+        if not isinstance(doc.data, dict):
+            return None, [Diagnostic(f.display, 1, 1, "a vocabulary file is a mapping of key to term", rule="schema-type",
+                                     expected="a mapping", found=_show(doc.data))]
+        terms: dict[str, S.VocabTerm] = {}
+        diags: list[Diagnostic] = []
+        for key, entry in doc.data.items():
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", key):
+                line, col = doc.where((key,), key=True)
+                diags.append(Diagnostic(f.display, line, col, f"vocabulary key '{key}' is not well formed", rule="id-syntax",
+                                        expected="letters, digits, '.', '-' and '_'", found=f"'{key}'"))
+                continue
+            try:
+                terms[key] = model.model_validate(entry)
+            except PydanticValidationError as exc:
+                diags.extend(schema_diagnostics(_MapOf(model), doc, _EntryErrors(exc, key)))  # type: ignore[arg-type]
+        return terms, diags
+    model = S.CaseReport if f.kind == "case" else S.Source
+    if not isinstance(doc.data, dict):
+        return None, [Diagnostic(f.display, 1, 1, f"a {f.kind} file is a YAML mapping", rule="schema-type", expected="a mapping", found=_show(doc.data))]
+    try:
+        return model.model_validate(doc.data), []
+    except PydanticValidationError as exc:
+        return None, schema_diagnostics(model, doc, exc)
+
+
+class _EntryErrors:
+    """A vocabulary entry's errors with the entry's key put in front of every path."""
+
+    def __init__(self, exc: PydanticValidationError, key: str):
+        self.exc = exc
+        self.key = key
+
+    def errors(self, include_url: bool = False) -> list[dict]:
+        return [dict(e, loc=(self.key,) + tuple(e["loc"])) for e in self.exc.errors(include_url=False)]
+
+
+def validate_kb(config: Config, paths: list[Path] | None = None) -> Kb:
+    """Load and check the whole kb (plus ``paths``); every problem is in ``kb.diagnostics``."""
+    raw, diags = read_kb(config.kb_dir, config.root, paths)
+    kb = Kb(config=config)
+    parsed: list[KbFile] = []
+    ids_seen: dict[str, KbFile] = {}
+    for f in raw.files:
+        if f.doc is None:
+            continue
+        model, problems = _parse(f)
+        diags.extend(problems)
+        if model is None:
+            # Still register the id, so references to a broken file do not cascade.
+            if isinstance(f.doc.data, dict) and isinstance(f.doc.data.get("id"), str) and f.kind in ("case", "source"):
+                kb.files.setdefault(f"{f.kind}-broken:{f.doc.data['id']}", f)
+            continue
+        f.model = model
+        if f.kind == "case" or f.kind == "source":
+            k = f"{f.kind}:{model.id}"
+            if k in ids_seen:
+                other = ids_seen[k]
+                line, col = f.doc.where(("id",))
+                diags.append(Diagnostic(f.display, line, col, f"{f.kind} id '{model.id}' is already used by {other.display}", rule="duplicate-id",
+                                        hint="ids are unique across the kb; choose another"))
+                continue
+            ids_seen[k] = f
+            kb.files[k] = f
+            if f.kind == "case":
+                kb.cases[model.id] = model
+            else:
+                kb.sources[model.id] = model
+        else:
+            kind = f.kind.split(":", 1)[1]
+            kb.files[f.kind] = f
+            kb.vocab[kind] = model
+        parsed.append(f)
+    # Vocabulary keys are unique across kinds, so that one key names one thing.
+    owner: dict[str, str] = {}
+    for kind in sorted(kb.vocab):
+        f = kb.files[f"vocabulary:{kind}"]
+        for key in kb.vocab[kind]:
+            if key in owner:
+                line, col = f.doc.where((key,), key=True)
+                diags.append(Diagnostic(f.display, line, col, f"vocabulary key '{key}' is also defined in {owner[key]}.yaml", rule="duplicate-id",
+                                        hint="one key names one thing; rename one of them"))
+            else:
+                owner[key] = kind
+    # Broken source files still count as existing, so their citers are not flagged as well.
+    for k, f in list(kb.files.items()):
+        if k.startswith("source-broken:"):
+            kb.sources.setdefault(k.split(":", 1)[1], None)  # type: ignore[arg-type]
+    checker = _Checker(kb)
+    for f in parsed:
+        if f.kind == "source":
+            checker.source(f, f.model)
+        elif f.kind == "case":
+            checker.case(f, f.model)
+        else:
+            checker.vocabulary(f, f.kind.split(":", 1)[1], f.model)
+    _check_duplicate_identifiers(kb, checker)
+    kb.sources = {k: v for k, v in kb.sources.items() if v is not None}
+    kb.files = {k: v for k, v in kb.files.items() if "-broken:" not in k}
+    kb.diagnostics = sort_diagnostics(diags + checker.diags)
+    return kb
+
+
+def _check_duplicate_identifiers(kb: Kb, checker: _Checker) -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for sid in sorted(k for k, v in kb.sources.items() if v is not None):
+        s = kb.sources[sid]
+        f = kb.files[f"source:{sid}"]
+        for attr in ("doi", "pmid", "pmcid"):
+            val = getattr(s, attr)
+            if not val:
+                continue
+            norm = (attr, val.lower())
+            if norm in seen:
+                checker.add(f, (attr,), f"{attr} {val} is already recorded for source '{seen[norm]}'", "duplicate-publication",
+                            hint=f"this publication is already in the kb as kb/sources/{seen[norm]}.yaml; cite that record")
+            else:
+                seen[norm] = sid
