@@ -1,0 +1,547 @@
+"""Stage 3: compile a validated kb into RDF quads, one named graph per file.
+
+Each record adds its own triples through one builder with one namespace table. The quads are
+pyoxigraph terms, the fast engine for queries and serialisation (see PERFORMANCE.md); the rdflib
+Dataset, the project's graph API, is made from them on demand (:meth:`Compiled.dataset`).
+Every node has an IRI (no blank nodes), so that exports are stable and byte-identical.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+from urllib.parse import quote
+
+import pyoxigraph as ox
+
+from . import schema as S
+from .errors import CompileError
+from .namespaces import PRIMARY_PREFIX, STANDARD, Namespaces, curie_to_iri
+from .ontology import PROPERTIES
+from .validate import Kb
+
+__all__ = ["Compiled", "compile_kb", "concept_iri", "term_iri"]
+
+XSD = STANDARD["xsd"]
+RDF_TYPE = ox.NamedNode(STANDARD["rdf"] + "type")
+_KNOWN_PROPS = {p.name for p in PROPERTIES}
+
+_SOURCE_CLASS = {
+    "journal article": "JournalArticle",
+    "letter": "Letter",
+    "case report": "CaseReport",
+    "case series": "CaseReport",
+    "commentary": "Comment",
+    "conference abstract": "ConferenceAbstract",
+}
+
+
+def _slug(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", value).strip("_") or "x"
+
+
+def concept_iri(ns: Namespaces, scheme: str, value: str) -> str:
+    """The IRI of a value of a fixed list: ``ev:Response_complete``."""
+    return f"{ns.ev}{scheme}_{_slug(value)}"
+
+
+def term_iri(ns: Namespaces, kind: str, key: str, term: S.VocabTerm) -> str:
+    """A vocabulary term's IRI: its standard identifier's IRI, or a local one."""
+    for prefix in PRIMARY_PREFIX.get(kind, ()):
+        for curie in term.identifiers:
+            if curie.split(":", 1)[0] == prefix:
+                return curie_to_iri(curie)
+    return ns.term(kind, key)
+
+
+def _num(x: float | int) -> str:
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return repr(x) if isinstance(x, float) else str(x)
+
+
+@dataclass
+class Compiled:
+    """The compiled kb: quads, and the views made from them."""
+
+    ns: Namespaces
+    quads: list[ox.Quad] = field(default_factory=list)
+    concepts: dict[str, tuple[str, str]] = field(default_factory=dict)  # iri -> (scheme, label)
+    term_iris: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> iri
+    _store: ox.Store | None = None
+
+    def sorted_quads(self) -> list[ox.Quad]:
+        """Quads in one canonical order: by graph, subject, predicate, object (as N-Quads text)."""
+        return sorted(set(self.quads), key=lambda q: (str(q.graph_name), str(q.subject), str(q.predicate), str(q.object)))
+
+    def store(self) -> ox.Store:
+        """An in-memory pyoxigraph store of every quad (the fast SPARQL engine)."""
+        if self._store is None:
+            st = ox.Store()
+            st.bulk_extend(self.quads)
+            self._store = st
+        return self._store
+
+    def dataset(self):
+        """The graph as an rdflib ``Dataset`` with one named graph per kb file."""
+        from .rdflib_bridge import to_rdflib_dataset
+
+        return to_rdflib_dataset(self.sorted_quads(), self.ns.prefixes())
+
+    def union_graph(self):
+        """All triples in one rdflib ``Graph`` (what SHACL validates)."""
+        from .rdflib_bridge import to_rdflib_graph
+
+        return to_rdflib_graph(self.sorted_quads(), self.ns.prefixes())
+
+
+class _Builder:
+    def __init__(self, kb: Kb, ns: Namespaces):
+        self.kb = kb
+        self.ns = ns
+        self.out = Compiled(ns=ns)
+        self.graph: ox.NamedNode | ox.DefaultGraph = ox.DefaultGraph()
+        self._nodes: dict[str, ox.NamedNode] = {}
+        self.case_sources: dict[str, str] = {}
+        for kind, terms in kb.vocab.items():
+            for key, term in terms.items():
+                self.out.term_iris[(kind, key)] = term_iri(ns, kind, key, term)
+
+    # -- terms -------------------------------------------------------------------------------
+    def iri(self, value: str) -> ox.NamedNode:
+        node = self._nodes.get(value)
+        if node is None:
+            node = self._nodes[value] = ox.NamedNode(value)
+        return node
+
+    def ev(self, name: str) -> ox.NamedNode:
+        return self.iri(self.ns.ev + name)
+
+    def std(self, curie: str) -> ox.NamedNode:
+        prefix, local = curie.split(":", 1)
+        return self.iri(STANDARD[prefix] + local)
+
+    def concept(self, scheme: str, value: str) -> ox.NamedNode:
+        iri = concept_iri(self.ns, scheme, value)
+        self.out.concepts[iri] = (scheme, value)
+        return self.iri(iri)
+
+    def vocab(self, kind: str, key: str) -> ox.NamedNode:
+        return self.iri(self.out.term_iris[(kind, key)])
+
+    def any_term(self, key: str, kinds: tuple[str, ...]) -> ox.NamedNode:
+        for kind in kinds:
+            if (kind, key) in self.out.term_iris:
+                return self.vocab(kind, key)
+        raise CompileError(f"unknown vocabulary key {key!r}")
+
+    # -- emitting ----------------------------------------------------------------------------
+    def add(self, s: ox.NamedNode, p: ox.NamedNode, o: Any) -> None:
+        self.out.quads.append(ox.Quad(s, p, o, self.graph))
+
+    def a(self, s: ox.NamedNode, cls: str) -> None:
+        self.add(s, RDF_TYPE, self.ev(cls))
+
+    def lit(self, s: ox.NamedNode, p: str, value: Any, datatype: str | None = None) -> None:
+        """``s ev:p value``; ``not reported`` becomes ``s ev:notReported ev:p``; None adds nothing."""
+        if value is None:
+            return
+        pred = self.ev(p) if ":" not in p else self.std(p)
+        if value == S.NOT_REPORTED:
+            self.add(s, self.ev("notReported"), pred)
+            return
+        if isinstance(value, bool):
+            self.add(s, pred, ox.Literal("true" if value else "false", datatype=ox.NamedNode(XSD + "boolean")))
+        elif isinstance(value, int) and datatype is None:
+            self.add(s, pred, ox.Literal(str(value), datatype=ox.NamedNode(XSD + "integer")))
+        elif isinstance(value, float) or datatype == "decimal":
+            self.add(s, pred, ox.Literal(_num(value), datatype=ox.NamedNode(XSD + "decimal")))
+        elif datatype:
+            self.add(s, pred, ox.Literal(str(value), datatype=ox.NamedNode(XSD + datatype)))
+        else:
+            self.add(s, pred, ox.Literal(str(value)))
+
+    def link(self, s: ox.NamedNode, p: str, o: ox.NamedNode | str | None) -> None:
+        if o is None:
+            return
+        pred = self.ev(p) if ":" not in p else self.std(p)
+        if o == S.NOT_REPORTED:
+            self.add(s, self.ev("notReported"), pred)
+            return
+        self.add(s, pred, o if isinstance(o, ox.NamedNode) else self.iri(o))
+
+    def enum(self, s: ox.NamedNode, p: str, scheme: str, value: str | None) -> None:
+        if value is None:
+            return
+        if value == S.NOT_REPORTED:
+            self.add(s, self.ev("notReported"), self.ev(p))
+            return
+        self.add(s, self.ev(p), self.concept(scheme, value))
+
+    def claims(self, record: ox.NamedNode, claims: list[S.Claim], case: ox.NamedNode | None = None) -> None:
+        for i, c in enumerate(claims, start=1):
+            node = self.iri(f"{record.value}/claim/{i}")
+            self.a(node, "Claim")
+            self.add(node, RDF_TYPE, self.std("prov:Entity"))
+            self.add(record, self.ev("supportedBy"), node)
+            self.add(node, self.ev("about"), record)
+            self.add(node, self.std("prov:wasDerivedFrom"), self.iri(self.ns.source(c.source)))
+            self.lit(node, "locator", c.locator)
+            self.lit(node, "quote", c.quote)
+            self.lit(node, "rdfs:comment", c.note)
+            if case is not None:
+                self.add(node, self.ev("inCase"), case)
+                if self.case_sources.get(c.source) == "secondary":
+                    self.lit(node, "viaSecondarySource", True)
+
+    def dose(self, s: ox.NamedNode, dose: S.Dose | str | None) -> None:
+        if dose is None:
+            return
+        if dose == S.NOT_REPORTED:
+            self.add(s, self.ev("notReported"), self.ev("doseValue"))
+            return
+        assert isinstance(dose, S.Dose)
+        if dose.value is not None:
+            self.lit(s, "doseValue", dose.value, "decimal")
+            self.enum(s, "doseUnit", "Unit", dose.unit)
+        else:
+            self.add(s, self.ev("notReported"), self.ev("doseValue"))
+        self.lit(s, "doseQualifier", dose.qualifier)
+
+    # -- records -----------------------------------------------------------------------------
+    def vocabulary(self) -> None:
+        self.graph = self.iri(self.ns.graph("vocabulary"))
+        classes = {"genes": "Gene", "drugs": "Drug", "diseases": "Disease", "phenotypes": "Phenotype", "measures": "OutcomeMeasure"}
+        for kind in sorted(self.kb.vocab):
+            for key, term in sorted(self.kb.vocab[kind].items()):
+                node = self.vocab(kind, key)
+                self.a(node, classes[kind])
+                self.lit(node, "rdfs:label", term.label)
+                self.lit(node, "vocabularyKey", key)
+                for syn in term.synonyms:
+                    self.lit(node, "skos:altLabel", syn)
+                self.lit(node, "dcterms:description", term.description)
+                for curie in term.identifiers:
+                    self.lit(node, "dcterms:identifier", curie)
+                    iri = curie_to_iri(curie)
+                    if iri != node.value:
+                        self.link(node, "skos:exactMatch", iri)
+                self.lit(node, "identifierProvenance", term.identifier_provenance)
+                if isinstance(term, S.Gene):
+                    self.lit(node, "symbol", term.symbol)
+                if isinstance(term, S.Drug):
+                    self.lit(node, "drugClass", term.drug_class)
+                    self.claims(node, term.class_evidence)
+                    if term.targets == S.NOT_REPORTED:
+                        self.add(node, self.ev("notReported"), self.ev("target"))
+                    else:
+                        for t in term.targets:
+                            gene = self.vocab("genes", t.gene)
+                            self.add(node, self.ev("target"), gene)
+                            # The claim is about the drug-target link: a record of its own.
+                            link = self.iri(f"{self.ns.term('drugs', key)}/target/{quote(t.gene, safe='')}")
+                            self.claims(link, t.evidence)
+                            self.add(link, self.ev("drug"), node)
+                            self.add(link, self.ev("target"), gene)
+
+    def source(self, s: S.Source) -> None:
+        self.graph = self.iri(self.ns.graph("source", s.id))
+        node = self.iri(self.ns.source(s.id))
+        self.a(node, "Source")
+        self.add(node, RDF_TYPE, self.std(f"fabio:{_SOURCE_CLASS[s.kind]}"))
+        self.lit(node, "dcterms:title", s.title)
+        self.lit(node, "authors", "; ".join(s.authors))
+        for a in s.authors:
+            self.lit(node, "dcterms:creator", a)
+        self.lit(node, "authorsComplete", s.authors_complete)
+        self.lit(node, "journal", s.journal)
+        self.lit(node, "dcterms:publisher", s.publisher)
+        self.lit(node, "year", str(s.year), "gYear")
+        self.lit(node, "dcterms:issued", s.date.isoformat() if s.date else None, "date")
+        self.lit(node, "bibo:volume", s.volume)
+        self.lit(node, "bibo:issue", s.issue)
+        self.lit(node, "bibo:pages", s.pages)
+        self.lit(node, "bibo:doi", s.doi)
+        self.lit(node, "bibo:pmid", s.pmid)
+        self.lit(node, "fabio:hasPubMedCentralId", s.pmcid)
+        if s.doi:
+            self.link(node, "schema:sameAs", curie_to_iri(f"doi:{s.doi}"))
+        if s.pmid:
+            self.link(node, "schema:sameAs", curie_to_iri(f"pubmed:{s.pmid}"))
+        if s.pmcid:
+            self.link(node, "schema:sameAs", curie_to_iri(f"pmc:{s.pmcid}"))
+        if s.url:
+            self.link(node, "schema:url", s.url)
+        self.lit(node, "schema:genre", s.kind)
+        if s.reports_on:
+            self.link(node, "reportsOn", self.ns.source(s.reports_on))
+        self.lit(node, "textHeld", s.text_held)
+        self.lit(node, "textFile", s.text_file)
+        self.lit(node, "identifierNotes", s.identifier_notes)
+        self.claims(node, s.citation_evidence)
+        self.curation(node, s.curation)
+
+    def curation(self, node: ox.NamedNode, c: S.Curation) -> None:
+        for cur in c.curators:
+            person = self.iri(self.ns.curator(cur.name, cur.orcid))
+            self.add(node, self.std("prov:wasAttributedTo"), person)
+            self.a(person, "Curator")
+            self.add(person, RDF_TYPE, self.std("prov:Agent"))
+            self.lit(person, "schema:name", cur.name)
+        self.lit(node, "dcterms:created", c.created.isoformat(), "date")
+        if c.updated:
+            self.lit(node, "dcterms:modified", c.updated.isoformat(), "date")
+        self.lit(node, "curationNote", c.notes)
+
+    def case(self, c: S.CaseReport) -> None:
+        self.graph = self.iri(self.ns.graph("case", c.id))
+        node = self.iri(self.ns.case(c.id))
+        self.case_sources = {r.source: r.role for r in c.sources}
+        self.a(node, "CaseReport")
+        self.lit(node, "dcterms:title", c.title)
+        for r in c.sources:
+            self.link(node, "primarySource" if r.role == "primary" else "secondarySource", self.ns.source(r.source))
+        self.enum(node, "studyDesign", "StudyDesign", c.study_design)
+        self.add(node, self.ev("evidenceLevel"), self.concept(f"EvidenceLevel_{c.evidence_level.scale}", c.evidence_level.level))
+        self.lit(node, "evidenceLevelRationale", c.evidence_level.rationale)
+        for k in c.conditions:
+            self.link(node, "condition", self.vocab("diseases", k))
+        self.claims(node, c.evidence, node)
+        self.curation(node, c.curation)
+        if c.cohort:
+            self.cohort(node, c.cohort)
+        for p in c.patients:
+            self.patient(node, p)
+
+    def cohort(self, case: ox.NamedNode, co: S.Cohort) -> None:
+        node = self.iri(f"{case.value}/cohort")
+        self.a(node, "Cohort")
+        self.link(case, "hasCohort", node)
+        self.link(node, "inCase", case)
+        self.lit(node, "size", co.n)
+        self.lit(node, "femaleCount", co.female)
+        self.lit(node, "maleCount", co.male)
+        if co.age:
+            self.lit(node, "ageMean", co.age.mean, "decimal")
+            self.lit(node, "ageSD", co.age.sd, "decimal")
+            self.lit(node, "ageMedian", co.age.median, "decimal")
+            self.lit(node, "ageMinimum", co.age.min, "decimal")
+            self.lit(node, "ageMaximum", co.age.max, "decimal")
+            self.lit(node, "ageUnit", co.age.unit)
+        self.claims(node, co.evidence, case)
+        for i, oc in enumerate(co.outcome_counts, start=1):
+            n = self.iri(f"{node.value}/outcome-count/{i}")
+            self.a(n, "OutcomeCount")
+            self.link(node, "hasOutcomeCount", n)
+            self.link(n, "inCase", case)
+            self.link(n, "measure", self.vocab("measures", oc.measure))
+            self.enum(n, "response", "Response", oc.response)
+            self.enum(n, "direction", "Direction", oc.direction)
+            self.lit(n, "patientCount", oc.patients)
+            self.claims(n, oc.evidence, case)
+        for i, ac in enumerate(co.adverse_event_counts, start=1):
+            n = self.iri(f"{node.value}/adverse-event-count/{i}")
+            self.a(n, "AdverseEventCount")
+            self.link(node, "hasAdverseEventCount", n)
+            self.link(n, "inCase", case)
+            if ac.term:
+                self.link(n, "term", self.vocab("phenotypes", ac.term))
+            self.enum(n, "severity", "Severity", ac.severity)
+            self.lit(n, "patientCount", ac.patients)
+            self.claims(n, ac.evidence, case)
+
+    def patient(self, case: ox.NamedNode, p: S.Patient) -> None:
+        node = self.iri(f"{case.value}/patient/{p.id}")
+        self.a(node, "Patient")
+        self.link(case, "hasPatient", node)
+        self.link(node, "inCase", case)
+        self.lit(node, "localId", p.id)
+        self.lit(node, "rdfs:label", p.label)
+        if p.age == S.NOT_REPORTED:
+            self.add(node, self.ev("notReported"), self.ev("ageValue"))
+        else:
+            assert isinstance(p.age, S.Age)
+            self.lit(node, "ageValue", p.age.value, "decimal")
+            self.lit(node, "ageMin", p.age.min, "decimal")
+            self.lit(node, "ageMax", p.age.max, "decimal")
+            self.lit(node, "ageCategory", p.age.category)
+            self.lit(node, "ageUnit", p.age.unit)
+            self.lit(node, "ageBasis", p.age.basis)
+        self.enum(node, "sex", "Sex", p.sex)
+        if p.genotype == S.NOT_REPORTED:
+            self.add(node, self.ev("notReported"), self.ev("hasGenotype"))
+        else:
+            for i, g in enumerate(p.genotype, start=1):
+                self.genotype(case, node, i, g)
+        for k in p.diagnoses:
+            self.link(node, "diagnosis", self.vocab("diseases", k))
+        for k in p.comorbidities:
+            self.link(node, "comorbidity", self.any_term(k, ("diseases", "phenotypes")))
+        for f in p.findings:
+            self.lit(node, "finding", f)
+        for i, pt in enumerate(p.prior_treatments, start=1):
+            n = self.iri(f"{node.value}/prior-treatment/{i}")
+            self.a(n, "PriorTreatment")
+            self.link(node, "hasPriorTreatment", n)
+            self.link(n, "patient", node)
+            self.link(n, "inCase", case)
+            self.link(n, "drug", self.vocab("drugs", pt.drug))
+            self.enum(n, "result", "Response", pt.result)
+            self.claims(n, pt.evidence, case)
+        self.claims(node, p.evidence, case)
+        for t in p.treatments:
+            self.treatment(case, node, t)
+        for o in p.outcomes:
+            self.outcome(case, node, o)
+        for ae in p.adverse_events:
+            n = self.iri(f"{node.value}/adverse-event/{ae.id}")
+            self.a(n, "AdverseEvent")
+            self.link(node, "hasAdverseEvent", n)
+            self.link(n, "patient", node)
+            self.link(n, "inCase", case)
+            self.lit(n, "localId", ae.id)
+            self.link(n, "term", self.vocab("phenotypes", ae.term))
+            self.link(n, "treatment", f"{node.value}/treatment/{ae.treatment}")
+            self.enum(n, "severity", "Severity", ae.severity)
+            self.enum(n, "action", "Action", ae.action)
+            self.claims(n, ae.evidence, case)
+
+    def genotype(self, case: ox.NamedNode, patient: ox.NamedNode, i: int, g: S.Genotype) -> None:
+        n = self.iri(f"{patient.value}/genotype/{i}")
+        gene = self.vocab("genes", g.gene)
+        self.a(n, "Genotype")
+        self.link(patient, "hasGenotype", n)
+        self.link(n, "patient", patient)
+        self.link(n, "inCase", case)
+        self.link(n, "gene", gene)
+        if g.variant == S.NOT_REPORTED:
+            self.add(n, self.ev("notReported"), self.ev("variant"))
+        else:
+            assert isinstance(g.variant, S.Variant)
+            v = self.iri(self.ns.variant(g.variant.hgvs))
+            self.link(n, "variant", v)
+            self.a(v, "Variant")
+            self.link(v, "gene", gene)
+            self.lit(v, "rdfs:label", f"{g.gene} {g.variant.hgvs}")
+            self.lit(v, "hgvs", g.variant.hgvs)
+            self.lit(v, "transcript", g.variant.hgvs.split(":", 1)[0])
+            self.lit(v, "transcriptStatus", g.variant.transcript_status)
+            self.lit(v, "proteinChange", g.variant.protein)
+            self.lit(v, "proteinChangeStatus", g.variant.protein_status)
+            self.lit(v, "legacyName", g.variant.legacy_name)
+        self.enum(n, "zygosity", "Zygosity", g.zygosity)
+        self.enum(n, "inheritance", "Inheritance", g.inheritance)
+        self.enum(n, "mechanism", "Mechanism", g.mechanism)
+        self.claims(n, g.evidence, case)
+
+    def treatment(self, case: ox.NamedNode, patient: ox.NamedNode, t: S.Treatment) -> None:
+        n = self.iri(f"{patient.value}/treatment/{t.id}")
+        self.a(n, "Treatment")
+        self.link(patient, "hasTreatment", n)
+        self.link(n, "patient", patient)
+        self.link(n, "inCase", case)
+        self.lit(n, "localId", t.id)
+        self.link(n, "drug", self.vocab("drugs", t.drug))
+        self.link(n, "indication", t.indication if t.indication == S.NOT_REPORTED else self.vocab("diseases", t.indication))
+        self.lit(n, "access", t.access)
+        self.dose(n, t.dose)
+        self.enum(n, "frequency", "Frequency", t.frequency)
+        self.enum(n, "route", "Route", t.route)
+        self.lit(n, "startDate", t.start.isoformat() if hasattr(t.start, "isoformat") else t.start, "date")
+        self.lit(n, "duration", t.duration, "duration")
+        self.claims(n, t.evidence, case)
+        kinds = [ph.kind for ph in t.phases]
+        stopped_at = kinds.index("stopped") if "stopped" in kinds else -1
+        if stopped_at >= 0:
+            self.lit(n, "hasDechallenge", True)
+            self.lit(n, "hasRechallenge", "restarted" in kinds[stopped_at + 1 :])
+        prev: ox.NamedNode | None = None
+        for order, ph in enumerate(t.phases, start=1):
+            pn = self.iri(f"{n.value}/phase/{ph.id}")
+            self.a(pn, "Phase")
+            self.link(n, "hasPhase", pn)
+            if order == 1:
+                self.link(n, "firstPhase", pn)
+            if prev is not None:
+                self.link(prev, "nextPhase", pn)
+            prev = pn
+            self.link(pn, "treatment", n)
+            self.link(pn, "inCase", case)
+            self.lit(pn, "localId", ph.id)
+            self.enum(pn, "phaseKind", "PhaseKind", ph.kind)
+            self.lit(pn, "order", order)
+            self.dose(pn, ph.dose)
+            self.enum(pn, "frequency", "Frequency", ph.frequency)
+            self.lit(pn, "duration", ph.duration, "duration")
+            if ph.reason == S.NOT_REPORTED:
+                self.add(pn, self.ev("notReported"), self.ev("reason"))
+            elif isinstance(ph.reason, S.Reason):
+                self.lit(pn, "reason", ph.reason.description)
+                if ph.reason.adverse_event:
+                    self.link(pn, "reasonAdverseEvent", f"{patient.value}/adverse-event/{ph.reason.adverse_event}")
+            self.lit(pn, "followedBy", ph.followed_by)
+            for oid in ph.outcomes:
+                self.link(pn, "observedOutcome", f"{patient.value}/outcome/{oid}")
+            self.claims(pn, ph.evidence, case)
+
+    def outcome(self, case: ox.NamedNode, patient: ox.NamedNode, o: S.Outcome) -> None:
+        n = self.iri(f"{patient.value}/outcome/{o.id}")
+        self.a(n, "Outcome")
+        self.link(patient, "hasOutcome", n)
+        self.link(n, "patient", patient)
+        self.link(n, "inCase", case)
+        self.lit(n, "localId", o.id)
+        self.link(n, "treatment", f"{patient.value}/treatment/{o.treatment}")
+        self.link(n, "measure", self.vocab("measures", o.measure))
+        self.lit(n, "timepoint", o.timepoint, "duration")
+        if o.timepoint != S.NOT_REPORTED:
+            self.lit(n, "timepointQualifier", o.timepoint_qualifier)
+        for attr, pred in (("before", "valueBefore"), ("after", "valueAfter")):
+            m = getattr(o, attr)
+            if m == S.NOT_REPORTED:
+                self.add(n, self.ev("notReported"), self.ev(pred))
+            else:
+                self.lit(n, pred, m.value, "decimal")
+                self.lit(n, "valueUnit", m.unit)
+        self.enum(n, "direction", "Direction", o.direction)
+        self.enum(n, "response", "Response", o.response)
+        self.lit(n, "dcterms:description", o.description)
+        self.claims(n, o.evidence, case)
+
+    def concepts(self) -> None:
+        self.graph = self.iri(self.ns.graph("vocabulary"))
+        for iri, (scheme, label) in sorted(self.out.concepts.items()):
+            node = self.iri(iri)
+            self.a(node, "Concept")
+            self.lit(node, "rdfs:label", label)
+            self.lit(node, "skos:notation", scheme)
+
+
+def compile_kb(kb: Kb) -> Compiled:
+    """Compile a kb that passed validation. Raises :class:`CompileError` if it did not."""
+    if not kb.ok:
+        raise CompileError("the kb has validation errors; run `evidence validate` first", kb.diagnostics)
+    ns = Namespaces(kb.config.base_iri)
+    b = _Builder(kb, ns)
+    b.vocabulary()
+    for sid in sorted(kb.sources):
+        b.source(kb.sources[sid])
+    for cid in sorted(kb.cases):
+        b.case(kb.cases[cid])
+    b.concepts()
+    _check_terms(b.out, ns)
+    return b.out
+
+
+def _check_terms(out: Compiled, ns: Namespaces) -> None:
+    """Every ev: property used is defined in the ontology table (catches a typo in the compiler)."""
+    used = {q.predicate.value[len(ns.ev):] for q in out.quads if q.predicate.value.startswith(ns.ev)}
+    unknown = sorted(used - _KNOWN_PROPS)
+    if unknown:
+        raise CompileError(f"the compiler used undefined properties: {', '.join(unknown)}")
+
+
+def iter_case_quads(out: Compiled, case_id: str) -> Iterable[ox.Quad]:
+    g = out.ns.graph("case", case_id)
+    return (q for q in out.quads if isinstance(q.graph_name, ox.NamedNode) and q.graph_name.value == g)
