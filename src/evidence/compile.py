@@ -179,9 +179,10 @@ class _Builder:
             return
         self.add(s, self.ev(p), self.concept(scheme, value))
 
-    def claims(self, record: ox.NamedNode, claims: list[S.Claim], case: ox.NamedNode | None = None) -> None:
+    def claims(self, record: ox.NamedNode, claims: list[S.Claim], case: ox.NamedNode | None = None, base: str | None = None) -> None:
+        """Claims get IRIs under ``base`` (default: the record's IRI): always in our namespace."""
         for i, c in enumerate(claims, start=1):
-            node = self.iri(f"{record.value}/claim/{i}")
+            node = self.iri(f"{base or record.value}/claim/{i}")
             self.a(node, "Claim")
             self.add(node, RDF_TYPE, self.std("prov:Entity"))
             self.add(record, self.ev("supportedBy"), node)
@@ -217,7 +218,10 @@ class _Builder:
             for key, term in sorted(self.kb.vocab[kind].items()):
                 node = self.vocab(kind, key)
                 self.a(node, classes[kind])
-                self.lit(node, "rdfs:label", term.label)
+                # A gene is known by its symbol; its full name stays as an alternative label.
+                self.lit(node, "rdfs:label", term.symbol if isinstance(term, S.Gene) else term.label)
+                if isinstance(term, S.Gene):
+                    self.lit(node, "skos:altLabel", term.label)
                 self.lit(node, "vocabularyKey", key)
                 for syn in term.synonyms:
                     self.lit(node, "skos:altLabel", syn)
@@ -232,7 +236,7 @@ class _Builder:
                     self.lit(node, "symbol", term.symbol)
                 if isinstance(term, S.Drug):
                     self.lit(node, "drugClass", term.drug_class)
-                    self.claims(node, term.class_evidence)
+                    self.claims(node, term.class_evidence, base=self.ns.term(kind, key) + "/class")
                     if term.targets == S.NOT_REPORTED:
                         self.add(node, self.ev("notReported"), self.ev("target"))
                     else:

@@ -61,7 +61,7 @@ PROPERTIES: list[Prop] = [
     Prop("secondarySource", "secondary source", "A publication that retells the case.", ("CaseReport",), "Source"),
     Prop("hasPatient", "has patient", "A patient of the case.", ("CaseReport",), "Patient", True),
     Prop("hasCohort", "has cohort", "Group-level figures of the case.", ("CaseReport",), "Cohort", False, True),
-    Prop("inCase", "in case", "The case a record belongs to.", _CASE_PARTS + ("Claim",), "CaseReport", True, True),
+    Prop("inCase", "in case", "The case a record (or a claim made in a case file) belongs to.", _CASE_PARTS, "CaseReport", True, True),
     Prop("curationNote", "curation note", "What the curator left out and why.", ("CaseReport", "Source"), "xsd:string", False, True),
     # patient
     Prop("localId", "local id", "The record's id within its case file.", ("Patient", "Treatment", "Phase", "Outcome", "AdverseEvent"), "xsd:string", True, True),

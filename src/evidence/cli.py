@@ -1,0 +1,198 @@
+"""The ``evidence`` command line.
+
+Exit codes: 0 success; 1 the kb or the query has problems (each one is printed);
+2 the command line is wrong; 3 an internal error (a bug: please report it); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pyoxigraph as ox
+
+from .config import load_config
+from .errors import Diagnostic, EvidenceError, QueryError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _print_diagnostics(diags: list[Diagnostic], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps([d.as_dict() for d in diags], indent=1, ensure_ascii=False))
+        return
+    for d in diags:
+        print(d.github() if fmt == "github" else d.text())
+
+
+def _summary(diags: list[Diagnostic], files: int) -> str:
+    e = sum(1 for d in diags if d.level == "error")
+    w = sum(1 for d in diags if d.level == "warning")
+    return f"{e} error{'s' if e != 1 else ''}, {w} warning{'s' if w != 1 else ''} in {files} file{'s' if files != 1 else ''}"
+
+
+def _expand_paths(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out.extend(sorted(q for q in path.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()))
+        else:
+            out.append(path)
+    return out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import validate_kb
+
+    config = load_config(args.root)
+    paths = _expand_paths(args.paths)
+    missing = [p for p in paths if not p.exists()]
+    for p in missing:
+        print(f"{p}:1:1: error: no such file", file=sys.stderr)
+    paths = [p for p in paths if p.exists()]
+    kb = validate_kb(config, paths)
+    diags = kb.diagnostics
+    if args.paths:
+        wanted = {str(p.resolve()) for p in paths}
+        diags = [d for d in diags if str((config.root / d.path).resolve()) in wanted or str(Path(d.path).resolve()) in wanted]
+    _print_diagnostics(diags, args.format)
+    files = len(paths) if args.paths else len({f.display for f in kb.files.values()} | {d.path for d in diags})
+    print(_summary(diags, files), file=sys.stderr)
+    return EXIT_PROBLEMS if missing or any(d.level == "error" for d in diags) else EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .pipeline import build
+
+    config = load_config(args.root)
+    out = Path(args.out) if args.out else config.root / "_site"
+    report = build(config, out)
+    times = ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
+    print(f"built {out}: {report.cases} cases, {report.patients} patients, {report.quads} quads ({times})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _compiled(args: argparse.Namespace):
+    from .pipeline import compile_checked, load_and_validate
+
+    config = load_config(args.root)
+    return compile_checked(load_and_validate(config))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import serialize
+
+    data = serialize(_compiled(args), args.format)
+    if args.out:
+        Path(args.out).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+    return EXIT_OK
+
+
+def _param(compiled, text: str) -> tuple[str, ox.NamedNode | ox.Literal]:
+    if "=" not in text:
+        raise QueryError(f"--param {text!r}: expected NAME=VALUE, e.g. --param gene=TREX1")
+    name, value = text.split("=", 1)
+    name = name.strip().lstrip("?$")
+    if value.startswith("<") and value.endswith(">"):
+        return name, ox.NamedNode(value[1:-1])
+    if value.startswith(("http://", "https://")):
+        return name, ox.NamedNode(value)
+    prefixes = compiled.ns.prefixes()
+    if ":" in value and value.split(":", 1)[0] in prefixes:
+        p, local = value.split(":", 1)
+        return name, ox.NamedNode(prefixes[p] + local)
+    return name, ox.Literal(value)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .query import format_result, read_query, run_query
+
+    compiled = _compiled(args)
+    text = read_query(args.query)
+    params = dict(_param(compiled, p) for p in args.param)
+    result = run_query(compiled, text, params)
+    sys.stdout.write(format_result(result, args.format, compiled.ns.prefixes()))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schemafiles import stale_schemas, write_schemas
+
+    config = load_config(args.root)
+    folder = config.root / "schema"
+    if args.check:
+        stale = stale_schemas(folder)
+        if stale:
+            print(f"stale JSON Schema file(s) in {folder}: {', '.join(stale)}; run `evidence schema` to regenerate them", file=sys.stderr)
+            return EXIT_PROBLEMS
+        print("JSON Schema files are up to date", file=sys.stderr)
+        return EXIT_OK
+    for p in write_schemas(folder):
+        print(p)
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="evidence", description="A curated literature-evidence knowledge base: validate, build, export and query it.",
+                                 epilog="Exit codes: 0 ok; 1 problems in the kb or query (all printed); 2 bad command line; 3 internal error.")
+    ap.add_argument("--root", default=None, help="the project folder holding evidence.toml (default: the nearest one above the current folder)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check kb files and report every problem",
+                       description="Check the kb: YAML syntax, the schema, references, identifiers, HGVS, units, durations, plausible values, "
+                                   "unique ids and quotes against the source texts. Prints every problem as path:line:col: level: message.")
+    v.add_argument("paths", nargs="*", help="files or folders to report on (default: the whole kb); they are checked in the context of the kb")
+    v.add_argument("--format", choices=["text", "github", "json"], default="text", help="text (default), GitHub Actions annotations, or JSON")
+    v.set_defaults(func=cmd_validate)
+
+    b = sub.add_parser("build", help="validate, compile and write the site and exports", description="Validate, compile, check the graph against its SHACL shapes, and write the exports and site into --out, atomically.")
+    b.add_argument("--out", help="output folder (default: _site)")
+    b.set_defaults(func=cmd_build)
+
+    e = sub.add_parser("export", help="write the compiled graph in one format", description="Write the compiled graph to stdout or --out.")
+    e.add_argument("--format", choices=["ttl", "nt", "nq", "trig", "jsonld", "graphml"], default="ttl", help="ttl (default), nt, nq, trig, jsonld or graphml")
+    e.add_argument("--out", help="file to write (default: stdout)")
+    e.set_defaults(func=cmd_export)
+
+    q = sub.add_parser("query", help="run a SPARQL query over the compiled graph",
+                       description="Run SPARQL over the union of all graphs. Prefixes ev:, rdfs:, dcterms:, prov:, bibo:, fabio:, schema:, skos:, obo:, xsd: are predeclared.")
+    q.add_argument("query", help="a SPARQL query string or a .rq file")
+    q.add_argument("--format", choices=["table", "csv", "tsv", "json"], default="table", help="table (default), csv, tsv or SPARQL 1.1 Results JSON")
+    q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="bind ?NAME to VALUE as an RDF term (an IRI if <...>, http(s):// or a known prefix; else a literal); repeatable")
+    q.set_defaults(func=cmd_query)
+
+    s = sub.add_parser("schema", help="write (or --check) the JSON Schema files generated from the models")
+    s.add_argument("--check", action="store_true", help="only check that schema/ is up to date")
+    s.set_defaults(func=cmd_schema)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EvidenceError as exc:
+        for d in exc.diagnostics:
+            print(d.text(), file=sys.stderr)
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # never a traceback for a user; say what broke and how to report it
+        print(f"internal error: {type(exc).__name__}: {exc}\nThis is a bug in evidence; please report it with the command you ran.", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

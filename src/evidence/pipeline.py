@@ -1,0 +1,146 @@
+"""The whole pipeline in order: load -> validate -> compile -> check shapes -> export -> render.
+
+``build`` writes into a temporary folder beside the output and swaps it in only when every stage
+has succeeded, so a failed or interrupted build never leaves a half-written site.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyoxigraph as ox
+
+from .compile import Compiled, compile_kb
+from .config import Config
+from .errors import ValidationError
+from .export import FORMATS, serialize, write_exports
+from .schemafiles import write_schemas
+from .shapes import ontology_triples, shape_triples, validate_shapes
+from .validate import Kb, validate_kb
+
+__all__ = ["BuildReport", "load_and_validate", "compile_checked", "build", "shapes_turtle", "ontology_turtle"]
+
+log = logging.getLogger("evidence")
+
+_DOWNLOADS = [
+    ("evidence.ttl", "the whole graph, Turtle"),
+    ("evidence.nt", "the whole graph, N-Triples"),
+    ("evidence.nq", "every named graph, N-Quads"),
+    ("evidence.trig", "every named graph (one per kb file), TriG"),
+    ("evidence.jsonld", "every named graph, JSON-LD"),
+    ("context.jsonld", "the JSON-LD context"),
+    ("evidence.graphml", "the evidence network, GraphML (Cytoscape, Gephi)"),
+    ("ontology.ttl", "the project vocabulary (ev:), with a label and comment for every term"),
+    ("shapes.ttl", "SHACL shapes that the graph conforms to"),
+    ("schema/case.schema.json", "JSON Schema of a case file"),
+    ("schema/source.schema.json", "JSON Schema of a source file"),
+]
+
+
+@dataclass
+class BuildReport:
+    out: Path
+    cases: int = 0
+    patients: int = 0
+    quads: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def load_and_validate(config: Config, paths: list[Path] | None = None) -> Kb:
+    """Validate; raise ValidationError with every diagnostic if there is any error."""
+    kb = validate_kb(config, paths)
+    if not kb.ok:
+        n = sum(1 for d in kb.diagnostics if d.level == "error")
+        raise ValidationError(f"{n} error(s) in the kb; nothing was built", kb.diagnostics)
+    return kb
+
+
+def _turtle(triples: list[ox.Triple], prefixes: dict[str, str]) -> str:
+    from .export import _sort_prefix_header
+
+    triples = sorted(triples, key=lambda t: (str(t.subject), str(t.predicate), str(t.object)))
+    return _sort_prefix_header(ox.serialize(triples, format=ox.RdfFormat.TURTLE, prefixes=prefixes)).decode("utf-8")
+
+
+def shapes_turtle(compiled: Compiled) -> str:
+    prefixes = {**compiled.ns.prefixes(), "sh": "http://www.w3.org/ns/shacl#", "evs": compiled.ns.shapes}
+    return _turtle(shape_triples(compiled.ns), prefixes)
+
+
+def ontology_turtle(compiled: Compiled) -> str:
+    prefixes = {**compiled.ns.prefixes(), "owl": "http://www.w3.org/2002/07/owl#"}
+    return _turtle(ontology_triples(compiled.ns), prefixes)
+
+
+def compile_checked(kb: Kb, timings: dict[str, float] | None = None) -> Compiled:
+    """Compile and validate the result against the SHACL shapes (CompileError on a violation)."""
+    timings = timings if timings is not None else {}
+    t = time.perf_counter()
+    compiled = compile_kb(kb)
+    timings["compile"] = time.perf_counter() - t
+    t = time.perf_counter()
+    validate_shapes(compiled.union_graph(), shapes_turtle(compiled))
+    timings["shacl"] = time.perf_counter() - t
+    return compiled
+
+
+def build(config: Config, out: Path, templates: Path | None = None) -> BuildReport:
+    """Validate, compile, check, export and render into ``out``, atomically."""
+    from .render import render_index
+
+    report = BuildReport(out=out)
+    t = time.perf_counter()
+    kb = load_and_validate(config)
+    report.timings["validate"] = time.perf_counter() - t
+    compiled = compile_checked(kb, report.timings)
+    report.cases = len(kb.cases)
+    report.patients = sum(len(c.patients) for c in kb.cases.values())
+    report.quads = len(compiled.quads)
+
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        t = time.perf_counter()
+        files = write_exports(compiled, tmp)
+        (tmp / "ontology.ttl").write_text(ontology_turtle(compiled), encoding="utf-8")
+        (tmp / "shapes.ttl").write_text(shapes_turtle(compiled), encoding="utf-8")
+        files += [tmp / "ontology.ttl", tmp / "shapes.ttl"]
+        files += write_schemas(tmp / "schema")
+        cases_dir = tmp / "cases"
+        cases_dir.mkdir()
+        by_graph: dict[str, list[ox.Quad]] = {}
+        for q in compiled.sorted_quads():
+            by_graph.setdefault(q.graph_name.value if isinstance(q.graph_name, ox.NamedNode) else "", []).append(q)
+        for cid in sorted(kb.cases):
+            quads = by_graph.get(compiled.ns.graph("case", cid), [])
+            for fmt, ext in (("ttl", "ttl"), ("jsonld", "jsonld")):
+                p = cases_dir / f"{cid}.{ext}"
+                p.write_bytes(serialize(compiled, fmt, quads))
+                files.append(p)
+        report.timings["export"] = time.perf_counter() - t
+        t = time.perf_counter()
+        downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
+        files.append(render_index(kb, templates or (config.root / "site_templates"), tmp, downloads))
+        report.timings["render"] = time.perf_counter() - t
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    report.files = sorted(out / f.relative_to(tmp) for f in files)
+    assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
+    return report
