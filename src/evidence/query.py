@@ -70,6 +70,10 @@ def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | o
     except SyntaxError as exc:
         raise QueryError(_prefix_error(query, str(exc), prefixes)) from None
     except (OSError, ValueError, RuntimeError) as exc:
+        m = re.search(r"does not contains? variable \?(\w+) in its SELECT projection", str(exc))
+        if m:
+            raise QueryError(f"parameter '{m.group(1)}' is not a variable that the query selects; "
+                             "a parameter binds one of the SELECT variables (see the query's header)") from None
         raise QueryError(f"the query failed: {exc}") from None
     if isinstance(res, bool):
         return QueryResult("ask", [], [], boolean=res)
