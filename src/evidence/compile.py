@@ -307,7 +307,9 @@ class _Builder:
         for r in c.sources:
             self.link(node, "primarySource" if r.role == "primary" else "secondarySource", self.ns.source(r.source))
         self.enum(node, "studyDesign", "StudyDesign", c.study_design)
-        self.add(node, self.ev("evidenceLevel"), self.concept(f"EvidenceLevel_{c.evidence_level.scale}", c.evidence_level.level))
+        level = self.concept(f"EvidenceLevel_{c.evidence_level.scale}", c.evidence_level.level)
+        self.add(node, self.ev("evidenceLevel"), level)
+        self.add(level, self.std("skos:inScheme"), self.concept("EvidenceScale", c.evidence_level.scale))
         self.lit(node, "evidenceLevelRationale", c.evidence_level.rationale)
         for k in c.conditions:
             self.link(node, "condition", self.vocab("diseases", k))

@@ -64,7 +64,9 @@ def curie_to_iri(curie: str) -> str:
         return base + local
     if prefix == "DrugBank":
         return base + local
-    return base + quote(local, safe="")
+    # A DOI keeps its slashes (https://doi.org/10.1001/jamadermatol.2018.5077); other
+    # characters that are not safe in an IRI are escaped.
+    return base + quote(local, safe="/()" if prefix == "doi" else "")
 
 
 class Namespaces:

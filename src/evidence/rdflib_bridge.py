@@ -31,7 +31,7 @@ def to_rdflib_dataset(quads: Iterable[ox.Quad], prefixes: dict[str, str]) -> Dat
     for q in quads:
         g = q.graph_name.value if isinstance(q.graph_name, ox.NamedNode) else ""
         if g not in graphs:
-            graphs[g] = ds.graph(URIRef(g)) if g else ds.default_context
+            graphs[g] = ds.graph(URIRef(g)) if g else ds.default_graph
         graphs[g].add((to_rdflib_term(q.subject), to_rdflib_term(q.predicate), to_rdflib_term(q.object)))
     return ds
 

@@ -1,0 +1,47 @@
+"""Shared fixtures: the repository, its config, the compiled founding kb and one real build."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # so the tests run without an install, too
+
+from evidence.config import load_config  # noqa: E402
+from evidence.pipeline import build, compile_checked, load_and_validate  # noqa: E402
+
+
+def texts_required() -> bool:
+    """In CI the source texts must be there: a quote check that silently skips proves nothing."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def config():
+    return load_config(ROOT)
+
+
+@pytest.fixture(scope="session")
+def kb(config):
+    return load_and_validate(config)
+
+
+@pytest.fixture(scope="session")
+def compiled(kb):
+    return compile_checked(kb)
+
+
+@pytest.fixture(scope="session")
+def site(config, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("build") / "_site"
+    build(config, out)
+    return out

@@ -1,0 +1,188 @@
+"""Compilation: the graph holds every value of the YAML, uses standard IRIs, conforms to its
+shapes, and two builds are byte-identical."""
+
+from __future__ import annotations
+
+import datetime as dt
+import filecmp
+from pathlib import Path
+
+import pyoxigraph as ox
+import pytest
+
+from evidence import schema as S
+from evidence.compile import compile_kb
+from evidence.errors import CompileError
+from evidence.ontology import CLASSES, PROPERTIES
+from evidence.pipeline import build, shapes_turtle
+from evidence.shapes import validate_shapes
+
+EV = "https://w3id.org/evidence-kb/vocab/"
+
+
+def _leaves(data, path=()):
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _leaves(v, path + (i,))
+    else:
+        yield path, data
+
+
+def _graph_values(compiled, graphs: set[str]) -> tuple[set[str], set[float], set[str]]:
+    literals: set[str] = set()
+    numbers: set[float] = set()
+    iris: set[str] = set()
+    for q in compiled.quads:
+        if q.graph_name.value not in graphs:
+            continue
+        for t in (q.subject, q.object):
+            if isinstance(t, ox.Literal):
+                literals.add(t.value)
+                try:
+                    numbers.add(float(t.value))
+                except ValueError:
+                    pass
+            elif isinstance(t, ox.NamedNode):
+                iris.add(t.value)
+    return literals, numbers, iris
+
+
+def _found(value, key, literals, numbers, iris, compiled, kb) -> bool:
+    if isinstance(value, bool):
+        return ("true" if value else "false") in literals
+    if isinstance(value, (int, float)):
+        return float(value) in numbers
+    text = value.isoformat() if isinstance(value, (dt.date,)) else str(value)
+    if text in literals:
+        return True
+    if key == "role":  # a source's role in a case is the predicate that links them
+        return any(q.predicate.value == f"{EV}{text}Source" for q in compiled.quads)
+    if text == S.NOT_REPORTED:
+        return any(q.predicate.value == EV + "notReported" for q in compiled.quads)
+    # a vocabulary key, a source key or a local id becomes (part of) an IRI
+    for (kind, k), iri in compiled.term_iris.items():
+        if k == text and iri in iris:
+            return True
+    if any(i.endswith("/" + text) or f"/{text}/" in i for i in iris):
+        return True
+    # a value from a fixed list becomes a concept whose label is the value
+    return any(label == text for _, label in compiled.concepts.values())
+
+
+def test_every_yaml_value_is_in_the_graph(kb, compiled):
+    """Lossless: each scalar of each case and source file is found again in its named graph."""
+    ns = compiled.ns
+    missing = []
+    for kind, store in (("case", kb.cases), ("source", kb.sources)):
+        for key in store:
+            f = kb.files[f"{kind}:{key}"]
+            graphs = {ns.graph(kind, key), ns.graph("vocabulary")}
+            literals, numbers, iris = _graph_values(compiled, graphs)
+            for path, value in _leaves(f.doc.data):
+                if not _found(value, path[-1], literals, numbers, iris, compiled, kb):
+                    missing.append(f"{f.display}: {'.'.join(map(str, path))} = {value!r}")
+    assert not missing, "values lost in compilation:\n" + "\n".join(missing)
+
+
+def test_every_vocabulary_value_is_in_the_graph(kb, compiled):
+    literals, numbers, iris = _graph_values(compiled, {compiled.ns.graph("vocabulary")})
+    missing = []
+    for kind in kb.vocab:
+        f = kb.files[f"vocabulary:{kind}"]
+        for path, value in _leaves(f.doc.data):
+            if not _found(value, path[-1], literals, numbers, iris, compiled, kb):
+                missing.append(f"{f.display}: {'.'.join(map(str, path))} = {value!r}")
+    assert not missing, "\n".join(missing)
+
+
+def test_lossless_check_catches_a_dropped_field(kb, compiled):
+    """The check above can fail: drop every followedBy triple and it must notice."""
+    ns = compiled.ns
+    stripped = type(compiled)(ns=ns, quads=[q for q in compiled.quads if q.predicate.value != EV + "followedBy"],
+                              concepts=compiled.concepts, term_iris=compiled.term_iris)
+    literals, numbers, iris = _graph_values(stripped, {ns.graph("case", "wenzel-2016"), ns.graph("vocabulary")})
+    assert not _found("her skin got worse", "followed_by", literals, numbers, iris, stripped, kb)
+
+
+def test_standard_identifiers_become_standard_iris(compiled):
+    iris = {q.object.value for q in compiled.quads if isinstance(q.object, ox.NamedNode)}
+    assert "http://purl.obolibrary.org/obo/MONDO_0018827" in iris  # familial chilblain lupus
+    assert "http://purl.obolibrary.org/obo/CHEBI_95341" in iris  # baricitinib
+    assert "http://purl.obolibrary.org/obo/HP_0001873" in iris  # thrombocytopenia
+    assert "https://identifiers.org/hgnc:12269" in iris  # TREX1
+    assert "https://doi.org/10.1001/jamadermatol.2018.5077" in iris
+    assert "https://identifiers.org/pubmed:30673078" in iris
+
+
+def test_each_file_has_its_own_named_graph(kb, compiled):
+    graphs = {q.graph_name.value for q in compiled.quads}
+    for cid in kb.cases:
+        assert compiled.ns.graph("case", cid) in graphs
+    for sid in kb.sources:
+        assert compiled.ns.graph("source", sid) in graphs
+    assert all(isinstance(q.graph_name, ox.NamedNode) for q in compiled.quads)
+
+
+def test_no_blank_nodes(compiled):
+    assert not any(isinstance(t, ox.BlankNode) for q in compiled.quads for t in (q.subject, q.object))
+
+
+def test_every_ev_term_is_defined_in_the_ontology(compiled):
+    defined = {EV + p.name for p in PROPERTIES} | {EV + c for c in CLASSES}
+    used = {q.predicate.value for q in compiled.quads if q.predicate.value.startswith(EV)}
+    used |= {q.object.value for q in compiled.quads if q.predicate.value.endswith("#type") and q.object.value.startswith(EV)}
+    assert used <= defined, sorted(used - defined)
+
+
+def test_graph_conforms_to_its_shapes(compiled):
+    validate_shapes(compiled.union_graph(), shapes_turtle(compiled))
+
+
+def test_shapes_catch_a_violation(compiled):
+    """A treatment without a drug breaks the shapes, and the build says so."""
+    broken = type(compiled)(ns=compiled.ns, quads=[q for q in compiled.quads if q.predicate.value != EV + "drug"])
+    with pytest.raises(CompileError, match="MinCount"):
+        validate_shapes(broken.union_graph(), shapes_turtle(compiled))
+
+
+def test_dechallenge_and_rechallenge_are_derived(compiled):
+    res = compiled.store().query(
+        f"SELECT ?t WHERE {{ ?t <{EV}hasDechallenge> true ; <{EV}hasRechallenge> true }}", use_default_graph_as_union=True
+    )
+    assert [r["t"].value.split("/case/")[1] for r in res] == ["wenzel-2016/patient/P1/treatment/T1"]
+
+
+def test_secondary_source_claims_are_marked(compiled):
+    res = list(compiled.store().query(
+        f"SELECT DISTINCT ?case WHERE {{ ?c <{EV}viaSecondarySource> true ; <{EV}inCase> ?case }}", use_default_graph_as_union=True
+    ))
+    assert [r["case"].value.rsplit("/", 1)[1] for r in res] == ["wenzel-2016"]
+
+
+def test_compile_refuses_an_invalid_kb(config):
+    from evidence.validate import validate_kb
+
+    kb = validate_kb(config, [Path(__file__).parent / "data" / "invalid" / "unit-unknown.yaml"])
+    with pytest.raises(CompileError):
+        compile_kb(kb)
+
+
+def test_two_builds_are_byte_identical(config, site, tmp_path):
+    second = tmp_path / "again"
+    build(config, second)
+    cmp = filecmp.dircmp(site, second)
+
+    def diffs(c) -> list[str]:
+        out = list(c.diff_files) + list(c.left_only) + list(c.right_only)
+        for sub in c.subdirs.values():
+            out += diffs(sub)
+        return out
+
+    files = sorted(p.relative_to(site) for p in site.rglob("*") if p.is_file())
+    assert len(files) > 20
+    for rel in files:
+        assert (site / rel).read_bytes() == (second / rel).read_bytes(), rel
+    assert diffs(cmp) == []
