@@ -1,0 +1,194 @@
+"""The `evidence` command as a user runs it: a real process, real files, real output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rdflib import Dataset, Graph
+
+ROOT = Path(__file__).resolve().parents[1]
+INVALID = ROOT / "tests" / "data" / "invalid"
+
+
+def run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, **(env or {})}
+    e["PYTHONPATH"] = str(ROOT / "src")
+    return subprocess.run([sys.executable, "-m", "evidence", *args], cwd=cwd, capture_output=True, text=True, env=e, timeout=300)
+
+
+def test_validate_the_founding_kb_exits_0():
+    r = run("validate")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == ""
+    assert "0 errors, 0 warnings" in r.stderr
+
+
+def test_validate_reports_every_problem_sorted_and_exits_1(tmp_path):
+    r = run("validate", str(INVALID / "unit-unknown.yaml"), str(INVALID / "enum-value.yaml"), str(INVALID / "hgvs.yaml"))
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert len(lines) >= 3
+    assert lines == sorted(lines, key=lambda ln: (ln.split(":")[0], int(ln.split(":")[1]), int(ln.split(":")[2])))
+    assert {ln.split(":")[0] for ln in lines} == {f"tests/data/invalid/{n}.yaml" for n in ("unit-unknown", "enum-value", "hgvs")}
+    assert "Traceback" not in r.stderr
+
+
+def test_validate_github_annotations():
+    r = run("validate", "--format", "github", str(INVALID / "unit-unknown.yaml"))
+    assert r.returncode == 1
+    assert r.stdout.startswith("::error file=tests/data/invalid/unit-unknown.yaml,line=")
+    assert "did you mean 'mg'?" in r.stdout
+
+
+def test_validate_json():
+    r = run("validate", "--format", "json", str(INVALID / "unit-unknown.yaml"))
+    data = json.loads(r.stdout)
+    assert data and data[0]["rule"] == "unit" and data[0]["field"].endswith("dose.unit")
+
+
+def test_validate_missing_file_is_an_error_not_a_traceback():
+    r = run("validate", "no/such/file.yaml")
+    assert r.returncode == 1
+    assert "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "build", "export", "query", "schema"])
+def test_every_command_has_help(command):
+    r = run(command, "--help")
+    assert r.returncode == 0
+    assert "usage: evidence" in r.stdout
+
+
+def test_bad_command_line_exits_2():
+    r = run("export", "--format", "pdf")
+    assert r.returncode == 2
+    assert "invalid choice" in r.stderr
+
+
+@pytest.mark.parametrize("fmt,parser", [("ttl", "turtle"), ("nt", "nt"), ("trig", "trig"), ("nq", "nquads"), ("jsonld", "json-ld")])
+def test_export_formats_parse_back_to_the_same_graph(fmt, parser, compiled):
+    r = subprocess.run([sys.executable, "-m", "evidence", "export", "--format", fmt], cwd=ROOT, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    triples = {(q.subject.value, q.predicate.value, str(q.object)) for q in compiled.quads}
+    if parser in ("trig", "nquads", "json-ld"):
+        ds = Dataset()
+        ds.parse(data=r.stdout, format=parser)
+        n = len({(s, p, o) for s, p, o, _ in ds.quads((None, None, None, None))})
+        graphs = {str(g.identifier) for g in ds.graphs() if len(g)}
+        assert compiled.ns.graph("case", "wenzel-2016") in graphs
+    else:
+        g = Graph()
+        g.parse(data=r.stdout, format=parser)
+        n = len(g)
+    assert n == len(triples)
+
+
+def test_export_graphml_opens_in_networkx(tmp_path):
+    import networkx as nx
+
+    out = tmp_path / "g.graphml"
+    r = run("export", "--format", "graphml", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    g = nx.read_graphml(out)
+    kinds = {d["kind"] for _, d in g.nodes(data=True)}
+    assert {"case", "patient", "drug", "gene", "variant", "disease", "outcome", "measure"} <= kinds
+
+
+def test_build_writes_the_site_and_build_py_does_the_same(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = run("build", "--out", str(a))
+    assert r.returncode == 0, r.stderr
+    r2 = subprocess.run([sys.executable, "build.py", "--out", str(b)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr
+    for name in ("index.html", "evidence.ttl", "evidence.nt", "evidence.jsonld", "evidence.trig", "evidence.graphml",
+                 "shapes.ttl", "ontology.ttl", "context.jsonld", "schema/case.schema.json", "cases/wenzel-2016.ttl"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    html = (a / "index.html").read_text()
+    for cid in ("zimmermann-2019", "briand-2019", "wenzel-2016"):
+        assert f'id="{cid}"' in html
+    assert 'href="https://doi.org/10.1001/jamadermatol.2018.5077"' in html
+
+
+def test_a_failed_build_leaves_the_previous_site_untouched(tmp_path):
+    out = tmp_path / "_site"
+    assert run("build", "--out", str(out)).returncode == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "kb", project / "kb")
+    shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
+    shutil.copytree(ROOT / "site_templates", project / "site_templates")
+    case = project / "kb" / "zimmermann-2019.yaml"
+    case.write_text(case.read_text().replace("unit: mg}", "unit: mgs}"))
+    r = run("--root", str(project), "build", "--out", str(out), env={"EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")})
+    assert r.returncode == 1
+    assert "zimmermann-2019.yaml:" in r.stderr and "'mgs' is not a known unit" in r.stderr
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("._site")]
+
+
+def test_schema_check_passes_on_the_committed_schema():
+    r = run("schema", "--check")
+    assert r.returncode == 0, r.stderr
+
+
+# ---- the questions the core issue names, answered by `evidence query` ----------------------------
+
+def _csv(*args: str) -> list[list[str]]:
+    r = run("query", *args, "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    import csv
+    import io
+
+    return list(csv.reader(io.StringIO(r.stdout)))
+
+
+def test_query_drugs_given_to_trex1_carriers():
+    rows = _csv("kb/queries/drugs-by-gene.rq", "--param", "gene=TREX1")
+    assert rows[0] == ["gene", "drugLabel", "patients", "cases"]
+    assert rows[1:] == [["TREX1", "baricitinib", "3", "1"], ["TREX1", "ruxolitinib", "1", "1"]]
+
+
+def test_query_baricitinib_regimen():
+    rows = _csv("kb/queries/regimens-by-drug.rq", "--param", "drug=baricitinib")
+    assert rows[0] == ["drug", "case", "patient", "dose", "unit", "frequency", "route", "duration"]
+    assert {tuple(r[3:8]) for r in rows[1:]} == {("4", "mg", "daily", "not reported", "P3M")}
+    assert [r[2] for r in rows[1:]] == ["P1", "P2", "P3"]
+
+
+def test_query_complete_remission_within_4_months_and_its_phases():
+    rows = _csv("kb/queries/complete-response-timeline.rq")
+    header, body = rows[0], rows[1:]
+    col = {name: i for i, name in enumerate(header)}
+    assert {r[col["case"]] for r in body} == {"wenzel-2016"}
+    assert {(r[col["qualifier"]], r[col["timepoint"]]) for r in body} == {("within", "P4M")}
+    assert [r[col["phase"]] for r in body] == ["start", "dose reduced", "stopped", "restarted"]
+    assert body[-1][col["dose"]] == "full dose"
+
+
+def test_query_json_is_sparql_results_json():
+    r = run("query", "SELECT ?d WHERE { ?t a ev:Treatment ; ev:drug ?d } ORDER BY ?d LIMIT 1", "--format", "json")
+    data = json.loads(r.stdout)
+    assert data["head"]["vars"] == ["d"]
+    assert data["results"]["bindings"][0]["d"]["type"] == "uri"
+
+
+def test_query_errors_name_line_column_and_prefix():
+    r = run("query", "SELECT * WHERE {\n ?x foo:bar ?y }")
+    assert r.returncode == 1
+    assert "line 2" in r.stderr and "unknown prefix 'foo:'" in r.stderr and "Traceback" not in r.stderr
+    r = run("query", "SELECT * WHERE { ?x ev:bar ?y ")
+    assert r.returncode == 1 and "line 1, column" in r.stderr
+
+
+def test_query_parameter_is_bound_as_a_term_not_pasted():
+    """A value that would break out of the query if it were pasted is only a literal."""
+    rows = _csv("kb/queries/drugs-by-gene.rq", "--param", 'gene=TREX1" } UNION { ?patient ?p ?o } #')
+    assert rows[1:] == []
