@@ -184,11 +184,6 @@ curation:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="validate._Checker.quote: a broken source is registered as kb.sources[id] = None, so a quote citing it crashes on None.text_held",
-)
 def test_a_quote_citing_a_broken_source_does_not_crash(tmp_path: Path) -> None:
     (tmp_path / "sources").mkdir()
     source = tmp_path / "sources" / "broken-source.yaml"

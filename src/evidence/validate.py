@@ -207,15 +207,22 @@ def schema_diagnostics(model: type[BaseModel], doc: YamlDoc, exc: PydanticValida
             continue  # the writer meant the structured form; its own errors say what is wrong
         if loc in reported_nr:
             continue
-        if not is_nr_literal and etype in ("model_type", "list_type", "dict_type", "date_type", "date_from_datetime_parsing", "enum") and isinstance(value, str) and _accepts_not_reported(model, loc) and value != S.NOT_REPORTED:
-            pass
+        if not is_nr_literal and etype in ("model_type", "list_type", "dict_type", "date_type", "date_from_datetime_parsing", "enum") and isinstance(value, str) and value != S.NOT_REPORTED and any(
+            c[3]["type"] == "literal_error" and "'not reported'" in str(c[3].get("ctx", {}).get("expected", "")) for c in by_loc[loc] if c[3] is not err
+        ):
+            continue  # the 'not reported' branch of the same field reports it, once
         elif not is_nr_literal and etype in ("model_type", "list_type", "model_attributes_type") and isinstance(value, str) and value.strip().lower() in ("not reported", "not_reported", "nr", "unknown", "n/a", "na"):
             reported_nr.add(loc)
             name = field_name(data, loc)
             line, col = doc.where(loc)
-            out.append(Diagnostic(doc.path, line, col, f"{name}: '{value}' is not a value this field takes", rule="schema-type", field=name,
-                                  expected="exactly 'not reported' or the structured form", found=_show(value),
-                                  hint="write `not reported` when the source is silent"))
+            if _accepts_not_reported(model, loc):
+                out.append(Diagnostic(doc.path, line, col, f"{name}: '{value}' is not a value this field takes", rule="schema-type", field=name,
+                                      expected="exactly 'not reported' or the structured form", found=_show(value),
+                                      hint="write `not reported` when the source is silent"))
+            else:
+                kind = "a list" if etype == "list_type" else "a mapping"
+                out.append(Diagnostic(doc.path, line, col, f"{name} cannot be '{value}': the field is required", rule="schema-type", field=name,
+                                      expected=kind, found=_show(value), hint="a case needs this field; see README.md, 'The case format'"))
             continue
         if is_nr_literal and isinstance(value, str):
             others = [c for c in by_loc[loc] if c[3] is not err]
@@ -263,6 +270,8 @@ def _one(model: type[BaseModel], doc: YamlDoc, loc: tuple, value: Any, exists: b
         expected = str(ctx.get("expected", ""))
         options = re.findall(r"'([^']*)'", expected)
         guess = closest(str(value), options) if options else None
+        if S.NOT_REPORTED in options and str(value).strip().lower().replace("_", " ") in ("unknown", "nr", "n/a", "na", "none", "not given", "not stated", "not reported"):
+            guess = S.NOT_REPORTED
         rule = "unit" if loc and loc[-1] == "unit" and "mg" in expected else "schema-enum"
         what = "is not a known unit" if rule == "unit" else "is not an allowed value"
         return Diagnostic(doc.path, line, col, f"{name} {found} {what}", rule=rule, field=name, expected=f"one of {expected}", found=found,
@@ -276,8 +285,11 @@ def _one(model: type[BaseModel], doc: YamlDoc, loc: tuple, value: Any, exists: b
         return Diagnostic(doc.path, line, col, f"{name} {found} is not well formed", rule=rule, field=name, expected=help_, found=found,
                           hint="fix the notation; see README.md, 'The case format'")
     if etype in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        bound = {"greater_than": f"more than {ctx.get('gt')}", "greater_than_equal": f"at least {ctx.get('ge')}",
-                 "less_than": f"less than {ctx.get('lt')}", "less_than_equal": f"at most {ctx.get('le')}"}[etype]
+        def fmt(x: Any) -> str:
+            return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+        bound = {"greater_than": f"more than {fmt(ctx.get('gt'))}", "greater_than_equal": f"at least {fmt(ctx.get('ge'))}",
+                 "less_than": f"less than {fmt(ctx.get('lt'))}", "less_than_equal": f"at most {fmt(ctx.get('le'))}"}[etype]
         rule = "plausible-dose" if "dose" in loc else "plausible-age" if "age" in loc else "plausible-value"
         return Diagnostic(doc.path, line, col, f"{name} {found} is not plausible", rule=rule, field=name, expected=bound, found=found,
                           hint="check the number against the source")
@@ -290,6 +302,12 @@ def _one(model: type[BaseModel], doc: YamlDoc, loc: tuple, value: Any, exists: b
     if etype in ("too_short",):
         return Diagnostic(doc.path, line, col, f"{name} is empty", rule="schema-required", field=name, expected=f"at least {ctx.get('min_length', 1)} item(s)", found=found,
                           hint="add an entry (every record needs at least one claim with its source)" if loc and loc[-1] == "evidence" else "add an entry")
+    if etype.startswith("date") or etype.startswith("datetime"):
+        return Diagnostic(doc.path, line, col, f"{name}: not a date", rule="schema-type", field=name, expected="a date as YYYY-MM-DD", found=found,
+                          hint="write the date as 2019-03-01")
+    if etype == "string_too_long":
+        return Diagnostic(doc.path, line, col, f"{name} is too long", rule="schema-length", field=name, expected=f"at most {ctx.get('max_length')} characters",
+                          found=f"{len(value)} characters" if isinstance(value, str) else found, hint="keep quotes short; put the rest in a note")
     expected = {
         "string_type": "text", "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
         "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false",
@@ -377,6 +395,8 @@ class _Checker:
 
     def quote(self, f: KbFile, loc: tuple, c: S.Claim) -> None:
         src = self.kb.sources[c.source]
+        if src is None:
+            return  # the source file itself is broken and reported; its text cannot be looked up
         if src.text_held == S.TextHeld.none.value:
             self.add(f, loc + ("quote",), f"{field_name(f.doc.data, loc)}: the quote cannot be checked: we hold no text of '{c.source}'", "quote-unverifiable",
                      level="warning", hint="cite the source whose text we hold (for a retold case, the secondary source)")
@@ -440,7 +460,7 @@ class _Checker:
             src = self.kb.sources.get(ref.source)
             if src and ref.role == "secondary" and src.reports_on not in primaries:
                 self.add(f, ("sources", i, "role"), f"secondary source '{ref.source}' does not report on a primary source of this case", "secondary-source",
-                         expected=f"its reports_on to be one of {', '.join(sorted(primaries)) or '(no primary source)'}", found=f"'{src.reports_on}'",
+                         expected=f"its reports_on to be one of {', '.join(sorted(primaries)) or '(no primary source)'}", found=f"'{src.reports_on}'" if src.reports_on else "no reports_on",
                          hint="set reports_on in the source record, or list the publication it retells as the primary source")
         if not primaries:
             self.add(f, ("sources",), "the case lists no primary source", "primary-source", hint="add the publication that reports the case, with role: primary")
@@ -654,17 +674,19 @@ def validate_kb(config: Config, paths: list[Path] | None = None) -> Kb:
 
 
 def _check_duplicate_identifiers(kb: Kb, checker: _Checker) -> None:
-    seen: dict[tuple[str, str], str] = {}
+    owners: dict[tuple[str, str], list[str]] = {}
     for sid in sorted(k for k, v in kb.sources.items() if v is not None):
         s = kb.sources[sid]
-        f = kb.files[f"source:{sid}"]
         for attr in ("doi", "pmid", "pmcid"):
             val = getattr(s, attr)
-            if not val:
-                continue
-            norm = (attr, val.lower())
-            if norm in seen:
-                checker.add(f, (attr,), f"{attr} {val} is already recorded for source '{seen[norm]}'", "duplicate-publication",
-                            hint=f"this publication is already in the kb as kb/sources/{seen[norm]}.yaml; cite that record")
-            else:
-                seen[norm] = sid
+            if val:
+                owners.setdefault((attr, val.lower()), []).append(sid)
+    for (attr, _), sids in sorted(owners.items()):
+        if len(sids) < 2:
+            continue
+        for sid in sids:
+            f = kb.files[f"source:{sid}"]
+            others = [kb.files[f"source:{o}"].display for o in sids if o != sid]
+            val = getattr(kb.sources[sid], attr)
+            checker.add(f, (attr,), f"{attr} {val} is also recorded in {', '.join(others)}", "duplicate-publication",
+                        hint="one publication has one source record: keep one and cite it from every case")

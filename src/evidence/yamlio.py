@@ -116,6 +116,8 @@ class _Builder:
                 raise self._bad_tag(node)
             out: dict[str, Any] = {}
             for knode, vnode in node.value:
+                if knode.tag == "tag:yaml.org,2002:merge":
+                    raise _Refused(knode, "YAML merge keys (<<) are not allowed in kb files", "write the keys out in full", "yaml-merge")
                 if not isinstance(knode, yaml.ScalarNode) or knode.tag not in _SCALAR_TAGS:
                     raise _Refused(knode, "a mapping key must be a plain word", "write the key as text, such as `dose:`", "yaml-key")
                 key = str(knode.value)
@@ -156,6 +158,17 @@ def _diag(path: str, line: int, col: int, message: str, hint: str = "", rule: st
     return Diagnostic(path=path, line=line, col=col, message=message, hint=hint, rule=rule)
 
 
+def _alias_position(text: str) -> tuple[int, int]:
+    """Where the first alias (``*name``) stands: composed nodes only know their anchor."""
+    try:
+        for token in yaml.scan(text, Loader=_Loader):
+            if isinstance(token, yaml.AliasToken):
+                return (token.start_mark.line + 1, token.start_mark.column + 1)
+    except yaml.YAMLError:
+        pass
+    return (1, 1)
+
+
 def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, list[Diagnostic]]:
     """Parse ``text``; return the document, or ``None`` and the reasons it was refused."""
     if "\x00" in text:
@@ -182,7 +195,7 @@ def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, l
     try:
         data = builder.build(root, (), 0)
     except _Refused as r:
-        line, col = _pos(r.node)
+        line, col = _alias_position(text) if r.rule == "yaml-alias" else _pos(r.node)
         return None, [_diag(path, line, col, r.message, r.hint, r.rule)]
     except RecursionError:
         return None, [_diag(path, 1, 1, "the YAML is nested too deeply to read", "flatten the structure", "yaml-depth")]
