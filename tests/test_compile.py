@@ -63,7 +63,7 @@ def _found(value, key, literals, numbers, iris, compiled, kb) -> bool:
     if text == S.NOT_REPORTED:
         return any(q.predicate.value == EV + "notReported" for q in compiled.quads)
     # a vocabulary key, a source key or a local id becomes (part of) an IRI
-    for (kind, k), iri in compiled.term_iris.items():
+    for (_kind, k), iri in compiled.term_iris.items():
         if k == text and iri in iris:
             return True
     if any(i.endswith("/" + text) or f"/{text}/" in i for i in iris):

@@ -9,8 +9,9 @@ Every node has an IRI (no blank nodes), so that exports are stable and byte-iden
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote
 
 import pyoxigraph as ox

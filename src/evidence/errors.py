@@ -15,7 +15,7 @@ Every error formats itself for a curator: where, what, expected versus found, an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "Diagnostic",

@@ -83,7 +83,7 @@ def related_cases(g: nx.MultiDiGraph, case_iri: str, limit: int = 10) -> list[tu
     """
     def entities(case: str) -> set[str]:
         found: set[str] = set()
-        for _, patient_or_thing, data in g.out_edges(case, data=True):
+        for _, patient_or_thing, _data in g.out_edges(case, data=True):
             kind = g.nodes[patient_or_thing]["kind"]
             if kind in ("disease",):
                 found.add(patient_or_thing)

@@ -7,7 +7,7 @@ the compiled graph uses no ``ev:`` term that is not defined here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Prop", "CLASSES", "PROPERTIES", "INDIVIDUALS", "prop", "ENUM_INDIVIDUALS"]
 

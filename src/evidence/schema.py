@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import date as Date
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
@@ -128,7 +128,7 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------- enumerations
 
 
-class Unit(str, Enum):
+class Unit(StrEnum):
     """Dose units. mg/m2 is milligrams per square metre of body surface area."""
 
     mg = "mg"
@@ -142,14 +142,14 @@ class Unit(str, Enum):
     percent = "%"
 
 
-class Sex(str, Enum):
+class Sex(StrEnum):
     female = "female"
     male = "male"
     other = "other"
     not_reported = NOT_REPORTED
 
 
-class Frequency(str, Enum):
+class Frequency(StrEnum):
     daily = "daily"
     twice_daily = "twice daily"
     three_times_daily = "three times daily"
@@ -160,7 +160,7 @@ class Frequency(str, Enum):
     not_reported = NOT_REPORTED
 
 
-class Route(str, Enum):
+class Route(StrEnum):
     oral = "oral"
     topical = "topical"
     intravenous = "intravenous"
@@ -169,7 +169,7 @@ class Route(str, Enum):
     not_reported = NOT_REPORTED
 
 
-class PhaseKind(str, Enum):
+class PhaseKind(StrEnum):
     """What happened to the treatment at the start of a phase."""
 
     start = "start"
@@ -179,7 +179,7 @@ class PhaseKind(str, Enum):
     restarted = "restarted"
 
 
-class Response(str, Enum):
+class Response(StrEnum):
     complete = "complete"
     partial = "partial"
     none = "none"
@@ -187,7 +187,7 @@ class Response(str, Enum):
     not_reported = NOT_REPORTED
 
 
-class Direction(str, Enum):
+class Direction(StrEnum):
     improved = "improved"
     worsened = "worsened"
     unchanged = "unchanged"
@@ -195,7 +195,7 @@ class Direction(str, Enum):
     not_reported = NOT_REPORTED
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     mild = "mild"
     moderate = "moderate"
     severe = "severe"
@@ -203,7 +203,7 @@ class Severity(str, Enum):
     not_reported = NOT_REPORTED
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     none = "none"
     dose_reduced = "dose reduced"
     interrupted = "interrupted"
@@ -211,7 +211,7 @@ class Action(str, Enum):
     not_reported = NOT_REPORTED
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     journal_article = "journal article"
     letter = "letter"
     case_report = "case report"
@@ -220,7 +220,7 @@ class SourceKind(str, Enum):
     conference_abstract = "conference abstract"
 
 
-class TextHeld(str, Enum):
+class TextHeld(StrEnum):
     """Which text of a publication the project holds, and so can check quotes against."""
 
     none = "none"
@@ -230,7 +230,7 @@ class TextHeld(str, Enum):
     commentary = "commentary"
 
 
-class StudyDesign(str, Enum):
+class StudyDesign(StrEnum):
     case_report = "case report"
     case_series = "case series"
 
@@ -291,7 +291,7 @@ class Source(_Model):
     curation: Curation
 
     @model_validator(mode="after")
-    def _text(self) -> "Source":
+    def _text(self) -> Source:
         if self.text_held != TextHeld.none.value and not self.text_file:
             raise ValueError("text_file is required when text_held is not 'none'")
         return self
@@ -322,7 +322,7 @@ class Age(_Model):
     basis: Literal["stated", "derived"] = Field("stated", description="derived: inferred from the text, as 'minor' from parental consent.")
 
     @model_validator(mode="after")
-    def _one_form(self) -> "Age":
+    def _one_form(self) -> Age:
         forms = [self.value is not None, self.min is not None or self.max is not None, self.category is not None]
         if sum(forms) != 1:
             raise ValueError("give exactly one of value, min and max, or category")
@@ -339,7 +339,7 @@ class Variant(_Model):
     legacy_name: ShortText | None = None
 
     @model_validator(mode="after")
-    def _protein(self) -> "Variant":
+    def _protein(self) -> Variant:
         if self.protein and not self.protein_status:
             raise ValueError("protein_status (stated or derived) is required with protein")
         return self
@@ -362,7 +362,7 @@ class Dose(_Model):
     qualifier: ShortText | None = Field(None, description="As the source words it: 'full dose', 'reduced'.")
 
     @model_validator(mode="after")
-    def _complete(self) -> "Dose":
+    def _complete(self) -> Dose:
         if (self.value is None) != (self.unit is None):
             raise ValueError("a dose value needs a unit, and a unit needs a value")
         if self.value is None and not self.qualifier:
@@ -403,7 +403,7 @@ class Treatment(_Model):
     evidence: list[Claim] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _first(self) -> "Treatment":
+    def _first(self) -> Treatment:
         if self.phases and self.phases[0].kind != PhaseKind.start.value:
             raise ValueError("the first phase of a timeline must be of kind 'start'")
         return self
@@ -495,7 +495,7 @@ class Cohort(_Model):
     evidence: list[Claim] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _sum(self) -> "Cohort":
+    def _sum(self) -> Cohort:
         if (self.female or 0) + (self.male or 0) > self.n:
             raise ValueError("female + male is more than n")
         return self
@@ -538,7 +538,7 @@ class VocabTerm(_Model):
         return ids
 
     @model_validator(mode="after")
-    def _provenance(self) -> "VocabTerm":
+    def _provenance(self) -> VocabTerm:
         if self.identifiers and not self.identifier_provenance:
             raise ValueError("identifier_provenance is required when identifiers are given")
         return self

@@ -10,8 +10,9 @@ import re
 import typing
 import unicodedata
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -122,7 +123,7 @@ def _accepts_not_reported(root: type[BaseModel], loc: tuple) -> bool:
     for t in _unwrap(ann):
         if typing.get_origin(t) is typing.Literal and S.NOT_REPORTED in typing.get_args(t):
             return True
-        if isinstance(t, type) and issubclass(t, S.Enum) and S.NOT_REPORTED in [e.value for e in t]:
+        if isinstance(t, type) and issubclass(t, Enum) and S.NOT_REPORTED in [e.value for e in t]:
             return True
     return False
 
@@ -655,7 +656,7 @@ def validate_kb(config: Config, paths: list[Path] | None = None) -> Kb:
             else:
                 owner[key] = kind
     # Broken source files still count as existing, so their citers are not flagged as well.
-    for k, f in list(kb.files.items()):
+    for k in list(kb.files):
         if k.startswith("source-broken:"):
             kb.sources.setdefault(k.split(":", 1)[1], None)  # type: ignore[arg-type]
     checker = _Checker(kb)
