@@ -5,7 +5,8 @@
     .venv/bin/python bench/run.py --large              # ... + 10,000 synthetic cases
     .venv/bin/python bench/run.py --runs 5 --seed 2    # more runs, another synthetic kb
     .venv/bin/python bench/run.py --profile            # + cProfile of validate and compile (first synthetic kb)
-    .venv/bin/python bench/run.py --skip dataset       # leave out a step (yaml, validate, compile, turtle, dataset)
+    .venv/bin/python bench/run.py --skip dataset       # leave out a step (yaml, validate, compile, turtle, export, dataset)
+    .venv/bin/python bench/run.py --no-gc              # time every step with the garbage collector paused
 
 Synthetic kbs are written by ``bench/synth.py`` to ``bench/out/synth-<cases>-seed<seed>/`` (git
 ignores ``bench/out/``) and reused while the generator, the vocabulary and the arguments are
@@ -27,9 +28,10 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -37,11 +39,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import pyoxigraph as ox  # noqa: E402
 
+import synth  # noqa: E402
 from evidence.config import SOURCE_TEXTS_ENV, load_config  # noqa: E402
 from evidence.load import read_kb  # noqa: E402
 from evidence.validate import validate_kb  # noqa: E402
-
-import synth  # noqa: E402
 
 try:
     from evidence.compile import compile_kb
@@ -51,12 +52,13 @@ except ImportError as exc:  # the compile stage is young; say so rather than gue
 else:
     COMPILE_MISSING = ""
 
-STEPS = ["yaml", "validate", "compile", "turtle", "dataset"]
+STEPS = ["yaml", "validate", "compile", "turtle", "export", "dataset"]
 HEADINGS = {
     "yaml": "YAML read s",
     "validate": "YAML + validate s",
     "compile": "compile s",
     "turtle": "Turtle (pyoxigraph) s",
+    "export": "export.serialize ttl s",
     "dataset": "rdflib Dataset s",
 }
 
@@ -81,6 +83,9 @@ class Result:
         return statistics.median(t) if t else None
 
 
+PAUSE_GC = False  # set by --no-gc: time every step with the garbage collector paused
+
+
 def _timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
     """Run ``fn`` ``runs`` times; the times, and the last value (earlier ones are freed first)."""
     times: list[float] = []
@@ -88,9 +93,14 @@ def _timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], Any]:
     for _ in range(runs):
         value = None
         gc.collect()
-        t0 = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - t0)
+        if PAUSE_GC:
+            gc.disable()
+        try:
+            t0 = time.perf_counter()
+            value = fn()
+            times.append(time.perf_counter() - t0)
+        finally:
+            gc.enable()
     return times, value
 
 
@@ -161,6 +171,17 @@ def bench_kb(name: str, root: Path, runs: int, skip: set[str]) -> Result:
             del out
         except Exception as exc:  # noqa: BLE001
             res.problems["turtle"] = f"{type(exc).__name__}: {exc}"
+    if compiled is not None and "export" not in skip:
+        try:
+            from evidence.export import serialize as export_serialize
+        except ImportError as exc:
+            res.problems["export"] = f"missing: evidence.export.serialize ({exc})"
+        else:
+            try:
+                times, _ = _timed(lambda: export_serialize(compiled, "ttl"), runs)
+                res.times["export"] = times
+            except Exception as exc:  # noqa: BLE001
+                res.problems["export"] = f"{type(exc).__name__}: {exc}"
     if compiled is not None and "dataset" not in skip:
         if not hasattr(compiled, "dataset"):
             res.problems["dataset"] = "missing: Compiled.dataset()"
@@ -172,7 +193,7 @@ def bench_kb(name: str, root: Path, runs: int, skip: set[str]) -> Result:
                 res.problems["dataset"] = f"{type(exc).__name__}: {exc}"
     for step in skip:
         res.problems.setdefault(step, "skipped")
-    del compiled, kb
+    compiled = kb = None  # free them before the next kb is read (the lambdas above are done)
     gc.collect()
     res.max_rss_mb = _max_rss_mb()
     return res
@@ -283,12 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out", help="where synthetic kbs are kept (default bench/out)")
     ap.add_argument("--fresh", action="store_true", help="regenerate the synthetic kbs even if identical ones are there")
     ap.add_argument("--skip", action="append", default=[], choices=STEPS, help="leave a step out (repeatable)")
+    ap.add_argument("--no-gc", action="store_true", help="pause the garbage collector while a step is timed (shows what GC costs)")
     ap.add_argument("--profile", action="store_true", help="print cProfile top functions of validate and compile on the first synthetic kb")
     ap.add_argument("--top", type=int, default=10, help="functions to show per profile (default 10)")
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be at least 1")
     skip = set(args.skip)
+    global PAUSE_GC
+    PAUSE_GC = args.no_gc
 
     if os.environ.get(SOURCE_TEXTS_ENV):
         print(f"note: {SOURCE_TEXTS_ENV} is set; every kb, synthetic ones too, reads source texts from {os.environ[SOURCE_TEXTS_ENV]}", file=sys.stderr)
@@ -308,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
     base = results[0]
-    print(f"## evidence build benchmark ({args.runs} runs per step, medians in seconds; (×r) = time per case / founding kb's time per case)\n")
+    gc_note = ", garbage collector paused" if args.no_gc else ""
+    print(f"## evidence build benchmark ({args.runs} runs per step{gc_note}, medians in seconds; (×r) = time per case / founding kb's time per case)\n")
     print(table(results, base))
     print("\nSpread over the runs (the machine drifts; compare ratios from one run):\n")
     print(spread(results))

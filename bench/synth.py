@@ -186,7 +186,28 @@ def _date(rng: random.Random, start: date, days: int) -> date:
     return start + timedelta(days=rng.randrange(days))
 
 
+_VARIANT_POOL: list[S.Variant] = []
+
+
 def _variant(rng: random.Random) -> S.Variant:
+    """One of a fixed pool of TREX1 variants: one HGVS always has the same protein change, as in
+    real data (the validator refuses two protein changes for one variant)."""
+    if not _VARIANT_POOL:
+        pool_rng = random.Random(20190301)
+        seen: set[str] = set()
+        while len(_VARIANT_POOL) < 400:
+            v = _new_variant(pool_rng)
+            if v.hgvs not in seen:
+                seen.add(v.hgvs)
+                _VARIANT_POOL.append(v)
+    v = rng.choice(_VARIANT_POOL)
+    statuses = {"transcript_status": rng.choice(["stated", "curated"])}
+    if v.protein:
+        statuses["protein_status"] = rng.choice(["stated", "derived"])
+    return v.model_copy(update=statuses)
+
+
+def _new_variant(rng: random.Random) -> S.Variant:
     """A TREX1 variant on NM_033629.6 in valid HGVS, with a protein change derived to match its codon."""
     kind = rng.choices(["sub", "del", "dup", "ins", "delins"], weights=[70, 12, 8, 5, 5])[0]
     pos = rng.randint(1, CDS_LENGTH - 3)
@@ -474,7 +495,11 @@ def make_source(rng: random.Random, i: int, design: str, quotes: bool, sentences
     sid = f"src-{i:05d}"
     year = rng.randint(2005, 2025)
     n_auth = rng.randint(1, 12)
-    authors = [f"{rng.choice(FAMILY)} {rng.choice('ABCDEFGHJKLMNPRSTW')}{rng.choice(['', 'A', 'M', 'J'])}" for _ in range(n_auth)]
+    authors: list[str] = []
+    while len(authors) < n_auth:  # one name once: a repeated author would be a repeated triple
+        name = f"{rng.choice(FAMILY)} {rng.choice('ABCDEFGHJKLMNPRSTW')}{rng.choice(['', 'A', 'M', 'J'])}"
+        if name not in authors:
+            authors.append(name)
     kind = rng.choice(["case report", "letter", "journal article"] if design == "case report" else ["case series", "journal article", "conference abstract"])
     title = f"{rng.choice(['JAK inhibition', 'Ruxolitinib', 'Baricitinib', 'Janus kinase inhibitors'])} in {rng.choice(['TREX1-related', 'familial', 'refractory'])} chilblain lupus: synthetic report {i}"
     held = S.TextHeld.abstract.value if quotes else S.TextHeld.none.value

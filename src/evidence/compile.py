@@ -19,7 +19,8 @@ import pyoxigraph as ox
 from . import schema as S
 from .errors import CompileError
 from .namespaces import PRIMARY_PREFIX, STANDARD, Namespaces, curie_to_iri
-from .ontology import PROPERTIES
+from .ontology import CLASSES, PROPERTIES
+from .perf import gc_paused
 from .validate import Kb
 
 __all__ = ["Compiled", "compile_kb", "concept_iri", "term_iri"]
@@ -74,7 +75,8 @@ class Compiled:
 
     def sorted_quads(self) -> list[ox.Quad]:
         """Quads in one canonical order: by graph, subject, predicate, object (as N-Quads text)."""
-        return sorted(set(self.quads), key=lambda q: (str(q.graph_name), str(q.subject), str(q.predicate), str(q.object)))
+        # Keys are the terms' lexical values; a tie keeps the compile order, itself deterministic.
+        return sorted(dict.fromkeys(self.quads), key=lambda q: (q.graph_name.value, q.subject.value, q.predicate.value, q.object.value))
 
     def store(self) -> ox.Store:
         """An in-memory pyoxigraph store of every quad (the fast SPARQL engine)."""
@@ -144,6 +146,9 @@ class _Builder:
     def a(self, s: ox.NamedNode, cls: str) -> None:
         self.add(s, RDF_TYPE, self.ev(cls))
 
+    def dt(self, name: str) -> ox.NamedNode:
+        return self.iri(XSD + name)
+
     def lit(self, s: ox.NamedNode, p: str, value: Any, datatype: str | None = None) -> None:
         """``s ev:p value``; ``not reported`` becomes ``s ev:notReported ev:p``; None adds nothing."""
         if value is None:
@@ -153,13 +158,13 @@ class _Builder:
             self.add(s, self.ev("notReported"), pred)
             return
         if isinstance(value, bool):
-            self.add(s, pred, ox.Literal("true" if value else "false", datatype=ox.NamedNode(XSD + "boolean")))
+            self.add(s, pred, ox.Literal("true" if value else "false", datatype=self.dt("boolean")))
         elif isinstance(value, int) and datatype is None:
-            self.add(s, pred, ox.Literal(str(value), datatype=ox.NamedNode(XSD + "integer")))
+            self.add(s, pred, ox.Literal(str(value), datatype=self.dt("integer")))
         elif isinstance(value, float) or datatype == "decimal":
-            self.add(s, pred, ox.Literal(_num(value), datatype=ox.NamedNode(XSD + "decimal")))
+            self.add(s, pred, ox.Literal(_num(value), datatype=self.dt("decimal")))
         elif datatype:
-            self.add(s, pred, ox.Literal(str(value), datatype=ox.NamedNode(XSD + datatype)))
+            self.add(s, pred, ox.Literal(str(value), datatype=self.dt(datatype)))
         else:
             self.add(s, pred, ox.Literal(str(value)))
 
@@ -433,10 +438,11 @@ class _Builder:
             self.lit(v, "rdfs:label", f"{g.gene} {g.variant.hgvs}")
             self.lit(v, "hgvs", g.variant.hgvs)
             self.lit(v, "transcript", g.variant.hgvs.split(":", 1)[0])
-            self.lit(v, "transcriptStatus", g.variant.transcript_status)
             self.lit(v, "proteinChange", g.variant.protein)
-            self.lit(v, "proteinChangeStatus", g.variant.protein_status)
             self.lit(v, "legacyName", g.variant.legacy_name)
+            # How this case file knows the variant belongs to its genotype, not to the shared node.
+            self.lit(n, "transcriptStatus", g.variant.transcript_status)
+            self.lit(n, "proteinChangeStatus", g.variant.protein_status)
         self.enum(n, "zygosity", "Zygosity", g.zygosity)
         self.enum(n, "inheritance", "Inheritance", g.inheritance)
         self.enum(n, "mechanism", "Mechanism", g.mechanism)
@@ -510,7 +516,7 @@ class _Builder:
                 self.add(n, self.ev("notReported"), self.ev(pred))
             else:
                 self.lit(n, pred, m.value, "decimal")
-                self.lit(n, "valueUnit", m.unit)
+                self.lit(n, pred + "Unit", m.unit)
         self.enum(n, "direction", "Direction", o.direction)
         self.enum(n, "response", "Response", o.response)
         self.lit(n, "dcterms:description", o.description)
@@ -531,20 +537,21 @@ def compile_kb(kb: Kb) -> Compiled:
         raise CompileError("the kb has validation errors; run `evidence validate` first", kb.diagnostics)
     ns = Namespaces(kb.config.base_iri)
     b = _Builder(kb, ns)
-    b.vocabulary()
-    for sid in sorted(kb.sources):
-        b.source(kb.sources[sid])
-    for cid in sorted(kb.cases):
-        b.case(kb.cases[cid])
-    b.concepts()
+    with gc_paused():
+        b.vocabulary()
+        for sid in sorted(kb.sources):
+            b.source(kb.sources[sid])
+        for cid in sorted(kb.cases):
+            b.case(kb.cases[cid])
+        b.concepts()
     _check_terms(b.out, ns)
     return b.out
 
 
 def _check_terms(out: Compiled, ns: Namespaces) -> None:
     """Every ev: property used is defined in the ontology table (catches a typo in the compiler)."""
-    used = {q.predicate.value[len(ns.ev):] for q in out.quads if q.predicate.value.startswith(ns.ev)}
-    unknown = sorted(used - _KNOWN_PROPS)
+    used = {p.value[len(ns.ev):] for p in {q.predicate for q in out.quads} if p.value.startswith(ns.ev)}
+    unknown = sorted(used - _KNOWN_PROPS - set(CLASSES))
     if unknown:
         raise CompileError(f"the compiler used undefined properties: {', '.join(unknown)}")
 

@@ -50,7 +50,7 @@ def _triples(quads: list[ox.Quad]) -> list[ox.Triple]:
         if t not in seen:
             seen.add(t)
             out.append(t)
-    return sorted(out, key=lambda t: (str(t.subject), str(t.predicate), str(t.object)))
+    return sorted(out, key=lambda t: (t.subject.value, t.predicate.value, t.object.value))
 
 
 def serialize(compiled: Compiled, fmt: str, quads: list[ox.Quad] | None = None) -> bytes:

@@ -89,9 +89,9 @@ PROPERTIES: list[Prop] = [
     Prop("mechanism", "mechanism", "Molecular mechanism, e.g. dominant negative.", ("Genotype",), "Concept", False, True),
     Prop("hgvs", "HGVS", "HGVS c. notation with its transcript.", ("Variant",), "xsd:string", True, True),
     Prop("transcript", "transcript", "The versioned transcript of the HGVS notation.", ("Variant",), "xsd:string", True, True),
-    Prop("transcriptStatus", "transcript status", "stated in the source, or curated from a registry.", ("Variant",), "xsd:string", True, True),
+    Prop("transcriptStatus", "transcript status", "stated in the source, or curated from a registry.", ("Genotype",), "xsd:string", False, True),
     Prop("proteinChange", "protein change", "HGVS p. notation.", ("Variant",), "xsd:string", False, True),
-    Prop("proteinChangeStatus", "protein change status", "stated in the source, or derived by the curator.", ("Variant",), "xsd:string", False, True),
+    Prop("proteinChangeStatus", "protein change status", "stated in the source, or derived by the curator.", ("Genotype",), "xsd:string", False, True),
     Prop("legacyName", "legacy name", "A legacy name of the variant.", ("Variant",), "xsd:string", False, True),
     # treatment
     Prop("drug", "drug", "The drug given.", ("Treatment", "PriorTreatment"), "Drug", True, True),
@@ -124,7 +124,8 @@ PROPERTIES: list[Prop] = [
     Prop("timepointQualifier", "time point qualifier", "at, within or after.", ("Outcome",), "xsd:string", False, True),
     Prop("valueBefore", "value before", "Measured value before treatment.", ("Outcome",), "xsd:decimal", False, True),
     Prop("valueAfter", "value after", "Measured value after treatment.", ("Outcome",), "xsd:decimal", False, True),
-    Prop("valueUnit", "value unit", "Unit of the measured values.", ("Outcome",), "xsd:string", False, True),
+    Prop("valueBeforeUnit", "value before, unit", "Unit of the value before treatment.", ("Outcome",), "xsd:string", False, True),
+    Prop("valueAfterUnit", "value after, unit", "Unit of the value after treatment.", ("Outcome",), "xsd:string", False, True),
     Prop("direction", "direction", "improved, worsened, unchanged, new onset.", ("Outcome", "OutcomeCount"), "Concept", False, True),
     Prop("response", "response", "complete, partial, none, worsened.", ("Outcome", "OutcomeCount"), "Concept", False, True),
     # adverse events

@@ -19,6 +19,7 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
 from .export import FORMATS, serialize, write_exports
+from .perf import gc_paused
 from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_shapes
 from .validate import Kb, validate_kb
@@ -85,7 +86,9 @@ def compile_checked(kb: Kb, timings: dict[str, float] | None = None) -> Compiled
     compiled = compile_kb(kb)
     timings["compile"] = time.perf_counter() - t
     t = time.perf_counter()
-    validate_shapes(compiled.union_graph(), shapes_turtle(compiled))
+    with gc_paused():
+        data_graph = compiled.union_graph()
+    validate_shapes(data_graph, shapes_turtle(compiled))
     timings["shacl"] = time.perf_counter() - t
     return compiled
 

@@ -65,6 +65,7 @@ __all__ = [
     "StudyDesign",
     "ISO_DURATION",
     "HGVS",
+    "PROTEIN_CHANGE",
     "CURIE_PATTERNS",
 ]
 
@@ -88,9 +89,21 @@ HGVS = (
     r"([ACGT]>[ACGT]|del([ACGT]+)?|dup([ACGT]+)?|ins[ACGT]+|delins[ACGT]+)$"
 )
 HgvsString = Annotated[str, StringConstraints(pattern=HGVS)]
-ProteinChange = Annotated[
-    str, StringConstraints(pattern=r"^p\.(\(([A-Z][a-z]{2}\d+([A-Z][a-z]{2}|\*|Ter|=|fs\*?\d*)|=|0|\?)\)|[A-Z][a-z]{2}\d+([A-Z][a-z]{2}|\*|Ter|=))$")
-]
+# HGVS protein notation, predicted changes in parentheses: p.(Asp18Asn), p.(Arg97ProfsTer23),
+# p.(Lys12del), p.(Leu5_Val7del), p.(Arg4dup), p.(Gly2_Met3insAlaSer), p.(Cys28delinsTrpVal),
+# p.(Trp24Ter), p.(Trp24*), p.(=), p.(?), p.0.
+_AA = r"(?:Ala|Arg|Asn|Asp|Cys|Gln|Glu|Gly|His|Ile|Leu|Lys|Met|Phe|Pro|Ser|Thr|Trp|Tyr|Val|Sec|Pyl|Ter|\*)"
+_POS = _AA + r"\d+"
+_PCHANGE = (
+    rf"(?:{_POS}(?:{_AA}|=|\?)"  # substitution, nonsense, silent, unknown
+    rf"|{_POS}{_AA}?fs(?:{_AA}\d+|\*\d*|Ter\d*)?"  # frameshift
+    rf"|{_POS}(?:_{_POS})?(?:del|dup)"  # deletion, duplication
+    rf"|{_POS}_{_POS}ins{_AA}+"  # insertion
+    rf"|{_POS}(?:_{_POS})?delins{_AA}+"  # deletion-insertion
+    r"|=|\?|0)"
+)
+PROTEIN_CHANGE = rf"^p\.(?:\({_PCHANGE}\)|{_PCHANGE})$"
+ProteinChange = Annotated[str, StringConstraints(pattern=PROTEIN_CHANGE)]
 
 DOI = Annotated[str, StringConstraints(pattern=r"^10\.\d{4,9}/\S+$")]
 PMID = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,8}$")]

@@ -21,6 +21,7 @@ from . import schema as S
 from .config import Config
 from .errors import Diagnostic, sort_diagnostics
 from .load import KbFile, read_kb
+from .perf import gc_paused
 from .yamlio import YamlDoc
 
 __all__ = ["Kb", "validate_kb", "normalise_text", "closest"]
@@ -610,6 +611,11 @@ class _EntryErrors:
 
 def validate_kb(config: Config, paths: list[Path] | None = None) -> Kb:
     """Load and check the whole kb (plus ``paths``); every problem is in ``kb.diagnostics``."""
+    with gc_paused():
+        return _validate_kb(config, paths)
+
+
+def _validate_kb(config: Config, paths: list[Path] | None) -> Kb:
     raw, diags = read_kb(config.kb_dir, config.root, paths)
     kb = Kb(config=config)
     parsed: list[KbFile] = []
@@ -668,10 +674,36 @@ def validate_kb(config: Config, paths: list[Path] | None = None) -> Kb:
         else:
             checker.vocabulary(f, f.kind.split(":", 1)[1], f.model)
     _check_duplicate_identifiers(kb, checker)
+    _check_variants(kb, checker)
     kb.sources = {k: v for k, v in kb.sources.items() if v is not None}
     kb.files = {k: v for k, v in kb.files.items() if "-broken:" not in k}
     kb.diagnostics = sort_diagnostics(diags + checker.diags)
     return kb
+
+
+def _check_variants(kb: Kb, checker: _Checker) -> None:
+    """One HGVS names one variant: its gene, protein change and legacy name agree in every file."""
+    first: dict[str, tuple[str, tuple, tuple]] = {}
+    for cid in sorted(kb.cases):
+        f = kb.files[f"case:{cid}"]
+        for i, p in enumerate(kb.cases[cid].patients):
+            if not isinstance(p.genotype, list):
+                continue
+            for j, g in enumerate(p.genotype):
+                if not isinstance(g.variant, S.Variant):
+                    continue
+                # p.(Asp18Asn), predicted, and p.Asp18Asn, observed, name the same change.
+                protein = g.variant.protein.replace("(", "").replace(")", "") if g.variant.protein else None
+                facts = (g.gene, protein, g.variant.legacy_name)
+                loc = ("patients", i, "genotype", j, "variant", "hgvs")
+                seen = first.setdefault(g.variant.hgvs, (f.display, loc, facts))
+                names = ("gene", "protein", "legacy_name")
+                diff = [f"{n} '{a}' here but '{b}' there" for n, a, b in zip(names, facts, seen[2]) if a and b and a != b]
+                if diff:
+                    line = f.doc.where(seen[1]) if seen[0] == f.display else None
+                    where = f"{seen[0]}" + (f":{line[0]}" if line else "")
+                    checker.add(f, loc, f"variant {g.variant.hgvs} is described differently in {where}: {'; '.join(diff)}", "variant-consistency",
+                                hint="one HGVS names one variant: make the files agree, or fix the HGVS")
 
 
 def _check_duplicate_identifiers(kb: Kb, checker: _Checker) -> None:
