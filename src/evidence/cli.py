@@ -172,7 +172,24 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="write (or --check) the JSON Schema files generated from the models")
     s.add_argument("--check", action="store_true", help="only check that schema/ is up to date")
     s.set_defaults(func=cmd_schema)
+
+    # Commands that live in their own modules add their parsers themselves:
+    # each module has add_commands(sub), which calls sub.add_parser(...).set_defaults(func=...).
+    import importlib
+
+    for module in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"evidence.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"evidence.{module}":
+                raise
+            continue
+        mod.add_commands(sub)
     return ap
+
+
+# Modules that contribute subcommands (see parser()).
+COMMAND_MODULES = ("serve", "authoring", "diff")
 
 
 def main(argv: list[str] | None = None) -> int:
