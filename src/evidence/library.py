@@ -6,8 +6,8 @@ Each file starts with a header of ``# key: value`` lines::
     # question: Which drugs were given to patients carrying a variant in a gene ...?
     # params: gene (literal, HGNC symbol such as TREX1; leave out for every gene)
 
-``params`` lists the SELECT variables a caller may bind (``--param gene=TREX1``), separated by
-``;``; each is ``name (description)``.
+``params`` lists the SELECT variables a caller may bind (``--param gene=TREX1``), each as
+``name (description)``, separated by ``;``, or ``none``.
 """
 
 from __future__ import annotations
@@ -61,11 +61,12 @@ def _parse(path: Path) -> LibraryQuery:
         raise QueryError(f"{path}: the header lacks {', '.join(missing)} (see evidence.library)")
     params: list[Param] = []
     if head["params"].lower() not in ("none", ""):
-        for part in head["params"].split(";"):
-            m = re.match(r"\s*(\w+)\s*(?:\((.*)\))?\s*$", part)
-            if not m:
-                raise QueryError(f"{path}: cannot read parameter {part!r}; expected 'name (description)'")
-            params.append(Param(m.group(1), (m.group(2) or "").strip()))
+        rest = head["params"]
+        for m in re.finditer(r"\s*(\w+)\s*(?:\(([^()]*)\))?\s*(?:;|$)", rest):
+            if m.group(1):
+                params.append(Param(m.group(1), (m.group(2) or "").strip()))
+        if not params:
+            raise QueryError(f"{path}: cannot read the parameters {rest!r}; expected 'name (description); name (description)'")
     return LibraryQuery(path.stem, head["title"], head["question"], tuple(params), text, path, tuple(notes))
 
 
