@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -111,11 +112,39 @@ def _param(compiled, text: str) -> tuple[str, ox.NamedNode | ox.Literal]:
     return name, ox.Literal(value)
 
 
-def cmd_query(args: argparse.Namespace) -> int:
-    from .query import format_result, read_query, run_query
+def _query_text(config, query: str) -> str:
+    """A SPARQL string, a .rq file, or the name of a library query."""
+    from .library import find_query
+    from .query import read_query
 
+    if query.endswith(".rq") or Path(query).is_file() or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", query):
+        return read_query(query)
+    return find_query(config.kb_dir / "queries", query).text
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .compile import Compiled
+    from .namespaces import Namespaces
+    from .query import format_result, run_query, run_remote
+
+    config = load_config(args.root)
+    if args.list:
+        from .library import load_library
+
+        for q in load_library(config.kb_dir / "queries"):
+            params = ", ".join(p.name for p in q.params) or "-"
+            print(f"{q.name:32} {q.title}  [params: {params}]")
+        return EXIT_OK
+    if not args.query:
+        raise QueryError("give a SPARQL query, a .rq file or a library query name (see --list)")
+    text = _query_text(config, args.query)
+    if args.endpoint:
+        ns = Namespaces(config.base_iri)
+        params = dict(_param(Compiled(ns=ns), p) for p in args.param)
+        result = run_remote(args.endpoint, text, ns.prefixes(), params, timeout=args.timeout)
+        sys.stdout.write(format_result(result, args.format, ns.prefixes()))
+        return EXIT_OK
     compiled = _compiled(args)
-    text = read_query(args.query)
     params = dict(_param(compiled, p) for p in args.param)
     result = run_query(compiled, text, params)
     sys.stdout.write(format_result(result, args.format, compiled.ns.prefixes()))
@@ -162,9 +191,17 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     q = sub.add_parser("query", help="run a SPARQL query over the compiled graph",
-                       description="Run SPARQL over the union of all graphs. Prefixes ev:, rdfs:, dcterms:, prov:, bibo:, fabio:, schema:, skos:, obo:, xsd: are predeclared.")
-    q.add_argument("query", help="a SPARQL query string or a .rq file")
-    q.add_argument("--format", choices=["table", "csv", "tsv", "json"], default="table", help="table (default), csv, tsv or SPARQL 1.1 Results JSON")
+                       description="Run SPARQL over the union of all graphs (or on --endpoint). Prefixes ev:, rdf:, rdfs:, dcterms:, prov:, bibo:, fabio:, schema:, skos:, obo:, xsd: are predeclared. "
+                                   "Parameters bind SELECT variables as RDF terms: locally through pyoxigraph substitutions, remotely through a trailing VALUES clause.",
+                       epilog="examples:\n  evidence query --list\n  evidence query drugs-by-gene --param gene=TREX1\n  evidence query kb/queries/gaps.rq --format csv\n"
+                              "  evidence query drugs-by-gene --endpoint http://127.0.0.1:7878/query",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("query", nargs="?", help="a SPARQL query string, a .rq file, or a library query name (see --list)")
+    q.add_argument("--list", action="store_true", help="list the query library (kb/queries/*.rq) with titles and parameters")
+    q.add_argument("--format", choices=["table", "csv", "tsv", "json", "xml", "ttl", "nt", "jsonld"], default="table",
+                   help="SELECT/ASK: table (default), csv, tsv, json or xml (SPARQL 1.1 Results); CONSTRUCT/DESCRIBE: ttl (default), nt or jsonld")
+    q.add_argument("--endpoint", metavar="URL", help="run the query on a remote SPARQL 1.1 endpoint instead of the local graph (prefixes are declared for it)")
+    q.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a remote endpoint (default 60)")
     q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="bind ?NAME to VALUE as an RDF term (an IRI if <...>, http(s):// or a known prefix; else a literal); repeatable")
     q.set_defaults(func=cmd_query)

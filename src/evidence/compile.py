@@ -522,6 +522,14 @@ class _Builder:
         self.lit(n, "dcterms:description", o.description)
         self.claims(n, o.evidence, case)
 
+    def ontology(self) -> None:
+        """The project vocabulary in its own graph, so the data describes itself to a query."""
+        from .shapes import ontology_triples
+
+        graph = self.iri(self.ns.graph("ontology"))
+        for t in ontology_triples(self.ns):
+            self.out.quads.append(ox.Quad(t.subject, t.predicate, t.object, graph))
+
     def concepts(self) -> None:
         self.graph = self.iri(self.ns.graph("vocabulary"))
         for iri, (scheme, label) in sorted(self.out.concepts.items()):
@@ -544,6 +552,7 @@ def compile_kb(kb: Kb) -> Compiled:
         for cid in sorted(kb.cases):
             b.case(kb.cases[cid])
         b.concepts()
+        b.ontology()
     _check_terms(b.out, ns)
     return b.out
 

@@ -21,9 +21,20 @@ import pyoxigraph as ox
 from .compile import Compiled
 from .errors import QueryError
 
-__all__ = ["QueryResult", "run_query", "read_query", "format_result", "RESULT_FORMATS"]
+__all__ = [
+    "QueryResult",
+    "run_query",
+    "run_remote",
+    "read_query",
+    "format_result",
+    "with_prefixes",
+    "bind_values",
+    "RESULT_FORMATS",
+    "GRAPH_FORMATS",
+]
 
-RESULT_FORMATS = ("table", "csv", "tsv", "json")
+RESULT_FORMATS = ("table", "csv", "tsv", "json", "xml")
+GRAPH_FORMATS = ("ttl", "nt", "jsonld")
 
 
 @dataclass
@@ -108,26 +119,77 @@ def _json_term(term: Any) -> dict[str, str] | None:
     return out
 
 
+def _tsv_term(term: Any) -> str:
+    """SPARQL 1.1 TSV encodes terms in Turtle/N-Triples syntax."""
+    return "" if term is None else str(term)
+
+
+def _xml(result: QueryResult) -> str:
+    from xml.etree import ElementTree as ET
+
+    ns = "http://www.w3.org/2005/sparql-results#"
+    root = ET.Element("sparql", xmlns=ns)
+    head = ET.SubElement(root, "head")
+    if result.kind == "ask":
+        ET.SubElement(root, "boolean").text = "true" if result.boolean else "false"
+    else:
+        for v in result.variables:
+            ET.SubElement(head, "variable", name=v)
+        results = ET.SubElement(root, "results")
+        for row in result.rows:
+            r = ET.SubElement(results, "result")
+            for v in result.variables:
+                t = row[v]
+                if t is None:
+                    continue
+                b = ET.SubElement(r, "binding", name=v)
+                if isinstance(t, ox.NamedNode):
+                    ET.SubElement(b, "uri").text = t.value
+                elif isinstance(t, ox.BlankNode):
+                    ET.SubElement(b, "bnode").text = t.value
+                else:
+                    attrs = {}
+                    if t.language:
+                        attrs["xml:lang"] = t.language
+                    elif t.datatype.value != "http://www.w3.org/2001/XMLSchema#string":
+                        attrs["datatype"] = t.datatype.value
+                    ET.SubElement(b, "literal", attrs).text = t.value
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
 def format_result(result: QueryResult, fmt: str = "table", prefixes: dict[str, str] | None = None) -> str:
-    """Render a result as an aligned table, CSV, TSV or SPARQL 1.1 Results JSON."""
+    """Render a result: for SELECT and ASK an aligned table, CSV, TSV, SPARQL 1.1 Results JSON or
+    XML; for CONSTRUCT and DESCRIBE Turtle (the default), N-Triples or JSON-LD."""
+    if result.kind == "graph":
+        rdf = {"ttl": ox.RdfFormat.TURTLE, "table": ox.RdfFormat.TURTLE, "nt": ox.RdfFormat.N_TRIPLES, "jsonld": ox.RdfFormat.JSON_LD}.get(fmt)
+        if rdf is None:
+            raise QueryError(f"a CONSTRUCT or DESCRIBE result is a graph: use --format ttl, nt or jsonld, not {fmt}")
+        triples = sorted(result.triples or [], key=lambda t: (t.subject.value, t.predicate.value, t.object.value))
+        return ox.serialize(triples, format=rdf, prefixes=(prefixes or {}) if rdf != ox.RdfFormat.N_TRIPLES else None).decode("utf-8")
+    if fmt in GRAPH_FORMATS:
+        raise QueryError(f"--format {fmt} is for CONSTRUCT and DESCRIBE; a {result.kind.upper()} result takes table, csv, tsv, json or xml")
+    if fmt == "xml":
+        return _xml(result)
     if result.kind == "ask":
         if fmt == "json":
             return json.dumps({"head": {}, "boolean": result.boolean}, indent=1) + "\n"
         return ("true" if result.boolean else "false") + "\n"
-    if result.kind == "graph":
-        return ox.serialize(result.triples or [], format=ox.RdfFormat.TURTLE, prefixes=prefixes or {}).decode("utf-8")
+    if fmt == "tsv":
+        lines = ["\t".join(f"?{v}" for v in result.variables)]
+        lines += ["\t".join(_tsv_term(r[v]) for v in result.variables) for r in result.rows]
+        return "\n".join(lines) + "\n"
     if fmt == "json":
         bindings = [{v: _json_term(r[v]) for v in result.variables if r[v] is not None} for r in result.rows]
         return json.dumps({"head": {"vars": result.variables}, "results": {"bindings": bindings}}, indent=1, ensure_ascii=False) + "\n"
-    if fmt in ("csv", "tsv"):
+    if fmt == "csv":
         buf = io.StringIO()
-        w = csv.writer(buf, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+        w = csv.writer(buf, lineterminator="\r\n")
         w.writerow(result.variables)
         for r in result.rows:
             w.writerow([_text(r[v]) for v in result.variables])
         return buf.getvalue()
     if fmt != "table":
-        raise QueryError(f"unknown result format '{fmt}'; expected one of {', '.join(RESULT_FORMATS)}")
+        raise QueryError(f"unknown result format '{fmt}'; expected one of {', '.join(RESULT_FORMATS + GRAPH_FORMATS)}")
     short = _shortener(prefixes or {})
     cells = [[short(r[v]) for v in result.variables] for r in result.rows]
     widths = [max([len(v)] + [len(c[i]) for c in cells]) for i, v in enumerate(result.variables)]
@@ -149,3 +211,84 @@ def _shortener(prefixes: dict[str, str]):
         return _text(term)
 
     return short
+
+
+_PREFIX_DECL = re.compile(r"^\s*PREFIX\s+([A-Za-z][\w.-]*)?:", re.IGNORECASE | re.MULTILINE)
+
+
+def with_prefixes(query: str, prefixes: dict[str, str]) -> str:
+    """The query with PREFIX declarations for the predeclared prefixes it does not declare itself,
+    so that a library query runs unchanged on any SPARQL endpoint."""
+    declared = {m.group(1) or "" for m in _PREFIX_DECL.finditer(query)}
+    head = "".join(f"PREFIX {p}: <{iri}>\n" for p, iri in sorted(prefixes.items()) if p not in declared)
+    return head + query
+
+
+def bind_values(query: str, params: dict[str, ox.NamedNode | ox.Literal]) -> str:
+    """Bind parameters for a remote endpoint with a trailing VALUES clause.
+
+    The values are RDF terms written by pyoxigraph's own serialiser (escaped N-Triples syntax),
+    joined with the query's solutions like pyoxigraph's substitutions locally: user text never
+    becomes query syntax.
+    """
+    if not params:
+        return query
+    body = re.sub(r"#[^\n]*", "", query)
+    if re.search(r"\bVALUES\b[^{}]*\{[^{}]*\}\s*$", body, re.IGNORECASE):
+        raise QueryError("the query already ends with a VALUES clause; it cannot take --param on a remote endpoint")
+    names = sorted(params)
+    for n in names:
+        if not re.fullmatch(r"\w+", n):
+            raise QueryError(f"parameter name {n!r}: letters, digits and _ only")
+    return f"{query.rstrip()}\nVALUES ({' '.join('?' + n for n in names)}) {{ ({' '.join(str(params[n]) for n in names)}) }}\n"
+
+
+def _term_from_json(b: dict[str, str]) -> ox.NamedNode | ox.Literal | ox.BlankNode:
+    kind = b.get("type")
+    if kind == "uri":
+        return ox.NamedNode(b["value"])
+    if kind == "bnode":
+        return ox.BlankNode(b["value"])
+    if "xml:lang" in b:
+        return ox.Literal(b["value"], language=b["xml:lang"])
+    if "datatype" in b:
+        return ox.Literal(b["value"], datatype=ox.NamedNode(b["datatype"]))
+    return ox.Literal(b["value"])
+
+
+def run_remote(endpoint: str, query: str, prefixes: dict[str, str], params: dict[str, ox.NamedNode | ox.Literal] | None = None, timeout: float = 60.0) -> QueryResult:
+    """Run a query on a SPARQL 1.1 Protocol endpoint (POST, form-encoded), parse the answer."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if not endpoint.startswith(("http://", "https://")):
+        raise QueryError(f"--endpoint must be an http(s) URL, found {endpoint!r}")
+    text = bind_values(with_prefixes(query, prefixes), params or {})
+    data = urllib.parse.urlencode({"query": text}).encode("utf-8")
+    req = urllib.request.Request(endpoint, data=data, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Accept": "application/sparql-results+json, text/turtle;q=0.9, application/n-triples;q=0.8",
+        "User-Agent": "evidence (SPARQL client)",
+    })
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
+            ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", errors="replace").strip()[:500]
+        raise QueryError(f"the endpoint {endpoint} answered HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise QueryError(f"cannot reach the endpoint {endpoint}: {getattr(exc, 'reason', exc)}") from None
+    if ctype in ("application/sparql-results+json", "application/json"):
+        doc = json.loads(body)
+        if "boolean" in doc:
+            return QueryResult("ask", [], [], boolean=bool(doc["boolean"]))
+        variables = list(doc["head"].get("vars", []))
+        rows = [{v: (_term_from_json(b[v]) if v in b else None) for v in variables} for b in doc["results"]["bindings"]]
+        return QueryResult("select", variables, rows)
+    fmt = ox.RdfFormat.from_media_type(ctype)
+    if fmt is None:
+        raise QueryError(f"the endpoint {endpoint} answered with an unexpected content type {ctype!r}")
+    triples = [ox.Triple(t.subject, t.predicate, t.object) for t in ox.parse(body, format=fmt)]
+    return QueryResult("graph", [], [], triples=triples)
