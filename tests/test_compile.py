@@ -186,3 +186,11 @@ def test_two_builds_are_byte_identical(config, site, tmp_path):
     for rel in files:
         assert (site / rel).read_bytes() == (second / rel).read_bytes(), rel
     assert diffs(cmp) == []
+
+
+def test_no_triple_stands_in_two_graphs(compiled):
+    """A union default graph (Oxigraph's, Fuseki's) would count such a triple twice."""
+    seen: dict[tuple, str] = {}
+    for q in compiled.quads:
+        key = (q.subject, q.predicate, q.object)
+        assert seen.setdefault(key, q.graph_name.value) == q.graph_name.value, f"{key} is in {seen[key]} and {q.graph_name.value}"

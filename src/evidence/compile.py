@@ -105,6 +105,7 @@ class _Builder:
         self.ns = ns
         self.out = Compiled(ns=ns)
         self.graph: ox.NamedNode | ox.DefaultGraph = ox.DefaultGraph()
+        self.shared_graph = ox.NamedNode(ns.graph("shared"))
         self._nodes: dict[str, ox.NamedNode] = {}
         self.case_sources: dict[str, str] = {}
         for kind, terms in kb.vocab.items():
@@ -142,6 +143,12 @@ class _Builder:
     # -- emitting ----------------------------------------------------------------------------
     def add(self, s: ox.NamedNode, p: ox.NamedNode, o: Any) -> None:
         self.out.quads.append(ox.Quad(s, p, o, self.graph))
+
+    def shared(self, s: ox.NamedNode, p: ox.NamedNode, o: Any) -> None:
+        """A triple about a node that several files mention (a variant, a curator): it goes into
+        one shared graph, never into each file's graph, so that no triple stands in two graphs
+        and a union default graph never counts it twice."""
+        self.out.quads.append(ox.Quad(s, p, o, self.shared_graph))
 
     def a(self, s: ox.NamedNode, cls: str) -> None:
         self.add(s, RDF_TYPE, self.ev(cls))
@@ -296,9 +303,9 @@ class _Builder:
         for cur in c.curators:
             person = self.iri(self.ns.curator(cur.name, cur.orcid))
             self.add(node, self.std("prov:wasAttributedTo"), person)
-            self.a(person, "Curator")
-            self.add(person, RDF_TYPE, self.std("prov:Agent"))
-            self.lit(person, "schema:name", cur.name)
+            self.shared(person, RDF_TYPE, self.ev("Curator"))
+            self.shared(person, RDF_TYPE, self.std("prov:Agent"))
+            self.shared(person, self.std("schema:name"), ox.Literal(cur.name))
         self.lit(node, "dcterms:created", c.created.isoformat(), "date")
         if c.updated:
             self.lit(node, "dcterms:modified", c.updated.isoformat(), "date")
@@ -315,7 +322,7 @@ class _Builder:
         self.enum(node, "studyDesign", "StudyDesign", c.study_design)
         level = self.concept(f"EvidenceLevel_{c.evidence_level.scale}", c.evidence_level.level)
         self.add(node, self.ev("evidenceLevel"), level)
-        self.add(level, self.std("skos:inScheme"), self.concept("EvidenceScale", c.evidence_level.scale))
+        self.shared(level, self.std("skos:inScheme"), self.concept("EvidenceScale", c.evidence_level.scale))
         self.lit(node, "evidenceLevelRationale", c.evidence_level.rationale)
         for k in c.conditions:
             self.link(node, "condition", self.vocab("diseases", k))
@@ -433,6 +440,10 @@ class _Builder:
             assert isinstance(g.variant, S.Variant)
             v = self.iri(self.ns.variant(g.variant.hgvs))
             self.link(n, "variant", v)
+            # The variant node is shared by every patient who carries it (validate checks that
+            # its facts agree across files).
+            here = self.graph
+            self.graph = self.shared_graph
             self.a(v, "Variant")
             self.link(v, "gene", gene)
             self.lit(v, "rdfs:label", f"{g.gene} {g.variant.hgvs}")
@@ -440,6 +451,7 @@ class _Builder:
             self.lit(v, "transcript", g.variant.hgvs.split(":", 1)[0])
             self.lit(v, "proteinChange", g.variant.protein)
             self.lit(v, "legacyName", g.variant.legacy_name)
+            self.graph = here
             # How this case file knows the variant belongs to its genotype, not to the shared node.
             self.lit(n, "transcriptStatus", g.variant.transcript_status)
             self.lit(n, "proteinChangeStatus", g.variant.protein_status)
