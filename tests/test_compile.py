@@ -79,7 +79,7 @@ def test_every_yaml_value_is_in_the_graph(kb, compiled):
     for kind, store in (("case", kb.cases), ("source", kb.sources)):
         for key in store:
             f = kb.files[f"{kind}:{key}"]
-            graphs = {ns.graph(kind, key), ns.graph("vocabulary")}
+            graphs = {ns.graph(kind, key), ns.graph("vocabulary"), ns.graph("shared")}
             literals, numbers, iris = _graph_values(compiled, graphs)
             for path, value in _leaves(f.doc.data):
                 if not _found(value, path[-1], literals, numbers, iris, compiled, kb):
