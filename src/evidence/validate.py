@@ -559,6 +559,37 @@ class _Checker:
             self.vocab_ref(f, al + ("term",), a.term, ("phenotypes",))
             self.claims(f, al + ("evidence",), a.evidence, allowed)
 
+    # Fields that name a vocabulary term or a source, by field name, for files whose schema failed.
+    _RAW_REFS: dict[str, tuple[str, ...]] = {
+        "drug": ("drugs",), "gene": ("genes",), "measure": ("measures",), "term": ("phenotypes",),
+        "conditions": ("diseases",), "diagnoses": ("diseases",), "indication": ("diseases",),
+        "comorbidities": ("diseases", "phenotypes"),
+    }
+
+    def raw_references(self, f: KbFile) -> None:
+        """A case file that failed the schema still gets its unknown terms and sources reported,
+        so that one run shows every problem (its other cross-file rules wait for the fix)."""
+
+        def walk(node: Any, loc: tuple) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    kinds = self._RAW_REFS.get(k)
+                    if kinds and isinstance(v, str) and v != S.NOT_REPORTED:
+                        self.vocab_ref(f, loc + (k,), v, kinds)
+                    elif kinds and isinstance(v, list):
+                        for i, item in enumerate(v):
+                            if isinstance(item, str):
+                                self.vocab_ref(f, loc + (k, i), item, kinds)
+                    elif k == "source" and isinstance(v, str):
+                        self.source_ref(f, loc + (k,), v)
+                    else:
+                        walk(v, loc + (k,))
+            elif isinstance(node, list):
+                for i, item in enumerate(node):
+                    walk(item, loc + (i,))
+
+        walk(f.doc.data, ())
+
     def _local(self, f: KbFile, loc: tuple, ref: str, ids: set[str], what: str) -> None:
         guess = closest(ref, ids)
         self.add(f, loc, f"{field_name(f.doc.data, loc)}: no {what} '{ref}' for this patient", "local-reference",
@@ -619,6 +650,7 @@ def _validate_kb(config: Config, paths: list[Path] | None) -> Kb:
     raw, diags = read_kb(config.kb_dir, config.root, paths)
     kb = Kb(config=config)
     parsed: list[KbFile] = []
+    broken_cases: list[KbFile] = []
     ids_seen: dict[str, KbFile] = {}
     for f in raw.files:
         if f.doc is None:
@@ -629,6 +661,8 @@ def _validate_kb(config: Config, paths: list[Path] | None) -> Kb:
             # Still register the id, so references to a broken file do not cascade.
             if isinstance(f.doc.data, dict) and isinstance(f.doc.data.get("id"), str) and f.kind in ("case", "source"):
                 kb.files.setdefault(f"{f.kind}-broken:{f.doc.data['id']}", f)
+            if f.kind == "case":
+                broken_cases.append(f)
             continue
         f.model = model
         if f.kind == "case" or f.kind == "source":
@@ -673,6 +707,8 @@ def _validate_kb(config: Config, paths: list[Path] | None) -> Kb:
             checker.case(f, f.model)
         else:
             checker.vocabulary(f, f.kind.split(":", 1)[1], f.model)
+    for f in broken_cases:
+        checker.raw_references(f)
     _check_duplicate_identifiers(kb, checker)
     _check_variants(kb, checker)
     kb.sources = {k: v for k, v in kb.sources.items() if v is not None}
