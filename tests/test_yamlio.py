@@ -103,3 +103,24 @@ def test_fuzz_validator_never_raises(tmp_path_factory, data):
     mine = [d for d in kb.diagnostics if d.path.endswith("fuzz-case.yaml")]
     assert mine, "an arbitrary value should never pass as a case file"
     assert all(d.line >= 1 and d.col >= 1 for d in mine)
+
+
+def test_hostile_nesting_does_not_crash_the_process():
+    """libyaml's composer recurses in C: 100,000 nested brackets used to kill the process.
+    Run in a child process so that a regression shows as a failure, not a dead test run."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'src'); from evidence.yamlio import load_yaml_text; "
+            "doc, d = load_yaml_text('a: ' + '[' * 100000 + ']' * 100000, 'f.yaml'); print(d[0].message)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert r.returncode == 0, r.stderr
+    assert "nested deeper than" in r.stdout
+
+
+def test_huge_numbers_and_hidden_characters_are_refused():
+    assert "is too large" in one("n: 1" + "0" * 5000 + "\n")
+    assert "direction-changing character U+202E" in one("name: abc\u202edef\n")
+    assert "U+200B" in one("name: zero\u200bwidth\n")
+    assert "control character U+0007" in one("a: b\x07c\n")
+    assert one("a: 1\n---\nb: 2\n").endswith("remove the '---' line)")

@@ -14,6 +14,7 @@ Timestamps stay the strings they were written as; the schema parses dates itself
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,96 +78,141 @@ class YamlDoc:
 
 
 class _Refused(Exception):
-    def __init__(self, node: yaml.Node, message: str, hint: str = "", rule: str = "yaml"):
-        self.node = node
+    def __init__(self, mark: yaml.Mark | None, message: str, hint: str = "", rule: str = "yaml"):
+        self.mark = mark
         self.message = message
         self.hint = hint
         self.rule = rule
 
 
-def _pos(node: yaml.Node) -> tuple[int, int]:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
+def _pos(mark: yaml.Mark | None) -> tuple[int, int]:
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+# Bidirectional controls reorder how text is displayed ("Trojan Source"): a name or a quote
+# could show one thing and say another. Zero-width characters hide text. Neither belongs in a kb.
+_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b-\u200f\u2028\u2029\ufeff]")
+
+
+class _Frame:
+    __slots__ = ("container", "loc", "key", "depth")
+
+    def __init__(self, container: dict | list, loc: Path_, depth: int):
+        self.container = container
+        self.loc = loc
+        self.key: str | None = None  # a mapping's pending key
+        self.depth = depth
 
 
 class _Builder:
-    def __init__(self) -> None:
+    """Builds plain values from parser events, iteratively.
+
+    libyaml's composer recurses once per nesting level in C, so a hostile file of 100,000 nested
+    brackets crashes the process; reading events keeps an explicit stack of our own and refuses
+    the file at MAX_DEPTH instead.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.key_positions: dict[Path_, tuple[int, int]] = {}
-        self.seen: set[int] = set()
         self.count = 0
         self.scalars = yaml.constructor.SafeConstructor()
 
-    def build(self, node: yaml.Node, loc: Path_, depth: int) -> Any:
-        if id(node) in self.seen:
-            raise _Refused(
-                node,
-                "YAML aliases (*name) are not allowed in kb files",
-                "write the value out in full; aliases can expand without bound",
-                "yaml-alias",
-            )
-        self.seen.add(id(node))
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise _Refused(node, f"the file has more than {MAX_NODES} YAML nodes", "split it into smaller files", "yaml-size")
-        if depth > MAX_DEPTH:
-            raise _Refused(node, f"the YAML is nested deeper than {MAX_DEPTH} levels", "flatten the structure", "yaml-depth")
-        self.positions[loc] = _pos(node)
-        if isinstance(node, yaml.MappingNode):
-            if node.tag != _MAP:
-                raise self._bad_tag(node)
-            out: dict[str, Any] = {}
-            for knode, vnode in node.value:
-                if knode.tag == "tag:yaml.org,2002:merge":
-                    raise _Refused(knode, "YAML merge keys (<<) are not allowed in kb files", "write the keys out in full", "yaml-merge")
-                if not isinstance(knode, yaml.ScalarNode) or knode.tag not in _SCALAR_TAGS:
-                    raise _Refused(knode, "a mapping key must be a plain word", "write the key as text, such as `dose:`", "yaml-key")
-                key = str(knode.value)
-                if key == "<<":
-                    raise _Refused(knode, "YAML merge keys (<<) are not allowed in kb files", "write the keys out in full", "yaml-merge")
-                if key in out:
-                    first = self.key_positions[loc + (key,)]
-                    raise _Refused(
-                        knode,
-                        f"duplicate key '{key}' (first at line {first[0]})",
-                        "keep one of the two; YAML would silently drop the first",
-                        "yaml-duplicate-key",
-                    )
-                self.key_positions[loc + (key,)] = _pos(knode)
-                out[key] = self.build(vnode, loc + (key,), depth + 1)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            if node.tag != _SEQ:
-                raise self._bad_tag(node)
-            return [self.build(item, loc + (i,), depth + 1) for i, item in enumerate(node.value)]
-        if node.tag not in _SCALAR_TAGS:
-            raise self._bad_tag(node)
-        if node.tag in (_STR, "tag:yaml.org,2002:timestamp"):
-            return str(node.value)
-        return self.scalars.construct_object(node)
+    def _scalar(self, ev: yaml.ScalarEvent) -> Any:
+        tag = ev.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+        if tag not in _SCALAR_TAGS:
+            raise _Refused(ev.start_mark, f"the YAML tag '{tag}' is not allowed", "kb files hold plain text, numbers, lists and mappings; remove the tag", "yaml-tag")
+        if tag in (_STR, "tag:yaml.org,2002:timestamp"):
+            if _INVISIBLE.search(ev.value):
+                ch = _INVISIBLE.search(ev.value).group(0)
+                raise _Refused(ev.start_mark, f"the text holds an invisible or direction-changing character U+{ord(ch):04X}",
+                               "delete it: it can make text display differently from what it says", "text-control")
+            return ev.value
+        try:
+            return self.scalars.construct_object(yaml.ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark))
+        except ValueError:
+            raise _Refused(ev.start_mark, f"the number '{ev.value[:20]}...' is too large", "check the value against the source", "plausible-value") from None
 
-    @staticmethod
-    def _bad_tag(node: yaml.Node) -> _Refused:
-        return _Refused(
-            node,
-            f"the YAML tag '{node.tag}' is not allowed",
-            "kb files hold plain text, numbers, lists and mappings; remove the tag",
-            "yaml-tag",
-        )
+    def build(self) -> tuple[Any, bool]:
+        """The document's value, and whether there was a document at all."""
+        loader = self.loader
+        stack: list[_Frame] = []
+        root: Any = None
+        seen_doc = False
+        while loader.check_event():
+            ev = loader.get_event()
+            if isinstance(ev, yaml.DocumentStartEvent):
+                if seen_doc:
+                    raise _Refused(ev.start_mark, "the file holds more than one YAML document", "keep one document per file; remove the '---' line", "yaml-documents")
+                seen_doc = True
+                continue
+            if isinstance(ev, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)):
+                continue
+            if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                done = stack.pop()
+                if not stack:
+                    root = done.container
+                continue
+            if isinstance(ev, yaml.AliasEvent):
+                raise _Refused(ev.start_mark, "YAML aliases (*name) are not allowed in kb files", "write the value out in full; aliases can expand without bound", "yaml-alias")
+            self.count += 1
+            if self.count > MAX_NODES:
+                raise _Refused(ev.start_mark, f"the file has more than {MAX_NODES} YAML nodes", "split it into smaller files", "yaml-size")
+            parent = stack[-1] if stack else None
+            # A scalar in key position of a mapping is the key.
+            if parent is not None and isinstance(parent.container, dict) and parent.key is None:
+                if not isinstance(ev, yaml.ScalarEvent):
+                    raise _Refused(ev.start_mark, "a mapping key must be a plain word", "write the key as text, such as `dose:`", "yaml-key")
+                if ev.tag == "tag:yaml.org,2002:merge" or (ev.value == "<<" and ev.implicit[0]):
+                    raise _Refused(ev.start_mark, "YAML merge keys (<<) are not allowed in kb files", "write the keys out in full", "yaml-merge")
+                self._scalar(ev)  # refuses tags and hidden characters in keys too
+                key = ev.value  # keys stay text as written: `1:` is the key '1'
+                if not key:
+                    raise _Refused(ev.start_mark, "a mapping key is empty", "write the key as text, such as `dose:`", "yaml-key")
+                if key in parent.container:
+                    first = self.key_positions[parent.loc + (key,)]
+                    raise _Refused(ev.start_mark, f"duplicate key '{key}' (first at line {first[0]})",
+                                   "keep one of the two; YAML would silently drop the first", "yaml-duplicate-key")
+                parent.key = key
+                self.key_positions[parent.loc + (key,)] = _pos(ev.start_mark)
+                continue
+            if parent is None:
+                loc: Path_ = ()
+            elif isinstance(parent.container, dict):
+                loc = parent.loc + (parent.key,)
+            else:
+                loc = parent.loc + (len(parent.container),)
+            self.positions[loc] = _pos(ev.start_mark)
+            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                is_map = isinstance(ev, yaml.MappingStartEvent)
+                if ev.tag not in (None, "!", _MAP if is_map else _SEQ):
+                    raise _Refused(ev.start_mark, f"the YAML tag '{ev.tag}' is not allowed", "kb files hold plain text, numbers, lists and mappings; remove the tag", "yaml-tag")
+                depth = (parent.depth + 1) if parent else 0
+                if depth > MAX_DEPTH:
+                    raise _Refused(ev.start_mark, f"the YAML is nested deeper than {MAX_DEPTH} levels", "flatten the structure", "yaml-depth")
+                value: Any = {} if is_map else []
+                frame = _Frame(value, loc, depth)
+            else:
+                value = self._scalar(ev)
+                frame = None
+            if parent is not None:
+                if isinstance(parent.container, dict):
+                    parent.container[parent.key] = value
+                    parent.key = None
+                else:
+                    parent.container.append(value)
+            elif frame is None:
+                root = value
+            if frame is not None:
+                stack.append(frame)
+        return root, seen_doc
 
 
 def _diag(path: str, line: int, col: int, message: str, hint: str = "", rule: str = "yaml") -> Diagnostic:
     return Diagnostic(path=path, line=line, col=col, message=message, hint=hint, rule=rule)
-
-
-def _alias_position(text: str) -> tuple[int, int]:
-    """Where the first alias (``*name``) stands: composed nodes only know their anchor."""
-    try:
-        for token in yaml.scan(text, Loader=_Loader):
-            if isinstance(token, yaml.AliasToken):
-                return (token.start_mark.line + 1, token.start_mark.column + 1)
-    except yaml.YAMLError:
-        pass
-    return (1, 1)
 
 
 def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, list[Diagnostic]]:
@@ -175,30 +221,30 @@ def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, l
         line = text.count("\n", 0, text.index("\x00")) + 1
         return None, [_diag(path, line, 1, "the file holds a NUL byte", "save the file as UTF-8 text", "encoding")]
     loader = _Loader(text)
+    builder = _Builder(loader)
     try:
-        try:
-            root = loader.get_single_node()
-        finally:
-            loader.dispose()
+        data, seen_doc = builder.build()
+    except _Refused as r:
+        line, col = _pos(r.mark)
+        return None, [_diag(path, line, col, r.message, r.hint, r.rule)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         return None, [_diag(path, line, col, f"YAML syntax error: {problem}", "check indentation, colons and quotes near here", "yaml-syntax")]
+    except yaml.reader.ReaderError as exc:
+        where = max(0, min(exc.position, len(text)))
+        line = text.count("\n", 0, where) + 1
+        col = where - (text.rfind("\n", 0, where) + 1) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character) if isinstance(exc.character, int) else "?"
+        return None, [_diag(path, line, col, f"the file holds the control character U+{ord(char):04X}, which YAML does not allow",
+                            "delete it (it is invisible in most editors)", "text-control")]
     except yaml.YAMLError as exc:
         return None, [_diag(path, 1, 1, f"YAML error: {exc}", "", "yaml-syntax")]
-    except RecursionError:
-        return None, [_diag(path, 1, 1, "the YAML is nested too deeply to read", "flatten the structure", "yaml-depth")]
-    if root is None:
+    finally:
+        loader.dispose()
+    if data is None:
         return None, [_diag(path, 1, 1, "the file is empty", "a kb file is a YAML mapping; see README.md", "yaml-empty")]
-    builder = _Builder()
-    try:
-        data = builder.build(root, (), 0)
-    except _Refused as r:
-        line, col = _alias_position(text) if r.rule == "yaml-alias" else _pos(r.node)
-        return None, [_diag(path, line, col, r.message, r.hint, r.rule)]
-    except RecursionError:
-        return None, [_diag(path, 1, 1, "the YAML is nested too deeply to read", "flatten the structure", "yaml-depth")]
     doc = YamlDoc(path=path, data=data, text=text, positions=builder.positions, key_positions=builder.key_positions)
     return doc, []
 
