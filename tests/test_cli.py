@@ -125,7 +125,9 @@ def test_a_failed_build_leaves_the_previous_site_untouched(tmp_path):
     shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
     shutil.copytree(ROOT / "site_templates", project / "site_templates")
     case = project / "kb" / "zimmermann-2019.yaml"
-    case.write_text(case.read_text().replace("unit: mg}", "unit: mgs}"))
+    text = case.read_text()
+    assert "unit: mg\n" in text
+    case.write_text(text.replace("unit: mg\n", "unit: mgs\n"))
     r = run("--root", str(project), "build", "--out", str(out), env={"EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")})
     assert r.returncode == 1
     assert "zimmermann-2019.yaml:" in r.stderr and "'mgs' is not a known unit" in r.stderr

@@ -23,6 +23,7 @@ from .errors import QueryError
 
 __all__ = [
     "QueryResult",
+    "explain_syntax_error",
     "run_query",
     "run_remote",
     "read_query",
@@ -56,7 +57,8 @@ def read_query(text_or_path: str) -> str:
     return text_or_path
 
 
-def _prefix_error(query: str, message: str, prefixes: dict[str, str]) -> str:
+def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> str:
+    """A parser error in words: line and column, and for an unknown prefix, which one."""
     m = re.match(r"error at (\d+):(\d+)", message)
     if m and "Prefix not found" in message:
         line, col = int(m.group(1)), int(m.group(2))
@@ -79,7 +81,7 @@ def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | o
     try:
         res = store.query(query, prefixes=prefixes, use_default_graph_as_union=True, substitutions=subs or None)
     except SyntaxError as exc:
-        raise QueryError(_prefix_error(query, str(exc), prefixes)) from None
+        raise QueryError(explain_syntax_error(query, str(exc), prefixes)) from None
     except (OSError, ValueError, RuntimeError) as exc:
         m = re.search(r"does not contains? variable \?(\w+) in its SELECT projection", str(exc))
         if m:

@@ -1,0 +1,612 @@
+"""`evidence serve`: a real server process, spoken to over HTTP.
+
+Two servers per session: one with the default settings, and one with tight limits (--timeout 1,
+--max-results 5) and the plain query form (--no-yasgui). Each is ``python -m evidence serve`` on a
+free port over the session's build, and is always terminated.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
+
+import pyoxigraph as ox
+import pytest
+
+from evidence.errors import QueryError
+from evidence.library import load_library
+from evidence.query import run_query
+from evidence.serve_protocol import SELECT_OFFERS, choose_formats, looks_like_update, negotiate, parse_accept, uses_service
+from evidence.serve_vendor import YASGUI_VERSION, install_yasgui
+
+ROOT = Path(__file__).resolve().parents[1]
+CI = os.environ.get("CI", "").lower() == "true"
+
+CASES = "SELECT ?case ?title WHERE { ?case a ev:CaseReport ; dcterms:title ?title } ORDER BY ?case"
+HEAVY = "SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"  # a cross join: ~1e9 rows for 1,000 quads
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``python -m evidence serve`` on a free port; :meth:`stop` always ends it."""
+
+    def __init__(self, site: Path, *args: str, log: Path, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._out = open(log, "wb")  # closed in stop()
+        env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        cmd = [sys.executable, "-m", "evidence", "--root", str(ROOT), "serve", "--port", str(self.port), "--site", str(site), *args]
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"evidence serve exited with {self.proc.returncode}:\n{self.log_text()}")
+            try:
+                with urlopen(self.url + "/sparql", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"evidence serve did not answer within {timeout:g} s:\n{self.log_text()}")
+            time.sleep(0.1)
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+def http(url: str, data: bytes | str | dict | None = None, headers: dict[str, str] | None = None, method: str | None = None,
+         timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body); 4xx and 5xx are returned, not raised."""
+    headers = dict(headers or {})
+    if isinstance(data, dict):
+        data = urlencode(data)
+        headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    req = Request(url, data=data, headers=headers, method=method)
+    try:
+        with urlopen(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except HTTPError as err:
+        with err:
+            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+def triples(body: bytes, fmt: ox.RdfFormat) -> set[ox.Triple]:
+    return {ox.Triple(q.subject, q.predicate, q.object) for q in ox.parse(body, format=fmt)}
+
+
+def ground(ts: set[ox.Triple]) -> set[ox.Triple]:
+    """The triples without blank nodes (two parses name blank nodes differently)."""
+    return {t for t in ts if not isinstance(t.subject, ox.BlankNode) and not isinstance(t.object, ox.BlankNode)}
+
+
+def sparql_get(server: Server, query: str, headers: dict[str, str] | None = None, **params: str) -> tuple[int, dict[str, str], bytes]:
+    return http(f"{server.url}/sparql?{urlencode({'query': query, **params})}", headers=headers)
+
+
+def sparql_post(server: Server, query: str, headers: dict[str, str] | None = None, **params: str) -> tuple[int, dict[str, str], bytes]:
+    return http(f"{server.url}/sparql", {"query": query, **params}, headers=headers)
+
+
+@pytest.fixture(scope="session")
+def server(site, tmp_path_factory):
+    srv = Server(site, log=tmp_path_factory.mktemp("serve") / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def limited(site, tmp_path_factory):
+    srv = Server(site, "--timeout", "1", "--max-results", "5", "--workers", "2", "--no-yasgui",
+                 log=tmp_path_factory.mktemp("serve-limited") / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def library(config):
+    return load_library(config.kb_dir / "queries")
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+def test_help_says_what_it_serves_and_its_limits():
+    r = subprocess.run([sys.executable, "-m", "evidence", "serve", "--help"], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr
+    for text in ("read-only", "127.0.0.1", "--host", "--port", "--site", "--timeout", "--max-results", "--workers", "/sparql", "/query",
+                 "SERVICE", "503", "413"):
+        assert text in r.stdout, text
+
+
+@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "http"], ["--timeout", "-1"], ["--max-results", "0"], ["--workers", "x"]])
+def test_bad_arguments_exit_2(args):
+    r = subprocess.run([sys.executable, "-m", "evidence", "serve", *args], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 2, r.stderr
+    assert "expected" in r.stderr
+
+
+def test_binds_loopback_by_default(server):
+    assert f"Uvicorn running on http://127.0.0.1:{server.port}" in server.log_text()
+    # From another address of this machine, nothing listens.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = s.getsockname()[0]
+        except OSError:
+            address = None
+    if address and not address.startswith("127."):
+        with pytest.raises(OSError), socket.create_connection((address, server.port), timeout=3):
+            pass
+
+
+# -- the protocol ---------------------------------------------------------------------------------
+
+def test_get_and_both_posts_give_identical_select_results(server):
+    get = sparql_get(server, CASES)
+    form = sparql_post(server, CASES)
+    direct = http(f"{server.url}/sparql", CASES, {"Content-Type": "application/sparql-query"})
+    assert get[0] == form[0] == direct[0] == 200
+    assert get[2] == form[2] == direct[2]
+    assert get[1]["content-type"].startswith("application/sparql-results+json")
+    data = json.loads(get[2])
+    assert data["head"]["vars"] == ["case", "title"]
+    assert [b["case"]["value"].rsplit("/", 1)[1] for b in data["results"]["bindings"]] == ["briand-2019", "wenzel-2016", "zimmermann-2019"]
+
+
+def _rows(fmt: str, body: bytes) -> list[list[str]]:
+    if fmt == "json":
+        data = json.loads(body)
+        return [[b[v]["value"] for v in data["head"]["vars"]] for b in data["results"]["bindings"]]
+    if fmt == "xml":
+        ns = {"r": "http://www.w3.org/2005/sparql-results#"}
+        root = ET.fromstring(body)
+        return [[b[0].text or "" for b in r.findall("r:binding", ns)] for r in root.findall("r:results/r:result", ns)]
+    if fmt == "csv":
+        return list(csv.reader(io.StringIO(body.decode("utf-8"))))[1:]
+    lines = body.decode("utf-8").splitlines()[1:]
+    return [[c.strip("<>").split('"')[1] if c.startswith('"') else c.strip("<>") for c in ln.split("\t")] for ln in lines]
+
+
+@pytest.mark.parametrize("fmt, accept, media_type", [
+    ("json", "application/sparql-results+json", "application/sparql-results+json"),
+    ("xml", "application/sparql-results+xml", "application/sparql-results+xml"),
+    ("csv", "text/csv", "text/csv"),
+    ("tsv", "text/tab-separated-values", "text/tab-separated-values"),
+])
+def test_select_results_by_accept_and_by_format(server, fmt, accept, media_type):
+    expected = _rows("json", sparql_get(server, CASES)[2])
+    status, headers, body = sparql_post(server, CASES, {"Accept": accept})
+    assert status == 200, body
+    assert headers["content-type"].startswith(media_type)
+    assert _rows(fmt, body) == expected
+    status, headers, body2 = sparql_get(server, CASES, format=fmt)
+    assert status == 200 and headers["content-type"].startswith(media_type)
+    assert body2 == body
+
+
+def test_accept_with_quality_values(server):
+    status, headers, _ = sparql_get(server, CASES, {"Accept": "application/sparql-results+json;q=0.5, text/csv;q=0.9, */*;q=0.1"})
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+
+
+def test_ask(server):
+    status, headers, body = sparql_get(server, "ASK { ?c a ev:CaseReport }")
+    assert status == 200 and json.loads(body) == {"head": {}, "boolean": True}
+    status, _, body = sparql_get(server, "ASK { ?c a ev:CaseReport }", {"Accept": "application/sparql-results+xml"})
+    assert status == 200 and b"<boolean>true</boolean>" in body
+
+
+def test_construct_as_turtle_and_jsonld(server):
+    query = "CONSTRUCT { ?c a ev:CaseReport ; dcterms:title ?t } WHERE { ?c a ev:CaseReport ; dcterms:title ?t }"
+    status, headers, ttl = sparql_post(server, query)
+    assert status == 200 and headers["content-type"].startswith("text/turtle")
+    assert b"@prefix ev:" in ttl
+    status, headers, jsonld = sparql_post(server, query, {"Accept": "application/ld+json"})
+    assert status == 200 and headers["content-type"].startswith("application/ld+json")
+    json.loads(jsonld)
+    as_ttl = triples(ttl, ox.RdfFormat.TURTLE)
+    as_jsonld = triples(jsonld, ox.RdfFormat.JSON_LD)
+    assert len(as_ttl) == 6 and as_ttl == as_jsonld
+    for accept, fmt in (("application/n-triples", ox.RdfFormat.N_TRIPLES), ("application/rdf+xml", ox.RdfFormat.RDF_XML)):
+        status, _, body = sparql_post(server, query, {"Accept": accept})
+        assert status == 200 and triples(body, fmt) == as_ttl
+
+
+def test_describe(server):
+    status, headers, body = sparql_get(server, "DESCRIBE <https://w3id.org/evidence-kb/case/wenzel-2016>")
+    assert status == 200 and headers["content-type"].startswith("text/turtle")
+    assert any(t.predicate.value.endswith("hasPatient") for t in triples(body, ox.RdfFormat.TURTLE))
+
+
+def test_protocol_dataset_parameters(server):
+    graph = "https://w3id.org/evidence-kb/graph/case/wenzel-2016"
+    status, _, body = sparql_get(server, "SELECT ?c WHERE { ?c a ev:CaseReport }", **{"default-graph-uri": graph})
+    assert status == 200
+    assert [b["c"]["value"] for b in json.loads(body)["results"]["bindings"]] == ["https://w3id.org/evidence-kb/case/wenzel-2016"]
+
+
+def test_service_description(server):
+    status, headers, body = http(f"{server.url}/sparql")
+    assert status == 200 and headers["content-type"].startswith("text/turtle")
+    sd_triples = triples(body, ox.RdfFormat.TURTLE)
+    sd = "http://www.w3.org/ns/sparql-service-description#"
+    endpoint = ox.NamedNode(f"{server.url}/sparql")
+    assert ox.Triple(endpoint, ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type"), ox.NamedNode(sd + "Service")) in sd_triples
+    assert ox.Triple(endpoint, ox.NamedNode(sd + "feature"), ox.NamedNode(sd + "UnionDefaultGraph")) in sd_triples
+    names = {t.object.value for t in sd_triples if t.predicate.value == sd + "name"}
+    assert "https://w3id.org/evidence-kb/graph/case/wenzel-2016" in names
+    status, headers, body = http(f"{server.url}/sparql", headers={"Accept": "application/ld+json"})
+    assert status == 200 and headers["content-type"].startswith("application/ld+json")
+    as_jsonld = triples(body, ox.RdfFormat.JSON_LD)
+    assert len(as_jsonld) == len(sd_triples) and ground(as_jsonld) == ground(sd_triples)
+
+
+def test_cors(server):
+    status, headers, _ = sparql_get(server, CASES, {"Origin": "https://example.org"})
+    assert status == 200 and headers["access-control-allow-origin"] == "*"
+    status, headers, _ = http(f"{server.url}/sparql", method="OPTIONS", headers={
+        "Origin": "https://example.org", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "*"
+    assert "POST" in headers["access-control-allow-methods"]
+    assert "content-type" in headers["access-control-allow-headers"].lower()
+
+
+@pytest.mark.parametrize("how", ["get update=", "post update=", "application/sparql-update", "INSERT as query=", "PUT", "DELETE"])
+def test_updates_are_refused(server, how):
+    update = "INSERT DATA { <https://example.org/a> <https://example.org/b> <https://example.org/c> }"
+    if how == "get update=":
+        status, _, body = http(f"{server.url}/sparql?{urlencode({'update': update})}")
+    elif how == "post update=":
+        status, _, body = http(f"{server.url}/sparql", {"update": update})
+    elif how == "application/sparql-update":
+        status, _, body = http(f"{server.url}/sparql", update, {"Content-Type": "application/sparql-update"})
+    elif how == "INSERT as query=":
+        status, _, body = sparql_post(server, update)
+    else:
+        status, _, body = http(f"{server.url}/sparql", update, {"Content-Type": "application/sparql-update"}, method=how)
+    assert status in (403, 405), body
+    assert b"read-only" in body
+    # ... and nothing changed.
+    assert json.loads(sparql_get(server, "ASK { <https://example.org/a> ?p ?o }")[2])["boolean"] is False
+
+
+def test_malformed_query_names_line_and_column(server, compiled):
+    query = "SELECT ?s\nWHERE {\n  ?s ?p \n}"
+    status, headers, body = sparql_post(server, query)
+    assert status == 400 and headers["content-type"].startswith("text/plain")
+    assert body.decode().startswith("line 4, column 2: SPARQL syntax error: expected")
+    with pytest.raises(QueryError) as local:  # the words of `evidence query`
+        run_query(compiled, query)
+    assert body.decode() == local.value.message + "\n"
+    status, _, body = sparql_get(server, "SELECT * WHERE {\n  ?s foo:bar ?o }")
+    assert status == 400
+    assert body.decode().startswith("line 2, column ") and "unknown prefix 'foo:'" in body.decode()
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT * WHERE { SERVICE <http://127.0.0.1:9/sparql> { ?s ?p ?o } }",
+    "SELECT * WHERE { service silent <http://127.0.0.1:9/sparql> { ?s ?p ?o } }",
+    "SELECT * WHERE { VALUES ?e { <http://127.0.0.1:9/> } SERVICE ?e { ?s ?p ?o } }",
+])
+def test_service_is_refused(server, query):
+    status, _, body = sparql_post(server, query)
+    assert status == 400 and b"SERVICE" in body and b"no requests" in body
+
+
+def test_client_errors_are_4xx(server):
+    assert http(f"{server.url}/sparql", {"query": ""})[0] == 400
+    assert http(f"{server.url}/sparql", {"nothing": "x"})[0] == 400
+    assert http(f"{server.url}/sparql?query=ASK%7B%7D&query=ASK%7B%7D")[0] == 400
+    assert http(f"{server.url}/sparql", "ASK {}", {"Content-Type": "text/plain"})[0] == 415
+    assert http(f"{server.url}/sparql", b"query=%FF%FE", {"Content-Type": "application/x-www-form-urlencoded"})[0] == 400
+    assert sparql_get(server, CASES, {"Accept": "image/png"})[0] == 406
+    assert sparql_get(server, "CONSTRUCT WHERE { ?s ?p ?o }", {"Accept": "text/csv"})[0] == 406
+    assert sparql_get(server, CASES, format="yaml")[0] == 400
+    assert sparql_get(server, CASES, **{"default-graph-uri": "not an iri"})[0] == 400
+    status, _, body = sparql_post(server, "SELECT * WHERE " + "{" * 5000 + "}" * 5000)  # the engine's stack would overflow
+    assert status == 400 and b"more than 1000 levels deep" in body
+    status, _, body = http(f"{server.url}/sparql", {"query": "ASK {} #" + "x" * (1 << 20)})
+    assert status == 413 and b"larger than" in body
+    status, _, body = http(f"{server.url}/sparql?{urlencode({'query': 'ASK {} #' + 'x' * (1 << 20)})}")
+    assert status == 414 and b"POST" in body
+
+
+# -- the limits -----------------------------------------------------------------------------------
+
+def _workers_of(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"serve_worker.py" in cmdline:
+            out.append(int(p.name))
+    return out
+
+
+def test_timeout_stops_the_query_and_the_server_keeps_serving(limited):
+    before = _workers_of(limited.proc.pid) if Path("/proc").is_dir() else []
+    heavy: dict = {}
+
+    def run_heavy():
+        t = time.perf_counter()
+        heavy["reply"] = sparql_post(limited, HEAVY)
+        heavy["seconds"] = time.perf_counter() - t
+
+    thread = threading.Thread(target=run_heavy)
+    thread.start()
+    time.sleep(0.3)
+    # While the heavy query runs, another worker answers.
+    t = time.perf_counter()
+    status, _, body = sparql_get(limited, "ASK { ?c a ev:CaseReport }")
+    assert status == 200 and json.loads(body)["boolean"] is True
+    assert time.perf_counter() - t < 0.9 and thread.is_alive()
+    thread.join(30)
+    status, headers, body = heavy["reply"]
+    assert status == 503, body
+    assert headers["content-type"].startswith("text/plain")
+    assert body.decode().startswith("the query exceeded the 1 s time limit and was stopped; add LIMIT or narrow it")
+    assert heavy["seconds"] < 5
+    # Right after, the same server answers a simple query correctly.
+    status, _, body = sparql_get(limited, CASES.replace("?case ?title", "?case"), format="csv")
+    assert status == 200
+    assert body.decode().splitlines() == ["case"] + [f"https://w3id.org/evidence-kb/case/{c}" for c in ("briand-2019", "wenzel-2016", "zimmermann-2019")]
+    # The stopped worker was killed and replaced: as many workers as before, none of them the old one's twin.
+    deadline = time.monotonic() + 20
+    while "started a fresh query worker" not in limited.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "started a fresh query worker" in limited.log_text()
+    if before:
+        after = _workers_of(limited.proc.pid)
+        assert len(after) == len(before) == 2 and set(after) != set(before)
+
+
+def test_result_cap(limited):
+    status, headers, body = sparql_get(limited, "SELECT ?s WHERE { ?s ?p ?o }")
+    assert status == 413 and headers["content-type"].startswith("text/plain")
+    assert body.decode().startswith("the result has more than 5 rows, the limit of this endpoint; add LIMIT")
+    status, _, body = sparql_get(limited, "CONSTRUCT WHERE { ?s ?p ?o }")
+    assert status == 413 and b"more than 5 triples" in body
+    status, _, body = sparql_get(limited, "SELECT ?s WHERE { ?s ?p ?o } LIMIT 5")
+    assert status == 200 and len(json.loads(body)["results"]["bindings"]) == 5
+
+
+# -- the site and the query page --------------------------------------------------------------------
+
+def test_site_is_served(server, site):
+    status, headers, body = http(f"{server.url}/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert body == (site / "index.html").read_bytes()
+    status, _, body = http(f"{server.url}/evidence.ttl")
+    assert status == 200 and body == (site / "evidence.ttl").read_bytes()
+    assert http(f"{server.url}/no-such-page.html")[0] == 404
+    assert http(f"{server.url}/..%2F..%2Fetc%2Fpasswd")[0] == 404
+    assert headers.get("x-content-type-options") == "nosniff"
+
+
+def _assert_local_only(html: str) -> None:
+    """No script, style, image or form on the page points to another host."""
+    import re
+
+    for attr, url in re.findall(r'\b(src|href|action)="([^"]*)"', html):
+        if attr == "href" and url.startswith(("http://", "https://")):
+            continue  # a link the reader may follow is not a request the page makes
+        assert not url.startswith(("http:", "https:", "//")), f'{attr}="{url}"'
+
+
+def _settled_query_page(server: Server) -> str:
+    """The query page once npm has installed YASGUI, or has failed to."""
+    deadline = time.monotonic() + 300
+    while True:
+        status, headers, body = http(f"{server.url}/query")
+        html = body.decode()
+        if "npm is installing it" not in html or time.monotonic() > deadline:
+            return html
+        time.sleep(0.5)
+
+
+def test_query_page(server, library):
+    html = _settled_query_page(server)
+    status, headers, _ = http(f"{server.url}/query")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in headers["content-security-policy"] and "connect-src 'self'" in headers["content-security-policy"]
+    _assert_local_only(html)
+    data = json.loads(html.split('<script type="application/json" id="library-data">', 1)[1].split("</script>", 1)[0])
+    assert [q["name"] for q in data["queries"]] == [q.name for q in library]
+    assert data["endpoint"] == "/sparql"
+    for q in library:
+        assert f'id="q-{q.name}"' in html  # the plain form's copy, for a browser without JavaScript
+    assert '<form method="post" action="/sparql">' in html
+    if '<script src="/vendor/yasgui/yasgui.min.js"' in html:
+        for name, media_type in (("yasgui.min.js", "javascript"), ("yasgui.min.css", "text/css"), ("LICENSES.txt", "text/plain")):
+            status, headers, body = http(f"{server.url}/vendor/yasgui/{name}")
+            assert status == 200 and media_type in headers["content-type"], name
+        assert b"@zazuko/yasgui " + YASGUI_VERSION.encode() in body and b"MIT" in body
+    else:
+        assert shutil.which("npm") is None or "not available" in html
+        assert not CI or shutil.which("npm") is None, "in CI, npm should have installed YASGUI:\n" + server.log_text()
+
+
+def test_plain_form_works_without_yasgui(limited, library):
+    status, headers, body = http(f"{limited.url}/query")
+    html = body.decode()
+    assert status == 200 and "yasgui.min.js" not in html and "turned off with --no-yasgui" in html
+    _assert_local_only(html)
+    # What the form sends: the query and format=html, and a browser's Accept header.
+    accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    status, headers, body = http(f"{limited.url}/sparql", {"query": CASES, "format": "html"}, {"Accept": accept})
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    page = body.decode()
+    assert "<th scope=\"col\">case</th>" in page and "3 rows." in page
+    # A browser without format= gets HTML too; an error comes back on the page, with its status.
+    status, headers, body = http(f"{limited.url}/sparql", {"query": "SELECT * WHERE { ?s ?p }"}, {"Accept": accept})
+    assert status == 400 and headers["content-type"].startswith("text/html") and "line 1, column" in body.decode()
+    # Markup in a query or a result is escaped.
+    status, _, body = http(f"{limited.url}/sparql", {"query": 'SELECT ?x WHERE { BIND("<script>alert(1)</script>" AS ?x) }', "format": "html"})
+    assert status == 200 and b"<script>alert(1)" not in body and b"&lt;script&gt;alert(1)" in body
+
+
+def test_browser_runs_a_library_query_without_leaving_the_machine(server, library):
+    """YASGUI in Chromium: every library query is a tab, a query runs, and every request stays local."""
+    html = _settled_query_page(server)
+    if "yasgui.min.js" not in html:
+        if CI:
+            pytest.fail("YASGUI was not installed:\n" + server.log_text())
+        pytest.skip("YASGUI is not installed (no npm, or offline)")
+    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"))), None)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if chromium is None or sync_playwright is None:
+        if CI:
+            pytest.fail("the browser test needs playwright and chromium")
+        pytest.skip("no chromium or playwright")
+    requests, problems = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{server.url}/query")
+            page.wait_for_selector("body[data-yasgui=ready]", timeout=20000)
+            tabs = [t.split("\n")[0].strip() for t in page.locator(".yasgui .tabsList .tab").all_inner_texts()]
+            assert tabs == [q.name for q in library]
+            assert page.locator("#plain").is_hidden()
+            page.locator(".tabPanel.active .yasqe_queryButton").click()
+            page.wait_for_selector(".tabPanel.active .yasr table tbody tr", timeout=20000)
+            assert page.locator(".tabPanel.active .yasr table tbody tr").count() >= 1
+        finally:
+            browser.close()
+    assert requests and all(u.startswith(server.url + "/") for u in requests), requests
+    assert f"{server.url}/sparql" in requests
+    assert not problems, problems
+
+
+# -- the parts, without a server ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("SELECT * WHERE { SERVICE <http://x/> { ?s ?p ?o } }", True),
+    ("select * where { service<http://x/>{?s ?p ?o} }", True),
+    ("SELECT * WHERE { \\u0053ERVICE <http://x/> { ?s ?p ?o } }", True),
+    ("SELECT * WHERE { ?s ?p ?o FILTER(?x<1)SERVICE?e#>\n{ } }", True),
+    ('SELECT * WHERE { ?s ?p "customer service" }', True),  # deliberately coarse
+    ('SELECT * WHERE { ?s ?p """\n# no comment\n""" . SERVICE <http://x/> { } }', True),
+    ("# title: what the health service reported\nSELECT * WHERE { ?s ?p ?o }", False),
+    ("SELECT * WHERE {\n  # SERVICE <http://x/> { }\n  ?s ?p ?o }", False),
+    ("SELECT * WHERE {\n\\u0023 SERVICE <http://x/> { } }", True),
+    ("SELECT * WHERE {\n# a comment\rSERVICE <http://x/> { } }", True),
+    ("SELECT ?service WHERE { ?s ?p ?service }", False),
+    ("SELECT $service WHERE { ?s ?p $service }", False),
+    ("SELECT * WHERE { ?s ev:services ?o }", False),
+])
+def test_uses_service(text, expected):
+    assert uses_service(text) is expected
+
+
+def test_looks_like_update():
+    assert looks_like_update("PREFIX ex: <http://x/>\n# add\nINSERT DATA { ex:a ex:b ex:c }")
+    assert looks_like_update("DROP ALL")
+    assert not looks_like_update("SELECT * WHERE { ?s ?p ?o }")
+
+
+def test_negotiation():
+    assert parse_accept(None) == [("*", "*", 1.0)]
+    assert negotiate(None, SELECT_OFFERS) == "json"
+    assert negotiate("*/*", SELECT_OFFERS) == "json"
+    assert negotiate("text/*", SELECT_OFFERS) == "csv"
+    assert negotiate("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", SELECT_OFFERS) == "html"
+    assert negotiate("application/sparql-results+json;q=0, */*", SELECT_OFFERS) == "xml"
+    assert negotiate("image/png", SELECT_OFFERS) is None
+    # SPARQLWrapper's format=xml means RDF/XML for a CONSTRUCT.
+    assert (choose_formats(None, "xml").select, choose_formats(None, "xml").graph) == ("xml", "rdfxml")
+    assert choose_formats("text/csv", "application/sparql-results+json").select == "json"
+    with pytest.raises(ValueError, match="unknown format"):
+        choose_formats(None, "yaml")
+
+
+def _fake_npm(folder: Path, body: str) -> None:
+    folder.mkdir()
+    npm = folder / "npm"
+    npm.write_text("#!/bin/sh\n" + body, encoding="utf-8")
+    npm.chmod(npm.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX shell script stands in for npm")
+def test_install_yasgui_with_npm(tmp_path, monkeypatch):
+    _fake_npm(tmp_path / "bin", """
+while [ $# -gt 0 ]; do if [ "$1" = "--prefix" ]; then shift; P="$1"; fi; shift; done
+M="$P/node_modules"
+mkdir -p "$M/@zazuko/yasgui/build" "$M/codemirror"
+echo 'window.Yasgui = {};' > "$M/@zazuko/yasgui/build/yasgui.min.js"
+echo '.yasgui {}' > "$M/@zazuko/yasgui/build/yasgui.min.css"
+echo '{"name": "@zazuko/yasgui", "version": "4.6.2", "license": "MIT", "homepage": "https://github.com/rdfjs/Yasgui"}' > "$M/@zazuko/yasgui/package.json"
+echo '{"name": "codemirror", "version": "5.65.0", "license": "MIT"}' > "$M/codemirror/package.json"
+echo 'MIT License, Copyright (C) by Marijn Haverbeke' > "$M/codemirror/LICENSE"
+""")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    folder = tmp_path / "vendor" / f"yasgui-{YASGUI_VERSION}"
+    assert install_yasgui(folder) is None
+    assert (folder / "yasgui.min.js").read_text() == "window.Yasgui = {};\n"
+    licences = (folder / "LICENSES.txt").read_text()
+    assert "@zazuko/yasgui 4.6.2: MIT" in licences and "ships no licence file; see https://github.com/rdfjs/Yasgui" in licences
+    assert "codemirror 5.65.0: MIT" in licences and "Copyright (C) by Marijn Haverbeke" in licences
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # the work folder is gone
+    assert install_yasgui(folder) is None  # installed already: npm is not run again
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX shell script stands in for npm")
+def test_install_yasgui_without_npm(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert install_yasgui(tmp_path / "v" / "yasgui") == "npm is not installed"
+    _fake_npm(tmp_path / "bin", "echo 'npm error code E404' >&2\nexit 1\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    reason = install_yasgui(tmp_path / "v" / "yasgui")
+    assert reason and "failed" in reason and "E404" in reason
+    assert not (tmp_path / "v" / "yasgui").exists()
