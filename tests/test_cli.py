@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,9 +126,9 @@ def test_a_failed_build_leaves_the_previous_site_untouched(tmp_path):
     shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
     shutil.copytree(ROOT / "site_templates", project / "site_templates")
     case = project / "kb" / "zimmermann-2019.yaml"
-    text = case.read_text()
-    assert "unit: mg\n" in text
-    case.write_text(text.replace("unit: mg\n", "unit: mgs\n"))
+    text, n = re.subn(r"unit: mg\b(?!/)", "unit: mgs", case.read_text(), count=1)
+    assert n == 1
+    case.write_text(text)
     r = run("--root", str(project), "build", "--out", str(out), env={"EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")})
     assert r.returncode == 1
     assert "zimmermann-2019.yaml:" in r.stderr and "'mgs' is not a known unit" in r.stderr
