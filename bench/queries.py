@@ -46,7 +46,7 @@ class _OverLimit(Exception):
     pass
 
 
-def _rdflib_worker(nq_path: str, jobs: list[tuple[str, str]], runs: int, limit: float) -> dict[str, tuple[float, int] | None]:
+def _rdflib_worker(nq_path: str, jobs: list[tuple[str, str]], runs: int, limit: float) -> dict[str, tuple[float, int | str] | None]:
     """In a child process: load the graph into rdflib once, then time each query (or TriG
     output). rdflib is pure Python, so an alarm signal stops a query at the limit."""
     import signal
@@ -69,6 +69,8 @@ def _rdflib_worker(nq_path: str, jobs: list[tuple[str, str]], runs: int, limit: 
                 out[name] = _median(lambda text=text: len(list(ds.query(text))), runs)
         except _OverLimit:
             out[name] = None
+        except Exception as exc:  # rdflib's engine fails on some valid queries: report, go on
+            out[name] = (float("nan"), f"error: {type(exc).__name__}: {str(exc)[:60]}")
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     return out
@@ -98,6 +100,8 @@ def bench_kb(label: str, root: Path, runs: int, limit: float, rdflib: bool) -> N
     for name, rd, (oxt, n) in rows:
         if rd is None:
             rds, ratio = (f">{limit * 1000:,.0f}" if rdflib else "not run"), "n/a"
+        elif isinstance(rd[1], str):
+            rds, ratio = rd[1], "n/a"
         else:
             rds, ratio = f"{rd[0] * 1000:,.1f}", f"x{rd[0] / oxt:,.1f}"
             if name != rows[0][0] and rd[1] != n:
