@@ -19,6 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from . import schema as S
 from .config import Config
+from .duplicates import check_duplicates
 from .errors import Diagnostic, sort_diagnostics
 from .load import KbFile, read_kb
 from .perf import gc_paused
@@ -178,6 +179,8 @@ def _show(value: Any) -> str:
 
 
 def closest(word: str, choices: list[str] | typing.Iterable[str]) -> str | None:
+    if word is None or not str(word).strip():
+        return None  # nothing written: a suggestion would be a guess
     options = list(choices)
     match = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
     if not match:
@@ -203,6 +206,18 @@ def schema_diagnostics(model: type[BaseModel], doc: YamlDoc, exc: PydanticValida
     reported_nr: set[tuple] = set()
     for loc, value, exists, err in cleaned:
         etype = err["type"]
+        if value is None and exists and etype != "missing":
+            # `field:` with nothing after it: one message, whatever the field's type.
+            if loc not in reported_nr:
+                reported_nr.add(loc)
+                name = field_name(data, loc)
+                line, col = doc.where(loc)
+                options = sorted({o for c in by_loc[loc] for o in re.findall(r"'([^']*)'", str(c[3].get("ctx", {}).get("expected", "")))})
+                nr = _accepts_not_reported(model, loc)
+                hint = "fill it in from the source" + (", or write `not reported` if the source is silent" if nr else "")
+                out.append(Diagnostic(doc.path, line, col, f"{name} is empty", rule="schema-required", field=name,
+                                      expected=("one of " + ", ".join(f"'{o}'" for o in options)) if len(options) > 1 else "", hint=hint))
+            continue
         is_nr_literal = etype == "literal_error" and "'not reported'" in str(err.get("ctx", {}).get("expected", ""))
         deeper = [c for c in cleaned if c[0][: len(loc)] == loc and c[0] != loc]
         if is_nr_literal and (isinstance(value, (dict, list)) and (deeper or len(by_loc[loc]) > 1)):
@@ -711,6 +726,7 @@ def _validate_kb(config: Config, paths: list[Path] | None) -> Kb:
         checker.raw_references(f)
     _check_duplicate_identifiers(kb, checker)
     _check_variants(kb, checker)
+    diags.extend(check_duplicates(kb))
     kb.sources = {k: v for k, v in kb.sources.items() if v is not None}
     kb.files = {k: v for k, v in kb.files.items() if "-broken:" not in k}
     kb.diagnostics = sort_diagnostics(diags + checker.diags)

@@ -1,0 +1,443 @@
+"""``evidence diff BASE [HEAD]``: what a change does to the evidence, in words a reviewer reads.
+
+Each side is a git revision (extracted with ``git archive`` into a temporary folder; the
+repository itself is not touched), a folder (a project folder with ``evidence.toml``, or a kb
+folder), or, for HEAD left out, the working tree. Both sides are validated and compiled; the
+report lists the cases, patients, treatments, phases, outcomes, adverse events, claims, sources
+and vocabulary terms added, removed or changed (field by field), and counts the RDF quads added
+and removed. ``--format markdown`` writes it for a pull-request comment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, load_config
+from .errors import EvidenceError
+from .validate import Kb, validate_kb
+
+__all__ = ["Side", "Record", "EvidenceDiff", "load_side", "diff_sides", "diff_specs", "render_text", "render_markdown", "add_commands"]
+
+KINDS = ("case", "patient", "treatment", "phase", "outcome", "adverse event", "source", "vocabulary term")
+_PLURAL = {"case": "cases", "patient": "patients", "treatment": "treatments", "phase": "treatment phases", "outcome": "outcomes",
+           "adverse event": "adverse events", "source": "sources", "vocabulary term": "vocabulary terms", "claim": "claims"}
+_CLAIM_KEYS = ("evidence", "class_evidence", "citation_evidence")
+_CHILDREN = {"case": {"patients": "patient"}, "patient": {"treatments": "treatment", "outcomes": "outcome", "adverse_events": "adverse event"},
+             "treatment": {"phases": "phase"}}
+
+
+class DiffError(EvidenceError):
+    """A side of the diff could not be read: not a folder, not a git revision, or no kb in it."""
+
+
+# ============================================================================ the two sides
+
+
+@dataclass
+class Side:
+    """One side of the comparison: its kb, and its compiled quads when it is valid."""
+
+    label: str
+    config: Config
+    kb: Kb
+    quads: set[str] | None = None
+    graphs: dict[str, set[str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def _git(root: Path, *args: str, binary: bool = False) -> Any:
+    r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, timeout=300)
+    if r.returncode != 0:
+        return None
+    return r.stdout if binary else r.stdout.decode("utf-8", "replace").strip()
+
+
+def _extract_revision(root: Path, spec: str, dest: Path) -> tuple[Path, str] | None:
+    """Extract evidence.toml and the kb of git revision ``spec`` into ``dest``; the project root there."""
+    top = _git(root, "rev-parse", "--show-toplevel")
+    sha = _git(root, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}") if top else None
+    if not sha:
+        return None
+    rel = Path(root).resolve().relative_to(Path(top).resolve())
+    config = load_config(root)
+    wanted = [(rel / "evidence.toml").as_posix(), (rel / config.kb).as_posix()]
+    present = [p for p in wanted if _git(Path(top), "cat-file", "-e", f"{sha}:{p}") is not None]
+    data = _git(Path(top), "archive", "--format=tar", sha, "--", *present, binary=True) if present else b""
+    dest.mkdir(parents=True, exist_ok=True)
+    if data:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(dest, filter="data")
+    return dest / rel, sha
+
+
+def _compile(side: Side) -> None:
+    from .pipeline import compile_checked
+
+    if not side.kb.ok:
+        n = sum(1 for d in side.kb.diagnostics if d.level == "error")
+        side.problems.append(f"{side.label} has {n} validation error{'s' if n != 1 else ''} (run `evidence validate`): its RDF is not compared")
+        unread = sorted({d.path for d in side.kb.diagnostics if d.level == "error"} - {f.display for f in side.kb.files.values()})
+        if unread:
+            side.problems.append(f"{side.label}: {', '.join(unread)} could not be read or do not match the schema, so their records are missing from it")
+        return
+    try:
+        compiled = compile_checked(side.kb)
+    except EvidenceError as exc:
+        from .compile import compile_kb
+
+        side.problems.append(f"{side.label} does not compile cleanly: {exc.message}")
+        try:
+            compiled = compile_kb(side.kb)
+        except EvidenceError:
+            return
+    side.quads = set()
+    for q in compiled.quads:
+        text = str(q)
+        side.quads.add(text)
+        side.graphs.setdefault(getattr(q.graph_name, "value", ""), set()).add(text)
+
+
+def load_side(spec: str | None, root: Path, workdir: Path, name: str) -> Side:
+    """Read one side: ``None`` (the working tree at ``root``), a folder, or a git revision."""
+    base = load_config(root)
+    if spec is None:
+        config, label = base, "the working tree"
+    elif Path(spec).is_dir():
+        folder = Path(spec).resolve()
+        if (folder / "evidence.toml").is_file():
+            config = load_config(folder)
+        else:
+            config = dataclasses.replace(base, root=folder.parent, kb=folder.name)
+        label = spec
+    else:
+        found = _extract_revision(root, spec, workdir / name)
+        if found is None:
+            raise DiffError(f"'{spec}' is neither a folder nor a git revision of {root}; give a branch, tag or commit (such as main or HEAD~1), or a folder")
+        project, sha = found
+        config = load_config(project) if (project / "evidence.toml").is_file() else dataclasses.replace(base, root=project)
+        label = sha[:7] if sha.startswith(spec) else f"{spec} ({sha[:7]})"
+    if not config.kb_dir.is_dir():
+        side = Side(label, config, Kb(config=config))
+        side.problems.append(f"{label} has no kb folder ({config.kb}/)")
+        side.quads, side.graphs = set(), {}
+        return side
+    side = Side(label, config, validate_kb(config))
+    _compile(side)
+    return side
+
+
+# ============================================================================ records and claims
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str
+    key: str
+    summary: str
+    fields: dict[str, Any]
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any], skip: set[str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in skip or k in _CLAIM_KEYS:
+                continue
+            _flatten(v, f"{prefix}.{k}" if prefix else k, out, set())
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}[{v['id'] if isinstance(v.get('id'), str) else i}]", out, set())
+    elif isinstance(value, list):
+        if value:
+            out[prefix] = ", ".join(str(v) for v in value)
+    elif value is not None:
+        out[prefix] = value
+
+
+def _claims(value: Any, owner: str, where: str, out: set[tuple[str, str, str, str, str, str]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{where}.{k}" if where else k
+            if k in _CLAIM_KEYS and isinstance(v, list):
+                for c in v:
+                    if isinstance(c, dict):
+                        out.add((owner, here, c.get("source", ""), c.get("locator", ""), c.get("quote") or "", c.get("note") or ""))
+            elif k not in ("patients", "treatments", "outcomes", "adverse_events", "phases"):
+                _claims(v, owner, here, out)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            ident = v.get("id") if isinstance(v, dict) and isinstance(v.get("id"), str) else i
+            _claims(v, owner, f"{where}[{ident}]", out)
+
+
+def _num(x: Any) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def _summary(kind: str, d: dict) -> str:
+    nr = "not reported"
+    if kind == "case":
+        n = (d.get("cohort") or {}).get("n") or len(d.get("patients", []))
+        return f"{d.get('title', '')} ({d.get('study_design', '')}, {n} patient{'s' if n != 1 else ''})"
+    if kind == "patient":
+        age = d.get("age")
+        if isinstance(age, dict):
+            unit = age.get("unit", "years")
+            age = (f"{_num(age['value'])} {unit}" if age.get("value") is not None else f"{_num(age['min'])}-{_num(age['max'])} {unit}"
+                   if age.get("min") is not None else f"{age.get('category')} ({age.get('basis', 'stated')})")
+        geno = d.get("genotype")
+        if isinstance(geno, list):
+            geno = "; ".join(f"{g['gene']} " + (g["variant"]["hgvs"] if isinstance(g.get("variant"), dict) else "variant not reported") + f" ({g.get('zygosity')})"
+                             for g in geno)
+        return f"sex {d.get('sex')}, age {age or nr}, genotype {geno or nr}; diagnoses {', '.join(d.get('diagnoses', []))}"
+    if kind == "treatment":
+        dose = d.get("dose")
+        dose = (f"{_num(dose['value'])} {dose['unit']}" if dose.get("value") is not None else dose.get("qualifier")) if isinstance(dose, dict) else f"dose {dose}"
+        return f"{d.get('drug')}, {dose}, frequency {d.get('frequency')}, route {d.get('route')}, duration {d.get('duration')}"
+    if kind == "phase":
+        reason = d.get("reason")
+        reason = reason.get("description") if isinstance(reason, dict) else reason
+        return f"{d.get('kind')}" + (f" because of {reason}" if reason and reason != nr else "") + (f"; duration {d['duration']}" if d.get("duration") else "")
+    if kind == "outcome":
+        return f"{d.get('measure')} {d.get('direction')}, response {d.get('response')}, at {d.get('timepoint')} after {d.get('treatment')}"
+    if kind == "adverse event":
+        return f"{d.get('term')} after {d.get('treatment')}, severity {d.get('severity')}, action {d.get('action')}"
+    if kind == "source":
+        ids = ", ".join(f"{k} {d[k]}" for k in ("doi", "pmid", "pmcid") if d.get(k))
+        return f"{d.get('title')} ({d.get('year')})" + (f"; {ids}" if ids else "")
+    return str(d.get("label", ""))
+
+
+def _walk(kind: str, key: str, d: dict, records: dict[str, Record], claims: set) -> None:
+    children = _CHILDREN.get(kind, {})
+    fields: dict[str, Any] = {}
+    _flatten(d, "", fields, set(children))
+    records[key] = Record(kind, key, _summary(kind, d), fields)
+    _claims({k: v for k, v in d.items() if k not in children}, key, "", claims)
+    for list_name, child_kind in children.items():
+        for item in d.get(list_name, []) or []:
+            _walk(child_kind, f"{key}/{item['id']}", item, records, claims)
+
+
+def _contents(kb: Kb) -> tuple[dict[str, Record], set]:
+    records: dict[str, Record] = {}
+    claims: set = set()
+    for cid, case in kb.cases.items():
+        _walk("case", cid, case.model_dump(mode="json", exclude_none=True), records, claims)
+    for sid, src in kb.sources.items():
+        d = src.model_dump(mode="json", exclude_none=True)
+        _flatten(d, "", fields := {}, set())
+        records[f"source {sid}"] = Record("source", sid, _summary("source", d), fields)
+        _claims(d, f"source {sid}", "", claims)
+    for vkind, terms in kb.vocab.items():
+        for tkey, term in terms.items():
+            d = term.model_dump(mode="json", exclude_none=True)
+            _flatten(d, "", fields := {}, set())
+            records[f"term {vkind}/{tkey}"] = Record("vocabulary term", f"{vkind}/{tkey}", _summary("term", d), fields)
+            _claims(d, f"{vkind}/{tkey}", "", claims)
+    return records, claims
+
+
+# ============================================================================ the comparison
+
+
+@dataclass
+class EvidenceDiff:
+    base: Side
+    head: Side
+    added: list[Record] = field(default_factory=list)
+    removed: list[Record] = field(default_factory=list)
+    changed: list[tuple[Record, list[tuple[str, Any, Any]]]] = field(default_factory=list)
+    claims_added: list[tuple] = field(default_factory=list)
+    claims_removed: list[tuple] = field(default_factory=list)
+    quads_added: int | None = None
+    quads_removed: int | None = None
+    graphs: list[tuple[str, int, int]] = field(default_factory=list)  # graph IRI, added, removed
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed or self.claims_added or self.claims_removed or self.quads_added or self.quads_removed)
+
+    def counts(self) -> list[tuple[str, int, int, int]]:
+        rows = []
+        for kind in KINDS:
+            rows.append((kind, sum(r.kind == kind for r in self.added), sum(r.kind == kind for r in self.removed), sum(r.kind == kind for r, _ in self.changed)))
+        return rows
+
+
+def _order(r: Record) -> tuple:
+    return (KINDS.index(r.kind), r.key)
+
+
+def diff_sides(base: Side, head: Side) -> EvidenceDiff:
+    """Compare two sides record by record, claim by claim and quad by quad."""
+    old, old_claims = _contents(base.kb)
+    new, new_claims = _contents(head.kb)
+    d = EvidenceDiff(base, head)
+    d.added = sorted((new[k] for k in new.keys() - old.keys()), key=_order)
+    d.removed = sorted((old[k] for k in old.keys() - new.keys()), key=_order)
+    for k in sorted(old.keys() & new.keys(), key=lambda k: _order(new[k])):
+        a, b = old[k].fields, new[k].fields
+        changes = [(f, a.get(f), b.get(f)) for f in sorted(a.keys() | b.keys()) if a.get(f) != b.get(f)]
+        if changes:
+            d.changed.append((new[k], changes))
+    d.claims_added = sorted(new_claims - old_claims)
+    d.claims_removed = sorted(old_claims - new_claims)
+    if base.quads is not None and head.quads is not None:
+        d.quads_added = len(head.quads - base.quads)
+        d.quads_removed = len(base.quads - head.quads)
+        for g in sorted(base.graphs.keys() | head.graphs.keys()):
+            a_, b_ = base.graphs.get(g, set()), head.graphs.get(g, set())
+            if a_ != b_:
+                d.graphs.append((g, len(b_ - a_), len(a_ - b_)))
+    return d
+
+
+def diff_specs(base: str, head: str | None, root: Path) -> EvidenceDiff:
+    """Load both sides (git revisions or folders; ``head`` None is the working tree) and compare them."""
+    with tempfile.TemporaryDirectory(prefix="evidence-diff-") as tmp:
+        a = load_side(base, root, Path(tmp), "base")
+        b = load_side(head, root, Path(tmp), "head")
+        return diff_sides(a, b)
+
+
+# ============================================================================ the reports
+
+
+def _show(v: Any, limit: int = 160) -> str:
+    if v is None:
+        return "(not set)"
+    text = _num(v) if isinstance(v, float) else str(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _claim_text(c: tuple) -> tuple[str, str]:
+    owner, where, source, locator, quote, note = c
+    what = f"{source}, {locator}" + (f': "{_show(quote, 120)}"' if quote else "") + (f" (note: {_show(note, 80)})" if note else "")
+    return f"{owner} {where}", what
+
+
+def render_text(d: EvidenceDiff) -> str:
+    out = [f"evidence diff: {d.base.label} -> {d.head.label}", ""]
+    out += [f"  {p}" for p in d.base.problems + d.head.problems]
+    if d.empty:
+        return "\n".join(out + ["No change to the evidence."]) + "\n"
+    out.append(f"{'':18}{'added':>7}{'removed':>9}{'changed':>9}")
+    for kind, a, r, c in d.counts():
+        if a or r or c:
+            out.append(f"{_PLURAL[kind]:18}{a:>7}{r:>9}{c:>9}")
+    if d.claims_added or d.claims_removed:
+        out.append(f"{'claims':18}{len(d.claims_added):>7}{len(d.claims_removed):>9}")
+    if d.quads_added is not None:
+        out.append(f"{'RDF quads':18}{'+' + str(d.quads_added):>7}{'-' + str(d.quads_removed):>9}")
+    for kind in KINDS:
+        lines = [f"  + {r.key}: {_show(r.summary, 200)}" for r in d.added if r.kind == kind]
+        lines += [f"  - {r.key}: {_show(r.summary, 200)}" for r in d.removed if r.kind == kind]
+        for r, changes in d.changed:
+            if r.kind == kind:
+                lines.append(f"  ~ {r.key}")
+                lines += [f"      {f}: {_show(a)} -> {_show(b)}" for f, a, b in changes]
+        if lines:
+            out += ["", _PLURAL[kind].capitalize(), *lines]
+    if d.claims_added or d.claims_removed:
+        out += ["", "Claims (where a fact comes from)"]
+        for sign, claims in (("+", d.claims_added), ("-", d.claims_removed)):
+            for c in claims:
+                where, what = _claim_text(c)
+                out.append(f"  {sign} {where}: {what}")
+    if d.graphs:
+        out += ["", "RDF quads by named graph"]
+        out += [f"  {g}: +{a} -{r}" for g, a, r in d.graphs]
+    return "\n".join(out) + "\n"
+
+
+_MD_SPECIAL = set("\\`*_[]<>|~#")
+
+
+def _md(text: Any, limit: int = 160) -> str:
+    """Text from a pull request, made inert in Markdown: no links, mentions, HTML or formatting."""
+    s = _show(text, limit).replace("\r", " ").replace("\n", " ")
+    return "".join("\\" + ch if ch in _MD_SPECIAL else "&#64;" if ch == "@" else ch for ch in s)
+
+
+MARKDOWN_LIMIT = 60000  # GitHub refuses comments over 65,536 characters
+
+
+def render_markdown(d: EvidenceDiff) -> str:
+    out = ["<!-- evidence-diff -->", "### What this change does to the evidence", "",
+           f"Compared {_md(d.base.label)} with {_md(d.head.label)}.", ""]
+    for p in d.base.problems + d.head.problems:
+        out += [f"> :warning: {_md(p, 400)}", ""]
+    if d.empty:
+        return "\n".join(out + ["No change to the evidence."]) + "\n"
+    out += ["| | added | removed | changed |", "|---|---:|---:|---:|"]
+    for kind, a, r, c in d.counts():
+        if a or r or c:
+            out.append(f"| {_PLURAL[kind]} | {a} | {r} | {c} |")
+    if d.claims_added or d.claims_removed:
+        out.append(f"| claims | {len(d.claims_added)} | {len(d.claims_removed)} | |")
+    if d.quads_added is not None:
+        out.append(f"| RDF quads | +{d.quads_added} | -{d.quads_removed} | |")
+    for kind in KINDS:
+        lines = [f"- **added** `{r.key}`: {_md(r.summary, 240)}" for r in d.added if r.kind == kind]
+        lines += [f"- **removed** `{r.key}`: {_md(r.summary, 240)}" for r in d.removed if r.kind == kind]
+        for r, changes in d.changed:
+            if r.kind == kind:
+                lines.append(f"- **changed** `{r.key}`")
+                lines += [f"  - `{f}`: {_md(a)} → {_md(b)}" for f, a, b in changes]
+        if lines:
+            out += ["", f"#### {_PLURAL[kind].capitalize()}", *lines]
+    if d.claims_added or d.claims_removed:
+        out += ["", f"<details><summary>Claims: {len(d.claims_added)} added, {len(d.claims_removed)} removed</summary>", ""]
+        for sign, claims in (("added", d.claims_added), ("removed", d.claims_removed)):
+            for c in claims:
+                where, what = _claim_text(c)
+                out.append(f"- {sign} `{where.replace('`', '')}`: {_md(what, 300)}")
+        out += ["", "</details>"]
+    if d.graphs:
+        out += ["", "<details><summary>RDF quads by named graph</summary>", ""]
+        out += [f"- `{g}`: +{a} −{r}" for g, a, r in d.graphs]
+        out += ["", "</details>"]
+    text = "\n".join(out) + "\n"
+    if len(text) > MARKDOWN_LIMIT:
+        text = text[:MARKDOWN_LIMIT].rsplit("\n", 1)[0] + "\n\n… (cut short; run `evidence diff` for all of it)\n"
+    return text
+
+
+# ============================================================================ the command
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    root = load_config(args.root).root
+    try:
+        d = diff_specs(args.base, args.head, root)
+    except DiffError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    text = render_markdown(d) if args.format == "markdown" else render_text(d)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diff", help="what a change does to the evidence: records and claims added, removed or changed",
+                       description="Compare the kb of BASE with HEAD (default: the working tree). Each is a git revision (branch, tag, commit) "
+                                   "or a folder (a project folder with evidence.toml, or a kb folder). Lists cases, patients, treatments, "
+                                   "phases, outcomes, adverse events, claims, sources and vocabulary terms added, removed or changed "
+                                   "(field by field), and the RDF quads added and removed.")
+    p.add_argument("base", metavar="BASE", help="the git revision or folder before the change, such as main")
+    p.add_argument("head", metavar="HEAD", nargs="?", default=None, help="the git revision or folder after it (default: the working tree)")
+    p.add_argument("--format", choices=["text", "markdown"], default="text", help="text (default) or markdown, for a pull request comment")
+    p.add_argument("--out", help="write the report to this file (default: stdout)")
+    p.set_defaults(func=cmd_diff)
