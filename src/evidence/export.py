@@ -75,29 +75,16 @@ def serialize(compiled: Compiled, fmt: str, quads: list[ox.Quad] | None = None) 
 
 
 def _jsonld(compiled: Compiled, quads: list[ox.Quad]) -> bytes:
-    from .rdflib_bridge import to_rdflib_dataset
+    """JSON-LD written by pyoxigraph (expanded: full IRIs), under the project's @context.
 
-    ds = to_rdflib_dataset(quads, compiled.ns.prefixes())
-    ctx = jsonld_context(compiled)["@context"]
-    text = ds.serialize(format="json-ld", context=ctx, auto_compact=True, sort_keys=True, indent=1)
-    # rdflib sorts keys but not the node list: sort it so that output never depends on hashing.
-    doc = json.loads(text)
-    _sort_nodes(doc)
-    return (json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _sort_nodes(doc) -> None:
-    if isinstance(doc, dict):
-        for v in doc.values():
-            _sort_nodes(v)
-        if isinstance(doc.get("@graph"), list):
-            doc["@graph"].sort(key=lambda n: json.dumps(n, sort_keys=True) if not isinstance(n, dict) else str(n.get("@id", "")) + json.dumps(n, sort_keys=True))
-    elif isinstance(doc, list):
-        for v in doc:
-            _sort_nodes(v)
-        if all(isinstance(v, (str, int, float)) for v in doc):
-            return
-        doc.sort(key=lambda n: json.dumps(n, sort_keys=True))
+    rdflib's compacting writer took 122 s of a 221 s build at 1,000 synthetic cases; pyoxigraph
+    writes the same graph in well under a second. The context declares the prefixes, so a
+    consumer can compact the document with any JSON-LD processor; as it stands it is valid
+    JSON-LD whose named graphs are objects with @id and @graph.
+    """
+    body = ox.serialize(quads, format=ox.RdfFormat.JSON_LD)
+    ctx = json.dumps(jsonld_context(compiled)["@context"], sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return b'{"@context":' + ctx + b',\n"@graph":' + body + b"}\n"
 
 
 def write_exports(compiled: Compiled, out: Path, formats: list[str] | None = None) -> list[Path]:

@@ -95,7 +95,7 @@ def compile_checked(kb: Kb, timings: dict[str, float] | None = None) -> Compiled
 
 def build(config: Config, out: Path, templates: Path | None = None) -> BuildReport:
     """Validate, compile, check, export and render into ``out``, atomically."""
-    from .render import render_index
+    from .render import render_site
 
     report = BuildReport(out=out)
     t = time.perf_counter()
@@ -133,7 +133,7 @@ def build(config: Config, out: Path, templates: Path | None = None) -> BuildRepo
         report.timings["export"] = time.perf_counter() - t
         t = time.perf_counter()
         downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
-        files.append(render_index(kb, templates or (config.root / "site_templates"), tmp, downloads))
+        files += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads)
         report.timings["render"] = time.perf_counter() - t
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

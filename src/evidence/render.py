@@ -1,86 +1,131 @@
-"""Stage 5: render the site. Until the site issue lands this is one plain index page beside the
-exports. Templates are Jinja2 with autoescaping on, and every link is checked for its scheme."""
+"""Stage 5: render the site from the Jinja2 templates in ``site_templates/``.
+
+Every page is written with relative links only, so ``_site/`` works under any sub-path of a static
+host, from ``file://`` and offline; nothing is fetched from elsewhere (no CDN, fonts or outside
+scripts). Templates are autoescaped with ``StrictUndefined``, and every link goes through
+:func:`safe_href`, which lets only http(s) and relative addresses through. The writer refuses two
+pages that would write one file (compared without case, as a case-insensitive file system would).
+Full-text search is Pagefind's index, built over the written pages (:mod:`evidence.site_search`).
+
+The modules: :mod:`~evidence.site_model` (what each page shows), :mod:`~evidence.site_timeline`,
+:mod:`~evidence.site_graph` (the network view), :mod:`~evidence.site_related`,
+:mod:`~evidence.site_docs`, :mod:`~evidence.site_jsonld`, :mod:`~evidence.site_format` and
+:mod:`~evidence.site_pages` (every page, in order).
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
 
-from .namespaces import curie_to_iri
-from .validate import Kb
+from .errors import RenderError
+from .perf import gc_paused
+from .site_format import NR, age_text, dose_text, human_duration, measurement_text, num
 
-__all__ = ["render_index", "safe_href", "environment"]
+__all__ = ["render_site", "safe_href", "environment", "SiteWriter"]
+
+log = logging.getLogger("evidence")
 
 
 def safe_href(url: str | None) -> str | None:
     """The URL if it is http(s) or a relative path; None for javascript:, data: and the like."""
     if not url:
         return None
+    url = str(url)
+    if any(ch in url for ch in "\x00\r\n\t") or url != url.strip():
+        return None
+    if ":" not in url and not url.startswith(("//", "\\")):
+        return url  # no scheme: a relative address (the common case, checked without parsing)
     scheme = urlparse(url).scheme.lower()
-    if scheme in ("http", "https") or (scheme == "" and not url.strip().lower().startswith(("javascript", "data", "vbscript"))):
+    if scheme in ("http", "https") or (scheme == "" and not url.strip().lower().startswith(("javascript", "data", "vbscript", "//", "\\"))):
         return url
     return None
 
 
+@pass_context
+def _rel(ctx, path: str) -> str:
+    """A root-relative site path as seen from the page being rendered."""
+    return str(ctx.get("root", "")) + path
+
+
 def environment(templates: Path) -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(str(templates)),
-        autoescape=select_autoescape(["html", "xml"], default=True),
+        autoescape=select_autoescape(["html", "xml", "svg"], default=True, default_for_string=True),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
+    env.filters.update(safe_href=safe_href, rel=_rel)
+    env.globals.update(NR=NR, age=age_text, dose=dose_text, dur=human_duration, meas=measurement_text, num=num)
+    return env
 
 
-def _citation(s) -> str:
-    authors = ", ".join(s.authors) + ("" if s.authors_complete else ", et al")
-    parts = [f"{authors}. {s.title}."]
-    if s.journal:
-        vol = f";{s.volume}" if s.volume else ""
-        iss = f"({s.issue})" if s.issue else ""
-        pages = f":{s.pages}" if s.pages else ""
-        parts.append(f"{s.journal}. {s.year}{vol}{iss}{pages}.")
-    else:
-        parts.append(f"{s.year}.")
-    return " ".join(parts)
+class SiteWriter:
+    """Writes the site's files and fails when two of them would land on one path."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.owner: dict[str, tuple[str, str]] = {}
+        self.files: list[Path] = []
+        for p in sorted(out.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(out).as_posix()
+                self.owner[rel.casefold()] = (rel, "the exports")
+
+    def claim(self, rel: str, origin: str) -> Path:
+        key = rel.casefold()
+        if key in self.owner:
+            first, by = self.owner[key]
+            raise RenderError(f"two pages would write one file: '{rel}' for {origin}, and '{first}' for {by}; "
+                              "rename one of the kb keys so that their file names differ (file names ignore case)")
+        self.owner[key] = (rel, origin)
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def text(self, rel: str, text: str, origin: str) -> Path:
+        path = self.claim(rel, origin)
+        path.write_bytes(text.encode("utf-8"))
+        self.files.append(path)
+        return path
+
+    def data(self, rel: str, data: bytes, origin: str) -> Path:
+        path = self.claim(rel, origin)
+        path.write_bytes(data)
+        self.files.append(path)
+        return path
 
 
-def render_index(kb: Kb, templates: Path, out: Path, downloads: list[dict]) -> Path:
-    env = environment(templates)
-    patients = sum(len(c.patients) for c in kb.cases.values())
-    drugs = sorted({t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments})
-    genes = sorted({g.gene for c in kb.cases.values() for p in c.patients if isinstance(p.genotype, list) for g in p.genotype})
-    cases = []
-    for cid in sorted(kb.cases):
-        c = kb.cases[cid]
-        srcs = []
-        for ref in c.sources:
-            s = kb.sources[ref.source]
-            srcs.append({
-                "citation": _citation(s),
-                "role": ref.role,
-                "doi": safe_href(curie_to_iri(f"doi:{s.doi}")) if s.doi else None,
-                "pubmed": safe_href(f"https://pubmed.ncbi.nlm.nih.gov/{s.pmid}/") if s.pmid else None,
-            })
-        cases.append({
-            "id": cid,
-            "title": c.title,
-            "design": c.study_design,
-            "level": f"{c.evidence_level.scale.upper()} {c.evidence_level.level}",
-            "patients": (c.cohort.n if c.cohort else len(c.patients)),
-            "drugs": sorted({kb.vocab["drugs"][t.drug].label for p in c.patients for t in p.treatments}),
-            "sources": srcs,
-        })
-    html = env.get_template("index.html").render(
-        summary="Janus kinase inhibitors in chilblain lupus and TREX1-related type I interferonopathy",
-        counts=[("publications", len(kb.sources)), ("case reports", len(kb.cases)), ("patients recorded", patients),
-                ("drugs", len(drugs)), ("genes", len(genes))],
-        cases=cases,
-        downloads=downloads,
-        n_files=len(kb.files),
-        base_iri=kb.config.base_iri,
-    )
-    path = out / "index.html"
-    path.write_text(html, encoding="utf-8")
-    return path
+def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict], search: bool = True,
+                timings: dict[str, float] | None = None) -> list[Path]:
+    """Write every page, the assets and the search index into ``out``; return the files written."""
+    from .site_pages import SitePages
+
+    if not (templates / "base.html").is_file():
+        raise RenderError(f"no site templates in {templates} (expected base.html and the page templates there)")
+    timings = timings if timings is not None else {}
+    writer = SiteWriter(out)
+    # Pages make millions of short-lived strings and no cycles worth collecting (see perf.py).
+    with gc_paused():
+        pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings)
+        pages.write_all()
+    if search:
+        import shutil
+        import tempfile
+
+        from .site_search import run_pagefind, write_stage
+
+        t = time.perf_counter()
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.search-", dir=out.parent))
+        try:
+            write_stage(stage, pages.search_docs, pages.search_copies)
+            writer.claim("pagefind/pagefind.js", "the search index")
+            writer.files += run_pagefind(stage, out / "pagefind")
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        timings["search index"] = time.perf_counter() - t
+    return writer.files

@@ -1,0 +1,78 @@
+/* evidence: filters and CSV of the evidence table. Without this script the full table is shown. */
+(function () {
+  "use strict";
+  var form = document.getElementById("filters");
+  var table = document.querySelector("table.evidence-table");
+  if (!form || !table) { return; }
+  form.hidden = false;
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  var selects = Array.prototype.slice.call(form.querySelectorAll("select[data-filter]"));
+  var text = form.querySelector("[data-filter-text]");
+  var count = document.getElementById("shown-count");
+  // Each row's filter values and its text, read once.
+  var index = rows.map(function (r) {
+    var values = {};
+    selects.forEach(function (s) {
+      var key = s.getAttribute("data-filter");
+      values[key] = (r.getAttribute("data-" + key) || "").split("|");
+    });
+    return { row: r, values: values, text: r.textContent.toLowerCase() };
+  });
+
+  function apply() {
+    var wanted = selects.map(function (s) { return [s.getAttribute("data-filter"), s.value]; }).filter(function (x) { return x[1] !== ""; });
+    var words = (text && text.value ? text.value.toLowerCase().split(/\s+/) : []).filter(Boolean);
+    var shown = 0;
+    index.forEach(function (item) {
+      var ok = wanted.every(function (w) { return item.values[w[0]].indexOf(w[1]) >= 0; }) &&
+        words.every(function (w) { return item.text.indexOf(w) >= 0; });
+      if (item.row.hidden === ok) { item.row.hidden = !ok; }
+      if (ok) { shown += 1; }
+    });
+    count.textContent = String(shown);
+    // Keep the filters in the address, so a filtered view can be shared.
+    var params = new URLSearchParams();
+    wanted.forEach(function (w) { params.set(w[0], w[1]); });
+    if (words.length) { params.set("q", text.value); }
+    var qs = params.toString();
+    if (history.replaceState && location.protocol !== "file:") {
+      history.replaceState(null, "", qs ? "?" + qs : location.pathname);
+    }
+  }
+  // Filters from the address (?drug=baricitinib&response=complete).
+  var start = new URLSearchParams(location.search);
+  selects.forEach(function (s) {
+    var v = start.get(s.getAttribute("data-filter"));
+    if (v !== null && Array.prototype.some.call(s.options, function (o) { return o.value === v; })) { s.value = v; }
+  });
+  if (text && start.get("q")) { text.value = start.get("q"); }
+  selects.forEach(function (s) { s.addEventListener("change", apply); });
+  if (text) { text.addEventListener("input", apply); }
+  form.addEventListener("reset", function () { setTimeout(apply, 0); });
+  form.addEventListener("submit", function (e) { e.preventDefault(); apply(); });
+  apply();
+
+  function csvCell(v) {
+    if (/^[=+@\t\r]/.test(v) || (/^-/.test(v) && !/^-\d/.test(v))) { v = "'" + v; }
+    return /[",\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
+  }
+  document.getElementById("csv-filtered").addEventListener("click", function () {
+    var head = Array.prototype.map.call(table.tHead.rows[0].cells, function (c) { return csvCell(c.textContent.trim()); });
+    var lines = [head.join(",")];
+    Array.prototype.forEach.call(body.rows, function (r) {
+      if (r.hidden) { return; }
+      lines.push(Array.prototype.map.call(r.cells, function (c) {
+        var nr = c.querySelector(".nr"), absent = c.querySelector(".absent");
+        return csvCell(absent && !nr ? "" : c.textContent.trim());
+      }).join(","));
+    });
+    var blob = new Blob([lines.join("\n") + "\n"], { type: "text/csv;charset=utf-8" });
+    var a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "evidence-filtered.csv";
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 0);
+  });
+})();

@@ -1,0 +1,110 @@
+/* evidence: the search page. Over http(s) it queries Pagefind's index (pagefind/, written at
+   build time); from file://, where a browser may not load that index, it searches the titles of
+   every page (search-titles.js). Results are built as DOM nodes, never as HTML strings. */
+(function () {
+  "use strict";
+  var form = document.getElementById("search-form");
+  var input = document.getElementById("q");
+  var list = document.getElementById("search-results");
+  var status = document.getElementById("search-status");
+  var mode = document.getElementById("search-mode");
+  if (!form || !input) { return; }
+  var siteRoot = new URL(".", location.href);
+  var offline = location.protocol === "file:";
+  var pagefind = null;
+  var seq = 0;
+
+  function say(text) { status.textContent = text; }
+  function item(url, title, kind, excerptNodes) {
+    var li = document.createElement("li");
+    var a = document.createElement("a");
+    a.href = url;
+    a.textContent = title;
+    li.appendChild(a);
+    if (kind) {
+      var k = document.createElement("span");
+      k.className = "small muted";
+      k.textContent = " " + kind;
+      li.appendChild(k);
+    }
+    if (excerptNodes && excerptNodes.length) {
+      var p = document.createElement("p");
+      p.className = "excerpt";
+      excerptNodes.forEach(function (n) { p.appendChild(n); });
+      li.appendChild(p);
+    }
+    return li;
+  }
+  // Pagefind's excerpt is text with <mark> around the hits: keep only the text and the marks.
+  function excerpt(html) {
+    var doc = new DOMParser().parseFromString("<p>" + html + "</p>", "text/html");
+    var out = [];
+    Array.prototype.forEach.call(doc.body.firstChild ? doc.body.firstChild.childNodes : [], function (n) {
+      if (n.nodeType === 3) { out.push(document.createTextNode(n.textContent)); }
+      else if (n.nodeName === "MARK") { var m = document.createElement("mark"); m.textContent = n.textContent; out.push(m); }
+      else { out.push(document.createTextNode(n.textContent)); }
+    });
+    return out;
+  }
+  function show(results, total) {
+    list.textContent = "";
+    results.forEach(function (r) { list.appendChild(r); });
+    say(total === 0 ? "No results." : total + " result" + (total === 1 ? "" : "s") + (total > results.length ? ", the first " + results.length + " shown." : "."));
+  }
+
+  function searchTitles(q) {
+    var words = q.toLowerCase().split(/\s+/).filter(Boolean);
+    var found = (window.EVIDENCE_TITLES || []).filter(function (e) {
+      var hay = (e[0] + " " + e[1]).toLowerCase();
+      return words.every(function (w) { return hay.indexOf(w) >= 0; });
+    });
+    show(found.slice(0, 100).map(function (e) { return item(new URL(e[2], siteRoot).href, e[0], e[1]); }), found.length);
+  }
+
+  function searchPagefind(q) {
+    var mine = ++seq;
+    say("Searching…");
+    pagefind.search(q).then(function (res) {
+      if (mine !== seq) { return null; }
+      var total = res.results.length;
+      return Promise.all(res.results.slice(0, 30).map(function (r) { return r.data(); })).then(function (data) {
+        if (mine !== seq) { return; }
+        show(data.map(function (d) {
+          var url = new URL(d.url, location.href).href;
+          return item(url, (d.meta && d.meta.title) || d.url, d.meta && d.meta.kind, excerpt(d.excerpt || ""));
+        }), total);
+      });
+    }).catch(function (err) { say("Search failed: " + err); });
+  }
+
+  function run() {
+    var q = input.value.trim();
+    if (!q) { list.textContent = ""; say(""); return; }
+    if (pagefind) { searchPagefind(q); } else { searchTitles(q); }
+    if (history.replaceState && !offline) { history.replaceState(null, "", "?q=" + encodeURIComponent(q)); }
+  }
+  function ready() {
+    form.addEventListener("submit", function (e) { e.preventDefault(); run(); });
+    var timer = null;
+    input.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(run, 200); });
+    var q = new URLSearchParams(location.search).get("q");
+    if (q) { input.value = q; run(); }
+  }
+  function useTitles(why) {
+    mode.hidden = false;
+    mode.textContent = why + " Searching the titles of every page instead of the full text.";
+    var s = document.createElement("script");
+    s.src = new URL("search-titles.js", siteRoot).href;
+    s.onload = ready;
+    s.onerror = function () { say("The search index could not be loaded."); };
+    document.body.appendChild(s);
+  }
+  if (offline) {
+    useTitles("Opened from a file, the full-text index cannot be loaded.");
+  } else {
+    import(new URL("pagefind/pagefind.js", siteRoot).href).then(function (pf) {
+      pagefind = pf;
+      return pf.options({ baseUrl: siteRoot.pathname, excerptLength: 24 }).then(function () { return pf.init ? pf.init() : null; });
+    }).then(ready, function () { useTitles("The full-text index is not available."); });
+  }
+})();

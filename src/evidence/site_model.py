@@ -1,0 +1,576 @@
+"""What the site shows, computed once from the validated kb: pages, cross-references, the
+evidence rows and the evidence matrix. Templates read this model; they compute nothing.
+
+Every page has a root-relative path (``drugs/ruxolitinib.html``); templates prefix it with the
+way back to the root, so the site works under any sub-path and from ``file://``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from . import schema as S
+from .namespaces import Namespaces, curie_to_iri
+from .site_format import (
+    NR,
+    age_text,
+    citation_text,
+    civic_levels,
+    dose_text,
+    file_slug,
+    human_duration,
+    is_nr,
+    measurement_text,
+    short_citation,
+)
+from .validate import Kb
+
+__all__ = ["SiteModel", "Exposure", "EvidenceRow", "MatrixRow", "ENTITY_KINDS", "RESPONSE_ORDER", "EVIDENCE_COLUMNS", "search_text"]
+
+# Page folder and singular name of every kind of entity page.
+ENTITY_KINDS: dict[str, tuple[str, str]] = {
+    "cases": ("case report", "case reports"),
+    "drugs": ("drug", "drugs"),
+    "genes": ("gene", "genes"),
+    "variants": ("variant", "variants"),
+    "diseases": ("condition", "conditions"),
+    "measures": ("outcome measure", "outcome measures"),
+    "phenotypes": ("phenotype", "phenotypes and adverse events"),
+    "sources": ("source", "sources"),
+}
+RESPONSE_ORDER = ["complete", "partial", "none", "worsened", NR]
+_LEVEL_RANK = {"A": 0, "B": 1, "C": 2, "D": 3, "E": 4}
+
+
+@dataclass
+class Exposure:
+    """One patient given one treatment: what the drug, evidence and matrix pages list."""
+
+    case: S.CaseReport
+    patient: S.Patient
+    treatment: S.Treatment
+    outcomes: list[S.Outcome]
+    adverse_events: list[S.AdverseEvent]
+    conditions: list[str]  # disease keys: the indication, or the case's conditions when it is not reported
+    genes: list[str] | None  # gene keys; None when the genotype is not reported
+    variants: list[str]  # HGVS strings
+    course: list[str]  # the phase kinds, in order
+    dechallenge: bool
+    rechallenge: bool
+
+    @property
+    def anchor(self) -> str:
+        return f"patient-{self.patient.id}-{self.treatment.id}"
+
+    @property
+    def best_response(self) -> str | None:
+        """The best response of any outcome; None when no outcome is recorded."""
+        found = [o.response for o in self.outcomes]
+        for r in RESPONSE_ORDER:
+            if r in found:
+                return r
+        return None
+
+    @property
+    def improved(self) -> bool:
+        return any(o.direction == "improved" for o in self.outcomes)
+
+
+@dataclass
+class EvidenceRow:
+    """A row of the evidence table: patient x treatment x outcome, or a cohort-level count."""
+
+    cells: dict[str, str]
+    links: dict[str, str]  # column -> root-relative URL
+    filters: dict[str, list[str]]
+    scope: str  # "patient" | "cohort"
+    nr: set[str] = field(default_factory=set)  # columns whose value is 'not reported'
+
+
+@dataclass
+class MatrixRow:
+    drug: str
+    condition: str
+    genotype: str  # a gene key, or "" when the genotype is not reported
+    patients: int = 0
+    cases: set[str] = field(default_factory=set)
+    responses: dict[str, int] = field(default_factory=dict)
+    no_outcome: int = 0
+    improved_ungraded: int = 0
+    ae_patients: int = 0
+    ae_terms: dict[str, int] = field(default_factory=dict)
+    levels: set[str] = field(default_factory=set)
+    cohort_notes: list[tuple[str, str]] = field(default_factory=list)  # (case id, text)
+
+    @property
+    def best_level(self) -> str:
+        return min(self.levels, key=lambda x: _LEVEL_RANK.get(x, 9)) if self.levels else ""
+
+
+class SiteModel:
+    """The kb seen as pages: URLs, labels and every cross-reference."""
+
+    def __init__(self, kb: Kb, ns: Namespaces | None = None, term_iris: dict[tuple[str, str], str] | None = None):
+        self.kb = kb
+        self.config = kb.config
+        self.ns = ns or Namespaces(kb.config.base_iri)
+        self.term_iris = term_iris or {}
+        self.levels = civic_levels()
+        self.case_ids = sorted(kb.cases)
+        self.source_ids = sorted(kb.sources)
+        self._urls: dict[tuple[str, str], str] = {}
+        self.iri_url: dict[str, str] = {}
+        self.iri_entity: dict[str, tuple[str, str]] = {}
+        self._index()
+
+    # ------------------------------------------------------------------------------ building
+    def _index(self) -> None:
+        kb, ns = self.kb, self.ns
+        for cid in self.case_ids:
+            self._page("cases", cid, ns.case(cid))
+        for sid in self.source_ids:
+            self._page("sources", sid, ns.source(sid))
+        for kind in ("drugs", "genes", "diseases", "measures", "phenotypes"):
+            for key in sorted(kb.vocab.get(kind, {})):
+                self._page(kind, key, self.term_iris.get((kind, key)) or ns.term(kind, key))
+
+        self.exposures: list[Exposure] = []
+        self.exposures_by_case: dict[str, list[Exposure]] = defaultdict(list)
+        self.variants: dict[str, dict[str, Any]] = {}  # hgvs -> {gene, protein, legacy, carriers: [(case, patient, genotype)]}
+        self.genotyped: dict[str, list[tuple[S.CaseReport, S.Patient, S.Genotype]]] = defaultdict(list)
+        self.diagnosed: dict[str, list[tuple[S.CaseReport, S.Patient]]] = defaultdict(list)
+        self.comorbid: dict[str, list[tuple[S.CaseReport, S.Patient]]] = defaultdict(list)
+        self.case_conditions: dict[str, list[S.CaseReport]] = defaultdict(list)
+        self.prior: dict[str, list[tuple[S.CaseReport, S.Patient, S.PriorTreatment]]] = defaultdict(list)
+        self.outcomes_by_measure: dict[str, list[tuple[Exposure, S.Outcome]]] = defaultdict(list)
+        self.cohort_outcomes: dict[str, list[tuple[S.CaseReport, S.OutcomeCount]]] = defaultdict(list)
+        self.ae_by_term: dict[str, list[tuple[Exposure, S.AdverseEvent]]] = defaultdict(list)
+        self.cohort_aes: dict[str, list[tuple[S.CaseReport, S.AdverseEventCount]]] = defaultdict(list)
+        self.by_drug: dict[str, list[Exposure]] = defaultdict(list)
+        self.cases_citing: dict[str, list[tuple[S.CaseReport, str]]] = defaultdict(list)  # source -> (case, role)
+        self.claims_citing: dict[str, int] = defaultdict(int)
+        self.reported_by: dict[str, list[str]] = defaultdict(list)  # primary source -> secondary sources
+        self.targeted_by: dict[str, list[str]] = defaultdict(list)  # gene -> drugs
+
+        for sid in self.source_ids:
+            s = kb.sources[sid]
+            if s.reports_on:
+                self.reported_by[s.reports_on].append(sid)
+        for dkey, drug in sorted(kb.vocab.get("drugs", {}).items()):
+            if isinstance(drug, S.Drug) and isinstance(drug.targets, list):
+                for t in drug.targets:
+                    self.targeted_by[t.gene].append(dkey)
+
+        for cid in self.case_ids:
+            c = kb.cases[cid]
+            for ref in c.sources:
+                self.cases_citing[ref.source].append((c, ref.role))
+            for k in c.conditions:
+                self.case_conditions[k].append(c)
+            for claim in _claims_in(c):
+                self.claims_citing[claim.source] += 1
+            if c.cohort:
+                for oc in c.cohort.outcome_counts:
+                    self.cohort_outcomes[oc.measure].append((c, oc))
+                for ac in c.cohort.adverse_event_counts:
+                    self.cohort_aes[ac.term or ""].append((c, ac))
+            for p in c.patients:
+                genes: list[str] | None = None
+                variants: list[str] = []
+                if isinstance(p.genotype, list):
+                    genes = []
+                    for g in p.genotype:
+                        genes.append(g.gene)
+                        self.genotyped[g.gene].append((c, p, g))
+                        if isinstance(g.variant, S.Variant):
+                            v = g.variant
+                            variants.append(v.hgvs)
+                            entry = self.variants.setdefault(v.hgvs, {"hgvs": v.hgvs, "gene": g.gene, "protein": v.protein,
+                                                                      "legacy": v.legacy_name, "carriers": []})
+                            entry["carriers"].append((c, p, g))
+                for k in p.diagnoses:
+                    self.diagnosed[k].append((c, p))
+                for k in p.comorbidities:
+                    self.comorbid[k].append((c, p))
+                for pt in p.prior_treatments:
+                    self.prior[pt.drug].append((c, p, pt))
+                for t in p.treatments:
+                    kinds = [ph.kind for ph in t.phases]
+                    stop = kinds.index("stopped") if "stopped" in kinds else -1
+                    e = Exposure(
+                        case=c, patient=p, treatment=t,
+                        outcomes=[o for o in p.outcomes if o.treatment == t.id],
+                        adverse_events=[a for a in p.adverse_events if a.treatment == t.id],
+                        conditions=[t.indication] if not is_nr(t.indication) else list(c.conditions),
+                        genes=genes, variants=variants, course=kinds,
+                        dechallenge=stop >= 0, rechallenge=stop >= 0 and "restarted" in kinds[stop + 1:],
+                    )
+                    self.exposures.append(e)
+                    self.exposures_by_case[c.id].append(e)
+                    self.by_drug[t.drug].append(e)
+                    for o in e.outcomes:
+                        self.outcomes_by_measure[o.measure].append((e, o))
+                    for a in e.adverse_events:
+                        self.ae_by_term[a.term].append((e, a))
+        for hgvs in sorted(self.variants):
+            self._page("variants", hgvs, ns.variant(hgvs))
+
+    def _page(self, kind: str, key: str, iri: str) -> None:
+        url = f"{kind}/{file_slug(key)}.html"
+        self._urls[(kind, key)] = url
+        self.iri_url.setdefault(iri, url)
+        self.iri_entity.setdefault(iri, (kind, key))
+
+    # ------------------------------------------------------------------------------ lookups
+    def url(self, kind: str, key: str) -> str | None:
+        """The root-relative URL of an entity page (None if the kb has no such entity)."""
+        return self._urls.get((kind, key))
+
+    def pages(self, kind: str) -> list[str]:
+        return [k for (kd, k) in self._urls if kd == kind]
+
+    def term(self, kind: str, key: str) -> S.VocabTerm | None:
+        return self.kb.vocab.get(kind, {}).get(key)
+
+    def label(self, kind: str, key: str) -> str:
+        if kind == "cases":
+            return self.kb.cases[key].title if key in self.kb.cases else key
+        if kind == "sources":
+            return short_citation(self.kb.sources[key]) if key in self.kb.sources else key
+        if kind == "variants":
+            v = self.variants.get(key)
+            return f"{v['gene']} {key.split(':', 1)[-1]}" + (f" {v['protein']}" if v and v["protein"] else "") if v else key
+        t = self.term(kind, key)
+        if t is None:
+            return key
+        return t.symbol if isinstance(t, S.Gene) else t.label
+
+    def any_term(self, key: str) -> tuple[str, str]:
+        """(kind, key) of a comorbidity key, which may be a disease or a phenotype."""
+        for kind in ("diseases", "phenotypes"):
+            if key in self.kb.vocab.get(kind, {}):
+                return kind, key
+        return "diseases", key
+
+    def identifier_link(self, curie: str) -> str | None:
+        try:
+            return curie_to_iri(curie)
+        except (KeyError, ValueError):
+            return None
+
+    def source(self, sid: str) -> S.Source | None:
+        return self.kb.sources.get(sid)
+
+    def citation(self, sid: str) -> str:
+        s = self.kb.sources.get(sid)
+        return citation_text(s) if s else sid
+
+    def level_text(self, c: S.CaseReport) -> str:
+        lv = c.evidence_level
+        meaning = self.levels.get(lv.level, "")
+        return f"{lv.scale.upper()} {lv.level}" + (f" ({meaning})" if meaning else "")
+
+    # ------------------------------------------------------------------------------ provenance
+    def is_secondary(self, claim: S.Claim, case: S.CaseReport | None = None) -> bool:
+        """True when a claim's source retells the fact: a secondary source of the case, or any
+        source that reports on another publication."""
+        if case is not None and any(r.source == claim.source and r.role == "secondary" for r in case.sources):
+            return True
+        s = self.kb.sources.get(claim.source)
+        return bool(s and s.reports_on)
+
+    def only_secondary(self, claims: list[S.Claim], case: S.CaseReport | None = None) -> bool:
+        return bool(claims) and all(self.is_secondary(c, case) for c in claims)
+
+    def case_only_secondary(self, c: S.CaseReport) -> bool:
+        return self.only_secondary(list(_claims_in(c)), c)
+
+    def secondary_sources(self, c: S.CaseReport) -> list[str]:
+        return [r.source for r in c.sources if r.role == "secondary"]
+
+    # ------------------------------------------------------------------------------ cases
+    def case_date(self, c: S.CaseReport) -> date:
+        return c.curation.updated or c.curation.created
+
+    def newest(self, n: int = 10) -> list[S.CaseReport]:
+        return sorted(self.kb.cases.values(), key=lambda c: (-self.case_date(c).toordinal(), c.id))[:n]
+
+    def case_drugs(self, c: S.CaseReport) -> list[str]:
+        return sorted({t.drug for p in c.patients for t in p.treatments})
+
+    def case_genes(self, c: S.CaseReport) -> list[str]:
+        return sorted({g.gene for p in c.patients if isinstance(p.genotype, list) for g in p.genotype})
+
+    def case_patients(self, c: S.CaseReport) -> int:
+        return c.cohort.n if c.cohort else len(c.patients)
+
+    def primary_source(self, c: S.CaseReport) -> S.Source | None:
+        for r in c.sources:
+            if r.role == "primary":
+                return self.kb.sources.get(r.source)
+        return self.kb.sources.get(c.sources[0].source)
+
+    def case_exposures(self, c: S.CaseReport) -> list[Exposure]:
+        return self.exposures_by_case.get(c.id, [])
+
+    def edit_url(self, c: S.CaseReport) -> str | None:
+        """The hosting repository's edit page of the case file (GitHub and GitLab style)."""
+        repo = (self.config.repository or "").rstrip("/")
+        if not repo.startswith(("https://", "http://")):
+            return None
+        f = self.kb.files.get(f"case:{c.id}")
+        try:
+            rel = f.path.resolve().relative_to(self.config.root.resolve()).as_posix() if f else f"{self.config.kb}/{c.id}.yaml"
+        except ValueError:
+            rel = f"{self.config.kb}/{c.id}.yaml"
+        sep = "/-/edit/" if "gitlab" in repo else "/edit/"
+        return f"{repo}{sep}{self.config.branch or 'main'}/{rel}"
+
+    # ------------------------------------------------------------------------------ curators
+    def contributors(self) -> list[dict[str, Any]]:
+        people: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+        def add(cur: S.Curator, kind: str, key: str, cu: S.Curation) -> None:
+            p = people.setdefault((cur.name, cur.orcid), {"name": cur.name, "orcid": cur.orcid, "cases": [], "sources": [], "first": cu.created, "last": cu.created})
+            p[kind].append(key)
+            p["first"] = min(p["first"], cu.created)
+            p["last"] = max(p["last"], cu.updated or cu.created)
+
+        for cid in self.case_ids:
+            c = self.kb.cases[cid]
+            for cur in c.curation.curators:
+                add(cur, "cases", cid, c.curation)
+        for sid in self.source_ids:
+            s = self.kb.sources[sid]
+            for cur in s.curation.curators:
+                add(cur, "sources", sid, s.curation)
+        return sorted(people.values(), key=lambda p: (-len(p["cases"]) - len(p["sources"]), p["name"], p["orcid"] or ""))
+
+    # ------------------------------------------------------------------------------ tables
+    def genotype_text(self, e: Exposure) -> str:
+        p = e.patient
+        if is_nr(p.genotype):
+            return NR
+        out = []
+        for g in p.genotype:  # type: ignore[union-attr]
+            gene = self.label("genes", g.gene)
+            if isinstance(g.variant, S.Variant):
+                out.append(f"{gene} {g.variant.hgvs}" + (f" {g.variant.protein}" if g.variant.protein else ""))
+            else:
+                out.append(f"{gene} (variant not reported)")
+        return "; ".join(out)
+
+    def evidence_rows(self) -> list[EvidenceRow]:
+        """Every patient x treatment x outcome (a treatment without outcomes gives one row), then
+        the cohort-level counts."""
+        rows: list[EvidenceRow] = []
+        for e in self.exposures:
+            c, p, t = e.case, e.patient, e.treatment
+            base = {
+                "case": c.id,
+                "patient": p.id,
+                "age": age_text(p.age),
+                "sex": p.sex,
+                "genotype": self.genotype_text(e),
+                "condition": "; ".join(self.label("diseases", k) for k in e.conditions),
+                "drug": self.label("drugs", t.drug),
+                "dose": dose_text(t.dose) or "",
+                "frequency": t.frequency,
+                "route": t.route,
+                "duration": human_duration(t.duration) or "",
+                "course": " → ".join(e.course) if e.course else "",
+                "adverse events": "; ".join(f"{self.label('phenotypes', a.term)} ({a.severity}, {a.action})" for a in e.adverse_events),
+                "level": c.evidence_level.level,
+                "patients": "1",
+            }
+            filters = {
+                "drug": [self.label("drugs", t.drug)],
+                "gene": [self.label("genes", g) for g in e.genes] if e.genes is not None else [NR],
+                "condition": [self.label("diseases", k) for k in e.conditions],
+                "level": [c.evidence_level.level],
+            }
+            links = {"case": f"{self.url('cases', c.id)}#{e.anchor}", "drug": self.url("drugs", t.drug) or ""}
+            outcomes: list[S.Outcome | None] = list(e.outcomes) or [None]
+            for o in outcomes:
+                cells = dict(base)
+                if o is None:
+                    cells.update({"measure": "", "timepoint": "", "before": "", "after": "", "direction": "", "response": "", "description": ""})
+                    resp = ["no outcome recorded"]
+                else:
+                    tp = human_duration(o.timepoint) or ""
+                    if not is_nr(o.timepoint) and o.timepoint_qualifier != "at":
+                        tp = f"{o.timepoint_qualifier} {tp}"
+                    cells.update({
+                        "measure": self.label("measures", o.measure),
+                        "timepoint": tp,
+                        "before": measurement_text(o.before) or "",
+                        "after": measurement_text(o.after) or "",
+                        "direction": o.direction,
+                        "response": o.response,
+                        "description": o.description or "",
+                    })
+                    resp = [o.response]
+                row_links = dict(links)
+                if o is not None:
+                    row_links["measure"] = self.url("measures", o.measure) or ""
+                rows.append(EvidenceRow(cells, row_links, {**filters, "response": resp}, "patient",
+                                        {k for k, v in cells.items() if v == NR}))
+        for cid in self.case_ids:
+            c = self.kb.cases[cid]
+            if not c.cohort:
+                continue
+            drugs = self.case_drugs(c)
+            drug_labels = [self.label("drugs", d) for d in drugs]
+            genes = self.case_genes(c)
+            for oc in c.cohort.outcome_counts:
+                cells = {k: "" for k in EVIDENCE_COLUMNS}
+                cells.update({
+                    "case": c.id, "patient": f"cohort of {c.cohort.n}", "condition": "; ".join(self.label("diseases", k) for k in c.conditions),
+                    "drug": "; ".join(drug_labels), "measure": self.label("measures", oc.measure),
+                    "direction": oc.direction or "", "response": oc.response or "", "level": c.evidence_level.level,
+                    "patients": str(oc.patients), "genotype": "; ".join(self.label("genes", g) for g in genes),
+                })
+                rows.append(EvidenceRow(
+                    cells, {"case": f"{self.url('cases', c.id)}#cohort", "measure": self.url("measures", oc.measure) or ""},
+                    {"drug": drug_labels, "gene": [self.label("genes", g) for g in genes] or [NR],
+                     "condition": [self.label("diseases", k) for k in c.conditions], "level": [c.evidence_level.level],
+                     "response": [oc.response or "not graded"]},
+                    "cohort", {k for k, v in cells.items() if v == NR}))
+        return rows
+
+    def matrix(self) -> list[MatrixRow]:
+        """Drug x condition x genotype (gene): patients, responses, adverse events, evidence level."""
+        cells: dict[tuple[str, str, str], MatrixRow] = {}
+        seen: dict[tuple[str, str, str], dict[tuple[str, str], list[Exposure]]] = defaultdict(lambda: defaultdict(list))
+        for e in self.exposures:
+            for cond in e.conditions:
+                for gene in (e.genes if e.genes else [""]):
+                    key = (e.treatment.drug, cond, gene)
+                    seen[key][(e.case.id, e.patient.id)].append(e)
+        for key in sorted(seen, key=lambda k: (self.label("drugs", k[0]).lower(), self.label("diseases", k[1]).lower(), k[2])):
+            row = cells[key] = MatrixRow(*key)
+            for (cid, _pid), exps in sorted(seen[key].items()):
+                row.patients += 1
+                row.cases.add(cid)
+                row.levels.add(exps[0].case.evidence_level.level)
+                best = None
+                for r in RESPONSE_ORDER:
+                    if any(ex.best_response == r for ex in exps):
+                        best = r
+                        break
+                if best is None:
+                    row.no_outcome += 1
+                else:
+                    row.responses[best] = row.responses.get(best, 0) + 1
+                    if best == NR and any(ex.improved for ex in exps):
+                        row.improved_ungraded += 1
+                aes = {a.term for ex in exps for a in ex.adverse_events}
+                if aes:
+                    row.ae_patients += 1
+                for term in aes:
+                    row.ae_terms[term] = row.ae_terms.get(term, 0) + 1
+            # Cohort-level counts belong to a drug only when every patient of the case had that one drug.
+            for cid in sorted(row.cases):
+                c = self.kb.cases[cid]
+                if c.cohort and self.case_drugs(c) == [key[0]]:
+                    for oc in c.cohort.outcome_counts:
+                        what = oc.response or oc.direction or "counted"
+                        row.cohort_notes.append((cid, f"{oc.patients} {what} ({self.label('measures', oc.measure)})"))
+                    for ac in c.cohort.adverse_event_counts:
+                        term = self.label("phenotypes", ac.term) if ac.term else "adverse events"
+                        sev = f"{ac.severity} " if ac.severity else ""
+                        row.cohort_notes.append((cid, f"{ac.patients} with {sev}{term}"))
+        return list(cells.values())
+
+    def counts(self) -> list[tuple[str, int, str | None]]:
+        kb = self.kb
+        patients = sum(len(c.patients) for c in kb.cases.values())
+        drugs = {t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}
+        genes = {g for c in kb.cases.values() for g in self.case_genes(c)}
+        conditions = {e for c in kb.cases.values() for e in c.conditions}
+        return [
+            ("publications", len(kb.sources), "sources.html"),
+            ("case reports", len(kb.cases), "cases.html"),
+            ("patients", patients, "evidence.html"),
+            ("drugs given", len(drugs), "drugs.html"),
+            ("genes", len(genes), "genes.html"),
+            ("variants", len(self.variants), "variants.html"),
+            ("conditions treated", len(conditions), "diseases.html"),
+        ]
+
+    def coverage(self) -> dict[str, list[str]]:
+        """What the kb is about, from its cases: drug classes, drugs, conditions, genes."""
+        kb = self.kb
+        drugs = sorted({t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}, key=str.lower)
+        classes = sorted({d.drug_class for k in drugs if isinstance(d := self.term("drugs", k), S.Drug) and d.drug_class})
+        conditions = sorted({k for c in kb.cases.values() for k in c.conditions}, key=lambda k: self.label("diseases", k).lower())
+        genes = sorted({g for c in kb.cases.values() for g in self.case_genes(c)})
+        return {"classes": classes, "drugs": drugs, "conditions": conditions, "genes": genes}
+
+
+def _words(*parts: Any) -> str:
+    return " ".join(str(p) for p in parts if p not in (None, "", NR))
+
+
+def search_text(m: SiteModel, kind: str, key: str) -> tuple[str, str]:
+    """(title, text) of a page for the search index: what a reader would type to find it."""
+    if kind == "cases":
+        c = m.kb.cases[key]
+        bits: list[str] = [c.title, key, c.study_design, m.level_text(c), c.evidence_level.rationale or ""]
+        bits += [m.label("diseases", k) for k in c.conditions]
+        for ref in c.sources:
+            s = m.kb.sources.get(ref.source)
+            if s:
+                bits += [citation_text(s), s.pmid or "", s.pmcid or ""]
+        for p in c.patients:
+            bits += [p.label or "", age_text(p.age), p.sex, *p.findings]
+            bits += [m.label(*m.any_term(k)) for k in p.comorbidities] + [m.label("diseases", k) for k in p.diagnoses]
+            if isinstance(p.genotype, list):
+                for g in p.genotype:
+                    bits.append(m.label("genes", g.gene))
+                    if isinstance(g.variant, S.Variant):
+                        bits += [g.variant.hgvs, g.variant.protein or "", g.variant.legacy_name or ""]
+                    bits += [g.zygosity, g.mechanism]
+            for pt in p.prior_treatments:
+                bits.append(m.label("drugs", pt.drug))
+            for t in p.treatments:
+                bits += [m.label("drugs", t.drug), dose_text(t.dose) or "", t.frequency, t.route, human_duration(t.duration) or "", t.access]
+                for ph in t.phases:
+                    bits += [ph.kind, ph.followed_by or "", ph.reason.description if isinstance(ph.reason, S.Reason) else ""]
+            for o in p.outcomes:
+                bits += [m.label("measures", o.measure), o.direction, o.response, o.description or ""]
+            for a in p.adverse_events:
+                bits += [m.label("phenotypes", a.term), a.severity]
+        bits += [cur.name for cur in c.curation.curators] + [c.curation.notes or ""]
+        bits += [cl.quote for cl in _claims_in(c) if cl.quote]
+        return c.title, _words(*dict.fromkeys(bits))
+    if kind == "sources":
+        s = m.kb.sources[key]
+        return short_citation(s), _words(citation_text(s), s.kind, s.pmid, s.pmcid, s.url, s.identifier_notes, *s.authors)
+    if kind == "variants":
+        v = m.variants[key]
+        return m.label(kind, key), _words(key, v["protein"], v["legacy"], m.label("genes", v["gene"]))
+    t = m.term(kind, key)
+    if t is None:
+        return key, key
+    extra = [getattr(t, "drug_class", None), getattr(t, "symbol", None)]
+    return m.label(kind, key), _words(m.label(kind, key), key, t.label, *t.synonyms, t.description, *t.identifiers, *extra)
+
+
+EVIDENCE_COLUMNS = ["case", "patient", "patients", "age", "sex", "genotype", "condition", "drug", "dose", "frequency", "route", "duration",
+                    "course", "measure", "timepoint", "before", "after", "direction", "response", "description", "adverse events", "level"]
+
+
+def _claims_in(node: Any):
+    """Every Claim inside a model, depth first."""
+    if isinstance(node, S.Claim):
+        yield node
+    elif isinstance(node, S._Model):
+        for name in type(node).model_fields:
+            yield from _claims_in(getattr(node, name))
+    elif isinstance(node, list):
+        for x in node:
+            yield from _claims_in(x)

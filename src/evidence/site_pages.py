@@ -1,0 +1,542 @@
+"""Every page of the site, in order: what each template is given, and where it is written."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import multiprocessing as mp
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pyoxigraph as ox
+from jinja2 import Environment
+
+from . import schema as S
+from .errors import QueryError, RenderError
+from .graph import evidence_graph
+from .library import load_library
+from .query import run_query
+from .site_docs import fixed_lists, format_docs
+from .site_format import NR, citation_text, dose_text, human_bytes, human_duration, json_script, short_citation
+from .site_graph import graph_view
+from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
+from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, SiteModel, search_text
+from .site_related import all_related, related_view
+from .site_search import titles_script
+from .site_timeline import timeline
+
+__all__ = ["SitePages", "NAV", "MEDIA_TYPES"]
+
+NAV = [
+    ("index.html", "Home", "home"),
+    ("cases.html", "Cases", "cases"),
+    ("evidence.html", "Evidence table", "evidence"),
+    ("drugs.html", "Drugs", "drugs"),
+    ("genes.html", "Genes", "genes"),
+    ("diseases.html", "Conditions", "diseases"),
+    ("graph.html", "Network", "graph"),
+    ("queries.html", "Queries", "queries"),
+    ("downloads.html", "Downloads", "downloads"),
+    ("docs/format.html", "Docs", "docs"),
+    ("search.html", "Search", "search"),
+]
+
+MEDIA_TYPES = {
+    ".ttl": "text/turtle", ".nt": "application/n-triples", ".nq": "application/n-quads", ".trig": "application/trig",
+    ".jsonld": "application/ld+json", ".graphml": "application/graphml+xml", ".json": "application/schema+json",
+    ".csv": "text/csv", ".rq": "application/sparql-query", ".yaml": "application/yaml", ".txt": "text/plain",
+}
+RDF_FILES = {"evidence.ttl", "evidence.nt", "evidence.nq", "evidence.trig", "evidence.jsonld"}
+_SHORT_DOWNLOADS = ("evidence.ttl", "evidence.jsonld", "evidence.csv", "evidence.graphml", "shapes.ttl", "ontology.ttl")
+
+
+def _csv_cell(value: str) -> str:
+    """Cells that a spreadsheet would run as a formula get a leading apostrophe."""
+    if value[:1] in ("=", "+", "@", "\t", "\r") or (value[:1] == "-" and not value[1:2].isdigit()):
+        return "'" + value
+    return value
+
+
+class SitePages:
+    def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float]):
+        self.kb = kb
+        self.compiled = compiled
+        self.env = env
+        self.templates = templates
+        self.writer = writer
+        self.out: Path = writer.out
+        self.base_downloads = downloads
+        self.timings = timings
+        t = time.perf_counter()
+        self.m = SiteModel(kb, compiled.ns, compiled.term_iris)
+        self.timings["site model"] = time.perf_counter() - t
+        cov = self.m.coverage()
+        what = ", ".join(f"{c}s" for c in cov["classes"]) if cov["classes"] else ", ".join(self.m.label("drugs", d) for d in cov["drugs"])
+        where = ", ".join(self.m.label("diseases", k) for k in cov["conditions"])
+        self.site_name = "evidence"
+        self.description = f"Curated evidence from published case reports: {what} in {where}." if cov["drugs"] else "Curated evidence from published case reports."
+        from .render import safe_href
+        from .site_html import Ui
+
+        env.globals.update(
+            m=self.m, ui=Ui(self.m, safe_href), site_name=self.site_name, site_description=self.description, nav=NAV, base_iri=kb.config.base_iri,
+            n_files=len(kb.files), repository=kb.config.repository or "", levels=self.m.levels,
+        )
+        self._templates: dict[str, Any] = {}
+        self._deferred: list[tuple[str, str, dict[str, Any]]] | None = None
+        self.search_docs: list[tuple[str, str, str, str]] = []  # (path, title, kind, text) for the search index
+        self.search_copies: dict[str, str] = {}  # pages indexed as they are
+
+    # ------------------------------------------------------------------------------ plumbing
+    def page(self, rel: str, template: str, origin: str, **ctx: Any) -> None:
+        ctx.setdefault("root", "../" * rel.count("/"))
+        ctx.setdefault("indexed", False)
+        if self._deferred is not None:  # rendered later, by run_deferred, maybe in parallel
+            self.writer.claim(rel, origin)
+            self._deferred.append((rel, template, ctx))
+            return
+        html = self.render(rel, template, ctx)
+        if ctx["indexed"]:
+            self.search_copies[rel] = html
+        self.writer.text(rel, html, origin)
+
+    def render(self, rel: str, template: str, ctx: dict[str, Any]) -> str:
+        tpl = self._templates.get(template)
+        if tpl is None:
+            tpl = self._templates[template] = self.env.get_template(template)
+        try:
+            lazy = ctx.get("lazy")
+            if lazy is not None:  # the rest of the context, computed where the page is rendered
+                ctx = {**ctx, **lazy()}
+            return tpl.render(**ctx)
+        except RenderError:
+            raise
+        except Exception as exc:  # a template bug: say which page and template
+            raise RenderError(f"cannot render {rel} from {template}: {type(exc).__name__}: {exc}") from exc
+
+    def run_deferred(self) -> None:
+        """Render the deferred pages: in forked worker processes when there are many of them
+        (each page depends on nothing but the model, so the output is the same)."""
+        jobs, self._deferred = self._deferred or [], None
+        workers = min(WORKERS, len(jobs) // PAGES_PER_WORKER)
+        if workers < 2 or "fork" not in mp.get_all_start_methods():
+            for rel, template, ctx in jobs:
+                (self.out / rel).write_bytes(self.render(rel, template, ctx).encode("utf-8"))
+        else:
+            global _POOL_JOBS
+            _POOL_JOBS = (self, jobs)
+            try:
+                step = max(50, len(jobs) // (workers * 8))
+                chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
+                with mp.get_context("fork").Pool(workers) as pool:
+                    for error in pool.imap_unordered(_render_chunk, chunks):
+                        if error:
+                            raise RenderError(error)
+            finally:
+                _POOL_JOBS = None
+        self.writer.files.extend(self.out / rel for rel, _t, _c in jobs)
+
+    def write_all(self) -> None:
+        steps = [
+            ("assets", self.assets), ("graph", self.network), ("cases", self.cases), ("entities", self.entities),
+            ("lists", self.lists), ("evidence table", self.evidence), ("queries", self.queries), ("docs", self.docs),
+            ("contributors", self.contributors), ("downloads", self.downloads), ("home", self.home), ("search page", self.search),
+        ]
+        for name, step in steps:
+            t = time.perf_counter()
+            if name == "cases":
+                self._deferred = []
+            step()
+            if name == "lists":
+                self.run_deferred()
+            self.timings[f"site {name}"] = time.perf_counter() - t
+
+    # ------------------------------------------------------------------------------ assets
+    def assets(self) -> None:
+        static = self.templates / "static"
+        for p in sorted(static.rglob("*")) if static.is_dir() else []:
+            if p.is_file():
+                self.writer.data(f"static/{p.relative_to(static).as_posix()}", p.read_bytes(), "the site's own assets")
+        lic = self.templates / "licences"
+        names = []
+        for p in sorted(lic.glob("*.txt")) if lic.is_dir() else []:
+            self.writer.data(f"licences/{p.name}", p.read_bytes(), "licences")
+            names.append(p.name)
+        self.page("licences/index.html", "licences.html", "licences", title="Licences", page_kind="licences", names=names)
+        # The vocabulary files, as curated, and as one JSON document.
+        vocab_dir = self.kb.config.kb_dir / "vocabulary"
+        for p in sorted(vocab_dir.glob("*.yaml")):
+            self.writer.data(f"vocabulary/{p.name}", p.read_bytes(), "vocabulary downloads")
+        vocab = {kind: {k: t.model_dump(mode="json", exclude_none=True) for k, t in sorted(terms.items())} for kind, terms in sorted(self.kb.vocab.items())}
+        self.writer.text("vocabulary.json", json.dumps(vocab, indent=1, sort_keys=True, ensure_ascii=False) + "\n", "vocabulary downloads")
+
+    # ------------------------------------------------------------------------------ network
+    def network(self) -> None:
+        m = self.m
+        self.g = evidence_graph(self.compiled)
+        t = time.perf_counter()
+        self.related = all_related(self.g)
+        self.timings["site related cases"] = time.perf_counter() - t
+        self.case_titles = {m.ns.case(cid): m.kb.cases[cid].title for cid in m.case_ids}
+        labels: dict[str, tuple[str, str]] = {}
+        for iri, (kind, key) in m.iri_entity.items():
+            if kind == "cases":
+                labels[iri] = (key, m.kb.cases[key].title)
+            elif kind == "sources":
+                labels[iri] = (short_citation(m.kb.sources[key]), citation_text(m.kb.sources[key]))
+            else:
+                labels[iri] = (m.label(kind, key), m.label(kind, key))
+        view = graph_view(self.g, m.iri_url, labels)
+        self.page("graph.html", "graph.html", "the network view", title="Evidence network", page_kind="graph", view=view,
+                  paths=view.paths(), adjacency=view.adjacency(), kinds=sorted({n.kind for n in view.nodes}))
+
+    # ------------------------------------------------------------------------------ cases
+    def cases(self) -> None:
+        m = self.m
+        for cid in m.case_ids:
+            c = m.kb.cases[cid]
+            self.page(m.url("cases", cid), "case.html", f"case {cid}", title=c.title, description=f"Case report {cid}: {c.title}",
+                      page_kind="cases", indexed=True, lazy=functools.partial(self._case_context, cid))
+
+    def _case_context(self, cid: str) -> dict[str, Any]:
+        m = self.m
+        ns = m.ns
+        c = m.kb.cases[cid]
+        exposures: dict[str, list] = defaultdict(list)
+        timelines: dict[str, dict] = {}
+        course = {"dechallenge": False, "rechallenge": False, "dechallenge_anchor": "", "rechallenge_anchor": ""}
+        for e in m.case_exposures(c):
+            exposures[e.patient.id].append(e)
+            if e.treatment.phases:
+                tl = timelines[e.anchor] = timeline(e, m.label)
+                if tl["rechallenge"] and not course["rechallenge"]:
+                    course.update(rechallenge=True, rechallenge_anchor=f"{e.anchor}-course")
+                if tl["dechallenge"] and not course["dechallenge"]:
+                    course.update(dechallenge=True, dechallenge_anchor=f"{e.anchor}-course")
+            else:
+                timelines[e.anchor] = {}
+        sources = [(ref, m.kb.sources[ref.source]) for ref in c.sources]
+        iri = ns.case(cid)
+        term_iris = self.compiled.term_iris
+        about: list[dict[str, Any]] = []
+        for d in m.case_drugs(c):
+            about.append({"@type": "Drug", "name": m.label("drugs", d), **_same_as(term_iris.get(("drugs", d)))})
+        for k in c.conditions:
+            about.append({"@type": "MedicalCondition", "name": m.label("diseases", k), **_same_as(term_iris.get(("diseases", k)))})
+        for gk in m.case_genes(c):
+            about.append({"@type": "Gene", "name": m.label("genes", gk), **_same_as(term_iris.get(("genes", gk)))})
+        jsonld = case_jsonld(c, iri, m.kb.config.base_iri, [s for _, s in sources], about, [(f"{cid}.ttl", "text/turtle"), (f"{cid}.jsonld", "application/ld+json")])
+        primary = m.primary_source(c)
+        curators = ", ".join(cur.name for cur in c.curation.curators)
+        cite = (f"{self.site_name}: {c.title}. Curated case record {cid}, by {curators}; created {c.curation.created.isoformat()}"
+                + (f", updated {c.curation.updated.isoformat()}" if c.curation.updated else "") + f". {iri}"
+                + (f". Based on: {citation_text(primary)}" if primary else ""))
+        f = m.kb.files.get(f"case:{cid}")
+        return dict(
+            c=c, sources=sources, exposures=exposures, timelines=timelines, course=course,
+            outcome_of={p.id: {o.id: o for o in p.outcomes} for p in c.patients},
+            drug_of={p.id: {t.id: t.drug for t in p.treatments} for p in c.patients},
+            only_secondary=m.case_only_secondary(c), secondary=m.secondary_sources(c),
+            related=related_view(self.related.get(iri, []), m.iri_url, self.case_titles),
+            jsonld=json_script(jsonld), iri=iri, cite_text=cite, edit_url=m.edit_url(c),
+            case_file=f.display if f else f"{m.kb.config.kb}/{cid}.yaml",
+        )
+
+    # ------------------------------------------------------------------------------ entities
+    def entities(self) -> None:
+        m = self.m
+        for key in m.pages("drugs"):
+            exps = m.by_drug.get(key, [])
+            doses: dict[str, int] = defaultdict(int)
+            outcomes: dict[tuple[str, str], int] = defaultdict(int)
+            aes: dict[str, int] = defaultdict(int)
+            for e in exps:
+                doses[f"{dose_text(e.treatment.dose)}, {e.treatment.frequency}, {e.treatment.route}, for {human_duration(e.treatment.duration)}"] += 1
+                for o in e.outcomes:
+                    outcomes[(o.measure, o.response)] += 1
+                for a in e.adverse_events:
+                    aes[a.term] += 1
+            self.page(m.url("drugs", key), "drug.html", f"drug {key}", title=m.label("drugs", key), page_kind="drugs", indexed=True,
+                      key=key, t=m.term("drugs", key), exps=exps, doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
+                      outcomes=sorted(outcomes.items(), key=lambda kv: (m.label("measures", kv[0][0]).lower(), RESPONSE_ORDER.index(kv[0][1]))),
+                      aes=sorted(aes.items()), prior=m.prior.get(key, []))
+        for key in m.pages("genes"):
+            carriers = m.genotyped.get(key, [])
+            variants = sorted(h for h, v in m.variants.items() if v["gene"] == key)
+            drugs: dict[str, set] = defaultdict(set)
+            for c, p, _g in carriers:
+                for t in p.treatments:
+                    drugs[t.drug].add((c.id, p.id))
+            self.page(m.url("genes", key), "gene.html", f"gene {key}", title=m.label("genes", key), page_kind="genes", indexed=True,
+                      key=key, t=m.term("genes", key), carriers=carriers, variants=variants,
+                      drugs=sorted(((d, len(ps)) for d, ps in drugs.items()), key=lambda x: (-x[1], x[0])),
+                      targeted_by=m.targeted_by.get(key, []))
+        for hgvs in m.pages("variants"):
+            v = m.variants[hgvs]
+            self.page(m.url("variants", hgvs), "variant.html", f"variant {hgvs}", title=m.label("variants", hgvs), page_kind="variants", indexed=True,
+                      v=v, hgvs=hgvs, iri=m.ns.variant(hgvs))
+        for key in m.pages("diseases"):
+            treated = [e for e in m.exposures if key in e.conditions] if len(m.exposures) < 5000 else self._by_condition().get(key, [])
+            self.page(m.url("diseases", key), "disease.html", f"condition {key}", title=m.label("diseases", key), page_kind="diseases", indexed=True,
+                      key=key, t=m.term("diseases", key), cases=m.case_conditions.get(key, []), diagnosed=m.diagnosed.get(key, []),
+                      comorbid=m.comorbid.get(key, []), treated=treated, drug_summary=_drug_summary(treated))
+        for key in m.pages("measures"):
+            self.page(m.url("measures", key), "measure.html", f"measure {key}", title=m.label("measures", key), page_kind="measures", indexed=True,
+                      key=key, t=m.term("measures", key), outcomes=m.outcomes_by_measure.get(key, []), cohort=m.cohort_outcomes.get(key, []))
+        for key in m.pages("phenotypes"):
+            self.page(m.url("phenotypes", key), "phenotype.html", f"phenotype {key}", title=m.label("phenotypes", key), page_kind="phenotypes",
+                      indexed=True, key=key, t=m.term("phenotypes", key), events=m.ae_by_term.get(key, []), cohort=m.cohort_aes.get(key, []),
+                      comorbid=m.comorbid.get(key, []))
+        for sid in m.pages("sources"):
+            s = m.kb.sources[sid]
+            self.page(m.url("sources", sid), "source.html", f"source {sid}", title=short_citation(s), description=citation_text(s),
+                      page_kind="sources", indexed=True, s=s, cases=m.cases_citing.get(sid, []), claims=m.claims_citing.get(sid, 0),
+                      retold_by=m.reported_by.get(sid, []))
+
+    def _by_condition(self) -> dict[str, list]:
+        if not hasattr(self, "_cond"):
+            d: dict[str, list] = defaultdict(list)
+            for e in self.m.exposures:
+                for k in e.conditions:
+                    d[k].append(e)
+            self._cond = d
+        return self._cond
+
+    def lists(self) -> None:
+        m = self.m
+        for kind, (one, many) in ENTITY_KINDS.items():
+            keys = m.pages(kind)
+            rows = []
+            for key in keys:
+                rows.append(self._list_row(kind, key))
+            headers = {"cases": ["Case report", "Design", "Evidence", "Patients", "Drugs", "Conditions", "Curated"],
+                       "drugs": ["Drug", "Class", "Patients treated", "Identifiers"],
+                       "genes": ["Gene", "Name", "Patients genotyped", "Variants"],
+                       "variants": ["Variant", "Protein", "Gene", "Carriers"],
+                       "diseases": ["Condition", "Cases", "Patients diagnosed", "Identifiers"],
+                       "measures": ["Outcome measure", "Outcomes recorded", "Description"],
+                       "phenotypes": ["Term", "Adverse events", "As comorbidity", "Identifiers"],
+                       "sources": ["Source", "Title", "Kind", "Cases", "Identifiers"]}[kind]
+            if kind == "cases":
+                rows.sort(key=lambda r: r["sort"])
+            self.page(f"{kind}.html", "list.html", f"the list of {many}", title=many[:1].upper() + many[1:], page_kind=kind,
+                      headers=headers, rows=rows, kind=kind, one=one, many=many)
+
+    def _list_row(self, kind: str, key: str) -> dict[str, Any]:
+        m = self.m
+        cells: list[Any]
+        if kind == "cases":
+            c = m.kb.cases[key]
+            cells = [c.study_design, f"{c.evidence_level.scale.upper()} {c.evidence_level.level}", str(m.case_patients(c)),
+                     ", ".join(m.label("drugs", d) for d in m.case_drugs(c)), ", ".join(m.label("diseases", k) for k in c.conditions),
+                     m.case_date(c).isoformat()]
+            return {"url": m.url(kind, key), "label": c.title, "sub": key, "cells": cells, "sort": (c.id,)}
+        if kind == "drugs":
+            t = m.term(kind, key)
+            cells = [getattr(t, "drug_class", None) or "", str(len({(e.case.id, e.patient.id) for e in m.by_drug.get(key, [])})), ", ".join(t.identifiers) if t else ""]
+        elif kind == "genes":
+            t = m.term(kind, key)
+            cells = [t.label if t else "", str(len(m.genotyped.get(key, []))), str(sum(1 for v in m.variants.values() if v["gene"] == key))]
+        elif kind == "variants":
+            v = m.variants[key]
+            cells = [v["protein"] or "", m.label("genes", v["gene"]), str(len(v["carriers"]))]
+        elif kind == "diseases":
+            t = m.term(kind, key)
+            cells = [str(len(m.case_conditions.get(key, []))), str(len(m.diagnosed.get(key, []))), ", ".join(t.identifiers) if t else ""]
+        elif kind == "measures":
+            t = m.term(kind, key)
+            cells = [str(len(m.outcomes_by_measure.get(key, [])) + len(m.cohort_outcomes.get(key, []))), (t.description or "") if t else ""]
+        elif kind == "phenotypes":
+            t = m.term(kind, key)
+            cells = [str(len(m.ae_by_term.get(key, []))), str(len(m.comorbid.get(key, []))), ", ".join(t.identifiers) if t else ""]
+        else:
+            s = m.kb.sources[key]
+            ids = [x for x in (f"doi:{s.doi}" if s.doi else "", f"PMID {s.pmid}" if s.pmid else "", s.pmcid or "") if x]
+            cells = [s.title, s.kind, str(len(m.cases_citing.get(key, []))), ", ".join(ids)]
+        return {"url": m.url(kind, key), "label": m.label(kind, key), "sub": "", "cells": cells, "sort": (m.label(kind, key).lower(), key)}
+
+    # ------------------------------------------------------------------------------ evidence table
+    def evidence(self) -> None:
+        m = self.m
+        rows = m.evidence_rows()
+        columns = EVIDENCE_COLUMNS
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["scope", *columns])
+        for r in rows:
+            w.writerow([r.scope, *(_csv_cell(r.cells.get(c, "")) for c in columns)])
+        self.writer.text("evidence.csv", buf.getvalue(), "the evidence table CSV")
+        options: dict[str, list[str]] = {}
+        for f in ("drug", "gene", "condition", "response", "level"):
+            vals = sorted({v for r in rows for v in r.filters.get(f, [])}, key=lambda v: (v == NR, v.lower()))
+            if f == "response":
+                order = [*RESPONSE_ORDER, "not graded", "no outcome recorded"]
+                vals = sorted(vals, key=lambda v: order.index(v) if v in order else 99)
+            options[f] = vals
+        self.page("evidence.html", "evidence.html", "the evidence table", title="Evidence table", page_kind="evidence",
+                  rows=rows, columns=columns, options=options, n_patient_rows=sum(1 for r in rows if r.scope == "patient"))
+
+    # ------------------------------------------------------------------------------ query library
+    def queries(self) -> None:
+        m = self.m
+        lib = load_library(self.kb.config.kb_dir / "queries")
+        prefixes = m.ns.prefixes()
+        shown = []
+        for q in lib:
+            try:
+                res = run_query(self.compiled, q.text)
+            except QueryError as exc:
+                raise RenderError(f"{q.path}: the library query failed: {exc.message}") from None
+            self.writer.data(f"queries/{q.name}.rq", q.path.read_bytes(), f"query {q.name}")
+            rows: list[list[dict[str, str]]] = []
+            csv_buf = io.StringIO()
+            cw = csv.writer(csv_buf, lineterminator="\n")
+            if res.kind == "select":
+                cw.writerow(res.variables)
+                for r in res.rows:
+                    cw.writerow([_csv_cell(_term_text(r[v])) for v in res.variables])
+                    if len(rows) < 500:
+                        rows.append([self._cell(r[v], prefixes) for v in res.variables])
+                self.writer.text(f"queries/{q.name}.csv", csv_buf.getvalue(), f"query {q.name} results")
+            shown.append({"q": q, "res": res, "rows": rows, "total": len(res.rows), "csv": f"queries/{q.name}.csv" if res.kind == "select" else ""})
+        self.library = shown
+        self.page("queries.html", "queries.html", "the query library", title="Query library", page_kind="queries", indexed=True,
+                  queries=shown, prefixes=sorted(prefixes.items()))
+
+    def _cell(self, term: Any, prefixes: dict[str, str]) -> dict[str, str]:
+        if term is None:
+            return {"text": "", "url": "", "ext": ""}
+        if isinstance(term, ox.NamedNode):
+            iri = term.value
+            if iri in self.m.iri_url:
+                kind, key = self.m.iri_entity[iri]
+                return {"text": self.m.label(kind, key) if kind not in ("cases", "sources") else key, "url": self.m.iri_url[iri], "ext": ""}
+            for p, base in sorted(prefixes.items(), key=lambda kv: -len(kv[1])):
+                if iri.startswith(base):
+                    return {"text": f"{p}:{iri[len(base):]}", "url": "", "ext": iri}
+            return {"text": iri, "url": "", "ext": iri}
+        return {"text": _term_text(term), "url": "", "ext": ""}
+
+    # ------------------------------------------------------------------------------ docs
+    def docs(self) -> None:
+        m = self.m
+        vocab = []
+        for kind in S.VOCABULARY_KINDS:
+            terms = sorted(self.kb.vocab.get(kind, {}).items(), key=lambda kv: kv[0].lower())
+            vocab.append((kind, terms))
+        self.page("docs/format.html", "docs_format.html", "the format docs", title="The case format", page_kind="docs", indexed=True,
+                  models=format_docs(), lists=fixed_lists())
+        self.page("docs/vocabulary.html", "docs_vocabulary.html", "the vocabulary docs", title="Vocabulary", page_kind="docs", indexed=True,
+                  vocab=vocab, lists=fixed_lists(), concepts=sorted(m.levels.items()))
+
+    def contributors(self) -> None:
+        self.page("contributors.html", "contributors.html", "the contributors page", title="Contributors", page_kind="contributors",
+                  indexed=True, people=self.m.contributors())
+
+    # ------------------------------------------------------------------------------ downloads
+    def download_list(self) -> list[dict[str, Any]]:
+        known = {d["href"]: d for d in self.base_downloads}
+        extra = [
+            ("evidence.csv", "the evidence table: every patient x treatment x outcome, and the cohort-level counts, CSV"),
+            ("vocabulary.json", "the vocabulary (genes, drugs, diseases, measures, phenotypes), JSON"),
+        ]
+        for name in sorted(p.name for p in (self.out / "schema").glob("*.json")):
+            if f"schema/{name}" not in known:
+                extra.append((f"schema/{name}", f"JSON Schema of {name.replace('.schema.json', '').replace('vocabulary-', 'kb/vocabulary/')} files"))
+        for name in sorted(p.name for p in (self.out / "vocabulary").glob("*.yaml")):
+            extra.append((f"vocabulary/{name}", f"kb/vocabulary/{name} as curated, YAML"))
+        out = []
+        for d in [*self.base_downloads, *({"href": h, "name": h, "description": t} for h, t in extra)]:
+            p = self.out / d["href"]
+            if not p.is_file():
+                continue
+            out.append({**d, "media": MEDIA_TYPES.get(p.suffix, "application/octet-stream"), "size": human_bytes(p.stat().st_size),
+                        "bytes": p.stat().st_size, "rdf": d["href"] in RDF_FILES})
+        return out
+
+    def downloads(self) -> None:
+        self.all_downloads = self.download_list()
+        case_files = [(cid, self.m.url("cases", cid)) for cid in self.m.case_ids[:5]]
+        self.page("downloads.html", "downloads.html", "the downloads page", title="Downloads", page_kind="downloads",
+                  downloads=self.all_downloads, queries=self.library, case_files=case_files, n_cases=len(self.m.case_ids))
+
+    # ------------------------------------------------------------------------------ home, search
+    def home(self) -> None:
+        m = self.m
+        cov = m.coverage()
+        keywords = [m.label("drugs", d) for d in cov["drugs"]] + [m.label("diseases", k) for k in cov["conditions"]] + [m.label("genes", g) for g in cov["genes"]]
+        curators: dict[tuple[str, str | None], S.Curator] = {}
+        for cid in m.case_ids:
+            for cur in m.kb.cases[cid].curation.curators:
+                curators.setdefault((cur.name, cur.orcid), cur)
+        modified = max((m.case_date(m.kb.cases[cid]) for cid in m.case_ids), default=None)
+        mod = modified.isoformat() if modified else ""
+        nt = self.out / "evidence.nt"
+        triples = nt.read_bytes().count(b"\n") if nt.is_file() else None
+        base = m.kb.config.base_iri
+        schema_org = home_jsonld(self.site_name, self.description, base, self.all_downloads, keywords, list(curators.values()), mod)
+        dcat = dcat_void_jsonld(self.site_name, self.description, base, m.ns.ev, self.all_downloads, triples,
+                                m.ns.case(m.case_ids[0]) if m.case_ids else None, mod)
+        short = [d for d in self.all_downloads if d["href"] in _SHORT_DOWNLOADS]
+        self.page("index.html", "index.html", "the home page", title="Home", page_kind="home", coverage=cov, counts=m.counts(),
+                  matrix=m.matrix(), newest=m.newest(10), n_cases=len(m.case_ids), downloads_short=short,
+                  jsonld_schema=json_script(schema_org), jsonld_dcat=json_script(dcat))
+
+    def search(self) -> None:
+        m = self.m
+        entries: list[tuple[str, str, str]] = []
+        for kind, (one, _many) in ENTITY_KINDS.items():
+            for key in m.pages(kind):
+                label = m.label(kind, key)
+                if kind == "cases":
+                    label = f"{m.kb.cases[key].title} ({key})"
+                elif kind == "sources":
+                    label = citation_text(m.kb.sources[key])
+                entries.append((label, one, m.url(kind, key) or ""))
+        for href, text, _k in NAV:
+            entries.append((text, "page", href))
+        for kind, (one, _many) in ENTITY_KINDS.items():
+            for key in m.pages(kind):
+                title, words = search_text(m, kind, key)
+                self.search_docs.append((m.url(kind, key) or "", title, one, words))
+        self.writer.text("search-titles.js", titles_script(entries), "the search page")
+        self.page("search.html", "search.html", "the search page", title="Search", page_kind="search")
+
+
+WORKERS = int(os.environ.get("EVIDENCE_SITE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
+PAGES_PER_WORKER = 200  # below this a worker process costs more than it saves
+_POOL_JOBS: tuple[SitePages, list] | None = None
+
+
+def _render_chunk(bounds: tuple[int, int]) -> str:
+    """In a forked worker: render and write pages [start, end) of the deferred jobs."""
+    assert _POOL_JOBS is not None
+    pages, jobs = _POOL_JOBS
+    try:
+        for rel, template, ctx in jobs[bounds[0]:bounds[1]]:
+            (pages.out / rel).write_bytes(pages.render(rel, template, ctx).encode("utf-8"))
+    except Exception as exc:  # sent back as text: an exception may not survive pickling
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def _term_text(term: Any) -> str:
+    if term is None:
+        return ""
+    return term.value if hasattr(term, "value") else str(term)
+
+
+def _same_as(iri: str | None) -> dict[str, Any]:
+    return {"sameAs": iri} if iri else {}
+
+
+def _drug_summary(exps: list) -> list[tuple[str, int]]:
+    d: dict[str, set] = defaultdict(set)
+    for e in exps:
+        d[e.treatment.drug].add((e.case.id, e.patient.id))
+    return sorted(((k, len(v)) for k, v in d.items()), key=lambda kv: (-kv[1], kv[0]))
