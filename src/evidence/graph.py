@@ -15,7 +15,7 @@ import networkx as nx
 
 from .compile import Compiled
 
-__all__ = ["evidence_graph", "graphml_bytes", "related_cases", "EDGE_QUERY"]
+__all__ = ["evidence_graph", "graphml_bytes", "related_cases", "case_entities", "EDGE_QUERY"]
 
 # (subject kind, edge label, object kind, SPARQL pattern binding ?s ?o)
 _EDGES: list[tuple[str, str, str, str]] = [
@@ -76,31 +76,40 @@ def graphml_bytes(g: nx.MultiDiGraph) -> bytes:
     return buf.getvalue()
 
 
+def case_entities(g: nx.MultiDiGraph, case: str) -> set[str]:
+    """The drugs, genes, variants and diseases a case reaches (directly or through a patient)."""
+    found: set[str] = set()
+    for _, x in g.out_edges(case):
+        kind = g.nodes[x]["kind"]
+        if kind == "disease":
+            found.add(x)
+        elif kind == "patient":
+            found.update(y for _, y in g.out_edges(x) if g.nodes[y]["kind"] in ("drug", "gene", "variant", "disease"))
+    return found
+
+
 def related_cases(g: nx.MultiDiGraph, case_iri: str, limit: int = 10) -> list[tuple[str, float, list[str]]]:
     """Cases that share drugs, genes, variants or diseases with ``case_iri``, best first.
 
     Returns (case IRI, Jaccard similarity of the shared entities, labels of what they share).
+    Only cases reached through a shared entity are compared, and each case's entities are worked
+    out once: the cost follows the neighbourhood, not the size of the kb.
     """
-    def entities(case: str) -> set[str]:
-        found: set[str] = set()
-        for _, patient_or_thing, _data in g.out_edges(case, data=True):
-            kind = g.nodes[patient_or_thing]["kind"]
-            if kind in ("disease",):
-                found.add(patient_or_thing)
-            if kind == "patient":
-                for _, x in g.out_edges(patient_or_thing):
-                    if g.nodes[x]["kind"] in ("drug", "gene", "variant", "disease"):
-                        found.add(x)
-        return found
-
     if case_iri not in g:
         return []
-    mine = entities(case_iri)
+    mine = case_entities(g, case_iri)
+    candidates: set[str] = set()
+    for e in mine:  # entity <- patient <- case, or entity <- case
+        for p in g.predecessors(e):
+            kind = g.nodes[p]["kind"]
+            if kind == "case":
+                candidates.add(p)
+            elif kind == "patient":
+                candidates.update(c for c in g.predecessors(p) if g.nodes[c]["kind"] == "case")
+    candidates.discard(case_iri)
     scores: dict[str, tuple[float, list[str]]] = {}
-    for other, data in g.nodes(data=True):
-        if data["kind"] != "case" or other == case_iri:
-            continue
-        theirs = entities(other)
+    for other in candidates:
+        theirs = case_entities(g, other)
         shared = mine & theirs
         if shared:
             scores[other] = (len(shared) / len(mine | theirs), sorted(g.nodes[x]["label"] for x in shared))
