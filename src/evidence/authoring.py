@@ -20,7 +20,6 @@ import functools
 import io
 import re
 import sys
-import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
@@ -31,6 +30,7 @@ import yaml
 from pydantic import BaseModel
 
 from . import schema as S
+from .annotations import MapOf, accepts_not_reported, choices, list_item, models_in, unwrap
 from .config import Config, load_config
 from .load import discover, file_kind
 from .yamlio import load_yaml_text
@@ -57,50 +57,8 @@ class FormatError(Exception):
 # ============================================================================ types of a field
 
 
-@dataclass(frozen=True)
-class _MapOf:
-    """A vocabulary file: a mapping of term key to an entry of ``model``."""
-
-    model: type[BaseModel]
-
-
-def _unwrap(ann: Any) -> list[Any]:
-    """The alternatives of an annotation, through Annotated, Optional and unions."""
-    origin = typing.get_origin(ann)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(ann)[0])
-    if origin is typing.Union or type(ann).__name__ == "UnionType":
-        return [t for a in typing.get_args(ann) for t in _unwrap(a)]
-    return [ann]
-
-
-def _models(ann: Any) -> list[type[BaseModel]]:
-    return [t for t in _unwrap(ann) if isinstance(t, type) and issubclass(t, BaseModel)]
-
-
-def _list_item(ann: Any) -> Any | None:
-    for t in _unwrap(ann):
-        if typing.get_origin(t) is list:
-            return typing.get_args(t)[0]
-    return None
-
-
-def _choices(ann: Any) -> list[str]:
-    out: list[str] = []
-    for t in _unwrap(ann):
-        if typing.get_origin(t) is typing.Literal:
-            out.extend(str(a) for a in typing.get_args(t))
-        elif isinstance(t, type) and issubclass(t, Enum):
-            out.extend(str(e.value) for e in t)
-    return list(dict.fromkeys(out))
-
-
-def _accepts_not_reported(ann: Any) -> bool:
-    return S.NOT_REPORTED in _choices(ann)
-
-
 def _scalar_kind(ann: Any) -> str:
-    names = {getattr(t, "__name__", "") for t in _unwrap(ann)}
+    names = {getattr(t, "__name__", "") for t in unwrap(ann)}
     for kind, label in (("date", "a date, YYYY-MM-DD"), ("bool", "true or false"), ("int", "a whole number"), ("float", "a number")):
         if kind in names:
             return label
@@ -164,12 +122,12 @@ def _comment(info: Any, required: bool) -> str:
     parts = []
     if info.description:
         parts.append(info.description.rstrip("."))
-    choices = [c for c in _choices(info.annotation) if c != S.NOT_REPORTED]
-    if choices and not _models(info.annotation):
-        parts.append("one of: " + " | ".join(choices))
-    elif not choices and not _models(info.annotation) and _list_item(info.annotation) is None and _scalar_kind(info.annotation):
+    options = [c for c in choices(info.annotation) if c != S.NOT_REPORTED]
+    if options and not models_in(info.annotation):
+        parts.append("one of: " + " | ".join(options))
+    elif not options and not models_in(info.annotation) and list_item(info.annotation) is None and _scalar_kind(info.annotation):
         parts.append(_scalar_kind(info.annotation))
-    if _accepts_not_reported(info.annotation):
+    if accepts_not_reported(info.annotation):
         parts.append("or: not reported")
     parts.append("required" if required else "optional")
     return "; ".join(parts)
@@ -193,10 +151,10 @@ def _model_lines(t: _Template, model: type[BaseModel], indent: int, expand: bool
         required = info.is_required()
         ann = info.annotation
         note = _comment(info, required)
-        item = _list_item(ann)
-        nested = _models(ann)
+        item = list_item(ann)
+        nested = models_in(ann)
         default = None if required else info.get_default(call_default_factory=True)
-        structured = nested or (item is not None and _models(item))
+        structured = nested or (item is not None and models_in(item))
         if structured and not (required or expand):
             # An optional structure: shown commented out, every field of it expanded.
             if default not in (None, []):
@@ -221,9 +179,9 @@ def _model_lines(t: _Template, model: type[BaseModel], indent: int, expand: bool
 
 def _field_block(t: _Template, name: str, ann: Any, indent: int, note: str, expand: bool) -> list[str]:
     pad = " " * indent
-    item = _list_item(ann)
-    if item is not None and _models(item):
-        model = _models(item)[0]
+    item = list_item(ann)
+    if item is not None and models_in(item):
+        model = models_in(item)[0]
         lines = [f"{pad}{name}:  # {note}"]
         doc = _doc_once(t, model)
         count = max(1, t.patients) if model is S.Patient else 1
@@ -236,7 +194,7 @@ def _field_block(t: _Template, name: str, ann: Any, indent: int, note: str, expa
             lines.append(f"{pad}  - {body[0].lstrip()}")
             lines.extend(body[1:])
         return lines
-    model = _models(ann)[0]
+    model = models_in(ann)[0]
     lines = [f"{pad}{name}:  # {note}"]
     doc = _doc_once(t, model)
     if doc:
@@ -581,9 +539,9 @@ class _Formatter:
 
     # collections
     def ordered(self, node: yaml.MappingNode, ann: Any) -> list[tuple[yaml.Node, yaml.Node, Any]]:
-        if isinstance(ann, _MapOf):
+        if isinstance(ann, MapOf):
             return [(k, v, ann.model) for k, v in node.value]
-        models = _models(ann)
+        models = models_in(ann)
         if not models:
             return [(k, v, None) for k, v in node.value]
         fields = models[0].model_fields
@@ -606,7 +564,7 @@ class _Formatter:
     def mapping(self, node: yaml.MappingNode, ann: Any, indent: int) -> list[str]:
         out: list[str] = []
         pad = " " * indent
-        parent = _models(ann)[0] if _models(ann) else None
+        parent = models_in(ann)[0] if models_in(ann) else None
         for k, v, child in self.ordered(node, ann):
             key = _inline_string(str(k.value), flow=False)
             lines = self.value(v, child, indent, f"{pad}{key}: ", quote=parent is S.Claim and k.value == "quote")
@@ -628,7 +586,7 @@ class _Formatter:
         flow = self.flow_list(v, len(lead))
         if flow is not None:
             return [lead + flow]
-        return [lead.rstrip()] + self.sequence(v, _list_item(ann), indent + 2)
+        return [lead.rstrip()] + self.sequence(v, list_item(ann), indent + 2)
 
     def sequence(self, node: yaml.SequenceNode, item_ann: Any, indent: int) -> list[str]:
         out: list[str] = []
@@ -645,7 +603,7 @@ class _Formatter:
                 if isinstance(item, yaml.MappingNode):
                     body = self.mapping(item, item_ann, indent + 2)
                 else:
-                    body = self.sequence(item, _list_item(item_ann), indent + 2)
+                    body = self.sequence(item, list_item(item_ann), indent + 2)
                 # The item's first line goes beside the dash ("- id: P1", "- - a"); comments above
                 # that first line go above the dash, after the item's own.
                 lead = 0
@@ -664,7 +622,7 @@ def _root_annotation(kind: str | None) -> Any:
     if kind == "source":
         return S.Source
     if kind and kind.startswith("vocabulary:") and kind.split(":", 1)[1] in S.VOCABULARY_KINDS:
-        return _MapOf(S.VOCABULARY_KINDS[kind.split(":", 1)[1]])
+        return MapOf(S.VOCABULARY_KINDS[kind.split(":", 1)[1]])
     return None
 
 
@@ -686,7 +644,7 @@ def format_text(text: str, kind: str | None = None, path: str = "<string>") -> s
     if isinstance(root, yaml.MappingNode):
         body = f.mapping(root, ann, 0) if root.value else ["{}", *f.end(root, 0)]
     elif isinstance(root, yaml.SequenceNode):
-        body = f.sequence(root, _list_item(ann), 0) if root.value else ["[]", *f.end(root, 0)]
+        body = f.sequence(root, list_item(ann), 0) if root.value else ["[]", *f.end(root, 0)]
     else:
         body = f.scalar_lines(root, "", 0, quote=False, in_map=False) + f.end(root, 0)
     out = "\n".join([*header, *body]) + "\n"

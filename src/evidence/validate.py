@@ -10,7 +10,6 @@ import re
 import typing
 import unicodedata
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from . import schema as S
+from .annotations import MapOf, accepts_not_reported, unwrap
 from .config import Config
 from .duplicates import check_duplicates
 from .errors import Diagnostic, sort_diagnostics
@@ -76,35 +76,15 @@ def _pattern_help(pattern: str) -> str:
     return f"text matching {pattern}"
 
 
-def _unwrap(ann: Any) -> list[Any]:
-    """The concrete types inside Annotated/Optional/Union/list annotations."""
-    origin = typing.get_origin(ann)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(ann)[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        out = []
-        for a in typing.get_args(ann):
-            out.extend(_unwrap(a))
-        return out
-    return [ann]
-
-
-@dataclass(frozen=True)
-class _MapOf:
-    """The root of a vocabulary file: a mapping of any key to entries of ``model``."""
-
-    model: type[BaseModel]
-
-
 def _model_at(root: Any, loc: tuple) -> type[BaseModel] | None:
-    if isinstance(root, _MapOf):
+    if isinstance(root, MapOf):
         if not loc:
             return None
         root, loc = root.model, loc[1:]
     ann: Any = root
     for seg in loc:
-        models = [t for t in _unwrap(ann) if isinstance(t, type) and issubclass(t, BaseModel)]
-        lists = [t for t in _unwrap(ann) if typing.get_origin(t) is list]
+        models = [t for t in unwrap(ann) if isinstance(t, type) and issubclass(t, BaseModel)]
+        lists = [t for t in unwrap(ann) if typing.get_origin(t) is list]
         if isinstance(seg, int):
             if not lists:
                 return None
@@ -113,7 +93,7 @@ def _model_at(root: Any, loc: tuple) -> type[BaseModel] | None:
         if not models or seg not in models[0].model_fields:
             return None
         ann = models[0].model_fields[seg].annotation
-    models = [t for t in _unwrap(ann) if isinstance(t, type) and issubclass(t, BaseModel)]
+    models = [t for t in unwrap(ann) if isinstance(t, type) and issubclass(t, BaseModel)]
     return models[0] if models else None
 
 
@@ -121,13 +101,7 @@ def _accepts_not_reported(root: type[BaseModel], loc: tuple) -> bool:
     model = _model_at(root, loc[:-1])
     if model is None or loc[-1] not in model.model_fields:
         return False
-    ann = model.model_fields[loc[-1]].annotation
-    for t in _unwrap(ann):
-        if typing.get_origin(t) is typing.Literal and S.NOT_REPORTED in typing.get_args(t):
-            return True
-        if isinstance(t, type) and issubclass(t, Enum) and S.NOT_REPORTED in [e.value for e in t]:
-            return True
-    return False
+    return accepts_not_reported(model.model_fields[loc[-1]].annotation)
 
 
 def _clean_loc(data: Any, loc: tuple) -> tuple[tuple, Any, bool]:
@@ -633,7 +607,7 @@ def _parse(f: KbFile) -> tuple[Any, list[Diagnostic]]:
             try:
                 terms[key] = model.model_validate(entry)
             except PydanticValidationError as exc:
-                diags.extend(schema_diagnostics(_MapOf(model), doc, _EntryErrors(exc, key)))  # type: ignore[arg-type]
+                diags.extend(schema_diagnostics(MapOf(model), doc, _EntryErrors(exc, key)))  # type: ignore[arg-type]
         return terms, diags
     model = S.CaseReport if f.kind == "case" else S.Source
     if not isinstance(doc.data, dict):
