@@ -194,3 +194,16 @@ def test_no_triple_stands_in_two_graphs(compiled):
     for q in compiled.quads:
         key = (q.subject, q.predicate, q.object)
         assert seen.setdefault(key, q.graph_name.value) == q.graph_name.value, f"{key} is in {seen[key]} and {q.graph_name.value}"
+
+
+def test_parallel_shape_validation_agrees(compiled, monkeypatch):
+    """Split across worker processes (forced here on the small kb), the shapes still pass on the
+    real graph and still catch a violation that sits in one partition only."""
+    from evidence import shapes as shapes_module
+    from evidence.shapes import validate_compiled
+
+    monkeypatch.setattr(shapes_module, "PARALLEL_FROM", 1)
+    validate_compiled(compiled, shapes_turtle(compiled), workers=2)
+    broken = type(compiled)(ns=compiled.ns, quads=[q for q in compiled.quads if not (q.predicate.value == EV + "drug" and "/wenzel-2016/" in q.subject.value)])
+    with pytest.raises(CompileError, match="wenzel-2016"):
+        validate_compiled(broken, shapes_turtle(compiled), workers=2)

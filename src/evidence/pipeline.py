@@ -19,9 +19,8 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
 from .export import FORMATS, serialize, write_exports
-from .perf import gc_paused
 from .schemafiles import write_schemas
-from .shapes import ontology_triples, shape_triples, validate_shapes
+from .shapes import ontology_triples, shape_triples, validate_compiled
 from .validate import Kb, validate_kb
 
 __all__ = ["BuildReport", "load_and_validate", "compile_checked", "build", "shapes_turtle", "ontology_turtle"]
@@ -86,9 +85,7 @@ def compile_checked(kb: Kb, timings: dict[str, float] | None = None) -> Compiled
     compiled = compile_kb(kb)
     timings["compile"] = time.perf_counter() - t
     t = time.perf_counter()
-    with gc_paused():
-        data_graph = compiled.union_graph()
-    validate_shapes(data_graph, shapes_turtle(compiled))
+    validate_compiled(compiled, shapes_turtle(compiled))
     timings["shacl"] = time.perf_counter() - t
     return compiled
 

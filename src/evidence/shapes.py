@@ -9,7 +9,7 @@ from .errors import CompileError
 from .namespaces import STANDARD, Namespaces
 from .ontology import CLASSES, INDIVIDUALS, PROPERTIES
 
-__all__ = ["ontology_triples", "shape_triples", "validate_shapes"]
+__all__ = ["ontology_triples", "shape_triples", "validate_shapes", "validate_compiled"]
 
 _RDF = STANDARD["rdf"]
 _RDFS = STANDARD["rdfs"]
@@ -115,3 +115,70 @@ def validate_shapes(data_graph, shapes_turtle: str) -> None:
         return
     lines = [ln for ln in str(report_text).splitlines() if ln.strip()]
     raise CompileError("the compiled graph violates its SHACL shapes:\n" + "\n".join(lines[:80]))
+
+
+# Below this many case graphs one process is quicker than forking workers.
+PARALLEL_FROM = 200
+
+
+# The partitions, set before the workers fork so that they inherit them instead of receiving
+# millions of pickled quads (which cost more than the validation saved).
+_PARTS: list = []
+
+
+def _partition_report(args: tuple) -> str | None:
+    """In a worker: validate one partition; None if it conforms, else the report text."""
+    index, shapes_turtle, prefixes = args
+    quads = _PARTS[index]
+    from .perf import gc_paused
+    from .rdflib_bridge import to_rdflib_graph
+
+    with gc_paused():
+        graph = to_rdflib_graph(quads, prefixes)
+    try:
+        validate_shapes(graph, shapes_turtle)
+    except CompileError as exc:
+        return exc.message
+    return None
+
+
+def validate_compiled(compiled, shapes_turtle: str, workers: int | None = None) -> None:
+    """Validate the compiled graph against the shapes, in parallel on large kbs.
+
+    A shape looks at a node and the nodes it points to. Every node of a case lives in that case's
+    graph; what a case points to outside it (sources, vocabulary terms, variants, curators,
+    concepts, the ontology) lives in the other graphs. So the case graphs are split among the
+    workers and every worker also gets all the other graphs: each partition is validated whole.
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .perf import gc_paused
+    from .rdflib_bridge import to_rdflib_graph
+
+    case_prefix = compiled.ns.graph("case", "")
+    by_graph: dict[str, list] = {}
+    for q in compiled.quads:
+        by_graph.setdefault(q.graph_name.value, []).append(q)
+    cases = sorted(g for g in by_graph if g.startswith(case_prefix))
+    common = [q for g, qs in by_graph.items() if not g.startswith(case_prefix) for q in qs]
+    workers = workers or os.cpu_count() or 1
+    prefixes = compiled.ns.prefixes()
+    if workers < 2 or len(cases) < PARALLEL_FROM:
+        with gc_paused():
+            graph = to_rdflib_graph(compiled.quads, prefixes)
+        validate_shapes(graph, shapes_turtle)
+        return
+    parts = [common + [q for g in cases[i::workers] for q in by_graph[g]] for i in range(workers)]
+    import multiprocessing
+
+    global _PARTS
+    _PARTS = parts
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            reports = list(pool.map(_partition_report, [(i, shapes_turtle, prefixes) for i in range(len(parts))]))
+    finally:
+        _PARTS = []
+    failed = [r for r in reports if r]
+    if failed:
+        raise CompileError("\n".join(failed))
