@@ -1,0 +1,82 @@
+"""The whole build, stage by stage, on seeded synthetic kbs: the issue-6 scale benchmark.
+
+    .venv/bin/python bench/build.py                 # 100 and 1,000 cases, 3 runs each
+    .venv/bin/python bench/build.py --large         # ... and 10,000 cases
+    .venv/bin/python bench/build.py --sizes 300 --runs 5
+
+Each run is a fresh child process running `evidence.pipeline.build` into a temporary folder, so
+that its peak memory (ru_maxrss) is its own. Prints medians per stage (validate, compile, SHACL,
+export, render with the search index), total wall time and peak memory, and the growth exponent
+of the total between the two largest sizes (1.0 is linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {src!r})
+from pathlib import Path
+from evidence.config import load_config
+from evidence.pipeline import build
+t = time.perf_counter()
+report = build(load_config(Path({root!r})), Path({out!r}), templates=Path({templates!r}))
+wall = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({{"timings": report.timings, "wall": wall, "peak_mb": peak / 1024, "quads": report.quads, "cases": report.cases}}))
+"""
+
+
+def run_once(root: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        code = CHILD.format(src=str(ROOT / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(ROOT / "site_templates"))
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"build failed on {root}:\n{r.stderr[-3000:]}")
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[100, 1000])
+    ap.add_argument("--large", action="store_true", help="add 10,000 cases")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    import synth
+
+    sizes = sorted(set(args.sizes + ([10000] if args.large else [])))
+    rows = []
+    for n in sizes:
+        out = ROOT / "bench" / "out" / f"synth-{n}-seed{args.seed}"
+        synth.generate(out, n, args.seed)
+        runs = [run_once(out) for _ in range(args.runs)]
+        stages = sorted({k for r in runs for k in r["timings"]})
+        med = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in stages}
+        rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in runs)))
+        print(f"  {n:,} cases done", file=sys.stderr, flush=True)
+    stages = sorted({k for _, _, med, _, _ in rows for k in med})
+    print(f"## evidence build, medians of {args.runs} runs (seconds); peak memory is the largest run's\n")
+    print("| cases | quads | " + " | ".join(stages) + " | total wall | peak MB |")
+    print("| ---: | ---: | " + " | ".join("---:" for _ in stages) + " | ---: | ---: |")
+    for n, quads, med, wall, peak in rows:
+        print(f"| {n:,} | {quads:,} | " + " | ".join(f"{med.get(k, 0):.2f}" for k in stages) + f" | {wall:.2f} | {peak:,.0f} |")
+    if len(rows) >= 2:
+        (n1, _, _, w1, _), (n2, _, _, w2, _) = rows[-2], rows[-1]
+        print(f"\ngrowth exponent of total wall time from {n1:,} to {n2:,} cases: {math.log(w2 / w1) / math.log(n2 / n1):.2f} (1.0 = linear)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
