@@ -53,14 +53,17 @@ def _triples(quads: list[ox.Quad]) -> list[ox.Triple]:
     return sorted(out, key=lambda t: (t.subject.value, t.predicate.value, t.object.value))
 
 
-def serialize(compiled: Compiled, fmt: str, quads: list[ox.Quad] | None = None) -> bytes:
-    """The graph (or ``quads``) in one of FORMATS."""
+def serialize(compiled: Compiled, fmt: str, quads: list[ox.Quad] | None = None, triples: list[ox.Triple] | None = None) -> bytes:
+    """The graph (or ``quads``) in one of FORMATS; ``triples``, if given, are ``quads`` as
+    sorted distinct triples already (working them out is most of the cost of ttl and nt)."""
     quads = quads if quads is not None else compiled.sorted_quads()
     prefixes = compiled.ns.prefixes()
+    if fmt in ("ttl", "nt") and triples is None:
+        triples = _triples(quads)
     if fmt == "ttl":
-        return _sort_prefix_header(ox.serialize(_triples(quads), format=ox.RdfFormat.TURTLE, prefixes=prefixes))
+        return _sort_prefix_header(ox.serialize(triples, format=ox.RdfFormat.TURTLE, prefixes=prefixes))
     if fmt == "nt":
-        return ox.serialize(_triples(quads), format=ox.RdfFormat.N_TRIPLES)
+        return ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES)
     if fmt == "nq":
         return ox.serialize(quads, format=ox.RdfFormat.N_QUADS)
     if fmt == "trig":
@@ -91,10 +94,11 @@ def write_exports(compiled: Compiled, out: Path, formats: list[str] | None = Non
     """Write every export format into ``out``; return the files written."""
     out.mkdir(parents=True, exist_ok=True)
     quads = compiled.sorted_quads()
+    triples = _triples(quads)
     written = []
     for fmt in formats or list(FORMATS):
         name = FORMATS[fmt][0]
-        data = serialize(compiled, fmt, quads)
+        data = serialize(compiled, fmt, quads, triples)
         (out / name).write_bytes(data)
         written.append(out / name)
     (out / "context.jsonld").write_text(json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n", encoding="utf-8")
