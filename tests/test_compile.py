@@ -101,7 +101,7 @@ def test_every_vocabulary_value_is_in_the_graph(kb, compiled):
 def test_lossless_check_catches_a_dropped_field(kb, compiled):
     """The check above can fail: drop every followedBy triple and it must notice."""
     ns = compiled.ns
-    stripped = type(compiled)(ns=ns, quads=[q for q in compiled.quads if q.predicate.value != EV + "followedBy"],
+    stripped = type(compiled).from_quads(ns, [q for q in compiled.quads if q.predicate.value != EV + "followedBy"],
                               concepts=compiled.concepts, term_iris=compiled.term_iris)
     literals, numbers, iris = _graph_values(stripped, {ns.graph("case", "wenzel-2016"), ns.graph("vocabulary")})
     assert not _found("her skin got worse", "followed_by", literals, numbers, iris, stripped, kb)
@@ -143,7 +143,7 @@ def test_graph_conforms_to_its_shapes(compiled):
 
 def test_shapes_catch_a_violation(compiled):
     """A treatment without a drug breaks the shapes, and the build says so."""
-    broken = type(compiled)(ns=compiled.ns, quads=[q for q in compiled.quads if q.predicate.value != EV + "drug"])
+    broken = type(compiled).from_quads(compiled.ns, [q for q in compiled.quads if q.predicate.value != EV + "drug"])
     with pytest.raises(CompileError, match="MinCount"):
         validate_shapes(broken.union_graph(), shapes_turtle(compiled))
 
@@ -204,6 +204,6 @@ def test_parallel_shape_validation_agrees(compiled, monkeypatch):
 
     monkeypatch.setattr(shapes_module, "PARALLEL_FROM", 1)
     validate_compiled(compiled, shapes_turtle(compiled), workers=2)
-    broken = type(compiled)(ns=compiled.ns, quads=[q for q in compiled.quads if not (q.predicate.value == EV + "drug" and "/wenzel-2016/" in q.subject.value)])
+    broken = type(compiled).from_quads(compiled.ns, [q for q in compiled.quads if not (q.predicate.value == EV + "drug" and "/wenzel-2016/" in q.subject.value)])
     with pytest.raises(CompileError, match="wenzel-2016"):
         validate_compiled(broken, shapes_turtle(compiled), workers=2)

@@ -82,8 +82,8 @@ def evil_site(tmp_path_factory) -> Path:
     case["curation"]["curators"] = [{"name": f"Mallory {SCRIPT}"}]
     _dump(kb / "wenzel-2016.yaml", case)
 
-    def validated_then_tampered(config):
-        kbm = load_and_validate(config)
+    def validated_then_tampered(config, paths=None, cache=None):
+        kbm = load_and_validate(config, paths, cache)
         # An address the schema refuses, put in after validation: the renderer must refuse it too.
         kbm.sources["evil-2020"].url = JS
         return kbm

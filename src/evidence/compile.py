@@ -9,7 +9,7 @@ Every node has an IRI (no blank nodes), so that exports are stable and byte-iden
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -17,13 +17,14 @@ from urllib.parse import quote
 import pyoxigraph as ox
 
 from . import schema as S
+from .cache import BuildCache, code_digest, digest
 from .errors import CompileError
 from .namespaces import PRIMARY_PREFIX, STANDARD, Namespaces, curie_to_iri
 from .ontology import CLASSES, PROPERTIES
 from .perf import gc_paused
 from .validate import Kb
 
-__all__ = ["Compiled", "compile_kb", "concept_iri", "term_iri"]
+__all__ = ["Compiled", "Part", "compile_kb", "compile_key", "canonical_nquads", "concept_iri", "term_iri"]
 
 XSD = STANDARD["xsd"]
 RDF_TYPE = ox.NamedNode(STANDARD["rdf"] + "type")
@@ -63,26 +64,80 @@ def _num(x: float | int) -> str:
     return repr(x) if isinstance(x, float) else str(x)
 
 
+def canonical_nquads(quads: Iterable[ox.Quad]) -> bytes:
+    """N-Quads, one distinct line per quad, lines sorted: the same quads give the same bytes."""
+    data = ox.serialize(quads, format=ox.RdfFormat.N_QUADS)
+    if not data:
+        return b""
+    return b"\n".join(sorted(set(data.splitlines()))) + b"\n"
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one kb file compiles to: its own named graph, and what it adds to the shared ones.
+
+    Parts are made one file at a time, so a file that did not change keeps its part (see
+    :mod:`evidence.cache`), and the whole graph is the parts put together.
+    """
+
+    graph: str  # the IRI of the file's named graph
+    nquads: bytes  # its own graph, canonical N-Quads
+    shared: bytes = b""  # quads it adds to the shared graph (variants, curators), canonical
+    concepts: tuple[tuple[str, str, str], ...] = ()  # (iri, scheme, label) of the concepts it uses
+    sources: tuple[str, ...] = ()  # the sources it cites
+
+
 @dataclass
 class Compiled:
-    """The compiled kb: quads, and the views made from them."""
+    """The compiled kb: one canonical N-Quads chunk per named graph, and views made from them.
+
+    The whole graph is ``nquads()``: the chunks in graph order, each sorted by line. Nothing holds
+    one Python object per quad unless asked to (``quads``); the store and every export are made
+    from the bytes in Rust.
+    """
 
     ns: Namespaces
-    quads: list[ox.Quad] = field(default_factory=list)
+    chunks: dict[str, bytes] = field(default_factory=dict)  # graph IRI -> canonical N-Quads
+    parts: dict[str, Part] = field(default_factory=dict)  # graph IRI -> the part of a kb file
     concepts: dict[str, tuple[str, str]] = field(default_factory=dict)  # iri -> (scheme, label)
     term_iris: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> iri
     _store: ox.Store | None = None
+    _quads: list[ox.Quad] | None = None
+
+    @classmethod
+    def from_quads(cls, ns: Namespaces, quads: Iterable[ox.Quad], **views: Any) -> Compiled:
+        """A compiled graph made of given quads (a test that breaks a graph on purpose uses it)."""
+        by_graph: dict[str, list[ox.Quad]] = {}
+        for q in quads:
+            by_graph.setdefault(q.graph_name.value, []).append(q)
+        return cls(ns=ns, chunks={g: canonical_nquads(qs) for g, qs in sorted(by_graph.items())}, **views)
+
+    def graphs(self) -> list[str]:
+        return sorted(self.chunks)
+
+    def nquads(self) -> bytes:
+        """Every quad, canonical: graphs in IRI order, lines sorted within each graph."""
+        return b"".join(self.chunks[g] for g in self.graphs())
+
+    def quad_count(self) -> int:
+        return sum(c.count(b"\n") for c in self.chunks.values())
+
+    @property
+    def quads(self) -> list[ox.Quad]:
+        """Every quad as pyoxigraph objects, in canonical order (made on first use)."""
+        if self._quads is None:
+            self._quads = list(ox.parse(self.nquads(), format=ox.RdfFormat.N_QUADS))
+        return self._quads
 
     def sorted_quads(self) -> list[ox.Quad]:
-        """Quads in one canonical order: by graph, subject, predicate, object (as N-Quads text)."""
-        # Keys are the terms' lexical values; a tie keeps the compile order, itself deterministic.
-        return sorted(dict.fromkeys(self.quads), key=lambda q: (q.graph_name.value, q.subject.value, q.predicate.value, q.object.value))
+        """Quads in one canonical order: by graph, then by their N-Quads line."""
+        return self.quads
 
     def store(self) -> ox.Store:
         """An in-memory pyoxigraph store of every quad (the fast SPARQL engine)."""
         if self._store is None:
             st = ox.Store()
-            st.bulk_extend(self.quads)
+            st.bulk_load(self.nquads(), format=ox.RdfFormat.N_QUADS)
             self._store = st
         return self._store
 
@@ -106,6 +161,10 @@ class _Builder:
         self.out = Compiled(ns=ns)
         self.graph: ox.NamedNode | ox.DefaultGraph = ox.DefaultGraph()
         self.shared_graph = ox.NamedNode(ns.graph("shared"))
+        self.quads: list[ox.Quad] = []  # the current file's own graph
+        self.shared_quads: list[ox.Quad] = []  # what it adds to the shared graph
+        self.used_concepts: dict[str, tuple[str, str]] = {}
+        self.cited: set[str] = set()  # sources the current file points to
         self._nodes: dict[str, ox.NamedNode] = {}
         self.case_sources: dict[str, str] = {}
         for kind, terms in kb.vocab.items():
@@ -128,7 +187,7 @@ class _Builder:
 
     def concept(self, scheme: str, value: str) -> ox.NamedNode:
         iri = concept_iri(self.ns, scheme, value)
-        self.out.concepts[iri] = (scheme, value)
+        self.used_concepts[iri] = (scheme, value)
         return self.iri(iri)
 
     def vocab(self, kind: str, key: str) -> ox.NamedNode:
@@ -142,13 +201,16 @@ class _Builder:
 
     # -- emitting ----------------------------------------------------------------------------
     def add(self, s: ox.NamedNode, p: ox.NamedNode, o: Any) -> None:
-        self.out.quads.append(ox.Quad(s, p, o, self.graph))
+        if self.graph is self.shared_graph:
+            self.shared_quads.append(ox.Quad(s, p, o, self.graph))
+        else:
+            self.quads.append(ox.Quad(s, p, o, self.graph))
 
     def shared(self, s: ox.NamedNode, p: ox.NamedNode, o: Any) -> None:
         """A triple about a node that several files mention (a variant, a curator): it goes into
         one shared graph, never into each file's graph, so that no triple stands in two graphs
         and a union default graph never counts it twice."""
-        self.out.quads.append(ox.Quad(s, p, o, self.shared_graph))
+        self.shared_quads.append(ox.Quad(s, p, o, self.shared_graph))
 
     def a(self, s: ox.NamedNode, cls: str) -> None:
         self.add(s, RDF_TYPE, self.ev(cls))
@@ -201,6 +263,7 @@ class _Builder:
             self.add(record, self.ev("supportedBy"), node)
             self.add(node, self.ev("about"), record)
             self.add(node, self.std("prov:wasDerivedFrom"), self.iri(self.ns.source(c.source)))
+            self.cited.add(c.source)
             self.lit(node, "locator", c.locator)
             self.lit(node, "quote", c.quote)
             self.lit(node, "rdfs:comment", c.note)
@@ -293,6 +356,7 @@ class _Builder:
         self.lit(node, "schema:genre", s.kind)
         if s.reports_on:
             self.link(node, "reportsOn", self.ns.source(s.reports_on))
+            self.cited.add(s.reports_on)
         self.lit(node, "textHeld", s.text_held)
         self.lit(node, "textFile", s.text_file)
         self.lit(node, "identifierNotes", s.identifier_notes)
@@ -319,6 +383,7 @@ class _Builder:
         self.lit(node, "dcterms:title", c.title)
         for r in c.sources:
             self.link(node, "primarySource" if r.role == "primary" else "secondarySource", self.ns.source(r.source))
+            self.cited.add(r.source)
         self.enum(node, "studyDesign", "StudyDesign", c.study_design)
         level = self.concept(f"EvidenceLevel_{c.evidence_level.scale}", c.evidence_level.level)
         self.add(node, self.ev("evidenceLevel"), level)
@@ -538,45 +603,100 @@ class _Builder:
         """The project vocabulary in its own graph, so the data describes itself to a query."""
         from .shapes import ontology_triples
 
-        graph = self.iri(self.ns.graph("ontology"))
+        self.graph = self.iri(self.ns.graph("ontology"))
         for t in ontology_triples(self.ns):
-            self.out.quads.append(ox.Quad(t.subject, t.predicate, t.object, graph))
+            self.add(t.subject, t.predicate, t.object)
 
-    def concepts(self) -> None:
+    def concepts(self, concepts: dict[str, tuple[str, str]]) -> None:
         self.graph = self.iri(self.ns.graph("vocabulary"))
-        for iri, (scheme, label) in sorted(self.out.concepts.items()):
+        for iri, (scheme, label) in sorted(concepts.items()):
             node = self.iri(iri)
             self.a(node, "Concept")
             self.lit(node, "rdfs:label", label)
             self.lit(node, "skos:notation", scheme)
 
+    # -- parts -------------------------------------------------------------------------------
+    def part(self, emit: Callable[[], None]) -> Part:
+        """Run ``emit`` for one file and return its part (checked: no undefined ev: term)."""
+        self.quads, self.shared_quads, self.used_concepts, self.cited = [], [], {}, set()
+        emit()
+        assert isinstance(self.graph, ox.NamedNode)
+        _check_terms(self.quads + self.shared_quads, self.ns)
+        return Part(
+            graph=self.graph.value,
+            nquads=canonical_nquads(self.quads),
+            shared=canonical_nquads(self.shared_quads),
+            concepts=tuple(sorted((iri, sc, label) for iri, (sc, label) in self.used_concepts.items())),
+            sources=tuple(sorted(self.cited)),
+        )
 
-def compile_kb(kb: Kb) -> Compiled:
-    """Compile a kb that passed validation. Raises :class:`CompileError` if it did not."""
+
+def compile_key(kb: Kb, kind: str, name: str) -> str | None:
+    """The cache key of one file's part: its bytes, the vocabulary's IRIs, the base IRI and the
+    code; None if the file's bytes are not known (it was not read from disk)."""
+    f = kb.files.get(f"{kind}:{name}")
+    if f is None or not f.sha:
+        return None
+    return digest("compile", code_digest(), kb.config.base_iri, kb.vocab_digest, kind, f.sha)
+
+
+def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
+    """Compile a kb that passed validation. Raises :class:`CompileError` if it did not.
+
+    Each source and case file becomes a :class:`Part` (taken from ``cache`` when its inputs did
+    not change); the vocabulary, the concepts, the shared graph and the ontology are made from
+    the parts.
+    """
     if not kb.ok:
         raise CompileError("the kb has validation errors; run `evidence validate` first", kb.diagnostics)
     ns = Namespaces(kb.config.base_iri)
     b = _Builder(kb, ns)
+    cache = cache or BuildCache(None)
+    parts: dict[str, Part] = {}
     with gc_paused():
-        b.vocabulary()
-        for sid in sorted(kb.sources):
-            b.source(kb.sources[sid])
-        for cid in sorted(kb.cases):
-            b.case(kb.cases[cid])
-        b.concepts()
-        b.ontology()
-    _check_terms(b.out, ns)
-    return b.out
+        records = [("source", sid, b.source, kb.sources[sid]) for sid in sorted(kb.sources)]
+        records += [("case", cid, b.case, kb.cases[cid]) for cid in sorted(kb.cases)]
+        for kind, name, emit, record in records:
+            key = compile_key(kb, kind, name)
+            part = cache.get("compile", key) if key else None
+            if not isinstance(part, Part):
+                part = b.part(lambda emit=emit, record=record: emit(record))
+                if key:
+                    cache.put("compile", key, part)
+            parts[part.graph] = part
+        vocabulary = b.part(b.vocabulary)
+        concepts = dict(sorted({iri: (sc, label) for p in [vocabulary, *parts.values()] for iri, sc, label in p.concepts}.items()))
+        b.concepts(concepts)
+        concept_quads = canonical_nquads(b.quads)
+        b.quads = []
+        ontology = b.part(b.ontology)
+    out = b.out
+    out.parts = parts
+    out.concepts = concepts
+    chunks = {g: p.nquads for g, p in parts.items() if p.nquads}
+    chunks[vocabulary.graph] = _merge(vocabulary.nquads, concept_quads)
+    chunks[ontology.graph] = ontology.nquads
+    shared = _merge(vocabulary.shared, *(p.shared for p in parts.values()))
+    if shared:
+        chunks[ns.graph("shared")] = shared
+    out.chunks = dict(sorted(chunks.items()))
+    return out
 
 
-def _check_terms(out: Compiled, ns: Namespaces) -> None:
+def _merge(*chunks: bytes) -> bytes:
+    """Canonical N-Quads chunks put together into one (distinct lines, sorted)."""
+    lines = {ln for c in chunks for ln in c.splitlines()}
+    return b"\n".join(sorted(lines)) + b"\n" if lines else b""
+
+
+def _check_terms(quads: list[ox.Quad], ns: Namespaces) -> None:
     """Every ev: property used is defined in the ontology table (catches a typo in the compiler)."""
-    used = {p.value[len(ns.ev):] for p in {q.predicate for q in out.quads} if p.value.startswith(ns.ev)}
+    used = {p.value[len(ns.ev):] for p in {q.predicate for q in quads} if p.value.startswith(ns.ev)}
     unknown = sorted(used - _KNOWN_PROPS - set(CLASSES))
     if unknown:
         raise CompileError(f"the compiler used undefined properties: {', '.join(unknown)}")
 
 
 def iter_case_quads(out: Compiled, case_id: str) -> Iterable[ox.Quad]:
-    g = out.ns.graph("case", case_id)
-    return (q for q in out.quads if isinstance(q.graph_name, ox.NamedNode) and q.graph_name.value == g)
+    chunk = out.chunks.get(out.ns.graph("case", case_id), b"")
+    return ox.parse(chunk, format=ox.RdfFormat.N_QUADS) if chunk else iter(())

@@ -10,26 +10,47 @@ Layout of a kb folder::
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import Diagnostic
 from .schema import VOCABULARY_KINDS
-from .yamlio import YamlDoc, load_yaml
+from .yamlio import MAX_BYTES, YamlDoc, load_yaml_bytes
 
 __all__ = ["KbFile", "RawKb", "discover", "read_kb", "file_kind"]
 
 
-@dataclass
 class KbFile:
-    """One kb file: what kind it is, where it is, and its YAML (None if it could not be read)."""
+    """One kb file: what kind it is, where it is, the SHA-256 of its bytes, and its YAML (None if
+    it could not be read).
 
-    kind: str  # "case" | "source" | "vocabulary:<kind>"
-    path: Path
-    display: str
-    doc: YamlDoc | None = None
-    model: Any = None  # set by the validate stage
+    The YAML is parsed on first use: a file whose checked model comes from the build cache is
+    never parsed, unless a check across files needs the position of one of its fields.
+    """
+
+    def __init__(self, kind: str, path: Path, display: str, doc: YamlDoc | None = None, sha: str = "", raw: bytes | None = None):
+        self.kind = kind  # "case" | "source" | "vocabulary:<kind>"
+        self.path = path
+        self.display = display
+        self.sha = sha
+        self.model: Any = None  # set by the validate stage
+        self.problems: list[Diagnostic] = []  # what reading it found (set when it is parsed)
+        self._doc = doc
+        self._raw = raw
+        self._parsed = doc is not None or raw is None
+
+    @property
+    def doc(self) -> YamlDoc | None:
+        if not self._parsed:
+            self._doc, self.problems = load_yaml_bytes(self._raw or b"", self.display)
+            self._raw = None
+            self._parsed = True
+        return self._doc
+
+    def __repr__(self) -> str:
+        return f"KbFile({self.kind!r}, {self.display!r})"
 
 
 @dataclass
@@ -99,7 +120,15 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None) -> tuple[
                            expected=", ".join(f"{k}.yaml" for k in VOCABULARY_KINDS), hint="rename it or move it out of kb/vocabulary/")
             )
             continue
-        doc, problems = load_yaml(p, shown)
-        diags.extend(problems)
-        raw.files.append(KbFile(kind=kind, path=p, display=shown, doc=doc))
+        try:
+            size = p.stat().st_size
+            data = p.read_bytes() if size <= MAX_BYTES else None
+        except OSError as exc:
+            diags.append(Diagnostic(shown, 1, 1, f"cannot read the file: {exc.strerror or exc}", rule="file-read"))
+            continue
+        if data is None:
+            diags.append(Diagnostic(shown, 1, 1, f"the file is {size:,} bytes, over the limit of {MAX_BYTES:,}", rule="file-size",
+                                    hint="split it into one file per publication"))
+            continue
+        raw.files.append(KbFile(kind=kind, path=p, display=shown, sha=hashlib.sha256(data).hexdigest(), raw=data))
     return raw, diags

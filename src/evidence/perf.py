@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-__all__ = ["gc_paused"]
+__all__ = ["gc_paused", "parallel_map"]
 
 
 @contextmanager
@@ -24,3 +26,19 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+# Below this many items one process is quicker than forking workers.
+PARALLEL_FROM = 200
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None) -> list[Any]:
+    """``[fn(x) for x in items]``, in forked worker processes when there are many items and more
+    than one core; results come back in order. ``fn`` must be a module-level function."""
+    workers = workers or os.cpu_count() or 1
+    if workers < 2 or len(items) < PARALLEL_FROM:
+        return [fn(x) for x in items]
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8)))

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pyoxigraph as ox
 
+from .cache import BuildCache
 from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
-from .export import FORMATS, serialize, write_exports
+from .export import FORMATS, export_pieces, graph_file, write_exports
 from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_compiled
 from .validate import Kb, validate_kb
@@ -52,9 +53,9 @@ class BuildReport:
     files: list[Path] = field(default_factory=list)
 
 
-def load_and_validate(config: Config, paths: list[Path] | None = None) -> Kb:
+def load_and_validate(config: Config, paths: list[Path] | None = None, cache: BuildCache | None = None) -> Kb:
     """Validate; raise ValidationError with every diagnostic if there is any error."""
-    kb = validate_kb(config, paths)
+    kb = validate_kb(config, paths, cache)
     if not kb.ok:
         n = sum(1 for d in kb.diagnostics if d.level == "error")
         raise ValidationError(f"{n} error(s) in the kb; nothing was built", kb.diagnostics)
@@ -78,30 +79,35 @@ def ontology_turtle(compiled: Compiled) -> str:
     return _turtle(ontology_triples(compiled.ns), prefixes)
 
 
-def compile_checked(kb: Kb, timings: dict[str, float] | None = None) -> Compiled:
+def compile_checked(kb: Kb, timings: dict[str, float] | None = None, cache: BuildCache | None = None) -> Compiled:
     """Compile and validate the result against the SHACL shapes (CompileError on a violation)."""
     timings = timings if timings is not None else {}
     t = time.perf_counter()
-    compiled = compile_kb(kb)
+    compiled = compile_kb(kb, cache)
     timings["compile"] = time.perf_counter() - t
     t = time.perf_counter()
-    validate_compiled(compiled, shapes_turtle(compiled))
+    validate_compiled(compiled, shapes_turtle(compiled), cache=cache)
     timings["shacl"] = time.perf_counter() - t
     return compiled
 
 
-def build(config: Config, out: Path, templates: Path | None = None) -> BuildReport:
-    """Validate, compile, check, export and render into ``out``, atomically."""
+def build(config: Config, out: Path, templates: Path | None = None, cache: BuildCache | None = None) -> BuildReport:
+    """Validate, compile, check, export and render into ``out``, atomically.
+
+    ``cache`` (default: ``.cache/build`` under the project root, see :mod:`evidence.cache`) keeps
+    what each stage made from each file, keyed by content, so a rebuild works only on what changed.
+    """
     from .render import render_site
 
+    cache = cache if cache is not None else BuildCache.for_root(config.root)
     report = BuildReport(out=out)
     t = time.perf_counter()
-    kb = load_and_validate(config)
+    kb = load_and_validate(config, cache=cache)
     report.timings["validate"] = time.perf_counter() - t
-    compiled = compile_checked(kb, report.timings)
+    compiled = compile_checked(kb, report.timings, cache)
     report.cases = len(kb.cases)
     report.patients = sum(len(c.patients) for c in kb.cases.values())
-    report.quads = len(compiled.quads)
+    report.quads = compiled.quad_count()
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -111,21 +117,19 @@ def build(config: Config, out: Path, templates: Path | None = None) -> BuildRepo
     tmp.mkdir()
     try:
         t = time.perf_counter()
-        files = write_exports(compiled, tmp)
+        pieces = export_pieces(compiled, cache)
+        files = write_exports(compiled, tmp, pieces=pieces)
         (tmp / "ontology.ttl").write_text(ontology_turtle(compiled), encoding="utf-8")
         (tmp / "shapes.ttl").write_text(shapes_turtle(compiled), encoding="utf-8")
         files += [tmp / "ontology.ttl", tmp / "shapes.ttl"]
         files += write_schemas(tmp / "schema")
         cases_dir = tmp / "cases"
         cases_dir.mkdir()
-        by_graph: dict[str, list[ox.Quad]] = {}
-        for q in compiled.sorted_quads():
-            by_graph.setdefault(q.graph_name.value if isinstance(q.graph_name, ox.NamedNode) else "", []).append(q)
         for cid in sorted(kb.cases):
-            quads = by_graph.get(compiled.ns.graph("case", cid), [])
-            for fmt, ext in (("ttl", "ttl"), ("jsonld", "jsonld")):
-                p = cases_dir / f"{cid}.{ext}"
-                p.write_bytes(serialize(compiled, fmt, quads))
+            piece = pieces[compiled.ns.graph("case", cid)]
+            for fmt in ("ttl", "jsonld"):
+                p = cases_dir / f"{cid}.{fmt}"
+                p.write_bytes(graph_file(compiled, fmt, piece))
                 files.append(p)
         report.timings["export"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -141,6 +145,7 @@ def build(config: Config, out: Path, templates: Path | None = None) -> BuildRepo
     tmp.rename(out)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
+    cache.prune()
     report.files = sorted(out / f.relative_to(tmp) for f in files)
     assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
     return report

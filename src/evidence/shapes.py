@@ -142,7 +142,7 @@ def _partition_report(args: tuple) -> str | None:
     return None
 
 
-def validate_compiled(compiled, shapes_turtle: str, workers: int | None = None) -> None:
+def validate_compiled(compiled, shapes_turtle: str, workers: int | None = None, cache=None) -> None:
     """Validate the compiled graph against the shapes, in parallel on large kbs.
 
     A shape looks at a node and the nodes it points to. Every node of a case lives in that case's

@@ -6,6 +6,7 @@ Every problem in every file is collected, then reported sorted; nothing stops at
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import typing
 import unicodedata
@@ -18,6 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from . import schema as S
 from .annotations import MapOf, accepts_not_reported, unwrap
+from .cache import BuildCache, code_digest, digest
 from .config import Config
 from .duplicates import check_duplicates
 from .errors import Diagnostic, sort_diagnostics
@@ -37,6 +39,7 @@ class Kb:
     sources: dict[str, S.Source] = field(default_factory=dict)
     vocab: dict[str, dict[str, S.VocabTerm]] = field(default_factory=dict)
     files: dict[str, KbFile] = field(default_factory=dict)  # "case:<id>", "source:<id>", "vocabulary:<kind>"
+    vocab_digest: str = ""  # a hash of the vocabulary files (what every compiled file depends on)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
     @property
@@ -325,6 +328,7 @@ class _Checker:
         self.kb = kb
         self.diags: list[Diagnostic] = []
         self._texts: dict[str, str | None] = {}
+        self.touched: set[str] = set()  # the sources the file being checked points to
         keys = {}
         for kind, terms in kb.vocab.items():
             for k in terms:
@@ -353,6 +357,7 @@ class _Checker:
                  expected=f"a key of {where}", found=f"'{key}'", hint=hint)
 
     def source_ref(self, f: KbFile, loc: tuple, key: str) -> bool:
+        self.touched.add(key)
         if key in self.kb.sources:
             return True
         guess = closest(key, self.kb.sources)
@@ -629,22 +634,53 @@ class _EntryErrors:
         return [dict(e, loc=(self.key,) + tuple(e["loc"])) for e in self.exc.errors(include_url=False)]
 
 
-def validate_kb(config: Config, paths: list[Path] | None = None) -> Kb:
-    """Load and check the whole kb (plus ``paths``); every problem is in ``kb.diagnostics``."""
+def validate_kb(config: Config, paths: list[Path] | None = None, cache: BuildCache | None = None) -> Kb:
+    """Load and check the whole kb (plus ``paths``); every problem is in ``kb.diagnostics``.
+
+    With a ``cache``, a source or case file whose bytes, vocabulary, source texts and cited
+    sources are all unchanged since a build that found no error in it is not parsed again: its
+    checked model and its warnings come from the cache. Checks across files always run.
+    """
     with gc_paused():
-        return _validate_kb(config, paths)
+        return _validate_kb(config, paths, cache or BuildCache(None))
 
 
-def _validate_kb(config: Config, paths: list[Path] | None) -> Kb:
+def _texts_digest(config: Config) -> str:
+    folder = config.texts_dir()
+    if folder is None:
+        return "no texts"
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return digest(str(folder.resolve()), *(f"{p.name}\0".encode() + hashlib.sha256(p.read_bytes()).digest() for p in files))
+
+
+def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) -> Kb:
     raw, diags = read_kb(config.kb_dir, config.root, paths)
     kb = Kb(config=config)
+    kb.vocab_digest = digest(*(f"{f.kind}\0{f.sha}" for f in sorted(raw.files, key=lambda f: f.kind) if f.kind.startswith("vocabulary:")))
+    context = digest("validate", code_digest(), kb.vocab_digest, _texts_digest(config)) if cache.enabled else ""
+    # Sources are named by their file names (a source whose id differs is an error, never cached).
+    source_sha = {f.path.stem: f.sha for f in raw.files if f.kind == "source"}
+    cached: dict[int, tuple[Any, list[Diagnostic]]] = {}
+    if cache.enabled:
+        for f in raw.files:
+            if f.kind in ("case", "source"):
+                entry = cache.get("validate", digest(context, f.kind, f.sha))
+                if isinstance(entry, tuple) and len(entry) == 3 and all(source_sha.get(sid) == sha for sid, sha in entry[2]):
+                    cached[id(f)] = (entry[0], entry[1])
     parsed: list[KbFile] = []
     broken_cases: list[KbFile] = []
     ids_seen: dict[str, KbFile] = {}
+    found: dict[int, list[Diagnostic]] = {}  # what reading and the schema found in each file
     for f in raw.files:
-        if f.doc is None:
-            continue
-        model, problems = _parse(f)
+        if id(f) in cached:
+            model, problems = cached[id(f)][0], []
+        else:
+            doc = f.doc
+            diags.extend(f.problems)
+            if doc is None:
+                continue
+            model, problems = _parse(f)
+            found[id(f)] = f.problems + problems
         diags.extend(problems)
         if model is None:
             # Still register the id, so references to a broken file do not cascade.
@@ -690,12 +726,21 @@ def _validate_kb(config: Config, paths: list[Path] | None) -> Kb:
             kb.sources.setdefault(k.split(":", 1)[1], None)  # type: ignore[arg-type]
     checker = _Checker(kb)
     for f in parsed:
+        if id(f) in cached:
+            diags.extend(cached[id(f)][1])
+            continue
+        start = len(checker.diags)
+        checker.touched = set()
         if f.kind == "source":
             checker.source(f, f.model)
         elif f.kind == "case":
             checker.case(f, f.model)
         else:
             checker.vocabulary(f, f.kind.split(":", 1)[1], f.model)
+        mine = checker.diags[start:]
+        if cache.enabled and f.kind in ("case", "source") and not any(d.level == "error" for d in mine):
+            deps = tuple(sorted((sid, source_sha.get(sid)) for sid in checker.touched))
+            cache.put("validate", digest(context, f.kind, f.sha), (f.model, found.get(id(f), []) + mine, deps))
     for f in broken_cases:
         checker.raw_references(f)
     _check_duplicate_identifiers(kb, checker)

@@ -23,7 +23,7 @@ import yaml
 
 from .errors import Diagnostic
 
-__all__ = ["YamlDoc", "load_yaml", "load_yaml_text", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "LIBYAML"]
+__all__ = ["YamlDoc", "load_yaml", "load_yaml_bytes", "load_yaml_text", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "LIBYAML"]
 
 try:  # libyaml is about 8 times faster; fall back to the pure-Python loader where it is absent.
     from yaml import CSafeLoader as _Loader
@@ -262,6 +262,11 @@ def load_yaml(path: Path | str, display: str | None = None) -> tuple[YamlDoc | N
         raw = p.read_bytes()
     except OSError as exc:
         return None, [_diag(shown, 1, 1, f"cannot read the file: {exc.strerror or exc}", "", "file-read")]
+    return load_yaml_bytes(raw, shown)
+
+
+def load_yaml_bytes(raw: bytes, shown: str) -> tuple[YamlDoc | None, list[Diagnostic]]:
+    """Parse the bytes of a file, refusing non-UTF-8 input with a diagnostic."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

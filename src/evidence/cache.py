@@ -1,0 +1,124 @@
+"""A build cache keyed by content: what a stage made from a file is kept under a hash of
+everything it was made from, so an unchanged input is never worked on twice and a changed one
+is never served stale.
+
+A key is a SHA-256 over the stage's name, the code that runs it (every module of the package and
+every site template), and the stage's own inputs (file bytes, the vocabulary, the source texts,
+...). Entries are pickles in ``.cache/build/`` (``EVIDENCE_CACHE`` names another folder, ``off``
+turns the cache off). The folder is local to the machine that built it: it is never committed and
+never read from a contribution, so unpickling it runs only what this build itself wrote. Entries
+are written to a temporary file and renamed, so an interrupted build leaves no torn entry; one
+that cannot be read is treated as missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV"]
+
+CACHE_ENV = "EVIDENCE_CACHE"
+_PACKAGE = Path(__file__).resolve().parent
+_MISSING = object()
+
+
+def digest(*parts: bytes | str) -> str:
+    """SHA-256 of the parts, each length-prefixed so that no two lists of parts collide."""
+    h = hashlib.sha256()
+    for p in parts:
+        b = p.encode("utf-8") if isinstance(p, str) else p
+        h.update(len(b).to_bytes(8, "big"))
+        h.update(b)
+    return h.hexdigest()
+
+
+_CODE: dict[str, str] = {}
+
+
+def code_digest(extra: Iterable[Path] = ()) -> str:
+    """A hash of the package's own code (and ``extra`` files, such as templates): a new version
+    of the code never reuses what an older one made."""
+    extra = sorted(extra)
+    memo = "\0".join(map(str, extra))
+    if memo not in _CODE:
+        files = sorted(_PACKAGE.glob("*.py")) + extra
+        _CODE[memo] = digest(*(f"{f.name}\0".encode() + f.read_bytes() for f in files if f.is_file()))
+    return _CODE[memo]
+
+
+class BuildCache:
+    """Entries by key; ``None`` as the folder is a cache that keeps nothing."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.hits = 0
+        self.misses = 0
+        self.used: set[tuple[str, str]] = set()
+
+    @classmethod
+    def for_root(cls, root: Path) -> BuildCache:
+        env = os.environ.get(CACHE_ENV, "")
+        if env.lower() in ("off", "0", "no", "false"):
+            return cls(None)
+        return cls(Path(env) if env else root / ".cache" / "build")
+
+    @property
+    def enabled(self) -> bool:
+        return self.folder is not None
+
+    def _path(self, stage: str, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / stage / key[:2] / f"{key}.pickle"
+
+    def get(self, stage: str, key: str) -> Any:
+        """The entry, or ``None`` if there is none (or it cannot be read)."""
+        if self.folder is None:
+            return None
+        self.used.add((stage, key))
+        try:
+            with open(self._path(stage, key), "rb") as fh:
+                value = pickle.load(fh)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def put(self, stage: str, key: str, value: Any) -> None:
+        if self.folder is None:
+            return
+        self.used.add((stage, key))
+        path = self._path(stage, key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError:
+            # A cache that cannot be written (read-only checkout, full disk) only costs speed.
+            try:
+                os.unlink(tmp)
+            except (OSError, UnboundLocalError):
+                pass
+
+    def prune(self) -> int:
+        """Delete every entry this build did not use (call after a build that succeeded), so the
+        folder holds one build's worth, not every build's; return how many were deleted."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        gone = 0
+        for path in self.folder.glob("*/*/*.pickle"):
+            if (path.parent.parent.name, path.stem) not in self.used:
+                try:
+                    path.unlink()
+                    gone += 1
+                except OSError:
+                    pass
+        return gone
