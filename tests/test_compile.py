@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import filecmp
+import re
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -207,3 +208,18 @@ def test_parallel_shape_validation_agrees(compiled, monkeypatch):
     broken = type(compiled).from_quads(compiled.ns, [q for q in compiled.quads if not (q.predicate.value == EV + "drug" and "/wenzel-2016/" in q.subject.value)])
     with pytest.raises(CompileError, match="wenzel-2016"):
         validate_compiled(broken, shapes_turtle(compiled), workers=2)
+
+
+@pytest.mark.parametrize(("iso", "xsd"), [("P6W", "P42D"), ("P1M2W", "P1M14D"), ("P2W3D", "P17D"), ("P1W2DT3H", "P9DT3H"), ("P1Y", "P1Y"), ("PT1.5S", "PT1.5S")])
+def test_durations_are_written_as_xsd_durations(iso, xsd):
+    """XML Schema has no weeks: the graph writes them as days, so the literal is well typed."""
+    from evidence.compile import xsd_duration
+
+    assert xsd_duration(iso) == xsd
+
+
+def test_every_duration_literal_in_the_graph_is_a_valid_xsd_duration(compiled):
+    xsd_lexical = re.compile(r"^-?P(?!$)(\d+Y)?(\d+M)?(\d+D)?(T(?!$)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
+    durations = [q.object.value for q in compiled.quads if isinstance(q.object, ox.Literal) and q.object.datatype.value.endswith("#duration")]
+    assert durations, "the founding kb has durations"
+    assert [d for d in durations if not xsd_lexical.match(d)] == []

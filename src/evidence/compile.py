@@ -58,6 +58,26 @@ def term_iri(ns: Namespaces, kind: str, key: str, term: S.VocabTerm) -> str:
     return ns.term(kind, key)
 
 
+_WEEKS = re.compile(r"(\d+)W")
+_DAYS = re.compile(r"(\d+)D")
+
+
+def xsd_duration(iso: str) -> str:
+    """An ISO 8601 duration as an xsd:duration: weeks, which XML Schema has no field for, become
+    days (a week is exactly 7 days), so P6W is written P42D and P1M2W is P1M14D."""
+    weeks = _WEEKS.search(iso)
+    if not weeks:
+        return iso
+    days = 7 * int(weeks.group(1))
+    rest = iso[: weeks.start()] + iso[weeks.end():]
+    d = _DAYS.search(rest.split("T", 1)[0])
+    if d:
+        days += int(d.group(1))
+        rest = rest[: d.start()] + rest[d.end():]
+    date, _, time = rest.partition("T")
+    return f"{date}{days}D" + (f"T{time}" if time else "")
+
+
 def _num(x: float | int) -> str:
     if isinstance(x, float) and x.is_integer():
         return str(int(x))
@@ -232,6 +252,8 @@ class _Builder:
             self.add(s, pred, ox.Literal(str(value), datatype=self.dt("integer")))
         elif isinstance(value, float) or datatype == "decimal":
             self.add(s, pred, ox.Literal(_num(value), datatype=self.dt("decimal")))
+        elif datatype == "duration":
+            self.add(s, pred, ox.Literal(xsd_duration(str(value)), datatype=self.dt(datatype)))
         elif datatype:
             self.add(s, pred, ox.Literal(str(value), datatype=self.dt(datatype)))
         else:

@@ -78,7 +78,9 @@ Key = Annotated[str, StringConstraints(min_length=1, max_length=80)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=5000)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
-ISO_DURATION = r"^P(?!$)(\d+(\.\d+)?Y)?(\d+(\.\d+)?M)?(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?(T(?!$)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?$"
+# Whole numbers in every field but seconds, as in xsd:duration (which the graph uses; weeks are
+# written there as days): "1.5 years" is curated as P1Y6M, which says the same exactly.
+ISO_DURATION = r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?!$)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
 Duration = Annotated[str, StringConstraints(pattern=ISO_DURATION)]
 
 # A transcript-anchored HGVS variant such as NM_033629.6:c.52G>A (substitution, deletion,
