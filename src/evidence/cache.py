@@ -60,6 +60,7 @@ class BuildCache:
         self.hits = 0
         self.misses = 0
         self.used: set[tuple[str, str]] = set()
+        self._made: dict[str, int] = {}
 
     @classmethod
     def for_root(cls, root: Path) -> BuildCache:
@@ -94,6 +95,7 @@ class BuildCache:
         if self.folder is None:
             return
         self.used.add((stage, key))
+        self._made[stage] = self._made.get(stage, 0) + 1
         path = self._path(stage, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,10 @@ class BuildCache:
                 os.unlink(tmp)
             except (OSError, UnboundLocalError):
                 pass
+
+    def made(self, stage: str) -> int:
+        """How many entries of ``stage`` this cache object has had to make (and store)."""
+        return self._made.get(stage, 0)
 
     def prune(self) -> int:
         """Delete every entry this build did not use (call after a build that succeeded), so the

@@ -49,6 +49,7 @@ class BuildReport:
     cases: int = 0
     patients: int = 0
     quads: int = 0
+    reused: int = 0  # output files kept from the previous build because their bytes did not change
     timings: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
@@ -89,6 +90,34 @@ def compile_checked(kb: Kb, timings: dict[str, float] | None = None, cache: Buil
     validate_compiled(compiled, shapes_turtle(compiled), cache=cache)
     timings["shacl"] = time.perf_counter() - t
     return compiled
+
+
+def _reuse_unchanged(new: Path, old: Path) -> int:
+    """Where a new file has the same bytes as the one it replaces, keep the old file (a hard link
+    in the new tree), so that deleting the old tree frees only what changed.
+
+    On a disk that discards freed blocks (as this project's machines do), deleting a 1,000-case
+    site that had reached the disk took 21 s; files still shared with the new tree cost nothing to
+    unlink. Returns the number of files kept. Any error (another file system, no hard links) only
+    means the new file stays as written.
+    """
+    if not old.is_dir():
+        return 0
+    kept = 0
+    for dirpath, _dirs, names in os.walk(new):
+        for name in names:
+            p = Path(dirpath) / name
+            q = old / p.relative_to(new)
+            try:
+                if q.is_symlink() or not q.is_file() or q.stat().st_size != p.stat().st_size or q.read_bytes() != p.read_bytes():
+                    continue
+                link = p.with_name(f".{name}.link")
+                os.link(q, link)
+                os.replace(link, p)
+                kept += 1
+            except OSError:
+                continue
+    return kept
 
 
 def build(config: Config, out: Path, templates: Path | None = None, cache: BuildCache | None = None) -> BuildReport:
@@ -139,6 +168,9 @@ def build(config: Config, out: Path, templates: Path | None = None, cache: Build
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    t = time.perf_counter()
+    report.reused = _reuse_unchanged(tmp, out)
+    report.timings["swap"] = time.perf_counter() - t
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         out.rename(old)

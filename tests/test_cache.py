@@ -1,0 +1,152 @@
+"""The build cache never serves stale output.
+
+A project is built with its cache, then edited (a case's text, a vocabulary label, a source text
+that a quote is checked against), a case is renamed and another deleted. After each change the
+cached build must be byte-identical to a build of the same kb with no cache at all: every page,
+export and query result that should change did, and nothing else did. The counts of what the cache
+served show that it was used: after one case is edited, only that case is compiled again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evidence.cache import BuildCache
+from evidence.config import load_config
+from evidence.errors import ValidationError
+from evidence.pipeline import build
+from evidence.query import read_query, run_query
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = Path(os.environ.get("EVIDENCE_SOURCE_TEXTS") or ROOT.parent / "shared" / "seeds")
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class Project:
+    """A copy of the kb with its own cache and source texts, built with and without the cache."""
+
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch):
+        self.root = tmp / "project"
+        self.root.mkdir()
+        shutil.copytree(ROOT / "kb", self.root / "kb")
+        shutil.copy(ROOT / "evidence.toml", self.root / "evidence.toml")
+        self.texts = tmp / "texts"
+        shutil.copytree(SEEDS, self.texts)
+        monkeypatch.setenv("EVIDENCE_SOURCE_TEXTS", str(self.texts))
+        self.cache_dir = tmp / "cache"
+        self.out = tmp / "_site"
+        self.fresh_out = tmp / "_fresh"
+        self.cache = BuildCache(self.cache_dir)
+
+    def build(self) -> dict[str, bytes]:
+        """A cached build, checked against a build with no cache; returns the cached site."""
+        self.cache = BuildCache(self.cache_dir)
+        build(load_config(self.root), self.out, templates=ROOT / "site_templates", cache=self.cache)
+        build(load_config(self.root), self.fresh_out, templates=ROOT / "site_templates", cache=BuildCache(None))
+        cached, fresh = _tree(self.out), _tree(self.fresh_out)
+        assert sorted(cached) == sorted(fresh), "the cached build has other files than a build without cache"
+        stale = [name for name in fresh if cached[name] != fresh[name]]
+        assert stale == [], f"the cache served stale output: {stale[:10]}"
+        return cached
+
+    def edit(self, rel: str, old: str, new: str) -> None:
+        p = self.root / "kb" / rel
+        text = p.read_text(encoding="utf-8")
+        assert old in text, (rel, old)
+        p.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    if not SEEDS.is_dir():
+        pytest.skip("the source texts are not here")
+    return Project(tmp_path, monkeypatch)
+
+
+def _changed(before: dict[str, bytes], after: dict[str, bytes]) -> set[str]:
+    return {n for n in set(before) | set(after) if before.get(n) != after.get(n)}
+
+
+def test_a_rebuild_with_nothing_changed_is_served_from_the_cache(project):
+    first = project.build()
+    again = project.build()
+    assert again == first
+    assert project.cache.misses == 0 and project.cache.hits > 0
+
+
+def test_editing_one_case_remakes_that_case_and_what_shows_it(project):
+    before = project.build()
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    after = project.build()
+    changed = _changed(before, after)
+    assert {"cases/briand-2019.html", "cases/briand-2019.ttl", "cases/briand-2019.jsonld", "evidence.nq", "evidence.ttl"} <= changed
+    # What does not show the case is untouched: another case's graph files and its page.
+    assert not changed & {"cases/zimmermann-2019.ttl", "cases/zimmermann-2019.jsonld", "cases/wenzel-2016.ttl"}
+    # Only the edited file was checked and compiled again; the others came from the cache.
+    assert project.cache.made("validate") == 1
+    assert project.cache.made("compile") == 1
+    assert "Edited, " in after["cases/briand-2019.html"].decode("utf-8")
+
+
+def test_editing_a_vocabulary_label_reaches_every_case(project):
+    before = project.build()
+    project.edit("vocabulary/drugs.yaml", "label: ruxolitinib", "label: ruxolitinib (edited)")
+    after = project.build()
+    changed = _changed(before, after)
+    assert {"cases/briand-2019.html", "cases/wenzel-2016.html", "evidence.ttl"} <= changed
+
+
+def test_a_changed_source_text_is_checked_again(project):
+    """A quote verified once is verified again when the text it was checked against changes."""
+    project.build()
+    text_file = project.texts / "001_51c7163df5526276.txt"
+    text_file.write_text("This text no longer holds any of the quoted words.\n", encoding="utf-8")
+    with pytest.raises(ValidationError) as err:
+        build(load_config(project.root), project.out, templates=ROOT / "site_templates", cache=BuildCache(project.cache_dir))
+    assert any(d.rule == "quote-not-found" and "briand-2019" in d.path for d in err.value.diagnostics)
+
+
+def test_renaming_a_case_moves_its_outputs(project):
+    before = project.build()
+    src = project.root / "kb" / "briand-2019.yaml"
+    text = src.read_text(encoding="utf-8").replace("id: briand-2019", "id: briand-2019-renamed", 1)
+    src.unlink()
+    (project.root / "kb" / "briand-2019-renamed.yaml").write_text(text, encoding="utf-8")
+    after = project.build()
+    assert "cases/briand-2019.html" in before and "cases/briand-2019.html" not in after
+    assert "cases/briand-2019-renamed.html" in after and "cases/briand-2019-renamed.ttl" in after
+    assert b"case/briand-2019>" not in after["evidence.nq"] and b"case/briand-2019-renamed>" in after["evidence.nq"]
+
+
+def test_deleting_a_case_removes_it_everywhere(project):
+    before = project.build()
+    (project.root / "kb" / "zimmermann-2019.yaml").unlink()
+    after = project.build()
+    gone = {n for n in before if "zimmermann-2019" in n and n.startswith("cases/")}
+    assert gone and not gone & set(after)
+    assert b"/case/zimmermann-2019" not in after["evidence.nq"]
+    # The query library sees the same graph: no row of the deleted case.
+    from evidence.pipeline import compile_checked, load_and_validate
+
+    compiled = compile_checked(load_and_validate(load_config(project.root), cache=BuildCache(project.cache_dir)), cache=BuildCache(project.cache_dir))
+    query = read_query(str(project.root / "kb" / "queries" / "patients-by-drug.rq"))
+    cases = {str(v.value) for row in run_query(compiled, query).rows for v in row.values() if v is not None}
+    assert not any("zimmermann-2019" in c for c in cases) and any("briand-2019" in c for c in cases)
+
+
+def test_a_damaged_cache_entry_is_made_again(project):
+    project.build()
+    entries = sorted(project.cache_dir.rglob("*.pickle"))
+    assert entries
+    for p in entries:
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 2])  # torn, as by a crash mid-write on a system without rename
+    project.build()
+    assert project.cache.hits == 0
