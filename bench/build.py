@@ -5,9 +5,16 @@
     .venv/bin/python bench/build.py --sizes 300 --runs 5
 
 Each run is a fresh child process running `evidence.pipeline.build` into a temporary folder, so
-that its peak memory (ru_maxrss) is its own. Prints medians per stage (validate, compile, SHACL,
-export, render with the search index), total wall time and peak memory, and the growth exponent
-of the total between the two largest sizes (1.0 is linear).
+that its peak memory (ru_maxrss) is its own:
+
+1. a cold build, with an empty build cache;
+2. the same child then edits one case (its title) and builds again with the cache: the rebuild
+   after one edit; the case file is put back afterwards;
+3. it runs every query of the library once on the compiled graph (the query library time).
+
+Prints medians per stage (validate, compile, SHACL, export, render, search index, swap), total
+wall time and peak memory of the cold builds, the rebuild after one edit, and the growth exponent
+of the cold total between the two largest sizes (1.0 is linear).
 """
 
 from __future__ import annotations
@@ -28,19 +35,41 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {src!r})
 from pathlib import Path
+from evidence.cache import BuildCache
 from evidence.config import load_config
-from evidence.pipeline import build
+from evidence.pipeline import build, compile_checked, load_and_validate
+from evidence.library import load_library
+from evidence.query import run_query
+config = load_config(Path({root!r}))
+cache = Path({cache!r})
 t = time.perf_counter()
-report = build(load_config(Path({root!r})), Path({out!r}), templates=Path({templates!r}))
+report = build(config, Path({out!r}), templates=Path({templates!r}), cache=BuildCache(cache))
 wall = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({{"timings": report.timings, "wall": wall, "peak_mb": peak / 1024, "quads": report.quads, "cases": report.cases}}))
+case = sorted(config.kb_dir.glob("*.yaml"))[len(list(config.kb_dir.glob("*.yaml"))) // 2]
+original = case.read_bytes()
+try:
+    case.write_bytes(original.replace(b"title: ", b"title: Edited, ", 1))
+    t = time.perf_counter()
+    again = build(config, Path({out!r}), templates=Path({templates!r}), cache=BuildCache(cache))
+    rebuild = time.perf_counter() - t
+finally:
+    case.write_bytes(original)
+compiled = compile_checked(load_and_validate(config, cache=BuildCache(cache)), cache=BuildCache(cache))
+compiled.store()
+t = time.perf_counter()
+for q in load_library(Path({queries!r})):
+    run_query(compiled, q.text)
+queries = time.perf_counter() - t
+print(json.dumps({{"timings": {{**report.timings, "query library": queries}}, "wall": wall, "peak_mb": peak / 1024, "quads": report.quads,
+                  "cases": report.cases, "rebuild": rebuild, "rebuild_timings": again.timings}}))
 """
 
 
 def run_once(root: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        code = CHILD.format(src=str(ROOT / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(ROOT / "site_templates"))
+        code = CHILD.format(src=str(ROOT / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(ROOT / "site_templates"),
+                            cache=str(Path(tmp) / "cache"), queries=str(ROOT / "kb" / "queries"))
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"build failed on {root}:\n{r.stderr[-3000:]}")
@@ -58,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = sorted(set(args.sizes + ([10000] if args.large else [])))
     rows = []
+    rebuilds = []
     for n in sizes:
         out = ROOT / "bench" / "out" / f"synth-{n}-seed{args.seed}"
         synth.generate(out, n, args.seed)
@@ -65,13 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         stages = sorted({k for r in runs for k in r["timings"]})
         med = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in stages}
         rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in runs)))
+        rebuilds.append((n, statistics.median(r["rebuild"] for r in runs),
+                         {k: statistics.median(r["rebuild_timings"].get(k, 0.0) for r in runs) for k in runs[0]["rebuild_timings"]}))
         print(f"  {n:,} cases done", file=sys.stderr, flush=True)
     stages = sorted({k for _, _, med, _, _ in rows for k in med})
-    print(f"## evidence build, medians of {args.runs} runs (seconds); peak memory is the largest run's\n")
+    print(f"## cold evidence build (empty cache), medians of {args.runs} runs (seconds); peak memory is the largest run's\n")
     print("| cases | quads | " + " | ".join(stages) + " | total wall | peak MB |")
     print("| ---: | ---: | " + " | ".join("---:" for _ in stages) + " | ---: | ---: |")
     for n, quads, med, wall, peak in rows:
         print(f"| {n:,} | {quads:,} | " + " | ".join(f"{med.get(k, 0):.2f}" for k in stages) + f" | {wall:.2f} | {peak:,.0f} |")
+    print("\n## rebuild after editing one case, with the build cache (medians, seconds)\n")
+    print("| cases | rebuild | stages |")
+    print("| ---: | ---: | --- |")
+    for n, wall, stages_ in rebuilds:
+        print(f"| {n:,} | {wall:.2f} | " + ", ".join(f"{k} {v:.2f}" for k, v in stages_.items()) + " |")
     if len(rows) >= 2:
         (n1, _, _, w1, _), (n2, _, _, w2, _) = rows[-2], rows[-1]
         print(f"\ngrowth exponent of total wall time from {n1:,} to {n2:,} cases: {math.log(w2 / w1) / math.log(n2 / n1):.2f} (1.0 = linear)")

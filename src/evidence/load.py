@@ -45,9 +45,13 @@ class KbFile:
     def doc(self) -> YamlDoc | None:
         if not self._parsed:
             self._doc, self.problems = load_yaml_bytes(self._raw or b"", self.display)
-            self._raw = None
             self._parsed = True
         return self._doc
+
+    def release(self) -> None:
+        """Drop the parsed YAML (it is most of a kb's memory); it is parsed again if needed."""
+        if self._raw is not None:
+            self._doc, self._parsed = None, False
 
     def __repr__(self) -> str:
         return f"KbFile({self.kind!r}, {self.display!r})"

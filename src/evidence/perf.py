@@ -32,11 +32,12 @@ def gc_paused() -> Iterator[None]:
 PARALLEL_FROM = 200
 
 
-def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None) -> list[Any]:
-    """``[fn(x) for x in items]``, in forked worker processes when there are many items and more
-    than one core; results come back in order. ``fn`` must be a module-level function."""
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM) -> list[Any]:
+    """``[fn(x) for x in items]``, in forked worker processes when there are at least ``minimum``
+    items and more than one core; results come back in order. ``fn`` must be a module-level
+    function."""
     workers = workers or os.cpu_count() or 1
-    if workers < 2 or len(items) < PARALLEL_FROM:
+    if workers < 2 or len(items) < minimum:
         return [fn(x) for x in items]
     import multiprocessing
 

@@ -738,9 +738,11 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
         else:
             checker.vocabulary(f, f.kind.split(":", 1)[1], f.model)
         mine = checker.diags[start:]
-        if cache.enabled and f.kind in ("case", "source") and not any(d.level == "error" for d in mine):
-            deps = tuple(sorted((sid, source_sha.get(sid)) for sid in checker.touched))
-            cache.put("validate", digest(context, f.kind, f.sha), (f.model, found.get(id(f), []) + mine, deps))
+        if f.kind in ("case", "source") and not any(d.level == "error" for d in mine):
+            if cache.enabled:
+                deps = tuple(sorted((sid, source_sha.get(sid)) for sid in checker.touched))
+                cache.put("validate", digest(context, f.kind, f.sha), (f.model, found.get(id(f), []) + mine, deps))
+            f.release()
     for f in broken_cases:
         checker.raw_references(f)
     _check_duplicate_identifiers(kb, checker)
