@@ -203,7 +203,7 @@ def test_parallel_shape_validation_agrees(compiled, monkeypatch):
     from evidence import shapes as shapes_module
     from evidence.shapes import validate_compiled
 
-    monkeypatch.setattr(shapes_module, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(shapes_module, "BATCH", 1)
     validate_compiled(compiled, shapes_turtle(compiled), workers=2)
     broken = type(compiled).from_quads(compiled.ns, [q for q in compiled.quads if not (q.predicate.value == EV + "drug" and "/wenzel-2016/" in q.subject.value)])
     with pytest.raises(CompileError, match="wenzel-2016"):
@@ -223,3 +223,39 @@ def test_every_duration_literal_in_the_graph_is_a_valid_xsd_duration(compiled):
     durations = [q.object.value for q in compiled.quads if isinstance(q.object, ox.Literal) and q.object.datatype.value.endswith("#duration")]
     assert durations, "the founding kb has durations"
     assert [d for d in durations if not xsd_lexical.match(d)] == []
+
+
+def _results(report) -> set[tuple[str, str]]:
+    from rdflib import URIRef
+
+    sh = "http://www.w3.org/ns/shacl#"
+    return {(str(report.value(r, URIRef(sh + "focusNode"))), str(report.value(r, URIRef(sh + "resultPath"))))
+            for r in report.subjects(URIRef("http://www.w3.org/1999/02/22-rdf-syntax-ns#type"), URIRef(sh + "ValidationResult"))}
+
+
+@pytest.mark.parametrize("breakage", ["no drug", "two local ids", "ill-typed order", "untyped condition"])
+def test_the_shacl_engine_agrees_with_pyshacl(compiled, breakage):
+    """pyshacl-turbo, the build's engine, reports the same focus nodes and paths as pyshacl, the
+    reference implementation, on graphs broken four ways (and both find each breakage)."""
+    import pyshacl
+    import pyshacl_turbo
+    from rdflib import Graph
+
+    quads = list(compiled.quads)
+    t1 = next(q for q in quads if q.predicate.value == EV + "localId" and "/treatment/" in q.subject.value)
+    if breakage == "no drug":
+        quads = [q for q in quads if q.predicate.value != EV + "drug"]
+    elif breakage == "two local ids":
+        quads.append(ox.Quad(t1.subject, t1.predicate, ox.Literal("another"), t1.graph_name))
+    elif breakage == "ill-typed order":
+        quads = [ox.Quad(q.subject, q.predicate, ox.Literal("first"), q.graph_name) if q.predicate.value == EV + "order" else q for q in quads]
+    else:
+        quads = [q for q in quads if not (q.predicate.value.endswith("#type") and q.object.value == EV + "Disease")]
+    shapes = shapes_turtle(compiled)
+    store = ox.Store()
+    store.extend(quads)
+    ok_turbo, turbo_report, _ = pyshacl_turbo.validate(store, shacl_graph=shapes, inference="none")
+    reference = Graph().parse(data=ox.serialize([q.triple for q in quads], format=ox.RdfFormat.N_TRIPLES).decode(), format="nt")
+    ok_ref, ref_report, _ = pyshacl.validate(reference, shacl_graph=Graph().parse(data=shapes, format="turtle"), inference="none")
+    assert not ok_turbo and not ok_ref
+    assert _results(turbo_report) == _results(ref_report) != set()

@@ -120,7 +120,7 @@ def test_hostile_nesting_does_not_crash_the_process():
 
 def test_huge_numbers_and_hidden_characters_are_refused():
     assert "is too large" in one("n: 1" + "0" * 5000 + "\n")
-    assert "direction-changing character U+202E" in one("name: abc\u202edef\n")
+    assert "direction-changing or control character U+202E" in one("name: abc\u202edef\n")
     assert "U+200B" in one("name: zero\u200bwidth\n")
     assert "control character U+0007" in one("a: b\x07c\n")
     assert one("a: 1\n---\nb: 2\n").endswith("remove the '---' line)")

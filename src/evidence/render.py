@@ -36,11 +36,15 @@ def safe_href(url: str | None) -> str | None:
     if not url:
         return None
     url = str(url)
-    if any(ch in url for ch in "\x00\r\n\t") or url != url.strip():
+    # A backslash is read as a slash by browsers ("/\\host" goes to another host): never in a link.
+    if any(ch in url for ch in "\x00\r\n\t\\") or url != url.strip():
         return None
-    if ":" not in url and not url.startswith(("//", "\\")):
+    if ":" not in url and not url.startswith("//"):
         return url  # no scheme: a relative address (the common case, checked without parsing)
-    scheme = urlparse(url).scheme.lower()
+    try:
+        scheme = urlparse(url).scheme.lower()
+    except ValueError:  # "http://[" and other addresses that do not parse: not a link
+        return None
     if scheme in ("http", "https") or (scheme == "" and not url.strip().lower().startswith(("javascript", "data", "vbscript", "//", "\\"))):
         return url
     return None

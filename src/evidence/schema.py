@@ -15,7 +15,7 @@ from datetime import date as Date
 from enum import StrEnum
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 __all__ = [
     "NOT_REPORTED",
@@ -111,7 +111,18 @@ DOI = Annotated[str, StringConstraints(pattern=r"^10\.\d{4,9}/\S+$")]
 PMID = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,8}$")]
 PMCID = Annotated[str, StringConstraints(pattern=r"^PMC\d{1,9}$")]
 ORCID = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")]
-HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s<>\"']+$", max_length=2000)]
+def _iri(value: str) -> str:
+    """An address the graph can hold: a valid IRI (RFC 3987), as pyoxigraph parses it."""
+    import pyoxigraph
+
+    try:
+        pyoxigraph.NamedNode(value)
+    except ValueError as exc:
+        raise ValueError(f"not a valid address ({exc}); percent-encode characters such as {{ }} | \\ ^ [ ]") from None
+    return value
+
+
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s<>\"']+$", max_length=2000), AfterValidator(_iri)]
 TextFile = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*\.txt$", max_length=200)]
 
 # The identifier syntax of every prefix a vocabulary may use. Keys are CURIE prefixes as

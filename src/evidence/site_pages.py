@@ -8,6 +8,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -55,9 +56,12 @@ RDF_FILES = {"evidence.ttl", "evidence.nt", "evidence.nq", "evidence.trig", "evi
 _SHORT_DOWNLOADS = ("evidence.ttl", "evidence.jsonld", "evidence.csv", "evidence.graphml", "shapes.ttl", "ontology.ttl")
 
 
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
 def _csv_cell(value: str) -> str:
     """Cells that a spreadsheet would run as a formula get a leading apostrophe."""
-    if value[:1] in ("=", "+", "@", "\t", "\r") or (value[:1] == "-" and not value[1:2].isdigit()):
+    if value[:1] in ("=", "+", "@", "\t", "\r") or (value[:1] == "-" and not _NUMBER.match(value)):
         return "'" + value
     return value
 

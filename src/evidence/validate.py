@@ -53,7 +53,7 @@ class Kb:
 # ----------------------------------------------------------------------------- schema errors
 
 _PATTERN_HELP = {
-    S.ISO_DURATION: "an ISO 8601 duration such as P3M (3 months), P1Y, P2W or P10D",
+    S.ISO_DURATION: "an ISO 8601 duration in whole units (a fraction only of seconds) such as P3M (3 months), P1Y6M, P2W or P10D",
     S.HGVS: "HGVS c. notation with a versioned transcript, such as NM_033629.6:c.52G>A",
 }
 

@@ -91,7 +91,11 @@ def _pos(mark: yaml.Mark | None) -> tuple[int, int]:
 
 # Bidirectional controls reorder how text is displayed ("Trojan Source"): a name or a quote
 # could show one thing and say another. Zero-width characters hide text. Neither belongs in a kb.
-_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\u200b-\u200f\u2028\u2029\ufeff]")
+# Direction controls (U+061C, U+200E-F, U+202A-E, U+2066-9), zero-width and joining characters
+# (U+200B-D, U+2060, U+FEFF), line and paragraph separators, Unicode tag characters (which can
+# smuggle hidden text), and control characters written as escapes in double quotes ("\e", "\0",
+# "\x7f", C1), which a raw byte check never sees.
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u202a-\u202e\u2066-\u2069\u200b-\u200f\u2060\u2028\u2029\ufeff\U000e0000-\U000e007f]")
 
 
 class _Frame:
@@ -128,7 +132,7 @@ class _Builder:
         if tag in (_STR, "tag:yaml.org,2002:timestamp"):
             if _INVISIBLE.search(ev.value):
                 ch = _INVISIBLE.search(ev.value).group(0)
-                raise _Refused(ev.start_mark, f"the text holds an invisible or direction-changing character U+{ord(ch):04X}",
+                raise _Refused(ev.start_mark, f"the text holds an invisible, direction-changing or control character U+{ord(ch):04X}",
                                "delete it: it can make text display differently from what it says", "text-control")
             return ev.value
         try:
