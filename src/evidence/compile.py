@@ -121,6 +121,7 @@ class Compiled:
     parts: dict[str, Part] = field(default_factory=dict)  # graph IRI -> the part of a kb file
     concepts: dict[str, tuple[str, str]] = field(default_factory=dict)  # iri -> (scheme, label)
     term_iris: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> iri
+    views: dict[str, Any] = field(default_factory=dict, repr=False)  # views made once (graph.evidence_graph)
     _store: ox.Store | None = None
     _quads: list[ox.Quad] | None = None
 

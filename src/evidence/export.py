@@ -9,6 +9,8 @@ that did not change is taken from the build cache, and no list of every quad is 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -16,9 +18,9 @@ import pyoxigraph as ox
 from .cache import BuildCache, code_digest, digest
 from .compile import Compiled
 from .errors import RenderError
-from .perf import parallel_map
+from .perf import parallel_imap
 
-__all__ = ["FORMATS", "serialize", "jsonld_context", "write_exports", "export_pieces", "graph_file", "prefix_header"]
+__all__ = ["FORMATS", "serialize", "jsonld_context", "write_exports", "export_pieces", "iter_pieces", "graph_file", "prefix_header"]
 
 # format name -> (file name, media type)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -102,26 +104,31 @@ def assemble(compiled: Compiled, fmt: str, pieces: list[dict[str, bytes]]) -> by
     raise RenderError(f"format '{fmt}' is not written graph by graph")
 
 
-def export_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: int | None = None) -> dict[str, dict[str, bytes]]:
-    """Every graph's pieces, by graph IRI: from the cache when the graph did not change, the rest
-    made in parallel (forked workers) when there are many."""
+def iter_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: int | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Every graph's pieces, in graph order, one at a time: from the cache when the graph did not
+    change, the rest made in forked workers when there are many. Nothing holds them all."""
     cache = cache or BuildCache(None)
     prefixes = compiled.ns.prefixes()
     context = digest("export", code_digest(), json.dumps(sorted(prefixes.items())))
     keys = {g: digest(context, chunk) for g, chunk in compiled.chunks.items()}
-    pieces: dict[str, dict[str, bytes]] = {}
-    todo = []
-    for g in compiled.graphs():
+    graphs = compiled.graphs()
+    hits: dict[str, dict[str, bytes] | None] = {}
+    for g in graphs:
         hit = cache.get("export", keys[g]) if cache.enabled else None
-        if isinstance(hit, dict) and set(hit) == set(CHUNKED):
-            pieces[g] = hit
-        else:
-            todo.append(g)
-    made = parallel_map(_pieces_of, [(compiled.chunks[g], prefixes) for g in todo], workers=workers)
-    for g, p in zip(todo, made):
-        pieces[g] = p
-        cache.put("export", keys[g], p)
-    return pieces
+        hits[g] = hit if isinstance(hit, dict) and set(hit) == set(CHUNKED) else None
+    todo = [g for g in graphs if hits[g] is None]
+    made = parallel_imap(_pieces_of, [(compiled.chunks[g], prefixes) for g in todo], workers=workers)
+    for g in graphs:
+        piece = hits.pop(g)
+        if piece is None:
+            piece = next(made)
+            cache.put("export", keys[g], piece)
+        yield g, piece
+
+
+def export_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: int | None = None) -> dict[str, dict[str, bytes]]:
+    """Every graph's pieces, by graph IRI (all in memory: for a small graph or a test)."""
+    return dict(iter_pieces(compiled, cache, workers))
 
 
 def _pieces_of(args: tuple[bytes, dict[str, str]]) -> dict[str, bytes]:
@@ -151,16 +158,40 @@ def graph_file(compiled: Compiled, fmt: str, piece: dict[str, bytes]) -> bytes:
     raise RenderError(f"a graph is written alone as ttl or jsonld, not '{fmt}'")
 
 
-def write_exports(compiled: Compiled, out: Path, formats: list[str] | None = None, pieces: dict[str, dict[str, bytes]] | None = None) -> list[Path]:
-    """Write every export format into ``out``; return the files written."""
+def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None, graph_files: dict[str, Path] | None = None) -> list[Path]:
+    """Write every export format into ``out``, graph by graph; return the files written.
+
+    ``graph_files`` maps a graph IRI to a path without suffix: that graph is also written alone, as
+    ``.ttl`` and ``.jsonld`` (the per-case downloads). The pieces of one graph at a time are in
+    memory, never all of them.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    pieces = pieces if pieces is not None else export_pieces(compiled)
-    written = []
-    for fmt in formats or list(FORMATS):
-        name = FORMATS[fmt][0]
-        data = serialize(compiled, fmt, pieces)
-        (out / name).write_bytes(data)
-        written.append(out / name)
+    graph_files = graph_files or {}
+    header = prefix_header(compiled.ns.prefixes())
+    ctx = json.dumps(jsonld_context(compiled)["@context"], sort_keys=True, ensure_ascii=False).encode("utf-8")
+    names = {fmt: out / FORMATS[fmt][0] for fmt in ("ttl", "nt", "nq", "trig", "jsonld")}
+    written = list(names.values())
+    with ExitStack() as stack:
+        fh = {fmt: stack.enter_context(open(path, "wb")) for fmt, path in names.items()}
+        fh["ttl"].write(header)
+        fh["trig"].write(header)
+        fh["jsonld"].write(b'{"@context":' + ctx + b',\n"@graph":[')
+        first = True
+        for g, piece in iter_pieces(compiled, cache):
+            fh["nq"].write(compiled.chunks[g])
+            for fmt in ("ttl", "nt", "trig"):
+                fh[fmt].write(piece[fmt])
+            if piece["jsonld"]:
+                fh["jsonld"].write((b"" if first else b",\n") + piece["jsonld"])
+                first = False
+            base = graph_files.get(g)
+            if base is not None:
+                for fmt in ("ttl", "jsonld"):
+                    p = base.with_name(f"{base.name}.{fmt}")
+                    p.write_bytes(graph_file(compiled, fmt, piece))
+                    written.append(p)
+        fh["jsonld"].write(b"]}\n")
+    graphml = out / FORMATS["graphml"][0]
+    graphml.write_bytes(serialize(compiled, "graphml"))
     (out / "context.jsonld").write_text(json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    written.append(out / "context.jsonld")
-    return written
+    return written + [graphml, out / "context.jsonld"]

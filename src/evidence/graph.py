@@ -51,7 +51,18 @@ def _labels(compiled: Compiled) -> dict[str, str]:
 
 
 def evidence_graph(compiled: Compiled) -> nx.MultiDiGraph:
-    """The evidence network, with ``kind`` and ``label`` on every node and ``label`` on edges."""
+    """The evidence network, with ``kind`` and ``label`` on every node and ``label`` on edges.
+
+    Made once per compiled graph (the GraphML export and the site both use it); treat it as
+    read-only, or copy it first.
+    """
+    made = compiled.views.get("evidence_graph")
+    if made is None:
+        made = compiled.views["evidence_graph"] = _evidence_graph(compiled)
+    return made
+
+
+def _evidence_graph(compiled: Compiled) -> nx.MultiDiGraph:
     store = compiled.store()
     labels = _labels(compiled)
     nodes: dict[str, str] = {}

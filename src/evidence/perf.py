@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["gc_paused", "parallel_map"]
+__all__ = ["gc_paused", "parallel_map", "parallel_imap"]
 
 
 @contextmanager
@@ -43,3 +43,17 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | 
 
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         return pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8)))
+
+
+def parallel_imap(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM) -> Iterator[Any]:
+    """Like :func:`parallel_map`, but the results come one by one, in order, as they are ready, so
+    that the caller can write each and let it go instead of holding them all."""
+    workers = workers or os.cpu_count() or 1
+    if workers < 2 or len(items) < minimum:
+        yield from (fn(x) for x in items)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        results: Iterable[Any] = pool.imap(fn, items, chunksize=max(1, min(64, len(items) // (workers * 8))))
+        yield from results

@@ -19,7 +19,7 @@ from .cache import BuildCache
 from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
-from .export import FORMATS, export_pieces, graph_file, write_exports
+from .export import FORMATS, write_exports
 from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_compiled
 from .validate import Kb, validate_kb
@@ -146,20 +146,14 @@ def build(config: Config, out: Path, templates: Path | None = None, cache: Build
     tmp.mkdir()
     try:
         t = time.perf_counter()
-        pieces = export_pieces(compiled, cache)
-        files = write_exports(compiled, tmp, pieces=pieces)
+        cases_dir = tmp / "cases"
+        cases_dir.mkdir()
+        graph_files = {compiled.ns.graph("case", cid): cases_dir / cid for cid in kb.cases}
+        files = write_exports(compiled, tmp, cache, graph_files)
         (tmp / "ontology.ttl").write_text(ontology_turtle(compiled), encoding="utf-8")
         (tmp / "shapes.ttl").write_text(shapes_turtle(compiled), encoding="utf-8")
         files += [tmp / "ontology.ttl", tmp / "shapes.ttl"]
         files += write_schemas(tmp / "schema")
-        cases_dir = tmp / "cases"
-        cases_dir.mkdir()
-        for cid in sorted(kb.cases):
-            piece = pieces[compiled.ns.graph("case", cid)]
-            for fmt in ("ttl", "jsonld"):
-                p = cases_dir / f"{cid}.{fmt}"
-                p.write_bytes(graph_file(compiled, fmt, piece))
-                files.append(p)
         report.timings["export"] = time.perf_counter() - t
         t = time.perf_counter()
         downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
