@@ -195,3 +195,31 @@ def test_query_parameter_is_bound_as_a_term_not_pasted():
     """A value that would break out of the query if it were pasted is only a literal."""
     rows = _csv("kb/queries/drugs-by-gene.rq", "--param", 'gene=TREX1" } UNION { ?patient ?p ?o } #')
     assert rows[1:] == []
+
+
+def test_query_refuses_service_unless_allowed(tmp_path):
+    """SERVICE makes this machine fetch from the address a query names; a contributed library
+    query runs in every build, so it is refused unless the user asks for it on the command line."""
+    import socket
+
+    with socket.socket() as listener:  # a local port that accepts and never answers: no outside traffic
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        query = f"SELECT * WHERE {{ SERVICE <http://127.0.0.1:{port}/sparql> {{ ?s ?p ?o }} }}"
+        r = run("query", query)
+        assert r.returncode == 1, r.stderr
+        assert "SERVICE (federated query) is not allowed" in r.stderr and "--allow-service" in r.stderr
+        assert "Traceback" not in r.stderr
+        listener.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nothing tried to connect
+    library = tmp_path / "kb" / "queries"
+    shutil.copytree(ROOT / "kb", tmp_path / "kb")
+    shutil.copytree(ROOT / "site_templates", tmp_path / "site_templates")
+    shutil.copy(ROOT / "evidence.toml", tmp_path / "evidence.toml")
+    (library / "fetch.rq").write_text("# title: fetches\n# question: does the build fetch?\n# params: none\nSELECT * WHERE { SERVICE <http://127.0.0.1:9/> { ?s ?p ?o } }\n",
+                                     encoding="utf-8")
+    r = run("build", "--out", str(tmp_path / "_site"), cwd=tmp_path)
+    assert r.returncode == 1 and "SERVICE (federated query) is not allowed" in r.stderr, r.stderr
+    assert not (tmp_path / "_site").exists()

@@ -146,7 +146,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         return EXIT_OK
     compiled = _compiled(args)
     params = dict(_param(compiled, p) for p in args.param)
-    result = run_query(compiled, text, params)
+    result = run_query(compiled, text, params, allow_service=args.allow_service)
     sys.stdout.write(format_result(result, args.format, compiled.ns.prefixes()))
     return EXIT_OK
 
@@ -204,6 +204,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a remote endpoint (default 60)")
     q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="bind ?NAME to VALUE as an RDF term (an IRI if <...>, http(s):// or a known prefix; else a literal); repeatable")
+    q.add_argument("--allow-service", action="store_true",
+                   help="let the query use SERVICE (federated query: this machine fetches from the endpoints it names); refused otherwise")
     q.set_defaults(func=cmd_query)
 
     s = sub.add_parser("schema", help="write (or --check) the JSON Schema files generated from the models")

@@ -73,8 +73,20 @@ def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> 
     return message
 
 
-def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | ox.Literal] | None = None, store: ox.Store | None = None) -> QueryResult:
-    """Run a SPARQL query over the union of all graphs."""
+def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | ox.Literal] | None = None, store: ox.Store | None = None,
+              allow_service: bool = False) -> QueryResult:
+    """Run a SPARQL query over the union of all graphs.
+
+    SERVICE (federated query) is refused unless ``allow_service``: pyoxigraph answers it with an
+    HTTP request to any address the query names, and a query can come from a contribution (the
+    library in kb/queries is run by every build, in CI too).
+    """
+    from .serve_protocol import uses_service
+
+    if not allow_service and uses_service(query):
+        raise QueryError("SERVICE (federated query) is not allowed: the query would make this machine fetch from another server; "
+                         "`evidence query --allow-service` permits it for a query you run yourself (the check is on the word, "
+                         "so write a string or IRI that contains 'service' another way)")
     store = store or compiled.store()
     prefixes = compiled.ns.prefixes()
     subs = {ox.Variable(k): v for k, v in (params or {}).items()}
