@@ -21,9 +21,7 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,14 +39,9 @@ from evidence.export import serialize  # noqa: E402
 from evidence.library import LibraryQuery, load_library  # noqa: E402
 from evidence.namespaces import Namespaces  # noqa: E402
 from evidence.pipeline import load_and_validate  # noqa: E402
+from evidence.serve_process import ServeProcess  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_nquads(project: Path, folder: Path) -> tuple[Path, int, float]:
@@ -62,50 +55,8 @@ def write_nquads(project: Path, folder: Path) -> tuple[Path, int, float]:
     return path, len(compiled.quads), time.perf_counter() - t
 
 
-class Server:
-    def __init__(self, project: Path, site: Path, log: Path):
-        self.port = free_port()
-        self.log = log
-        self._out = open(log, "wb")  # closed in stop()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-        cmd = [sys.executable, "-m", "evidence", "--root", str(project), "serve", "--port", str(self.port), "--site", str(site),
-               "--no-yasgui", "--workers", "2", "--timeout", "600", "--max-results", "100000000"]
-        t = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=project)
-        try:
-            self._wait(600)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup = time.perf_counter() - t
-
-    def _wait(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"evidence serve exited with {self.proc.returncode}:\n{self.log.read_text(errors='replace')}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/sparql")
-                ok = conn.getresponse().status == 200
-                conn.close()
-                if ok:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"evidence serve did not answer within {timeout:g} s")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
+def start_server(project: Path, site: Path, log: Path) -> ServeProcess:
+    return ServeProcess(project, site, "--no-yasgui", "--workers", "2", "--timeout", "600", "--max-results", "100000000", log=log, timeout=600)
 
 
 def medians(port: int, store: ox.Store, prefixes: dict[str, str], queries: list[LibraryQuery], runs: int) -> dict[str, tuple[float, float, int]]:
@@ -150,7 +101,7 @@ def bench(name: str, project: Path, queries: list[LibraryQuery], runs: int) -> N
     prefixes = Namespaces(load_config(project).base_iri).prefixes()
     store = ox.Store()
     store.bulk_load(path=str(nquads), format=ox.RdfFormat.N_QUADS)
-    server = Server(project, folder / "site", folder / "server.log")
+    server = start_server(project, folder / "site", folder / "server.log")
     try:
         times = medians(server.port, store, prefixes, queries, runs)
     finally:

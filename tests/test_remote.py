@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from evidence.export import serialize
 from evidence.library import load_library
 from evidence.query import run_query, run_remote
+from evidence.serve_process import free_port
 from tests.test_library import EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,12 +32,6 @@ def _oxigraph() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def endpoint(compiled, tmp_path_factory):
     binary = _oxigraph()
@@ -46,7 +40,7 @@ def endpoint(compiled, tmp_path_factory):
     nq.write_bytes(serialize(compiled, "nq"))
     store = work / "store"
     subprocess.run([binary, "load", "--location", str(store), "--file", str(nq)], check=True, capture_output=True, timeout=120)
-    port = _free_port()
+    port = free_port()
     log = open(work / "server.log", "wb")  # a file, not a pipe: a full pipe would stall the server
     proc = subprocess.Popen([binary, "serve-read-only", "--location", str(store), "--bind", f"127.0.0.1:{port}", "--union-default-graph"],
                             stdout=log, stderr=subprocess.STDOUT)
@@ -113,7 +107,7 @@ def test_construct_comes_back_as_a_graph(compiled, endpoint):
 
 def test_unreachable_endpoint_is_a_clear_error():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, "-m", "evidence", "query", "sources", "--endpoint", f"http://127.0.0.1:{_free_port()}/query", "--timeout", "5"],
+    r = subprocess.run([sys.executable, "-m", "evidence", "query", "sources", "--endpoint", f"http://127.0.0.1:{free_port()}/query", "--timeout", "5"],
                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 1
     assert "cannot reach the endpoint" in r.stderr and "Traceback" not in r.stderr

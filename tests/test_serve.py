@@ -30,6 +30,7 @@ import pytest
 from evidence.errors import QueryError
 from evidence.library import load_library
 from evidence.query import run_query
+from evidence.serve_process import ServeProcess
 from evidence.serve_protocol import SELECT_OFFERS, choose_formats, looks_like_update, negotiate, parse_accept, uses_service
 from evidence.serve_vendor import YASGUI_VERSION, install_yasgui
 
@@ -40,56 +41,11 @@ CASES = "SELECT ?case ?title WHERE { ?case a ev:CaseReport ; dcterms:title ?titl
 HEAVY = "SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"  # a cross join: ~1e9 rows for 1,000 quads
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m evidence serve`` on a free port; :meth:`stop` always ends it."""
+class Server(ServeProcess):
+    """``python -m evidence serve`` on the repository's kb, on a free port."""
 
     def __init__(self, site: Path, *args: str, log: Path, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._out = open(log, "wb")  # closed in stop()
-        env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-        cmd = [sys.executable, "-m", "evidence", "--root", str(ROOT), "serve", "--port", str(self.port), "--site", str(site), *args]
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"evidence serve exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                with urlopen(self.url + "/sparql", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"evidence serve did not answer within {timeout:g} s:\n{self.log_text()}")
-            time.sleep(0.1)
-
-    def log_text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
+        super().__init__(ROOT, site, *args, log=log, env=env)
 
 
 def http(url: str, data: bytes | str | dict | None = None, headers: dict[str, str] | None = None, method: str | None = None,
