@@ -64,18 +64,20 @@ def jsonld_context(compiled: Compiled) -> dict:
 CHUNKED = ("ttl", "nt", "trig", "jsonld")
 
 
-def chunk_exports(chunk: bytes, prefixes: dict[str, str]) -> dict[str, bytes]:
+def chunk_exports(chunk: bytes, prefixes: dict[str, str], graph: str) -> dict[str, bytes]:
     """One named graph (canonical N-Quads) in every chunked format, without headers.
 
     No triple stands in two graphs (the compiler sees to it), so the whole graph in Turtle or
-    N-Triples is the graphs' triples one after another, and no triple is written twice.
+    N-Triples is the graphs' triples one after another, and no triple is written twice. N-Triples
+    is the chunk with the graph term taken off each line: it is the last term, and a line break
+    inside a literal is always escaped, so " <graph> .\n" occurs nowhere else.
     """
     quads = list(ox.parse(chunk, format=ox.RdfFormat.N_QUADS))
     triples = [q.triple for q in quads]
     jsonld = ox.serialize(quads, format=ox.RdfFormat.JSON_LD)
     return {
         "ttl": _body(ox.serialize(triples, format=ox.RdfFormat.TURTLE, prefixes=prefixes)),
-        "nt": ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES),
+        "nt": chunk.replace(f" <{graph}> .\n".encode(), b" .\n"),
         "trig": _body(ox.serialize(quads, format=ox.RdfFormat.TRIG, prefixes=prefixes)),
         "jsonld": jsonld[1:-1] if jsonld.startswith(b"[") else jsonld,
     }
@@ -117,7 +119,7 @@ def iter_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: in
         hit = cache.get("export", keys[g]) if cache.enabled else None
         hits[g] = hit if isinstance(hit, dict) and set(hit) == set(CHUNKED) else None
     todo = [g for g in graphs if hits[g] is None]
-    made = parallel_imap(_pieces_of, [(compiled.chunks[g], prefixes) for g in todo], workers=workers)
+    made = parallel_imap(_pieces_of, [(compiled.chunks[g], prefixes, g) for g in todo], workers=workers)
     for g in graphs:
         piece = hits.pop(g)
         if piece is None:
@@ -131,7 +133,7 @@ def export_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: 
     return dict(iter_pieces(compiled, cache, workers))
 
 
-def _pieces_of(args: tuple[bytes, dict[str, str]]) -> dict[str, bytes]:
+def _pieces_of(args: tuple[bytes, dict[str, str], str]) -> dict[str, bytes]:
     return chunk_exports(*args)
 
 

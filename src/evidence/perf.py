@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["gc_paused", "parallel_map", "parallel_imap"]
+__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "parallel_map", "parallel_imap"]
 
 
 @contextmanager
@@ -26,6 +26,27 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Within: :func:`freeze_heap` may move the objects alive so far out of the collector's sight;
+    on leaving, they are handed back to it (so the caller's heap is as the collector left it)."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def freeze_heap() -> None:
+    """Move every object alive now into the collector's permanent generation.
+
+    A 10,000-case kb is about ten million model objects that live until the build ends. Each full
+    collection walked them all, which made the stages after validation slower the larger the kb
+    (at 10,000 cases a rebuild spent 21 s in a SHACL stage with nothing to check and 55 s in an
+    export whose pieces all came from the cache). Frozen objects are never walked.
+    """
+    gc.freeze()
 
 
 # Below this many items one process is quicker than forking workers.

@@ -20,6 +20,7 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
 from .export import FORMATS, write_exports
+from .perf import freeze_heap, frozen_heap
 from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_compiled
 from .validate import Kb, validate_kb
@@ -126,6 +127,11 @@ def build(config: Config, out: Path, templates: Path | None = None, cache: Build
     ``cache`` (default: ``.cache/build`` under the project root, see :mod:`evidence.cache`) keeps
     what each stage made from each file, keyed by content, so a rebuild works only on what changed.
     """
+    with frozen_heap():
+        return _build(config, out, templates, cache)
+
+
+def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache | None) -> BuildReport:
     from .render import render_site
 
     cache = cache if cache is not None else BuildCache.for_root(config.root)
@@ -133,6 +139,7 @@ def build(config: Config, out: Path, templates: Path | None = None, cache: Build
     t = time.perf_counter()
     kb = load_and_validate(config, cache=cache)
     report.timings["validate"] = time.perf_counter() - t
+    freeze_heap()  # the models live until the end: later garbage collections need not walk them
     compiled = compile_checked(kb, report.timings, cache)
     report.cases = len(kb.cases)
     report.patients = sum(len(c.patients) for c in kb.cases.values())
