@@ -159,14 +159,15 @@ def validate_compiled(compiled, shapes_turtle: str, workers: int | None = None, 
     case_prefix, source_prefix, shared_graph = ns.graph("case", ""), ns.graph("source", ""), ns.graph("shared")
     chunks: dict[str, bytes] = compiled.chunks
     files = [g for g in compiled.graphs() if g.startswith((case_prefix, source_prefix))]
-    common = b"".join(chunks[g] for g in compiled.graphs() if g not in files and g != shared_graph)
+    in_files = set(files)
+    common = b"".join(chunks[g] for g in compiled.graphs() if g not in in_files and g != shared_graph)
     sha = {g: hashlib.sha256(c).digest() for g, c in chunks.items()}
     context = digest("shacl", code_digest(), shapes_turtle, hashlib.sha256(common).digest())
     all_sources = [g for g in files if g.startswith(source_prefix)]
     units: dict[str, tuple[str, list[str], bytes]] = {}  # name -> (key, graphs, extra bytes)
     for g in files:
         part = compiled.parts.get(g)
-        cited = sorted({ns.graph("source", s) for s in part.sources} & set(chunks)) if part else all_sources
+        cited = sorted(c for c in {ns.graph("source", s) for s in part.sources} if c in chunks) if part else all_sources
         extra = part.shared if part else chunks.get(shared_graph, b"")
         graphs = [g] + [c for c in cited if c != g]
         units[g] = (digest(context, *(sha[x] for x in graphs), extra), graphs, extra)
