@@ -25,7 +25,6 @@ __all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV"]
 
 CACHE_ENV = "EVIDENCE_CACHE"
 _PACKAGE = Path(__file__).resolve().parent
-_MISSING = object()
 
 
 def digest(*parts: bytes | str) -> str:

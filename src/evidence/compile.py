@@ -86,10 +86,7 @@ def _num(x: float | int) -> str:
 
 def canonical_nquads(quads: Iterable[ox.Quad]) -> bytes:
     """N-Quads, one distinct line per quad, lines sorted: the same quads give the same bytes."""
-    data = ox.serialize(quads, format=ox.RdfFormat.N_QUADS)
-    if not data:
-        return b""
-    return b"\n".join(sorted(set(data.splitlines()))) + b"\n"
+    return _merge(ox.serialize(quads, format=ox.RdfFormat.N_QUADS))
 
 
 @dataclass(frozen=True)
@@ -718,8 +715,3 @@ def _check_terms(quads: list[ox.Quad], ns: Namespaces) -> None:
     unknown = sorted(used - _KNOWN_PROPS - set(CLASSES))
     if unknown:
         raise CompileError(f"the compiler used undefined properties: {', '.join(unknown)}")
-
-
-def iter_case_quads(out: Compiled, case_id: str) -> Iterable[ox.Quad]:
-    chunk = out.chunks.get(out.ns.graph("case", case_id), b"")
-    return ox.parse(chunk, format=ox.RdfFormat.N_QUADS) if chunk else iter(())

@@ -9,7 +9,7 @@ that did not change is taken from the build cache, and no list of every quad is 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from .compile import Compiled
 from .errors import RenderError
 from .perf import parallel_imap
 
-__all__ = ["FORMATS", "serialize", "jsonld_context", "write_exports", "export_pieces", "iter_pieces", "graph_file", "prefix_header"]
+__all__ = ["FORMATS", "serialize", "jsonld_context", "write_exports", "iter_pieces", "graph_file", "prefix_header"]
 
 # format name -> (file name, media type)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -83,27 +83,43 @@ def chunk_exports(chunk: bytes, prefixes: dict[str, str], graph: str) -> dict[st
     }
 
 
-def _jsonld_document(compiled: Compiled, bodies: list[bytes]) -> bytes:
-    """Expanded JSON-LD (full IRIs, written by pyoxigraph) under the project's @context.
+def _frames(compiled: Compiled) -> dict[str, tuple[bytes, bytes, bytes]]:
+    """How a file of each format is put together from graphs' pieces: (head, separator, tail).
 
-    rdflib's compacting writer took 122 s of a 221 s build at 1,000 synthetic cases; pyoxigraph
-    writes the same graph in well under a second. The context declares the prefixes, so a
-    consumer can compact the document with any JSON-LD processor; as it stands it is valid
-    JSON-LD whose named graphs are objects with @id and @graph.
+    JSON-LD is expanded (full IRIs, written by pyoxigraph) under the project's @context: rdflib's
+    compacting writer took 122 s of a 221 s build at 1,000 synthetic cases, pyoxigraph well under
+    a second. The context declares the prefixes, so a consumer can compact the document with any
+    JSON-LD processor; as it stands it is valid JSON-LD whose named graphs are objects with @id and
+    @graph.
     """
+    header = prefix_header(compiled.ns.prefixes())
     ctx = json.dumps(jsonld_context(compiled)["@context"], sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return b'{"@context":' + ctx + b',\n"@graph":[' + b",\n".join(b for b in bodies if b) + b"]}\n"
+    return {
+        "ttl": (header, b"", b""),
+        "nt": (b"", b"", b""),
+        "nq": (b"", b"", b""),
+        "trig": (header, b"", b""),
+        "jsonld": (b'{"@context":' + ctx + b',\n"@graph":[', b",\n", b"]}\n"),
+    }
 
 
-def assemble(compiled: Compiled, fmt: str, pieces: list[dict[str, bytes]]) -> bytes:
-    """A whole file from the graphs' pieces (made by :func:`chunk_exports`), in graph order."""
-    if fmt in ("ttl", "trig"):
-        return prefix_header(compiled.ns.prefixes()) + b"".join(p[fmt] for p in pieces)
-    if fmt == "nt":
-        return b"".join(p["nt"] for p in pieces)
-    if fmt == "jsonld":
-        return _jsonld_document(compiled, [p["jsonld"] for p in pieces])
-    raise RenderError(f"format '{fmt}' is not written graph by graph")
+def _stream(compiled: Compiled, pieces: Iterator[tuple[str, dict[str, bytes]]], on_piece: Callable[[str, dict[str, bytes]], None] | None = None
+            ) -> Iterator[tuple[str, bytes]]:
+    """(format, bytes) in the order the five RDF files are written, one graph at a time."""
+    frames = _frames(compiled)
+    for fmt, (head, _sep, _tail) in frames.items():
+        yield fmt, head
+    started: set[str] = set()
+    for g, piece in pieces:
+        for fmt, (_head, sep, _tail) in frames.items():
+            data = compiled.chunks[g] if fmt == "nq" else piece[fmt]
+            if data:
+                yield fmt, (sep if fmt in started else b"") + data
+                started.add(fmt)
+        if on_piece is not None:
+            on_piece(g, piece)
+    for fmt, (_head, _sep, tail) in frames.items():
+        yield fmt, tail
 
 
 def iter_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: int | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -128,36 +144,29 @@ def iter_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: in
         yield g, piece
 
 
-def export_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: int | None = None) -> dict[str, dict[str, bytes]]:
-    """Every graph's pieces, by graph IRI (all in memory: for a small graph or a test)."""
-    return dict(iter_pieces(compiled, cache, workers))
-
-
 def _pieces_of(args: tuple[bytes, dict[str, str], str]) -> dict[str, bytes]:
     return chunk_exports(*args)
 
 
-def serialize(compiled: Compiled, fmt: str, pieces: dict[str, dict[str, bytes]] | None = None) -> bytes:
+def serialize(compiled: Compiled, fmt: str, cache: BuildCache | None = None) -> bytes:
     """The whole graph in one of FORMATS."""
-    if fmt == "nq":
-        return compiled.nquads()
     if fmt == "graphml":
         from .graph import evidence_graph, graphml_bytes
 
         return graphml_bytes(evidence_graph(compiled))
+    if fmt == "nq":
+        return compiled.nquads()
     if fmt not in FORMATS:
         raise RenderError(f"unknown export format '{fmt}'; expected one of {', '.join(FORMATS)}")
-    pieces = pieces if pieces is not None else export_pieces(compiled)
-    return assemble(compiled, fmt, [pieces[g] for g in compiled.graphs()])
+    return b"".join(data for f, data in _stream(compiled, iter_pieces(compiled, cache)) if f == fmt)
 
 
 def graph_file(compiled: Compiled, fmt: str, piece: dict[str, bytes]) -> bytes:
     """One named graph (a case's) as a file of its own: Turtle or JSON-LD."""
-    if fmt == "ttl":
-        return prefix_header(compiled.ns.prefixes()) + piece["ttl"]
-    if fmt == "jsonld":
-        return _jsonld_document(compiled, [piece["jsonld"]])
-    raise RenderError(f"a graph is written alone as ttl or jsonld, not '{fmt}'")
+    if fmt not in ("ttl", "jsonld"):
+        raise RenderError(f"a graph is written alone as ttl or jsonld, not '{fmt}'")
+    head, _sep, tail = _frames(compiled)[fmt]
+    return head + piece[fmt] + tail
 
 
 def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None, graph_files: dict[str, Path] | None = None) -> list[Path]:
@@ -169,30 +178,21 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
     """
     out.mkdir(parents=True, exist_ok=True)
     graph_files = graph_files or {}
-    header = prefix_header(compiled.ns.prefixes())
-    ctx = json.dumps(jsonld_context(compiled)["@context"], sort_keys=True, ensure_ascii=False).encode("utf-8")
     names = {fmt: out / FORMATS[fmt][0] for fmt in ("ttl", "nt", "nq", "trig", "jsonld")}
     written = list(names.values())
+
+    def alone(g: str, piece: dict[str, bytes]) -> None:
+        base = graph_files.get(g)
+        if base is not None:
+            for fmt in ("ttl", "jsonld"):
+                p = base.with_name(f"{base.name}.{fmt}")
+                p.write_bytes(graph_file(compiled, fmt, piece))
+                written.append(p)
+
     with ExitStack() as stack:
         fh = {fmt: stack.enter_context(open(path, "wb")) for fmt, path in names.items()}
-        fh["ttl"].write(header)
-        fh["trig"].write(header)
-        fh["jsonld"].write(b'{"@context":' + ctx + b',\n"@graph":[')
-        first = True
-        for g, piece in iter_pieces(compiled, cache):
-            fh["nq"].write(compiled.chunks[g])
-            for fmt in ("ttl", "nt", "trig"):
-                fh[fmt].write(piece[fmt])
-            if piece["jsonld"]:
-                fh["jsonld"].write((b"" if first else b",\n") + piece["jsonld"])
-                first = False
-            base = graph_files.get(g)
-            if base is not None:
-                for fmt in ("ttl", "jsonld"):
-                    p = base.with_name(f"{base.name}.{fmt}")
-                    p.write_bytes(graph_file(compiled, fmt, piece))
-                    written.append(p)
-        fh["jsonld"].write(b"]}\n")
+        for fmt, data in _stream(compiled, iter_pieces(compiled, cache), alone):
+            fh[fmt].write(data)
     graphml = out / FORMATS["graphml"][0]
     graphml.write_bytes(serialize(compiled, "graphml"))
     (out / "context.jsonld").write_text(json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n", encoding="utf-8")

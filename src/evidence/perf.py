@@ -57,13 +57,7 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | 
     """``[fn(x) for x in items]``, in forked worker processes when there are at least ``minimum``
     items and more than one core; results come back in order. ``fn`` must be a module-level
     function."""
-    workers = workers or os.cpu_count() or 1
-    if workers < 2 or len(items) < minimum:
-        return [fn(x) for x in items]
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8)))
+    return list(parallel_imap(fn, items, workers, minimum))
 
 
 def parallel_imap(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM) -> Iterator[Any]:
