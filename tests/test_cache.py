@@ -48,7 +48,7 @@ class Project:
     def build(self) -> dict[str, bytes]:
         """A cached build, checked against a build with no cache; returns the cached site."""
         self.cache = BuildCache(self.cache_dir)
-        build(load_config(self.root), self.out, templates=ROOT / "site_templates", cache=self.cache)
+        self.report = build(load_config(self.root), self.out, templates=ROOT / "site_templates", cache=self.cache)
         build(load_config(self.root), self.fresh_out, templates=ROOT / "site_templates", cache=BuildCache(None))
         cached, fresh = _tree(self.out), _tree(self.fresh_out)
         assert sorted(cached) == sorted(fresh), "the cached build has other files than a build without cache"
@@ -87,6 +87,7 @@ def test_editing_one_case_remakes_that_case_and_what_shows_it(project):
     after = project.build()
     changed = _changed(before, after)
     assert {"cases/briand-2019.html", "cases/briand-2019.ttl", "cases/briand-2019.jsonld", "evidence.nq", "evidence.ttl"} <= changed
+    assert "sources/briand-2019.html" in changed  # it lists the cases citing it, by title
     # What does not show the case is untouched: another case's graph files and its page.
     assert not changed & {"cases/zimmermann-2019.ttl", "cases/zimmermann-2019.jsonld", "cases/wenzel-2016.ttl"}
     # Only the edited file was checked and compiled again; the others came from the cache.
@@ -101,6 +102,32 @@ def test_editing_a_vocabulary_label_reaches_every_case(project):
     after = project.build()
     changed = _changed(before, after)
     assert {"cases/briand-2019.html", "cases/wenzel-2016.html", "evidence.ttl"} <= changed
+
+
+def test_editing_a_source_record_remakes_the_case_pages_citing_it(project):
+    before = project.build()
+    project.edit("sources/zimmermann-2019.yaml", "title: ", "title: Edited, ")
+    after = project.build()
+    changed = _changed(before, after)
+    assert {"cases/zimmermann-2019.html", "sources/zimmermann-2019.html"} <= changed
+    assert "Edited, " in after["cases/zimmermann-2019.html"].decode("utf-8")
+    assert "cases/wenzel-2016.html" not in changed
+
+
+def test_editing_a_primary_source_remakes_the_source_that_retells_it(project):
+    before = project.build()
+    project.edit("sources/wenzel-2016.yaml", "title: ", "title: Edited, ")
+    after = project.build()
+    assert "sources/heymann-2016.html" in _changed(before, after)
+    assert "Edited, " in after["sources/heymann-2016.html"].decode("utf-8")
+
+
+def test_editing_a_case_title_remakes_the_pages_that_show_it_as_related(project):
+    before = project.build()
+    assert "Edited, " not in before["cases/briand-2019.html"].decode("utf-8")
+    project.edit("zimmermann-2019.yaml", "title: ", "title: Edited, ")
+    after = project.build()
+    assert "Edited, " in after["cases/briand-2019.html"].decode("utf-8")  # in its list of related cases
 
 
 def test_a_changed_source_text_is_checked_again(project):
@@ -150,3 +177,50 @@ def test_a_damaged_cache_entry_is_made_again(project):
         p.write_bytes(data[: len(data) // 2])  # torn, as by a crash mid-write on a system without rename
     project.build()
     assert project.cache.hits == 0
+
+
+def _inodes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_ino for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_rebuild_with_nothing_changed_writes_nothing(project):
+    """Every file of the new site is the previous build's file (a hard link), none written again."""
+    project.build()
+    before = _inodes(project.out)
+    project.build()
+    assert _inodes(project.out) == before
+    assert project.report.reused == len(before)
+
+
+def test_a_rebuild_after_an_edit_shares_what_did_not_change(project):
+    project.build()
+    before = _inodes(project.out)
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    project.build()  # byte-identical to a build without cache (checked in build)
+    after = _inodes(project.out)
+    assert after["cases/briand-2019.ttl"] != before["cases/briand-2019.ttl"]
+    assert after["evidence.nq"] != before["evidence.nq"]  # spliced into a new file, never changed in place
+    assert after["cases/zimmermann-2019.ttl"] == before["cases/zimmermann-2019.ttl"]
+    assert after["ontology.ttl"] == before["ontology.ttl"]
+
+
+@pytest.mark.parametrize("damage", ["same size", "appended", "replaced"])
+def test_an_output_changed_by_hand_is_never_reused(project, damage):
+    """The previous build's files are trusted only while inode, size and time are as recorded: a
+    whole-graph file or a page changed after the build is written again, not spliced from."""
+    project.build()
+    for rel in ("evidence.nq", "evidence.jsonld", "cases/briand-2019.html", "cases/zimmermann-2019.ttl"):
+        p = project.out / rel
+        data = p.read_bytes()
+        if damage == "same size":
+            with open(p, "r+b") as fh:  # in place: same inode and size, a new modification time
+                fh.write(b"#" * 64)
+            st = p.stat()
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        elif damage == "appended":
+            p.write_bytes(data + b"\n# appended by hand\n")
+        else:
+            p.unlink()
+            p.write_bytes(data)  # the same bytes in a new file: not the file recorded, so not trusted
+    project.edit("wenzel-2016.yaml", "title: ", "title: Edited, ")
+    project.build()  # checked byte for byte against a build without cache

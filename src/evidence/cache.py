@@ -90,6 +90,11 @@ class BuildCache:
         self.hits += 1
         return value
 
+    def touch(self, stage: str, key: str) -> None:
+        """Keep an entry that this build did not need to read (see :meth:`prune`)."""
+        if self.folder is not None:
+            self.used.add((stage, key))
+
     def put(self, stage: str, key: str, value: Any) -> None:
         if self.folder is None:
             return

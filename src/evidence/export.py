@@ -8,9 +8,10 @@ that did not change is taken from the build cache, and no list of every quad is 
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -18,6 +19,7 @@ import pyoxigraph as ox
 from .cache import BuildCache, code_digest, digest
 from .compile import Compiled
 from .errors import RenderError
+from .outputs import Outputs, Splice
 from .perf import parallel_imap
 
 __all__ = ["FORMATS", "serialize", "jsonld_context", "write_exports", "iter_pieces", "graph_file", "prefix_header"]
@@ -103,33 +105,26 @@ def _frames(compiled: Compiled) -> dict[str, tuple[bytes, bytes, bytes]]:
     }
 
 
-def _stream(compiled: Compiled, pieces: Iterator[tuple[str, dict[str, bytes]]], on_piece: Callable[[str, dict[str, bytes]], None] | None = None
-            ) -> Iterator[tuple[str, bytes]]:
-    """(format, bytes) in the order the five RDF files are written, one graph at a time."""
-    frames = _frames(compiled)
-    for fmt, (head, _sep, _tail) in frames.items():
-        yield fmt, head
-    started: set[str] = set()
-    for g, piece in pieces:
-        for fmt, (_head, sep, _tail) in frames.items():
-            data = compiled.chunks[g] if fmt == "nq" else piece[fmt]
-            if data:
-                yield fmt, (sep if fmt in started else b"") + data
-                started.add(fmt)
-        if on_piece is not None:
-            on_piece(g, piece)
-    for fmt, (_head, _sep, tail) in frames.items():
-        yield fmt, tail
-
-
-def iter_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: int | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Every graph's pieces, in graph order, one at a time: from the cache when the graph did not
-    change, the rest made in forked workers when there are many. Nothing holds them all."""
-    cache = cache or BuildCache(None)
+def _piece_keys(compiled: Compiled) -> dict[str, str]:
+    """Graph IRI -> the key of its pieces: its chunk, the prefixes and the code that writes them."""
     prefixes = compiled.ns.prefixes()
     context = digest("export", code_digest(), json.dumps(sorted(prefixes.items())))
-    keys = {g: digest(context, chunk) for g, chunk in compiled.chunks.items()}
-    graphs = compiled.graphs()
+    return {g: digest(context, chunk) for g, chunk in compiled.chunks.items()}
+
+
+def _frames_key(frames: dict[str, tuple[bytes, bytes, bytes]], fmt: str) -> str:
+    return digest("frames", fmt, *frames[fmt])
+
+
+def iter_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: int | None = None, graphs: list[str] | None = None,
+                keys: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """The pieces of every graph (or of ``graphs``), in graph order, one at a time: from the cache
+    when the graph did not change, the rest made in forked workers when there are many. Nothing
+    holds them all."""
+    cache = cache or BuildCache(None)
+    prefixes = compiled.ns.prefixes()
+    keys = keys or _piece_keys(compiled)
+    graphs = compiled.graphs() if graphs is None else graphs
     hits: dict[str, dict[str, bytes] | None] = {}
     for g in graphs:
         hit = cache.get("export", keys[g]) if cache.enabled else None
@@ -158,7 +153,9 @@ def serialize(compiled: Compiled, fmt: str, cache: BuildCache | None = None) -> 
         return compiled.nquads()
     if fmt not in FORMATS:
         raise RenderError(f"unknown export format '{fmt}'; expected one of {', '.join(FORMATS)}")
-    return b"".join(data for f, data in _stream(compiled, iter_pieces(compiled, cache)) if f == fmt)
+    buf = io.BytesIO()
+    _write_dumps(compiled, {fmt: (Splice(buf, None, _frames(compiled)[fmt][1]), {})}, iter_pieces(compiled, cache), _piece_keys(compiled))
+    return buf.getvalue()
 
 
 def graph_file(compiled: Compiled, fmt: str, piece: dict[str, bytes]) -> bytes:
@@ -169,31 +166,99 @@ def graph_file(compiled: Compiled, fmt: str, piece: dict[str, bytes]) -> bytes:
     return head + piece[fmt] + tail
 
 
-def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None, graph_files: dict[str, Path] | None = None) -> list[Path]:
+# The whole-graph files, each put together from every graph's piece.
+DUMPS = ("ttl", "nt", "nq", "trig", "jsonld")
+
+
+def _write_dumps(compiled: Compiled, splices: dict[str, tuple[Splice, dict[str, tuple[str, int, int]]]],
+                 pieces: Iterator[tuple[str, dict[str, bytes]]], keys: dict[str, str],
+                 on_piece: Callable[[str, dict[str, bytes]], None] | None = None) -> None:
+    """Write the files in ``splices`` (format -> (writer, the old file's pieces)), graph by graph:
+    a graph whose old piece has the same key is copied from the old file, the others are written
+    from ``pieces`` (which must hold every graph that is not copied in every format)."""
+    frames = _frames(compiled)
+    for fmt, (sp, _old) in splices.items():
+        sp.write(frames[fmt][0])
+    nxt = next(pieces, None)
+    for g in compiled.graphs():
+        piece = None
+        if nxt is not None and nxt[0] == g:
+            piece = nxt[1]
+            nxt = next(pieces, None)
+        for fmt, (sp, old) in splices.items():
+            before = old.get(g)
+            if before is not None and before[0] == keys[g]:
+                sp.copy(g, keys[g], before[1], before[2])
+            else:
+                assert piece is not None or fmt == "nq", f"no piece of {g} for {fmt}"
+                sp.piece(g, keys[g], compiled.chunks[g] if fmt == "nq" else piece[fmt])  # type: ignore[index]
+        if piece is not None and on_piece is not None:
+            on_piece(g, piece)
+    for fmt, (sp, _old) in splices.items():
+        sp.write(frames[fmt][2])
+        sp.close()
+
+
+def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None, graph_files: dict[str, Path] | None = None,
+                  outputs: Outputs | None = None) -> list[Path]:
     """Write every export format into ``out``, graph by graph; return the files written.
 
     ``graph_files`` maps a graph IRI to a path without suffix: that graph is also written alone, as
     ``.ttl`` and ``.jsonld`` (the per-case downloads). The pieces of one graph at a time are in
-    memory, never all of them.
+    memory, never all of them. With ``outputs`` (the previous build's record, see
+    :mod:`evidence.outputs`), what did not change is linked or copied from the previous build.
     """
     out.mkdir(parents=True, exist_ok=True)
+    outputs = outputs or Outputs(out=out)
     graph_files = graph_files or {}
-    names = {fmt: out / FORMATS[fmt][0] for fmt in ("ttl", "nt", "nq", "trig", "jsonld")}
-    written = list(names.values())
-
-    def alone(g: str, piece: dict[str, bytes]) -> None:
-        base = graph_files.get(g)
-        if base is not None:
+    keys = _piece_keys(compiled)
+    frames = _frames(compiled)
+    graphs = compiled.graphs()
+    written: list[Path] = []
+    needed: set[str] = set()
+    splices: dict[str, tuple[Splice, dict[str, tuple[str, int, int]]]] = {}
+    with ExitStack() as stack:
+        for fmt in DUMPS:
+            name = FORMATS[fmt][0]
+            written.append(out / name)
+            fkey = _frames_key(frames, fmt)
+            whole = digest("dump", fkey, *(f"{g}\0{keys[g]}" for g in graphs))
+            if outputs.link(out / name, name, whole):
+                outputs.layouts[name] = outputs.previous_layouts.get(name, {})
+                continue
+            layout = outputs.previous_layouts.get(name, {})
+            old = outputs.old(name) if layout.get("frames") == fkey else None
+            before = layout.get("pieces", {}) if old is not None else {}
+            fh = stack.enter_context(open(out / name, "wb", buffering=0))
+            sp = stack.enter_context(closing(Splice(fh, old, frames[fmt][1])))
+            splices[fmt] = (sp, before)
+            outputs.keys[name] = whole
+            if fmt != "nq":
+                needed.update(g for g in graphs if before.get(g, ("",))[0] != keys[g])
+        alone: dict[str, list[tuple[str, Path, str]]] = {}
+        for g, base in graph_files.items():
             for fmt in ("ttl", "jsonld"):
                 p = base.with_name(f"{base.name}.{fmt}")
-                p.write_bytes(graph_file(compiled, fmt, piece))
+                rel = p.relative_to(out).as_posix()
+                key = digest("graph file", _frames_key(frames, fmt), keys[g])
                 written.append(p)
+                if not outputs.link(p, rel, key):
+                    alone.setdefault(g, []).append((fmt, p, key))
+                    needed.add(g)
+        for g in graphs:
+            if g not in needed and cache is not None and cache.enabled:
+                cache.touch("export", keys[g])  # copied from the old files: keep its entry for a build without them
 
-    with ExitStack() as stack:
-        fh = {fmt: stack.enter_context(open(path, "wb")) for fmt, path in names.items()}
-        for fmt, data in _stream(compiled, iter_pieces(compiled, cache), alone):
-            fh[fmt].write(data)
+        def write_alone(g: str, piece: dict[str, bytes]) -> None:
+            for fmt, p, key in alone.get(g, []):
+                outputs.link_or_write(p, p.relative_to(out).as_posix(), graph_file(compiled, fmt, piece), key)
+
+        pieces = iter_pieces(compiled, cache, graphs=[g for g in graphs if g in needed], keys=keys)
+        _write_dumps(compiled, splices, pieces, keys, write_alone)
+        for fmt, (sp, _before) in splices.items():
+            outputs.layouts[FORMATS[fmt][0]] = {"frames": _frames_key(frames, fmt), "pieces": sp.pieces}
     graphml = out / FORMATS["graphml"][0]
-    graphml.write_bytes(serialize(compiled, "graphml"))
-    (out / "context.jsonld").write_text(json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    outputs.link_or_write(graphml, graphml.name, serialize(compiled, "graphml"))
+    context = (json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n").encode("utf-8")
+    outputs.link_or_write(out / "context.jsonld", "context.jsonld", context)
     return written + [graphml, out / "context.jsonld"]

@@ -20,6 +20,7 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
 from .export import FORMATS, write_exports
+from .outputs import Outputs
 from .perf import freeze_heap, frozen_heap
 from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_compiled
@@ -50,7 +51,7 @@ class BuildReport:
     cases: int = 0
     patients: int = 0
     quads: int = 0
-    reused: int = 0  # output files kept from the previous build because their bytes did not change
+    reused: int = 0  # output files shared with the previous build (hard links) because their content did not change
     timings: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
@@ -93,34 +94,6 @@ def compile_checked(kb: Kb, timings: dict[str, float] | None = None, cache: Buil
     return compiled
 
 
-def _reuse_unchanged(new: Path, old: Path) -> int:
-    """Where a new file has the same bytes as the one it replaces, keep the old file (a hard link
-    in the new tree), so that deleting the old tree frees only what changed.
-
-    On a disk that discards freed blocks (as this project's machines do), deleting a 1,000-case
-    site that had reached the disk took 21 s; files still shared with the new tree cost nothing to
-    unlink. Returns the number of files kept. Any error (another file system, no hard links) only
-    means the new file stays as written.
-    """
-    if not old.is_dir():
-        return 0
-    kept = 0
-    for dirpath, _dirs, names in os.walk(new):
-        for name in names:
-            p = Path(dirpath) / name
-            q = old / p.relative_to(new)
-            try:
-                if q.is_symlink() or not q.is_file() or q.stat().st_size != p.stat().st_size or q.read_bytes() != p.read_bytes():
-                    continue
-                link = p.with_name(f".{name}.link")
-                os.link(q, link)
-                os.replace(link, p)
-                kept += 1
-            except OSError:
-                continue
-    return kept
-
-
 def build(config: Config, out: Path, templates: Path | None = None, cache: BuildCache | None = None) -> BuildReport:
     """Validate, compile, check, export and render into ``out``, atomically.
 
@@ -151,12 +124,13 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    outputs = Outputs.load(out, cache)
     try:
         t = time.perf_counter()
         cases_dir = tmp / "cases"
         cases_dir.mkdir()
         graph_files = {compiled.ns.graph("case", cid): cases_dir / cid for cid in kb.cases}
-        files = write_exports(compiled, tmp, cache, graph_files)
+        files = write_exports(compiled, tmp, cache, graph_files, outputs)
         (tmp / "ontology.ttl").write_text(ontology_turtle(compiled), encoding="utf-8")
         (tmp / "shapes.ttl").write_text(shapes_turtle(compiled), encoding="utf-8")
         files += [tmp / "ontology.ttl", tmp / "shapes.ttl"]
@@ -165,19 +139,23 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache 
         t = time.perf_counter()
         downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
         site_timings: dict[str, float] = {}
-        files += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings)
+        files += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs)
         report.timings["search index"] = site_timings.get("search index", 0.0)
         report.timings["render"] = time.perf_counter() - t - report.timings["search index"]
+        # Files with the same content as the previous build's become links to them, so that
+        # deleting the old tree frees only what changed: on a disk that discards freed blocks (as
+        # this project's machines do), deleting a 1,000-case site took 21 s.
+        t = time.perf_counter()
+        report.reused = outputs.finish(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    t = time.perf_counter()
-    report.reused = _reuse_unchanged(tmp, out)
-    report.timings["swap"] = time.perf_counter() - t
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         out.rename(old)
     tmp.rename(out)
+    outputs.save()
+    report.timings["swap"] = time.perf_counter() - t
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
     cache.prune()

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
 
 from .errors import RenderError
+from .outputs import Outputs
 from .perf import gc_paused
 from .site_format import NR, age_text, dose_text, human_duration, measurement_text, num
 
@@ -71,8 +72,9 @@ def environment(templates: Path) -> Environment:
 class SiteWriter:
     """Writes the site's files and fails when two of them would land on one path."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, outputs: Outputs | None = None):
         self.out = out
+        self.outputs = outputs or Outputs(out=out)
         self.owner: dict[str, tuple[str, str]] = {}
         self.files: list[Path] = []
         for p in sorted(out.rglob("*")):
@@ -92,27 +94,32 @@ class SiteWriter:
         return path
 
     def text(self, rel: str, text: str, origin: str) -> Path:
-        path = self.claim(rel, origin)
-        path.write_bytes(text.encode("utf-8"))
-        self.files.append(path)
-        return path
+        return self.data(rel, text.encode("utf-8"), origin)
 
     def data(self, rel: str, data: bytes, origin: str) -> Path:
         path = self.claim(rel, origin)
-        path.write_bytes(data)
+        self.emit(rel, data)
         self.files.append(path)
         return path
 
+    def emit(self, rel: str, data: bytes, key: str | None = None) -> None:
+        """Write a claimed file, or link the previous build's when it has the same bytes (or the
+        same ``key``: a hash of what the file was made from)."""
+        self.outputs.link_or_write(self.out / rel, rel, data, key)
+
 
 def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict], search: bool = True,
-                timings: dict[str, float] | None = None) -> list[Path]:
-    """Write every page, the assets and the search index into ``out``; return the files written."""
+                timings: dict[str, float] | None = None, outputs: Outputs | None = None) -> list[Path]:
+    """Write every page, the assets and the search index into ``out``; return the files written.
+
+    ``outputs`` is the previous build's record (:mod:`evidence.outputs`): a page with the same bytes
+    as before is linked from the previous build instead of written again."""
     from .site_pages import SitePages
 
     if not (templates / "base.html").is_file():
         raise RenderError(f"no site templates in {templates} (expected base.html and the page templates there)")
     timings = timings if timings is not None else {}
-    writer = SiteWriter(out)
+    writer = SiteWriter(out, outputs)
     # Pages make millions of short-lived strings and no cycles worth collecting (see perf.py).
     with gc_paused():
         pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings)

@@ -301,6 +301,16 @@ class SiteModel:
     def case_drugs(self, c: S.CaseReport) -> list[str]:
         return sorted({t.drug for p in c.patients for t in p.treatments})
 
+    def case_variants(self, c: S.CaseReport) -> list[str]:
+        """The HGVS names of the variants the case's patients carry, in order of first mention."""
+        out: dict[str, None] = {}
+        for p in c.patients:
+            if isinstance(p.genotype, list):
+                for g in p.genotype:
+                    if isinstance(g.variant, S.Variant):
+                        out[g.variant.hgvs] = None
+        return list(out)
+
     def case_genes(self, c: S.CaseReport) -> list[str]:
         return sorted({g.gene for p in c.patients if isinstance(p.genotype, list) for g in p.genotype})
 

@@ -18,6 +18,7 @@ import pyoxigraph as ox
 from jinja2 import Environment
 
 from . import schema as S
+from .cache import code_digest, digest
 from .errors import QueryError, RenderError
 from .graph import evidence_graph
 from .library import load_library
@@ -92,17 +93,27 @@ class SitePages:
             n_files=len(kb.files), repository=kb.config.repository or "", levels=self.m.levels,
         )
         self._templates: dict[str, Any] = {}
-        self._deferred: list[tuple[str, str, dict[str, Any]]] | None = None
+        self._deferred: list[tuple[str, str, dict[str, Any], str | None]] | None = None
+        # What every page shows besides its own data: a page's cache key starts with it.
+        self.pages_key = digest("pages", code_digest(p for p in sorted(templates.rglob("*")) if p.is_file()), self.site_name,
+                                self.description, str(len(kb.files)), kb.config.base_iri, kb.config.repository or "", kb.config.kb,
+                                kb.vocab_digest, json.dumps(self.m.levels, sort_keys=True))
         self.search_docs: list[tuple[str, str, str, str]] = []  # (path, title, kind, text) for the search index
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
 
     # ------------------------------------------------------------------------------ plumbing
-    def page(self, rel: str, template: str, origin: str, **ctx: Any) -> None:
+    def page(self, rel: str, template: str, origin: str, cache_key: str | None = None, **ctx: Any) -> None:
+        """Render a page (or defer it, see :meth:`run_deferred`). ``cache_key``, for a deferred page, is
+        a hash of everything the page shows: when the previous build rendered it from the same
+        key, its file is linked instead (see :mod:`evidence.outputs`)."""
         ctx.setdefault("root", "../" * rel.count("/"))
         ctx.setdefault("indexed", False)
         if self._deferred is not None:  # rendered later, by run_deferred, maybe in parallel
-            self.writer.claim(rel, origin)
-            self._deferred.append((rel, template, ctx))
+            path = self.writer.claim(rel, origin)
+            if cache_key is not None and self.writer.outputs.link(path, rel, cache_key):
+                self.writer.files.append(path)
+                return
+            self._deferred.append((rel, template, ctx, cache_key))
             return
         html = self.render(rel, template, ctx)
         if ctx["indexed"]:
@@ -129,8 +140,8 @@ class SitePages:
         jobs, self._deferred = self._deferred or [], None
         workers = min(WORKERS, len(jobs) // PAGES_PER_WORKER)
         if workers < 2 or "fork" not in mp.get_all_start_methods():
-            for rel, template, ctx in jobs:
-                (self.out / rel).write_bytes(self.render(rel, template, ctx).encode("utf-8"))
+            for rel, template, ctx, key in jobs:
+                self.writer.emit(rel, self.render(rel, template, ctx).encode("utf-8"), key)
         else:
             global _POOL_JOBS
             _POOL_JOBS = (self, jobs)
@@ -143,7 +154,10 @@ class SitePages:
                             raise RenderError(error)
             finally:
                 _POOL_JOBS = None
-        self.writer.files.extend(self.out / rel for rel, _t, _c in jobs)
+        for rel, _t, _c, key in jobs:
+            self.writer.files.append(self.out / rel)
+            if key is not None:
+                self.writer.outputs.keys[rel] = key
 
     def write_all(self) -> None:
         steps = [
@@ -204,8 +218,22 @@ class SitePages:
         m = self.m
         for cid in m.case_ids:
             c = m.kb.cases[cid]
-            self.page(m.url("cases", cid), "case.html", f"case {cid}", title=c.title, description=f"Case report {cid}: {c.title}",
-                      page_kind="cases", indexed=True, lazy=functools.partial(self._case_context, cid))
+            self.page(m.url("cases", cid), "case.html", f"case {cid}", cache_key=self._case_key(cid), title=c.title,
+                      description=f"Case report {cid}: {c.title}", page_kind="cases", indexed=True, lazy=functools.partial(self._case_context, cid))
+
+    def _case_key(self, cid: str) -> str:
+        """Everything a case page shows: the case file, the files of the sources it cites (and of
+        those they retell), the variants' names, the related cases, and what every page shows
+        (the vocabulary among it). tests/test_cache.py checks that an edit of any of them remakes
+        the page."""
+        m = self.m
+        c = m.kb.cases[cid]
+        sids = {ref.source for ref in c.sources}  # every claim cites one of these (rule claim-source)
+        sids |= {s.reports_on for s in (m.kb.sources.get(x) for x in list(sids)) if s is not None and s.reports_on}
+        files = [(f.display, f.sha) for f in (m.kb.files.get(k) for k in [f"case:{cid}", *(f"source:{x}" for x in sorted(sids))]) if f is not None]
+        variants = sorted({(h, repr(m.variants.get(h, {}).get("protein")), m.variants.get(h, {}).get("gene", "")) for h in m.case_variants(c)})
+        related = related_view(self.related.get(m.ns.case(cid), []), m.iri_url, self.case_titles)
+        return "page:" + digest(self.pages_key, cid, repr(sorted(sids)), repr(files), repr(variants), repr(related))
 
     def _case_context(self, cid: str) -> dict[str, Any]:
         m = self.m
@@ -298,9 +326,19 @@ class SitePages:
                       comorbid=m.comorbid.get(key, []))
         for sid in m.pages("sources"):
             s = m.kb.sources[sid]
-            self.page(m.url("sources", sid), "source.html", f"source {sid}", title=short_citation(s), description=citation_text(s),
-                      page_kind="sources", indexed=True, s=s, cases=m.cases_citing.get(sid, []), claims=m.claims_citing.get(sid, 0),
-                      retold_by=m.reported_by.get(sid, []))
+            cases, claims, retold_by = m.cases_citing.get(sid, []), m.claims_citing.get(sid, 0), m.reported_by.get(sid, [])
+            self.page(m.url("sources", sid), "source.html", f"source {sid}", cache_key=self._source_key(s, cases, claims, retold_by),
+                      title=short_citation(s), description=citation_text(s), page_kind="sources", indexed=True, s=s, cases=cases,
+                      claims=claims, retold_by=retold_by)
+
+    def _source_key(self, s: S.Source, cases: list, claims: int, retold_by: list[str]) -> str:
+        """Everything a source page shows: its file, the files of the sources it retells, is
+        retold by or cites for its own facts, and the cases citing it (id, title, role)."""
+        m = self.m
+        sids = sorted({s.id, *([s.reports_on] if s.reports_on else []), *retold_by, *(c.source for c in s.citation_evidence)})
+        files = [(f.display, f.sha) for f in (m.kb.files.get(f"source:{x}") for x in sids) if f is not None]
+        citing = [(c.id, c.title, role) for c, role in cases]
+        return "page:" + digest(self.pages_key, "source", repr(sids), repr(files), repr(citing), str(claims))
 
     def _by_condition(self) -> dict[str, list]:
         if not hasattr(self, "_cond"):
@@ -522,8 +560,8 @@ def _render_chunk(bounds: tuple[int, int]) -> str:
     assert _POOL_JOBS is not None
     pages, jobs = _POOL_JOBS
     try:
-        for rel, template, ctx in jobs[bounds[0]:bounds[1]]:
-            (pages.out / rel).write_bytes(pages.render(rel, template, ctx).encode("utf-8"))
+        for rel, template, ctx, key in jobs[bounds[0]:bounds[1]]:
+            pages.writer.emit(rel, pages.render(rel, template, ctx).encode("utf-8"), key)
     except Exception as exc:  # sent back as text: an exception may not survive pickling
         return f"{type(exc).__name__}: {exc}"
     return ""

@@ -1,0 +1,248 @@
+"""What the previous build wrote into the site folder, so that a rebuild reuses it instead of
+writing it again.
+
+A build writes into a new folder beside the site and swaps it in at the end (see
+:mod:`evidence.pipeline`). Without help, every rebuild would write every file again, and the swap
+would have to read the old and the new file to find those that did not change (18 s of a
+10,000-case rebuild, see bench/README.md). Instead, each build leaves a record in the build cache:
+for every file of the site, a *content key* and the file's identity on disk (inode, size,
+modification time, as git's index and make do). The next build then
+
+- links an old file into the new folder, without writing it, when a writer knows the key of what
+  it is about to write and the record holds the same key (:meth:`Outputs.link_or_write`);
+- splices the large RDF files: a graph that did not change is copied from the old file's byte
+  range (``copy_file_range``, in the kernel) instead of being serialised and written again
+  (:class:`Splice`, used by :func:`evidence.export.write_exports`);
+- at the end, hashes what was written without a key and links the old file over any new file with
+  the same bytes (:meth:`Outputs.finish`), so unchanged files keep one copy on disk.
+
+An old file is trusted only while its inode, size and modification time are those recorded; a file
+edited, replaced or touched by hand is simply written again. Without a cache (``EVIDENCE_CACHE=off``)
+nothing is recorded and everything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .cache import BuildCache, digest
+
+__all__ = ["Outputs", "Splice", "content_key"]
+
+_STAGE = "outputs"
+_RECORD_VERSION = 1
+
+
+def content_key(data: bytes) -> str:
+    """The key of a file that is known only by its bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class Outputs:
+    """The previous build's record for one site folder, and this build's record in the making.
+
+    ``files`` maps a root-relative path to ``(key, inode, size, mtime_ns)``; ``layouts`` maps a
+    spliced file's path to ``{"frames": key, "pieces": {graph: (key, offset, length)}}``.
+    """
+
+    out: Path
+    cache: BuildCache | None = None
+    previous: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
+    previous_layouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # this build: path -> key, noted by writers
+    layouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    record: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
+    linked: int = 0  # files taken from the previous build instead of written
+
+    @classmethod
+    def load(cls, out: Path, cache: BuildCache | None) -> Outputs:
+        """The record the last build into ``out`` left in ``cache`` (empty when there is none)."""
+        self = cls(out=out, cache=cache if cache is not None and cache.enabled else None)
+        if self.cache is not None and out.is_dir():
+            rec = self.cache.get(_STAGE, self._key())
+            if isinstance(rec, dict) and rec.get("version") == _RECORD_VERSION:
+                self.previous = rec.get("files", {})
+                self.previous_layouts = rec.get("layouts", {})
+        return self
+
+    def _key(self) -> str:
+        return digest(_STAGE, str(self.out.resolve()))
+
+    @property
+    def enabled(self) -> bool:
+        return self.cache is not None
+
+    # ------------------------------------------------------------------------------ old files
+    def old(self, rel: str, key: str | None = None) -> Path | None:
+        """The previous build's file at ``rel`` if it is still the file recorded (and, with
+        ``key``, has that key); None otherwise."""
+        rec = self.previous.get(rel)
+        if rec is None or (key is not None and rec[0] != key):
+            return None
+        path = self.out / rel
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+        return path if _identity(st) == tuple(rec[1:]) else None
+
+    def link_or_write(self, dest: Path, rel: str, data: bytes, key: str | None = None) -> None:
+        """Write ``data`` to ``dest`` (path ``rel`` in the site), or link the old file there when
+        it holds the same content. ``key`` defaults to the hash of ``data``."""
+        key = key or content_key(data)
+        self.keys[rel] = key
+        old = self.old(rel, key) if self.enabled else None
+        if old is not None:
+            try:
+                os.link(old, dest)
+                self.linked += 1
+                return
+            except OSError:
+                pass  # another file system, or no hard links: write it
+        with open(dest, "wb") as fh:
+            fh.write(data)
+
+    def link(self, dest: Path, rel: str, key: str) -> bool:
+        """Link the old file with ``key`` to ``dest``; False if there is none (write it then)."""
+        old = self.old(rel, key) if self.enabled else None
+        if old is None:
+            return False
+        try:
+            os.link(old, dest)
+        except OSError:
+            return False
+        self.keys[rel] = key
+        self.linked += 1
+        return True
+
+    # ------------------------------------------------------------------------------ the end
+    def finish(self, new: Path) -> int:
+        """Walk the new folder: where a file has the same content as the old one, keep the old
+        file (a hard link in the new tree); note every file's key and identity for the next build.
+        Returns how many files the new tree shares with the old one."""
+        if not self.enabled:
+            return 0
+        shared = 0
+        for dirpath, _dirs, names in os.walk(new):
+            for name in names:
+                p = os.path.join(dirpath, name)
+                rel = os.path.relpath(p, new).replace(os.sep, "/")
+                st = os.stat(p, follow_symlinks=False)
+                prev = self.previous.get(rel)
+                if prev is not None and _identity(st) == tuple(prev[1:]):
+                    self.record[rel] = prev  # linked from the old tree by a writer
+                    shared += 1
+                    continue
+                key = self.keys.get(rel)
+                if key is None:
+                    with open(p, "rb") as fh:
+                        key = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+                old = self.old(rel, key) if prev is not None else None
+                if old is not None:
+                    try:
+                        tmp = os.path.join(dirpath, f".{name}.link")
+                        os.link(old, tmp)
+                        os.replace(tmp, p)
+                        self.record[rel] = prev
+                        shared += 1
+                        continue
+                    except OSError:
+                        pass
+                self.record[rel] = (key, *_identity(st))
+        return shared
+
+    def save(self) -> None:
+        """Store this build's record (call once the new tree is in place)."""
+        if self.cache is None:
+            return
+        layouts = {rel: lay for rel, lay in self.layouts.items() if rel in self.record}
+        self.cache.put(_STAGE, self._key(), {"version": _RECORD_VERSION, "files": self.record, "layouts": layouts})
+
+
+class Splice:
+    """Writes one large file from new bytes and byte ranges of the previous build's file.
+
+    Ranges that follow each other in the old file, with only ``sep`` between them, are copied in
+    one call. Records where each piece landed, for the next build. ``fh`` is an unbuffered file
+    (``open(path, "wb", buffering=0)``): the copies go straight to its descriptor.
+    """
+
+    def __init__(self, fh: BinaryIO, old: Path | None, sep: bytes):
+        self.fh = fh
+        self.sep = sep
+        self.old_fd = os.open(old, os.O_RDONLY) if old is not None else None
+        self.pos = 0
+        self.pending: list[int] | None = None  # [start, end) in the old file, not yet copied
+        self.pieces: dict[str, tuple[str, int, int]] = {}
+        self.count = 0
+
+    def _lead(self) -> bytes:
+        return self.sep if self.count else b""
+
+    def write(self, data: bytes) -> None:
+        self._flush()
+        view = memoryview(data)
+        while view:
+            view = view[self.fh.write(view):]
+        self.pos += len(data)
+
+    def piece(self, graph: str, key: str, data: bytes) -> None:
+        """A graph's piece, from new bytes."""
+        if not data:
+            self.pieces[graph] = (key, 0, 0)
+            return
+        self.write(self._lead())
+        self.pieces[graph] = (key, self.pos, len(data))
+        self.write(data)
+        self.count += 1
+
+    def copy(self, graph: str, key: str, offset: int, length: int) -> None:
+        """A graph's piece, from ``length`` bytes at ``offset`` in the old file."""
+        if not length:
+            self.pieces[graph] = (key, 0, 0)
+            return
+        lead = self._lead()
+        if self.pending is not None and self.pending[1] + len(lead) == offset:
+            self.pending[1] = offset + length  # the old file has the same separator in between
+        else:
+            self.write(lead)
+            self.pending = [offset, offset + length]
+        self.pieces[graph] = (key, self.pos + (self.pending[1] - self.pending[0]) - length, length)
+        self.count += 1
+
+    def _flush(self) -> None:
+        if self.pending is None:
+            return
+        start, end = self.pending
+        self.pending = None
+        fd = self.fh.fileno()
+        n = total = end - start
+        while n > 0:
+            try:
+                done = os.copy_file_range(self.old_fd, fd, n, start)
+            except OSError:
+                done = 0
+            if done <= 0:  # no in-kernel copy here (or across file systems): copy by hand
+                chunk = os.pread(self.old_fd, min(n, 1 << 24), start)
+                if not chunk:
+                    raise OSError(f"the previous build's file ended early while copying from it ({n} bytes short)")
+                os.write(fd, chunk)
+                done = len(chunk)
+            start += done
+            n -= done
+        self.pos += total
+
+    def close(self) -> None:
+        self._flush()
+        if self.old_fd is not None:
+            os.close(self.old_fd)
+            self.old_fd = None
