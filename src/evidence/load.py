@@ -11,6 +11,7 @@ Layout of a kb folder::
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,29 @@ class RawKb:
         return [f for f in self.files if f.kind.startswith(prefix)]
 
 
-def file_kind(path: Path, kb_dir: Path) -> str | None:
+class _Resolver:
+    """``Path.resolve`` for the many files of a few folders: each folder is resolved once (at
+    10,000 cases, resolving every file twice took 4 s of a rebuild). A file that is a symbolic
+    link is resolved in full."""
+
+    def __init__(self) -> None:
+        self.folders: dict[Path, Path] = {}
+
+    def __call__(self, p: Path) -> Path:
+        if p.name in ("", ".", "..") or p.is_symlink():
+            return p.resolve()
+        real = self.folders.get(p.parent)
+        if real is None:
+            real = self.folders[p.parent] = p.parent.resolve()
+        return real / p.name
+
+
+def file_kind(path: Path, kb_dir: Path, resolve: Callable[[Path], Path] = Path.resolve) -> str | None:
     """The kind of a file from its place in the kb, or None if it is not a kb YAML file."""
     if path.suffix not in (".yaml", ".yml"):
         return None
     try:
-        rel = path.resolve().relative_to(kb_dir.resolve())
+        rel = resolve(path).relative_to(resolve(kb_dir))
     except ValueError:
         # A file outside the kb (a test fixture): guess from its parent folder's name.
         parent = path.parent.name
@@ -90,24 +108,25 @@ def file_kind(path: Path, kb_dir: Path) -> str | None:
     return None
 
 
-def _display(path: Path, base: Path) -> str:
+def _display(path: Path, base: Path, resolve: Callable[[Path], Path] = Path.resolve) -> str:
     try:
-        return str(path.resolve().relative_to(base.resolve()))
+        return str(resolve(path).relative_to(resolve(base)))
     except ValueError:
         return str(path)
 
 
-def discover(kb_dir: Path, extra: list[Path] | None = None) -> list[tuple[str, Path]]:
+def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[Path], Path] | None = None) -> list[tuple[str, Path]]:
     """Every kb file, sorted, as (kind, path); ``extra`` files are added to the kb as well."""
+    resolve = resolve or _Resolver()
     found: list[tuple[str, Path]] = []
     for pattern in ("*.yaml", "sources/*.yaml", "vocabulary/*.yaml"):
         for p in sorted(kb_dir.glob(pattern)):
-            kind = file_kind(p, kb_dir)
+            kind = file_kind(p, kb_dir, resolve)
             if kind and p.is_file():
                 found.append((kind, p))
     for p in extra or []:
-        kind = file_kind(p, kb_dir)
-        if kind and all(p.resolve() != q.resolve() for _, q in found):
+        kind = file_kind(p, kb_dir, resolve)
+        if kind and all(resolve(p) != resolve(q) for _, q in found):
             found.append((kind, p))
     return found
 
@@ -116,8 +135,9 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None) -> tuple[
     """Read every file of the kb (and ``extra``), collecting every YAML problem."""
     raw = RawKb(root=kb_dir)
     diags: list[Diagnostic] = []
-    for kind, p in discover(kb_dir, extra):
-        shown = _display(p, base)
+    resolve = _Resolver()
+    for kind, p in discover(kb_dir, extra, resolve):
+        shown = _display(p, base, resolve)
         if kind.startswith("vocabulary:") and kind.split(":", 1)[1] not in VOCABULARY_KINDS:
             diags.append(
                 Diagnostic(shown, 1, 1, f"unknown vocabulary file '{p.name}'", rule="vocabulary-file",

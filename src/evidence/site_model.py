@@ -124,6 +124,7 @@ class SiteModel:
         self._urls: dict[tuple[str, str], str] = {}
         self.iri_url: dict[str, str] = {}
         self.iri_entity: dict[str, tuple[str, str]] = {}
+        self._claims: dict[str, list[S.Claim]] = {}
         self._index()
 
     # ------------------------------------------------------------------------------ building
@@ -170,7 +171,8 @@ class SiteModel:
                 self.cases_citing[ref.source].append((c, ref.role))
             for k in c.conditions:
                 self.case_conditions[k].append(c)
-            for claim in _claims_in(c):
+            claims = self._claims[cid] = list(_claims_in(c))
+            for claim in claims:
                 self.claims_citing[claim.source] += 1
             if c.cohort:
                 for oc in c.cohort.outcome_counts:
@@ -286,7 +288,7 @@ class SiteModel:
         return bool(claims) and all(self.is_secondary(c, case) for c in claims)
 
     def case_only_secondary(self, c: S.CaseReport) -> bool:
-        return self.only_secondary(list(_claims_in(c)), c)
+        return self.only_secondary(self.claims(c), c)
 
     def secondary_sources(self, c: S.CaseReport) -> list[str]:
         return [r.source for r in c.sources if r.role == "secondary"]
@@ -300,6 +302,13 @@ class SiteModel:
 
     def case_drugs(self, c: S.CaseReport) -> list[str]:
         return sorted({t.drug for p in c.patients for t in p.treatments})
+
+    def claims(self, c: S.CaseReport) -> list[S.Claim]:
+        """Every claim in a case, depth first (worked out once per case)."""
+        found = self._claims.get(c.id)
+        if found is None:
+            found = self._claims[c.id] = list(_claims_in(c))
+        return found
 
     def case_variants(self, c: S.CaseReport) -> list[str]:
         """The HGVS names of the variants the case's patients carry, in order of first mention."""
@@ -555,7 +564,7 @@ def search_text(m: SiteModel, kind: str, key: str) -> tuple[str, str]:
             for a in p.adverse_events:
                 bits += [m.label("phenotypes", a.term), a.severity]
         bits += [cur.name for cur in c.curation.curators] + [c.curation.notes or ""]
-        bits += [cl.quote for cl in _claims_in(c) if cl.quote]
+        bits += [cl.quote for cl in m.claims(c) if cl.quote]
         return c.title, _words(*dict.fromkeys(bits))
     if kind == "sources":
         s = m.kb.sources[key]
