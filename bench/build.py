@@ -13,7 +13,8 @@ that its peak memory (ru_maxrss) is its own:
 3. it runs every query of the library once on the compiled graph (the query library time).
 
 Prints medians per stage (validate, compile, SHACL, export, render, search index, swap), total
-wall time and peak memory of the cold builds, the rebuild after one edit, and the growth exponent
+wall time and peak memory (sampled PSS of the child and its workers, and the ru_maxrss bound) of
+the cold builds, the rebuild after one edit, and the growth exponent
 of the cold total between the two largest sizes (1.0 is linear).
 """
 
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,14 +68,51 @@ print(json.dumps({{"timings": {{**report.timings, "query library": queries}}, "w
 """
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every process under it."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
+def _pss_kb(pid: int) -> int:
+    """The proportional set size of a process: its own pages, plus its share of pages it shares
+    with others (a forked worker shares most of its parent's)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def run_once(root: Path) -> dict:
+    """One child process: cold build, rebuild, query library. Its memory is sampled every 0.1 s
+    as the sum of the proportional set sizes of the child and its workers: the memory the build
+    really holds at that moment (ru_maxrss of parent plus child counts shared pages twice)."""
     with tempfile.TemporaryDirectory() as tmp:
         code = CHILD.format(src=str(ROOT / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(ROOT / "site_templates"),
                             cache=str(Path(tmp) / "cache"), queries=str(ROOT / "kb" / "queries"))
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"build failed on {root}:\n{r.stderr[-3000:]}")
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, text=True)
+            peak = 0
+            while child.poll() is None:
+                peak = max(peak, sum(_pss_kb(p) for p in _tree(child.pid)))
+                time.sleep(0.1)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        if child.returncode != 0:
+            raise SystemExit(f"build failed on {root}:\n{stderr[-3000:]}")
+        return {**json.loads(stdout.strip().splitlines()[-1]), "pss_mb": peak / 1024}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,23 +133,26 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run_once(out) for _ in range(args.runs)]
         stages = sorted({k for r in runs for k in r["timings"]})
         med = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in stages}
-        rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in runs)))
+        rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in runs),
+                     max(r["pss_mb"] for r in runs)))
         rebuilds.append((n, statistics.median(r["rebuild"] for r in runs),
                          {k: statistics.median(r["rebuild_timings"].get(k, 0.0) for r in runs) for k in runs[0]["rebuild_timings"]}))
         print(f"  {n:,} cases done", file=sys.stderr, flush=True)
-    stages = sorted({k for _, _, med, _, _ in rows for k in med})
+    stages = sorted({k for _, _, med, _, _, _ in rows for k in med})
     print(f"## cold evidence build (empty cache), medians of {args.runs} runs (seconds); peak memory is the largest run's\n")
-    print("| cases | quads | " + " | ".join(stages) + " | total wall | peak MB |")
-    print("| ---: | ---: | " + " | ".join("---:" for _ in stages) + " | ---: | ---: |")
-    for n, quads, med, wall, peak in rows:
-        print(f"| {n:,} | {quads:,} | " + " | ".join(f"{med.get(k, 0):.2f}" for k in stages) + f" | {wall:.2f} | {peak:,.0f} |")
+    print("peak PSS: the most the child and its workers held at once (sum of proportional set sizes, sampled every 0.1 s);")
+    print("maxrss bound: the child's peak resident size plus its largest worker's (shared pages counted twice).\n")
+    print("| cases | quads | " + " | ".join(stages) + " | total wall | peak PSS MB | maxrss bound MB |")
+    print("| ---: | ---: | " + " | ".join("---:" for _ in stages) + " | ---: | ---: | ---: |")
+    for n, quads, med, wall, peak, pss in rows:
+        print(f"| {n:,} | {quads:,} | " + " | ".join(f"{med.get(k, 0):.2f}" for k in stages) + f" | {wall:.2f} | {pss:,.0f} | {peak:,.0f} |")
     print("\n## rebuild after editing one case, with the build cache (medians, seconds)\n")
     print("| cases | rebuild | stages |")
     print("| ---: | ---: | --- |")
     for n, wall, stages_ in rebuilds:
         print(f"| {n:,} | {wall:.2f} | " + ", ".join(f"{k} {v:.2f}" for k, v in stages_.items()) + " |")
     if len(rows) >= 2:
-        (n1, _, _, w1, _), (n2, _, _, w2, _) = rows[-2], rows[-1]
+        (n1, _, _, w1, _, _), (n2, _, _, w2, _, _) = rows[-2], rows[-1]
         print(f"\ngrowth exponent of total wall time from {n1:,} to {n2:,} cases: {math.log(w2 / w1) / math.log(n2 / n1):.2f} (1.0 = linear)")
     return 0
 
