@@ -493,7 +493,7 @@ REFUSED = st.one_of(
     st.tuples(st.sampled_from(["title", "rationale", "notes", "finding", "outcome", "note", "source_title"]), _too_long),
     st.tuples(st.sampled_from(["label", "curator", "locator", "author", "journal", "pheno_label", "drug_label"]), _short_too_long),
     st.tuples(st.sampled_from(sorted(FIELDS)), _invisible),
-    st.tuples(st.sampled_from(["title", "label", "notes", "source_title", "pheno_label"]), st.just(("", "expected some text; found ''"))),
+    st.tuples(st.sampled_from(["title", "label", "notes", "source_title", "pheno_label"]), st.just(("", "is empty (hint: fill it in from the source"))),
 )
 
 

@@ -183,8 +183,8 @@ def schema_diagnostics(model: type[BaseModel], doc: YamlDoc, exc: PydanticValida
     reported_nr: set[tuple] = set()
     for loc, value, exists, err in cleaned:
         etype = err["type"]
-        if value is None and exists and etype != "missing":
-            # `field:` with nothing after it: one message, whatever the field's type.
+        if exists and etype != "missing" and (value is None or (isinstance(value, str) and not value.strip())):
+            # `field:` with nothing after it, or `field: ""`: one message, whatever the field's type.
             if loc not in reported_nr:
                 reported_nr.add(loc)
                 name = field_name(data, loc)
@@ -343,6 +343,8 @@ class _Checker:
 
     # -- references -------------------------------------------------------------------------
     def vocab_ref(self, f: KbFile, loc: tuple, key: str, kinds: tuple[str, ...]) -> None:
+        if not str(key).strip():
+            return  # an empty key: the schema check has said so already
         for kind in kinds:
             if key in self.kb.vocab.get(kind, {}):
                 return
