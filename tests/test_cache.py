@@ -40,6 +40,7 @@ class Project:
         self.texts = tmp / "texts"
         shutil.copytree(SEEDS, self.texts)
         monkeypatch.setenv("EVIDENCE_SOURCE_TEXTS", str(self.texts))
+        self.templates = ROOT / "site_templates"
         self.cache_dir = tmp / "cache"
         self.out = tmp / "_site"
         self.fresh_out = tmp / "_fresh"
@@ -48,8 +49,8 @@ class Project:
     def build(self) -> dict[str, bytes]:
         """A cached build, checked against a build with no cache; returns the cached site."""
         self.cache = BuildCache(self.cache_dir)
-        self.report = build(load_config(self.root), self.out, templates=ROOT / "site_templates", cache=self.cache)
-        build(load_config(self.root), self.fresh_out, templates=ROOT / "site_templates", cache=BuildCache(None))
+        self.report = build(load_config(self.root), self.out, templates=self.templates, cache=self.cache)
+        build(load_config(self.root), self.fresh_out, templates=self.templates, cache=BuildCache(None))
         cached, fresh = _tree(self.out), _tree(self.fresh_out)
         assert sorted(cached) == sorted(fresh), "the cached build has other files than a build without cache"
         stale = [name for name in fresh if cached[name] != fresh[name]]
@@ -184,7 +185,8 @@ def _inodes(folder: Path) -> dict[str, int]:
 
 
 def test_a_rebuild_with_nothing_changed_writes_nothing(project):
-    """Every file of the new site is the previous build's file (a hard link), none written again."""
+    """Every file of the new site is the previous build's file (a hard link): case and source
+    pages and the RDF files are linked without being made again, the rest once found identical."""
     project.build()
     before = _inodes(project.out)
     project.build()
@@ -224,3 +226,53 @@ def test_an_output_changed_by_hand_is_never_reused(project, damage):
             p.write_bytes(data)  # the same bytes in a new file: not the file recorded, so not trusted
     project.edit("wenzel-2016.yaml", "title: ", "title: Edited, ")
     project.build()  # checked byte for byte against a build without cache
+
+
+def test_editing_a_template_between_two_builds_in_one_process_remakes_the_pages(project, tmp_path):
+    project.templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "site_templates", project.templates)
+    project.build()
+    page = project.templates / "case.html"
+    page.write_text(page.read_text(encoding="utf-8").replace("{% block main %}", "{% block main %}<p>template edited</p>", 1), encoding="utf-8")
+    after = project.build()
+    assert "template edited" in after["cases/briand-2019.html"].decode("utf-8")
+
+
+def test_a_setting_in_evidence_toml_reaches_every_case_page(project):
+    before = project.build()
+    toml = project.root / "evidence.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('branch = "main"', 'branch = "trunk"'), encoding="utf-8")
+    after = project.build()
+    assert "/edit/main/" in before["cases/wenzel-2016.html"].decode("utf-8")
+    assert "/edit/trunk/" in after["cases/wenzel-2016.html"].decode("utf-8")
+
+
+def test_builds_into_two_folders_with_one_cache_keep_both_records(project, tmp_path):
+    project.build()
+    other = tmp_path / "_other"
+    build(load_config(project.root), other, templates=project.templates, cache=BuildCache(project.cache_dir))
+    first = _inodes(project.out)
+    project.build()
+    assert _inodes(project.out) == first  # the build into the other folder did not drop this one's record
+
+
+def test_a_rebuild_that_fails_after_linking_and_splicing_leaves_the_previous_site_as_it_was(project, monkeypatch):
+    """The new tree shares files with the published one (hard links) and copies from it: nothing
+    in it may be written through to the published site, whatever stage fails."""
+    from evidence import render
+
+    before = project.build()
+    inodes = _inodes(project.out)
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    real = render.render_site
+
+    def render_then_fail(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(render, "render_site", render_then_fail)
+    with pytest.raises(RuntimeError):
+        build(load_config(project.root), project.out, templates=project.templates, cache=BuildCache(project.cache_dir))
+    assert _tree(project.out) == before
+    assert _inodes(project.out) == inodes
+    assert sorted(p.name for p in project.out.parent.iterdir() if p.name.startswith("._site")) == []

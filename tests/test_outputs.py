@@ -81,14 +81,21 @@ def test_copies_of_neighbouring_pieces_are_merged(tmp_path):
     assert (tmp_path / "new").read_bytes() == (tmp_path / "whole").read_bytes()
 
 
-def test_without_a_cache_nothing_is_recorded_or_linked(tmp_path):
+def test_without_a_cache_files_are_compared_byte_for_byte(tmp_path):
+    """No record: every file is written, and at the end only files with the same bytes as the
+    old ones become links to them."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "a.html").write_bytes(b"same")
+    (site / "b.html").write_bytes(b"old")
     outputs = Outputs.load(site, None)
     assert not outputs.enabled
     new = tmp_path / "new"
     new.mkdir()
     outputs.link_or_write(new / "a.html", "a.html", b"same")
-    assert (new / "a.html").stat().st_ino != (site / "a.html").stat().st_ino
-    assert outputs.finish(new) == 0
+    outputs.link_or_write(new / "b.html", "b.html", b"new")
+    assert (new / "a.html").stat().st_ino != (site / "a.html").stat().st_ino  # written, not linked
+    assert outputs.finish(new) == 1
+    assert (new / "a.html").stat().st_ino == (site / "a.html").stat().st_ino
+    assert (new / "b.html").read_bytes() == b"new" and (site / "b.html").read_bytes() == b"old"
+    assert sorted(p.name for p in new.iterdir()) == ["a.html", "b.html"]  # no link file left behind

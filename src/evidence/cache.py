@@ -24,6 +24,7 @@ from typing import Any
 __all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV"]
 
 CACHE_ENV = "EVIDENCE_CACHE"
+KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -37,17 +38,40 @@ def digest(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
-_CODE: dict[str, str] = {}
+_CODE: dict[tuple, str] = {}
+# Libraries whose output ends up in what the cache keeps (models, graphs, pages, RDF pieces): a new
+# version of one may change it, so their versions are part of every key.
+_LIBRARIES = ("jinja2", "markupsafe", "networkx", "pydantic", "pydantic_core", "pyoxigraph", "pyshacl_turbo", "PyYAML")
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in _LIBRARIES:
+        try:
+            out.append(f"{name}={version(name)}")
+        except PackageNotFoundError:
+            out.append(f"{name}=none")
+    return ",".join(out)
 
 
 def code_digest(extra: Iterable[Path] = ()) -> str:
-    """A hash of the package's own code (and ``extra`` files, such as templates): a new version
-    of the code never reuses what an older one made."""
-    extra = sorted(extra)
-    memo = "\0".join(map(str, extra))
+    """A hash of the package's own code (and ``extra`` files, such as templates) and of the
+    versions of the libraries it builds with: a new version of either never reuses what an older
+    one made. Remembered while no file changes (size and modification time), so a template edited
+    between two builds in one process is seen."""
+    files = sorted(_PACKAGE.glob("*.py")) + sorted(extra)
+    stats = []
+    for f in files:
+        try:
+            st = f.stat()
+            stats.append((str(f), st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append((str(f), -1, -1))
+    memo = tuple(stats)
     if memo not in _CODE:
-        files = sorted(_PACKAGE.glob("*.py")) + extra
-        _CODE[memo] = digest(*(f"{f.name}\0".encode() + f.read_bytes() for f in files if f.is_file()))
+        _CODE[memo] = digest(_versions(), *(f"{f.name}\0".encode() + f.read_bytes() for f in files if f.is_file()))
     return _CODE[memo]
 
 
@@ -120,12 +144,14 @@ class BuildCache:
 
     def prune(self) -> int:
         """Delete every entry this build did not use (call after a build that succeeded), so the
-        folder holds one build's worth, not every build's; return how many were deleted."""
+        folder holds one build's worth, not every build's; return how many were deleted. The
+        records of site folders (stage ``outputs``, one small entry per folder built into) stay,
+        so that builds into two folders do not undo each other's."""
         if self.folder is None or not self.folder.is_dir():
             return 0
         gone = 0
         for path in self.folder.glob("*/*/*.pickle"):
-            if (path.parent.parent.name, path.stem) not in self.used:
+            if path.parent.parent.name not in KEPT_STAGES and (path.parent.parent.name, path.stem) not in self.used:
                 try:
                     path.unlink()
                     gone += 1

@@ -154,7 +154,8 @@ def serialize(compiled: Compiled, fmt: str, cache: BuildCache | None = None) -> 
     if fmt not in FORMATS:
         raise RenderError(f"unknown export format '{fmt}'; expected one of {', '.join(FORMATS)}")
     buf = io.BytesIO()
-    _write_dumps(compiled, {fmt: (Splice(buf, None, _frames(compiled)[fmt][1]), {})}, iter_pieces(compiled, cache), _piece_keys(compiled))
+    keys = _piece_keys(compiled)
+    _write_dumps(compiled, {fmt: (Splice(buf, None, _frames(compiled)[fmt][1]), {})}, iter_pieces(compiled, cache, keys=keys), keys)
     return buf.getvalue()
 
 
@@ -229,7 +230,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
             layout = outputs.previous_layouts.get(name, {})
             old = outputs.old(name) if layout.get("frames") == fkey else None
             before = layout.get("pieces", {}) if old is not None else {}
-            fh = stack.enter_context(open(out / name, "wb", buffering=0))
+            fh = stack.enter_context(open(out / name, "xb", buffering=0))
             sp = stack.enter_context(closing(Splice(fh, old, frames[fmt][1])))
             splices[fmt] = (sp, before)
             outputs.keys[name] = whole

@@ -14,11 +14,12 @@ modification time, as git's index and make do). The next build then
   range (``copy_file_range``, in the kernel) instead of being serialised and written again
   (:class:`Splice`, used by :func:`evidence.export.write_exports`);
 - at the end, hashes what was written without a key and links the old file over any new file with
-  the same bytes (:meth:`Outputs.finish`), so unchanged files keep one copy on disk.
+  the same key (:meth:`Outputs.finish`), so unchanged files keep one copy on disk.
 
 An old file is trusted only while its inode, size and modification time are those recorded; a file
 edited, replaced or touched by hand is simply written again. Without a cache (``EVIDENCE_CACHE=off``)
-nothing is recorded and everything is written.
+nothing is recorded: everything is written, and files with the same bytes as the old ones are
+linked at the end, after comparing them byte for byte.
 """
 
 from __future__ import annotations
@@ -42,6 +43,26 @@ def content_key(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _file_key(path: str) -> str:
+    with open(path, "rb") as fh:
+        return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _same_bytes(a: str, b: Path) -> bool:
+    try:
+        if os.path.getsize(a) != b.stat().st_size or b.is_symlink():
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
+
+
 def _identity(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -61,7 +82,6 @@ class Outputs:
     keys: dict[str, str] = field(default_factory=dict)  # this build: path -> key, noted by writers
     layouts: dict[str, dict[str, Any]] = field(default_factory=dict)
     record: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
-    linked: int = 0  # files taken from the previous build instead of written
 
     @classmethod
     def load(cls, out: Path, cache: BuildCache | None) -> Outputs:
@@ -104,11 +124,14 @@ class Outputs:
         if old is not None:
             try:
                 os.link(old, dest)
-                self.linked += 1
                 return
+            except FileExistsError:
+                raise
             except OSError:
                 pass  # another file system, or no hard links: write it
-        with open(dest, "wb") as fh:
+        # "x": a new file, never one that exists (on a file system that ignores case, a name that
+        # differs only in case could otherwise be a link to the published site's file).
+        with open(dest, "xb") as fh:
             fh.write(data)
 
     def link(self, dest: Path, rel: str, key: str) -> bool:
@@ -118,19 +141,22 @@ class Outputs:
             return False
         try:
             os.link(old, dest)
+        except FileExistsError:
+            raise
         except OSError:
             return False
         self.keys[rel] = key
-        self.linked += 1
         return True
 
     # ------------------------------------------------------------------------------ the end
     def finish(self, new: Path) -> int:
-        """Walk the new folder: where a file has the same content as the old one, keep the old
-        file (a hard link in the new tree); note every file's key and identity for the next build.
-        Returns how many files the new tree shares with the old one."""
+        """Walk the new folder: where a file has the same key as the old one (its bytes' hash, or
+        for a keyed page or spliced file, the key of what it was made from), keep the old file (a
+        hard link in the new tree); note every file's key and identity for the next build.
+        Without a cache (so without a record) files are compared byte for byte instead. Returns
+        how many files the new tree shares with the old one."""
         if not self.enabled:
-            return 0
+            return self._share_same_bytes(new)
         shared = 0
         for dirpath, _dirs, names in os.walk(new):
             for name in names:
@@ -142,22 +168,23 @@ class Outputs:
                     self.record[rel] = prev  # linked from the old tree by a writer
                     shared += 1
                     continue
-                key = self.keys.get(rel)
-                if key is None:
-                    with open(p, "rb") as fh:
-                        key = "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+                key = self.keys.get(rel) or _file_key(p)
                 old = self.old(rel, key) if prev is not None else None
-                if old is not None:
-                    try:
-                        tmp = os.path.join(dirpath, f".{name}.link")
-                        os.link(old, tmp)
-                        os.replace(tmp, p)
-                        self.record[rel] = prev
-                        shared += 1
-                        continue
-                    except OSError:
-                        pass
+                if old is not None and _replace_with_link(old, p):
+                    self.record[rel] = prev
+                    shared += 1
+                    continue
                 self.record[rel] = (key, *_identity(st))
+        return shared
+
+    def _share_same_bytes(self, new: Path) -> int:
+        shared = 0
+        for dirpath, _dirs, names in os.walk(new):
+            for name in names:
+                p = os.path.join(dirpath, name)
+                old = self.out / os.path.relpath(p, new)
+                if _same_bytes(p, old) and _replace_with_link(old, p):
+                    shared += 1
         return shared
 
     def save(self) -> None:
@@ -166,6 +193,21 @@ class Outputs:
             return
         layouts = {rel: lay for rel, lay in self.layouts.items() if rel in self.record}
         self.cache.put(_STAGE, self._key(), {"version": _RECORD_VERSION, "files": self.record, "layouts": layouts})
+
+
+def _replace_with_link(old: Path, p: str) -> bool:
+    """Put a hard link to ``old`` in place of the file ``p``; False (``p`` unchanged) if it fails."""
+    tmp = os.path.join(os.path.dirname(p), f".{os.path.basename(p)}.link")
+    try:
+        os.link(old, tmp)
+    except OSError:
+        return False
+    try:
+        os.replace(tmp, p)
+        return True
+    except OSError:
+        os.unlink(tmp)
+        return False
 
 
 class Splice:
@@ -235,14 +277,15 @@ class Splice:
                 chunk = os.pread(self.old_fd, min(n, 1 << 24), start)
                 if not chunk:
                     raise OSError(f"the previous build's file ended early while copying from it ({n} bytes short)")
-                os.write(fd, chunk)
-                done = len(chunk)
+                done = os.write(fd, chunk)
             start += done
             n -= done
         self.pos += total
 
     def close(self) -> None:
-        self._flush()
-        if self.old_fd is not None:
-            os.close(self.old_fd)
-            self.old_fd = None
+        try:
+            self._flush()
+        finally:
+            if self.old_fd is not None:
+                os.close(self.old_fd)
+                self.old_fd = None

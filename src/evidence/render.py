@@ -112,8 +112,9 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
                 timings: dict[str, float] | None = None, outputs: Outputs | None = None) -> list[Path]:
     """Write every page, the assets and the search index into ``out``; return the files written.
 
-    ``outputs`` is the previous build's record (:mod:`evidence.outputs`): a page with the same bytes
-    as before is linked from the previous build instead of written again."""
+    ``outputs`` is the previous build's record (:mod:`evidence.outputs`): a case or source page
+    whose inputs did not change is linked from the previous build without being rendered, and any
+    other file with the same bytes as before is linked instead of written."""
     from .site_pages import SitePages
 
     if not (templates / "base.html").is_file():

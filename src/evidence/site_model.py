@@ -310,16 +310,6 @@ class SiteModel:
             found = self._claims[c.id] = list(_claims_in(c))
         return found
 
-    def case_variants(self, c: S.CaseReport) -> list[str]:
-        """The HGVS names of the variants the case's patients carry, in order of first mention."""
-        out: dict[str, None] = {}
-        for p in c.patients:
-            if isinstance(p.genotype, list):
-                for g in p.genotype:
-                    if isinstance(g.variant, S.Variant):
-                        out[g.variant.hgvs] = None
-        return list(out)
-
     def case_genes(self, c: S.CaseReport) -> list[str]:
         return sorted({g.gene for p in c.patients if isinstance(p.genotype, list) for g in p.genotype})
 

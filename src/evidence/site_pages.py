@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -95,9 +96,9 @@ class SitePages:
         self._templates: dict[str, Any] = {}
         self._deferred: list[tuple[str, str, dict[str, Any], str | None]] | None = None
         # What every page shows besides its own data: a page's cache key starts with it.
+        settings = [f"{f.name}={getattr(kb.config, f.name)}" for f in dataclasses.fields(kb.config) if f.name != "root"]
         self.pages_key = digest("pages", code_digest(p for p in sorted(templates.rglob("*")) if p.is_file()), self.site_name,
-                                self.description, str(len(kb.files)), kb.config.base_iri, kb.config.repository or "", kb.config.kb,
-                                kb.vocab_digest, json.dumps(self.m.levels, sort_keys=True))
+                                self.description, str(len(kb.files)), *settings, kb.vocab_digest, json.dumps(self.m.levels, sort_keys=True))
         self.search_docs: list[tuple[str, str, str, str]] = []  # (path, title, kind, text) for the search index
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
 
@@ -223,17 +224,16 @@ class SitePages:
 
     def _case_key(self, cid: str) -> str:
         """Everything a case page shows: the case file, the files of the sources it cites (and of
-        those they retell), the variants' names, the related cases, and what every page shows
-        (the vocabulary among it). tests/test_cache.py checks that an edit of any of them remakes
-        the page."""
+        those they retell), the related cases (titles, and the labels of what they share), and
+        what every page shows (the settings of evidence.toml, the vocabulary, the templates and
+        the code among it). tests/test_cache.py checks that an edit of each remakes the page."""
         m = self.m
         c = m.kb.cases[cid]
         sids = {ref.source for ref in c.sources}  # every claim cites one of these (rule claim-source)
         sids |= {s.reports_on for s in (m.kb.sources.get(x) for x in list(sids)) if s is not None and s.reports_on}
         files = [(f.display, f.sha) for f in (m.kb.files.get(k) for k in [f"case:{cid}", *(f"source:{x}" for x in sorted(sids))]) if f is not None]
-        variants = sorted({(h, repr(m.variants.get(h, {}).get("protein")), m.variants.get(h, {}).get("gene", "")) for h in m.case_variants(c)})
         related = related_view(self.related.get(m.ns.case(cid), []), m.iri_url, self.case_titles)
-        return "page:" + digest(self.pages_key, cid, repr(sorted(sids)), repr(files), repr(variants), repr(related))
+        return "page:" + digest(self.pages_key, cid, repr(sorted(sids)), repr(files), repr(related))
 
     def _case_context(self, cid: str) -> dict[str, Any]:
         m = self.m
