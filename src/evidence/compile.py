@@ -24,7 +24,7 @@ from .ontology import CLASSES, PROPERTIES
 from .perf import gc_paused
 from .validate import Kb
 
-__all__ = ["Compiled", "Part", "compile_kb", "compile_key", "canonical_nquads", "concept_iri", "term_iri"]
+__all__ = ["Compiled", "Part", "compile_kb", "compile_key", "compile_context", "canonical_nquads", "concept_iri", "term_iri"]
 
 XSD = STANDARD["xsd"]
 RDF_TYPE = ox.NamedNode(STANDARD["rdf"] + "type")
@@ -651,13 +651,19 @@ class _Builder:
         )
 
 
-def compile_key(kb: Kb, kind: str, name: str) -> str | None:
+def compile_key(kb: Kb, kind: str, name: str, context: str | None = None) -> str | None:
     """The cache key of one file's part: its bytes, the vocabulary's IRIs, the base IRI and the
-    code; None if the file's bytes are not known (it was not read from disk)."""
+    code; None if the file's bytes are not known (it was not read from disk). ``context`` is
+    :func:`compile_context` of the kb, worked out once for many files."""
     f = kb.files.get(f"{kind}:{name}")
     if f is None or not f.sha:
         return None
-    return digest("compile", code_digest(), kb.config.base_iri, kb.vocab_digest, kind, f.sha)
+    return digest(context or compile_context(kb), kind, f.sha)
+
+
+def compile_context(kb: Kb) -> str:
+    """What every file's compile key covers: the code, the base IRI and the vocabulary."""
+    return digest("compile", code_digest(), kb.config.base_iri, kb.vocab_digest)
 
 
 def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
@@ -673,11 +679,12 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
     b = _Builder(kb, ns)
     cache = cache or BuildCache(None)
     parts: dict[str, Part] = {}
+    context = compile_context(kb) if cache.enabled else None
     with gc_paused():
         records = [("source", sid, b.source, kb.sources[sid]) for sid in sorted(kb.sources)]
         records += [("case", cid, b.case, kb.cases[cid]) for cid in sorted(kb.cases)]
         for kind, name, emit, record in records:
-            key = compile_key(kb, kind, name)
+            key = compile_key(kb, kind, name, context) if context else None
             part = cache.get("compile", key) if key else None
             if not isinstance(part, Part):
                 part = b.part(lambda emit=emit, record=record: emit(record))
