@@ -51,6 +51,7 @@ from evidence.site_search import titles_script
 from evidence.yamlio import load_yaml_text
 
 from .test_site import Page, _Parser
+from .test_site_security import _strings
 
 # A failing example of a build test holds long strings; Hypothesis warns about their repr, and the
 # project turns warnings into errors, which would hide the failure itself.
@@ -329,17 +330,6 @@ def read_page(site: Path, rel: str) -> Page:
     return page
 
 
-def _json_strings(node):
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for v in node.values():
-            yield from _json_strings(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _json_strings(v)
-
-
 def check_page_inert(rel: str, page: Page, values: dict[str, str], markup: str) -> None:
     """One page: well formed, no script but the site's own and JSON-LD, no handler, no link that
     runs code, no refresh, and no generated value containing '<' verbatim (unless the value is a
@@ -376,7 +366,7 @@ def check_values_readable(pages: dict[str, Page], values: dict[str, str]) -> Non
     links = [v for _t, a, v in pages[SOURCE_PAGE].links if a == "href"]
     assert values["url"] in links, f"the source address {values['url']!r} is not a link on {SOURCE_PAGE}: {links}"
     blocks = [t for a, t in pages[CASE_PAGE].script_texts if a.get("type") == "application/ld+json"]
-    assert any(values["title"] in set(_json_strings(json.loads(t))) for t in blocks), "the title is not data in the case's JSON-LD"
+    assert any(values["title"] in set(_strings(json.loads(t))) for t in blocks), "the title is not data in the case's JSON-LD"
 
 
 def check_built_site(site: Path, values: dict[str, str], every_page: bool, markup: str) -> None:

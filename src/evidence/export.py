@@ -159,11 +159,12 @@ def serialize(compiled: Compiled, fmt: str, cache: BuildCache | None = None) -> 
     return buf.getvalue()
 
 
-def graph_file(compiled: Compiled, fmt: str, piece: dict[str, bytes]) -> bytes:
-    """One named graph (a case's) as a file of its own: Turtle or JSON-LD."""
+def graph_file(compiled: Compiled, fmt: str, piece: dict[str, bytes], frames: dict[str, tuple[bytes, bytes, bytes]] | None = None) -> bytes:
+    """One named graph (a case's) as a file of its own: Turtle or JSON-LD. ``frames`` is
+    ``_frames(compiled)``, when the caller writes many."""
     if fmt not in ("ttl", "jsonld"):
         raise RenderError(f"a graph is written alone as ttl or jsonld, not '{fmt}'")
-    head, _sep, tail = _frames(compiled)[fmt]
+    head, _sep, tail = (frames or _frames(compiled))[fmt]
     return head + piece[fmt] + tail
 
 
@@ -214,6 +215,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
     graph_files = graph_files or {}
     keys = _piece_keys(compiled)
     frames = _frames(compiled)
+    fkeys = {fmt: _frames_key(frames, fmt) for fmt in DUMPS}
     graphs = compiled.graphs()
     written: list[Path] = []
     needed: set[str] = set()
@@ -222,7 +224,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
         for fmt in DUMPS:
             name = FORMATS[fmt][0]
             written.append(out / name)
-            fkey = _frames_key(frames, fmt)
+            fkey = fkeys[fmt]
             whole = digest("dump", fkey, *(f"{g}\0{keys[g]}" for g in graphs))
             if outputs.link(out / name, name, whole):
                 outputs.layouts[name] = outputs.previous_layouts.get(name, {})
@@ -241,7 +243,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
             for fmt in ("ttl", "jsonld"):
                 p = base.with_name(f"{base.name}.{fmt}")
                 rel = p.relative_to(out).as_posix()
-                key = digest("graph file", _frames_key(frames, fmt), keys[g])
+                key = digest("graph file", fkeys[fmt], keys[g])
                 written.append(p)
                 if not outputs.link(p, rel, key):
                     alone.setdefault(g, []).append((fmt, p, key))
@@ -252,12 +254,12 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
 
         def write_alone(g: str, piece: dict[str, bytes]) -> None:
             for fmt, p, key in alone.get(g, []):
-                outputs.link_or_write(p, p.relative_to(out).as_posix(), graph_file(compiled, fmt, piece), key)
+                outputs.link_or_write(p, p.relative_to(out).as_posix(), graph_file(compiled, fmt, piece, frames), key)
 
         pieces = iter_pieces(compiled, cache, graphs=[g for g in graphs if g in needed], keys=keys)
         _write_dumps(compiled, splices, pieces, keys, write_alone)
         for fmt, (sp, _before) in splices.items():
-            outputs.layouts[FORMATS[fmt][0]] = {"frames": _frames_key(frames, fmt), "pieces": sp.pieces}
+            outputs.layouts[FORMATS[fmt][0]] = {"frames": fkeys[fmt], "pieces": sp.pieces}
     graphml = out / FORMATS["graphml"][0]
     outputs.link_or_write(graphml, graphml.name, serialize(compiled, "graphml"))
     context = (json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n").encode("utf-8")

@@ -24,6 +24,7 @@ linked at the end, after comparing them byte for byte.
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -50,15 +51,7 @@ def _file_key(path: str) -> str:
 
 def _same_bytes(a: str, b: Path) -> bool:
     try:
-        if os.path.getsize(a) != b.stat().st_size or b.is_symlink():
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while True:
-                x, y = fa.read(1 << 20), fb.read(1 << 20)
-                if x != y:
-                    return False
-                if not x:
-                    return True
+        return not b.is_symlink() and b.is_file() and filecmp.cmp(a, b, shallow=False)
     except OSError:
         return False
 
@@ -119,16 +112,9 @@ class Outputs:
         """Write ``data`` to ``dest`` (path ``rel`` in the site), or link the old file there when
         it holds the same content. ``key`` defaults to the hash of ``data``."""
         key = key or content_key(data)
+        if self.link(dest, rel, key):
+            return
         self.keys[rel] = key
-        old = self.old(rel, key) if self.enabled else None
-        if old is not None:
-            try:
-                os.link(old, dest)
-                return
-            except FileExistsError:
-                raise
-            except OSError:
-                pass  # another file system, or no hard links: write it
         # "x": a new file, never one that exists (on a file system that ignores case, a name that
         # differs only in case could otherwise be a link to the published site's file).
         with open(dest, "xb") as fh:
@@ -215,7 +201,7 @@ class Splice:
 
     Ranges that follow each other in the old file, with only ``sep`` between them, are copied in
     one call. Records where each piece landed, for the next build. ``fh`` is an unbuffered file
-    (``open(path, "wb", buffering=0)``): the copies go straight to its descriptor.
+    (``open(path, "xb", buffering=0)``): the copies go straight to its descriptor.
     """
 
     def __init__(self, fh: BinaryIO, old: Path | None, sep: bytes):

@@ -171,8 +171,7 @@ class SiteModel:
                 self.cases_citing[ref.source].append((c, ref.role))
             for k in c.conditions:
                 self.case_conditions[k].append(c)
-            claims = self._claims[cid] = list(_claims_in(c))
-            for claim in claims:
+            for claim in self.claims(c):
                 self.claims_citing[claim.source] += 1
             if c.cohort:
                 for oc in c.cohort.outcome_counts:
