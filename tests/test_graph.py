@@ -28,3 +28,75 @@ def test_related_cases(compiled):
     assert [r[0].rsplit("/", 1)[1] for r in rel] == ["wenzel-2016", "zimmermann-2019"]
     assert rel[0][2] == ["ruxolitinib"] and rel[1][2] == ["TREX1"]
     assert related_cases(g, base + "case/nope") == []
+
+
+# ------------------------------------------------------------------ the network from fragments
+# The network is put together from per-file fragments (graph.network_fragment, made when each
+# file is compiled). The reference below queries the whole store instead, pattern by pattern, as
+# the network was made before fragments: both must give the same nodes, kinds, labels and edges.
+
+def _network_from_store(compiled):
+    from evidence.graph import _EDGES, EDGE_QUERY
+
+    store = compiled.store()
+    kinds, edges = {}, set()
+    for skind, label, okind, pattern in _EDGES:
+        for row in store.query(EDGE_QUERY.format(ev=compiled.ns.ev, pattern=pattern), use_default_graph_as_union=True):
+            kinds.setdefault(row["s"].value, skind)
+            kinds.setdefault(row["o"].value, okind)
+            edges.add((row["s"].value, row["o"].value, label))
+    q = ("PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>\nPREFIX dcterms: <http://purl.org/dc/terms/>\n"
+         f"PREFIX ev: <{compiled.ns.ev}>\nSELECT ?s ?l WHERE {{ {{ ?s rdfs:label ?l }} UNION {{ ?s dcterms:title ?l }} "
+         "UNION { ?s ev:localId ?l FILTER NOT EXISTS { ?s rdfs:label ?x } } }")
+    labels = {}
+    for row in store.query(q, use_default_graph_as_union=True):
+        labels.setdefault(row["s"].value, row["l"].value)
+    return {n: (k, labels.get(n, n.rsplit("/", 1)[-1])) for n, k in kinds.items()}, edges
+
+
+def _assert_same_network(compiled):
+    g = evidence_graph(compiled)
+    nodes, edges = _network_from_store(compiled)
+    assert {n: (d["kind"], d["label"]) for n, d in g.nodes(data=True)} == nodes
+    assert {(s, o, k) for s, o, k in g.edges(keys=True)} == edges
+    assert len(edges) == g.number_of_edges() and edges
+
+
+def test_network_from_fragments_equals_the_network_of_the_whole_store(compiled):
+    _assert_same_network(compiled)
+    # every file's part carries its fragment, made when it was compiled
+    assert all(p.network is not None and p.network.edges for p in compiled.parts.values() if "/case/" in p.graph)
+
+
+def test_network_from_fragments_on_a_synthetic_kb(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from evidence.config import load_config
+    from evidence.pipeline import compile_checked, load_and_validate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import synth
+
+    synth.generate(tmp_path / "kb", 40, seed=11)
+    compiled = compile_checked(load_and_validate(load_config(tmp_path / "kb")))
+    _assert_same_network(compiled)
+
+
+def test_fragments_keep_the_first_kind_and_the_best_label():
+    from evidence.graph import Fragment, network_from_fragments
+
+    # ev:condition (pattern 1) makes its object a disease; the same node as the object of
+    # ev:diagnosis (pattern 4) in another file does not change that. A label beats a title, which
+    # beats a local id, whichever file gives it.
+    a = Fragment(edges=((4, "p", "d"),), labels=(("d", 2, "local"),))
+    b = Fragment(edges=((1, "c", "d"),), labels=(("d", 1, "title"), ("c", 1, "Case title")))
+    c = Fragment(labels=(("d", 0, "zeta"), ("d", 0, "alpha"), ("x", 0, "not a node")))
+    for order in ([a, b, c], [c, b, a]):
+        g = network_from_fragments(order)
+        assert dict(g.nodes(data=True)) == {
+            "c": {"kind": "case", "label": "Case title"},
+            "d": {"kind": "disease", "label": "alpha"},
+            "p": {"kind": "patient", "label": "p"},
+        }
+        assert sorted(g.edges(keys=True)) == [("c", "d", "condition"), ("p", "d", "diagnosis")]

@@ -19,6 +19,7 @@ import pyoxigraph as ox
 from . import schema as S
 from .cache import BuildCache, code_digest, digest
 from .errors import CompileError
+from .graph import Fragment, network_fragment
 from .namespaces import PRIMARY_PREFIX, STANDARD, Namespaces, curie_to_iri
 from .ontology import CLASSES, PROPERTIES
 from .perf import gc_paused
@@ -102,6 +103,7 @@ class Part:
     shared: bytes = b""  # quads it adds to the shared graph (variants, curators), canonical
     concepts: tuple[tuple[str, str, str], ...] = ()  # (iri, scheme, label) of the concepts it uses
     sources: tuple[str, ...] = ()  # the sources it cites
+    network: Fragment | None = None  # its piece of the evidence network (graph.network_fragment)
 
 
 @dataclass
@@ -636,16 +638,20 @@ class _Builder:
             self.lit(node, "skos:notation", scheme)
 
     # -- parts -------------------------------------------------------------------------------
-    def part(self, emit: Callable[[], None]) -> Part:
-        """Run ``emit`` for one file and return its part (checked: no undefined ev: term)."""
+    def part(self, emit: Callable[[], None], network: bool = True) -> Part:
+        """Run ``emit`` for one file and return its part (checked: no undefined ev: term), with
+        its network fragment unless ``network`` is false (the vocabulary and the ontology, whose
+        graphs are only whole once the concepts are in: see graph.evidence_graph)."""
         self.quads, self.shared_quads, self.used_concepts, self.cited = [], [], {}, set()
         emit()
         assert isinstance(self.graph, ox.NamedNode)
         _check_terms(self.quads + self.shared_quads, self.ns)
+        own, shared = canonical_nquads(self.quads), canonical_nquads(self.shared_quads)
         return Part(
             graph=self.graph.value,
-            nquads=canonical_nquads(self.quads),
-            shared=canonical_nquads(self.shared_quads),
+            nquads=own,
+            shared=shared,
+            network=network_fragment(own + shared, self.ns.ev) if network else None,
             concepts=tuple(sorted((iri, sc, label) for iri, (sc, label) in self.used_concepts.items())),
             sources=tuple(sorted(self.cited)),
         )
@@ -691,12 +697,12 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
                 if key:
                     cache.put("compile", key, part)
             parts[part.graph] = part
-        vocabulary = b.part(b.vocabulary)
+        vocabulary = b.part(b.vocabulary, network=False)
         concepts = dict(sorted({iri: (sc, label) for p in [vocabulary, *parts.values()] for iri, sc, label in p.concepts}.items()))
         b.concepts(concepts)
         concept_quads = canonical_nquads(b.quads)
         b.quads = []
-        ontology = b.part(b.ontology)
+        ontology = b.part(b.ontology, network=False)
     out = b.out
     out.parts = parts
     out.concepts = concepts

@@ -1,21 +1,27 @@
 """The evidence network: a networkx graph derived from the RDF graph.
 
 Nodes are the entities that matter to a reader (cases, patients, drugs, genes, variants,
-diseases, outcome measures, outcomes, adverse-event terms, sources); edges come from SPARQL over
-the compiled store, IRI to IRI only (building from every literal costs twice as much and adds
-nothing a network view needs, see PERFORMANCE.md).
+diseases, outcome measures, outcomes, adverse-event terms, sources); edges come from SPARQL, IRI
+to IRI only (building from every literal costs twice as much and adds nothing a network view
+needs, see PERFORMANCE.md). Each kb file's edges are queried from its own graphs when it is
+compiled (:func:`network_fragment`), so that a rebuild puts the network together from what did
+not change instead of loading and querying the whole graph.
 """
 
 from __future__ import annotations
 
 import io
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import networkx as nx
+import pyoxigraph as ox
 
-from .compile import Compiled
+if TYPE_CHECKING:
+    from .compile import Compiled
 
-__all__ = ["evidence_graph", "graphml_bytes", "related_cases", "case_entities", "EDGE_QUERY"]
+__all__ = ["evidence_graph", "graphml_bytes", "related_cases", "case_entities", "EDGE_QUERY", "Fragment", "network_fragment", "network_from_fragments"]
 
 # (subject kind, edge label, object kind, SPARQL pattern binding ?s ?o)
 _EDGES: list[tuple[str, str, str, str]] = [
@@ -37,51 +43,99 @@ _EDGES: list[tuple[str, str, str, str]] = [
 
 EDGE_QUERY = "PREFIX ev: <{ev}>\nPREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>\nSELECT ?s ?o WHERE {{ {pattern} }}"
 
+# Every edge pattern in one query, ?e naming which; and every node's label, ?r ranking it (an
+# rdfs:label before a title before a local id).
+_FRAGMENT_EDGES = "SELECT ?e ?s ?o WHERE { " + " UNION ".join(
+    f"{{ {pattern} BIND({i} AS ?e) }}" for i, (_, _, _, pattern) in enumerate(_EDGES)) + " }"
+_FRAGMENT_LABELS = (
+    "SELECT ?r ?s ?l WHERE { { ?s rdfs:label ?l BIND(0 AS ?r) } UNION { ?s dcterms:title ?l BIND(1 AS ?r) } "
+    "UNION { ?s ev:localId ?l BIND(2 AS ?r) } }"
+)
+_PREFIXES = {"rdfs": "http://www.w3.org/2000/01/rdf-schema#", "dcterms": "http://purl.org/dc/terms/"}
 
-def _labels(compiled: Compiled) -> dict[str, str]:
-    q = (
-        "PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>\nPREFIX dcterms: <http://purl.org/dc/terms/>\n"
-        f"PREFIX ev: <{compiled.ns.ev}>\n"
-        "SELECT ?s ?l WHERE { { ?s rdfs:label ?l } UNION { ?s dcterms:title ?l } UNION { ?s ev:localId ?l FILTER NOT EXISTS { ?s rdfs:label ?x } } }"
-    )
-    out: dict[str, str] = {}
-    for row in compiled.store().query(q, use_default_graph_as_union=True):
-        out.setdefault(row["s"].value, row["l"].value)
-    return out
+
+@dataclass(frozen=True)
+class Fragment:
+    """What some named graphs add to the evidence network: its edges, and the labels they give.
+
+    A kb file's fragment is made with its part (see :class:`evidence.compile.Part`) and kept in
+    the build cache with it, so the network of a rebuilt kb is put together from fragments, never
+    queried from the whole graph again. No edge pattern joins triples of two files (a file states
+    everything about its own nodes, and the shared facts of the variants it names), so the
+    fragments together give the network of the whole graph; tests/test_graph.py checks it.
+    """
+
+    edges: tuple[tuple[int, str, str], ...] = ()  # (index in _EDGES, subject IRI, object IRI)
+    labels: tuple[tuple[str, int, str], ...] = ()  # (IRI, rank, label)
+
+
+def network_fragment(nquads: bytes, ev: str) -> Fragment:
+    """The fragment of the graphs in ``nquads`` (N-Quads, every quad in a named graph)."""
+    if not nquads:
+        return Fragment()
+    store = ox.Store()
+    store.bulk_load(nquads, format=ox.RdfFormat.N_QUADS)
+    prefixes = {**_PREFIXES, "ev": ev}
+    edges = sorted({(int(r["e"].value), r["s"].value, r["o"].value)
+                    for r in store.query(_FRAGMENT_EDGES, prefixes=prefixes, use_default_graph_as_union=True)})
+    labels = sorted({(r["s"].value, int(r["r"].value), r["l"].value)
+                     for r in store.query(_FRAGMENT_LABELS, prefixes=prefixes, use_default_graph_as_union=True)})
+    return Fragment(tuple(edges), tuple(labels))
 
 
 def evidence_graph(compiled: Compiled) -> nx.MultiDiGraph:
     """The evidence network, with ``kind`` and ``label`` on every node and ``label`` on edges.
 
-    Made once per compiled graph (the GraphML export and the site both use it); treat it as
-    read-only, or copy it first.
+    Made once per compiled graph (the GraphML export and the site both use it), from the network
+    fragments of its parts and of its other graphs; treat it as read-only, or copy it first.
     """
     made = compiled.views.get("evidence_graph")
     if made is None:
-        made = compiled.views["evidence_graph"] = _evidence_graph(compiled)
+        made = compiled.views["evidence_graph"] = network_from_fragments(_fragments(compiled))
     return made
 
 
-def _evidence_graph(compiled: Compiled) -> nx.MultiDiGraph:
-    store = compiled.store()
-    labels = _labels(compiled)
-    nodes: dict[str, str] = {}
-    edges: list[tuple[str, str, str]] = []
-    for skind, label, okind, pattern in _EDGES:
-        for row in store.query(EDGE_QUERY.format(ev=compiled.ns.ev, pattern=pattern), use_default_graph_as_union=True):
-            s, o = row["s"].value, row["o"].value
-            nodes.setdefault(s, skind)
-            nodes.setdefault(o, okind)
-            edges.append((s, o, label))
+def _fragments(compiled: Compiled) -> list[Fragment]:
+    ev = compiled.ns.ev
+    frags = [p.network if p.network is not None else network_fragment(p.nquads + p.shared, ev) for p in compiled.parts.values()]
+    # The graphs no file owns: the vocabulary and the ontology. The shared graph is left out: it is
+    # what the parts add to it, and each part's fragment was made with its own share.
+    own = set(compiled.parts) | {compiled.ns.graph("shared")}
+    rest = b"".join(chunk for g, chunk in sorted(compiled.chunks.items()) if g not in own)
+    frags.append(network_fragment(rest, ev))
+    return frags
+
+
+def network_from_fragments(fragments: list[Fragment]) -> nx.MultiDiGraph:
+    """The network the fragments make together: a node's kind comes from the first edge pattern
+    (subject before object) that reaches it, its label is the best-ranked, smallest one."""
+    kinds: dict[str, int] = {}
+    edges: set[tuple[str, str, str]] = set()
+    for f in fragments:
+        for e, s, o in f.edges:
+            if kinds.get(s, 1 << 30) > 2 * e:
+                kinds[s] = 2 * e
+            if kinds.get(o, 1 << 30) > 2 * e + 1:
+                kinds[o] = 2 * e + 1
+            edges.add((s, o, _EDGES[e][1]))
+    labels: dict[str, tuple[int, str]] = {}
+    for f in fragments:
+        for iri, rank, label in f.labels:
+            if iri in kinds and (rank, label) < labels.get(iri, (3, "")):
+                labels[iri] = (rank, label)
     g = nx.MultiDiGraph(name="evidence")
-    for iri in sorted(nodes):  # sorted, so that GraphML output is byte-identical between builds
-        g.add_node(iri, kind=nodes[iri], label=labels.get(iri, iri.rsplit("/", 1)[-1]))
-    for s, o, label in sorted(set(edges)):
+    for iri in sorted(kinds):  # sorted, so that GraphML output is byte-identical between builds
+        rank = kinds[iri]
+        edge = _EDGES[rank // 2]
+        label = labels.get(iri)
+        g.add_node(iri, kind=edge[2] if rank % 2 else edge[0], label=label[1] if label else iri.rsplit("/", 1)[-1])
+    for s, o, label in sorted(edges):
         g.add_edge(s, o, key=label, label=label)
     return g
 
 
 def graphml_bytes(g: nx.MultiDiGraph) -> bytes:
+    """GraphML of the network (networkx writes it with lxml, a dependency for that reason)."""
     buf = io.BytesIO()
     nx.write_graphml(g, buf, encoding="utf-8", prettyprint=True)
     return buf.getvalue()
