@@ -239,6 +239,53 @@ def test_search_finds_and_links_to_pages(http_page):
     assert "zimmermann-2019" in page.content()
 
 
+@pytest.fixture(scope="module")
+def served_sharded(config, tmp_path_factory):
+    """The founding kb built with its search index in bundles of 4 documents, served like ``served``."""
+    _need(_missing())
+    import evidence.site_search as site_search
+    from evidence.cache import BuildCache
+    from evidence.pipeline import build
+
+    docroot = tmp_path_factory.mktemp("sharded")
+    size, site_search.SHARD_DOCS = site_search.SHARD_DOCS, 4
+    try:
+        build(config, docroot / "evidence", cache=BuildCache(None))
+    finally:
+        site_search.SHARD_DOCS = size
+    assert len(list((docroot / "evidence").glob("pagefind-*"))) >= 2  # bundles besides pagefind/
+    handler = functools.partial(_Quiet, directory=str(docroot))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/evidence/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _search_hrefs(page, base: str, q: str) -> list[str]:
+    page.goto(base + "search.html?q=" + q)
+    page.locator("#search-status", has_text="result").wait_for()  # "N results." or "No results.", never "Searching…"
+    return sorted(a.get_attribute("href")[len(base):] for a in page.locator("#search-results li a").all())
+
+
+def test_search_over_many_bundles_finds_what_one_bundle_finds(browser, served, served_sharded):
+    """A large site's index is split into bundles that the search page merges (site_search.shards):
+    the merged search finds the same pages as the one-bundle index of the same kb."""
+    found = {}
+    for base in (served, served_sharded):
+        context = browser.new_context()
+        watch = Watch(base)
+        watch.attach(context)
+        page = context.new_page()
+        found[base] = {q: _search_hrefs(page, base, q) for q in ("ruxolitinib", "TREX1", "baricitinib")}
+        context.close()
+        watch.check()
+    assert found[served] == found[served_sharded]
+    assert all(len(hrefs) > 2 for hrefs in found[served].values()), found[served]
+
+
 def test_a_download_opens(http_page):
     page, base, _watch = http_page
     page.goto(base + "downloads.html")

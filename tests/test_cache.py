@@ -276,3 +276,51 @@ def test_a_rebuild_that_fails_after_linking_and_splicing_leaves_the_previous_sit
     assert _tree(project.out) == before
     assert _inodes(project.out) == inodes
     assert sorted(p.name for p in project.out.parent.iterdir() if p.name.startswith("._site")) == []
+
+
+def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monkeypatch):
+    """The search index is split into bundles (site_search.shards); after one case is edited only
+    the bundle holding its page is indexed again, the others are the previous build's files."""
+    import re
+
+    import evidence.site_search as site_search
+
+    monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # the founding kb in several bundles
+    staged: list[tuple[Path, list[str]]] = []  # (bundle, the pages indexed into it)
+    real_stage, real_run = site_search.write_stage, site_search.run_pagefind
+    monkeypatch.setattr(site_search, "write_stage", lambda stage, docs, copies: (staged.append((stage, [d[0] for d in docs] + list(copies))),
+                                                                                  real_stage(stage, docs, copies))[1])
+    first = project.build()  # byte-identical to a build without cache (checked in build)
+    bundles = sorted(p.name for p in project.out.iterdir() if p.name.startswith("pagefind"))
+    listed = re.search(r'data-bundles="([^"]*)"', first["search.html"].decode()).group(1).split()
+    assert len(bundles) > 2 and listed[0] == "pagefind" and sorted(listed) == bundles
+    before = _inodes(project.out)
+    staged.clear()
+    runs: list[Path] = []
+    monkeypatch.setattr(site_search, "run_pagefind", lambda stage, bundle, timeout=600: (runs.append(bundle), real_run(stage, bundle, timeout))[1])
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    project.build()  # checked byte for byte against a build without cache
+    mine = [b for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")]  # not the uncached build's
+    assert len(mine) == 1, runs
+    changed = mine[0].name
+    assert any("cases/briand-2019.html" in pages for _stage, pages in staged[:1]), staged[:1]
+    after = _inodes(project.out)
+    for rel, ino in before.items():
+        if rel.startswith("pagefind") and not rel.startswith(changed + "/"):
+            assert after.get(rel) == ino, f"{rel} was written again"
+    assert any(after[rel] != ino for rel, ino in before.items() if rel.startswith(changed + "/"))
+
+
+def test_search_bundles_split_by_path_in_powers_of_two():
+    from evidence.site_search import shards
+
+    docs = [(f"cases/c{i}.html", f"Case {i}", "case", "words") for i in range(50)]
+    assert [s.folder for s in shards(docs, {"docs.html": "<p>x</p>"})] == ["pagefind"]  # a small site: one bundle
+    split = shards(docs, {"docs.html": "<p>x</p>"}, size=10)
+    assert split[0].folder == "pagefind" and 1 < len(split) <= 8  # 51 documents in 8 buckets of about 10
+    seen = sorted(d[0] for s in split for d in s.docs) + [r for s in split for r in s.copies]
+    assert seen == sorted(d[0] for d in docs) + ["docs.html"]  # every page in exactly one bundle
+    # a page stays in its bundle when others are added or removed (the count stays a power of two)
+    where = {d[0]: s.folder for s in split for d in s.docs}
+    more = shards(docs[:45] + [(f"cases/n{i}.html", "", "case", "") for i in range(20)], {}, size=10)
+    assert {d[0]: s.folder for s in more for d in s.docs if d[0] in where} == {r: f for r, f in where.items() if r in {d[0] for d in docs[:45]}}

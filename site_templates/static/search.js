@@ -1,6 +1,7 @@
-/* evidence: the search page. Over http(s) it queries Pagefind's index (pagefind/, written at
-   build time); from file://, where a browser may not load that index, it searches the titles of
-   every page (search-titles.js). Results are built as DOM nodes, never as HTML strings. */
+/* evidence: the search page. Over http(s) it queries Pagefind's index, written at build time as
+   one or more bundles (pagefind/, pagefind-N/, listed in the form's data-bundles) that it merges;
+   from file://, where a browser may not load that index, it searches the titles of every page
+   (search-titles.js). Results are built as DOM nodes, never as HTML strings. */
 (function () {
   "use strict";
   var form = document.getElementById("search-form");
@@ -102,9 +103,12 @@
   if (offline) {
     useTitles("Opened from a file, the full-text index cannot be loaded.");
   } else {
-    import(new URL("pagefind/pagefind.js", siteRoot).href).then(function (pf) {
-      pagefind = pf;
-      return pf.options({ baseUrl: siteRoot.pathname, excerptLength: 24 }).then(function () { return pf.init ? pf.init() : null; });
+    var bundles = (form.getAttribute("data-bundles") || "pagefind").split(/\s+/).filter(Boolean);
+    var opts = { baseUrl: siteRoot.pathname, excerptLength: 24 };
+    import(new URL(bundles[0] + "/pagefind.js", siteRoot).href).then(function (pf) {
+      return pf.options(opts).then(function () { return pf.init ? pf.init() : null; }).then(function () {
+        return Promise.all(bundles.slice(1).map(function (b) { return pf.mergeIndex(new URL(b + "/", siteRoot).href, opts); }));
+      }).then(function () { pagefind = pf; });
     }).then(ready, function () { useTitles("The full-text index is not available."); });
   }
 })();

@@ -126,18 +126,11 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
         pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings)
         pages.write_all()
     if search:
-        import shutil
-        import tempfile
-
-        from .site_search import run_pagefind, write_stage
+        from .site_search import write_index
 
         t = time.perf_counter()
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.search-", dir=out.parent))
-        try:
-            write_stage(stage, pages.search_docs, pages.search_copies)
-            writer.claim("pagefind/pagefind.js", "the search index")
-            writer.files += run_pagefind(stage, out / "pagefind")
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+        for sh in pages.search_shards:
+            writer.claim(f"{sh.folder}/pagefind.js", "the search index")
+        writer.files += write_index(pages.search_shards, out, writer.outputs, pages.pages_key)
         timings["search index"] = time.perf_counter() - t
     return writer.files

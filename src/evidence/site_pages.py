@@ -30,7 +30,7 @@ from .site_graph import graph_view
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, SiteModel, search_text
 from .site_related import all_related, related_view
-from .site_search import titles_script
+from .site_search import Shard, shards, titles_script
 from .site_timeline import timeline
 
 __all__ = ["SitePages", "NAV", "MEDIA_TYPES"]
@@ -101,6 +101,7 @@ class SitePages:
                                 self.description, str(len(kb.files)), *settings, kb.vocab_digest, json.dumps(self.m.levels, sort_keys=True))
         self.search_docs: list[tuple[str, str, str, str]] = []  # (path, title, kind, text) for the search index
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
+        self.search_shards: list[Shard] = []  # the bundles of the search index (made by search())
 
     # ------------------------------------------------------------------------------ plumbing
     def page(self, rel: str, template: str, origin: str, cache_key: str | None = None, **ctx: Any) -> None:
@@ -547,7 +548,9 @@ class SitePages:
                 title, words = search_text(m, kind, key)
                 self.search_docs.append((m.url(kind, key) or "", title, one, words))
         self.writer.text("search-titles.js", titles_script(entries), "the search page")
-        self.page("search.html", "search.html", "the search page", title="Search", page_kind="search")
+        self.search_shards = shards(self.search_docs, self.search_copies)
+        self.page("search.html", "search.html", "the search page", title="Search", page_kind="search",
+                  bundles=[sh.folder for sh in self.search_shards])
 
 
 WORKERS = int(os.environ.get("EVIDENCE_SITE_WORKERS", "0")) or min(4, os.cpu_count() or 1)

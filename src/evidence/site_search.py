@@ -8,24 +8,123 @@ descriptions, quotes), never the tables and markup around them. Pagefind reads H
 staging pages take seconds, and since they have the same paths, results link to the real pages.
 A few pages (the docs, the query library) are indexed as they are.
 
+The index is split into bundles of about ``SHARD_DOCS`` documents by a hash of each page's path
+(:func:`shards`): ``pagefind/``, then ``pagefind-N/``. The search page merges them in the browser
+(Pagefind's ``mergeIndex``). A bundle is made from a key over everything it indexes; a rebuild
+links the bundles whose key did not change from the previous build and runs Pagefind only over
+the others (one, after a one-case edit), since Pagefind has no incremental mode of its own.
+
 A browser cannot load Pagefind's index from ``file://``, so the search page falls back to
 ``search-titles.js``: every page's title, kind and address.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from markupsafe import escape
 
+from .cache import digest
 from .errors import RenderError
+from .outputs import Outputs
 
-__all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAME"]
+__all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "write_index", "SHARD_DOCS"]
 
 PAGEFIND_LICENCE_NAME = "pagefind.txt"
+SHARD_DOCS = 2000  # documents per search bundle: about 1.5 s of Pagefind each (bench/README.md)
+_STAGE = "search"
+
+
+@dataclass
+class Shard:
+    """Part of the search index: a Pagefind bundle of its own, in ``folder`` of the site."""
+
+    folder: str
+    docs: list[tuple[str, str, str, str]] = field(default_factory=list)
+    copies: dict[str, str] = field(default_factory=dict)
+
+    def key(self, context: str) -> str:
+        """A hash of everything the bundle is made from (``context``: the code, the templates and
+        the library versions, as for the pages)."""
+        return digest(_STAGE, context, self.folder, json.dumps(sorted(self.docs)), json.dumps(sorted(self.copies.items())))
+
+
+def shards(docs: list[tuple[str, str, str, str]], copies: dict[str, str], size: int | None = None) -> list[Shard]:
+    """Split what is indexed into bundles of about ``size`` (``SHARD_DOCS``) documents, by a hash
+    of each page's path, so that an edit changes one bundle. The number of bundles is a power of
+    two, so it changes only when the site doubles or halves; a small site has one, ``pagefind/``.
+    The first bundle that is not empty is ``pagefind/``, the others ``pagefind-N/``."""
+    size = size or SHARD_DOCS
+    n = len(docs) + len(copies)
+    k = 1
+    while k * size < n:
+        k *= 2
+    buckets = [Shard(folder=f"pagefind-{i}") for i in range(k)]
+    for d in docs:
+        buckets[_bucket(d[0], k)].docs.append(d)
+    for rel, html in copies.items():
+        buckets[_bucket(rel, k)].copies[rel] = html
+    out = [b for b in buckets if b.docs or b.copies] or [buckets[0]]
+    out[0].folder = "pagefind"
+    return out
+
+
+def _bucket(rel: str, k: int) -> int:
+    return int.from_bytes(hashlib.sha256(rel.encode("utf-8")).digest()[:4], "big") % k
+
+
+def write_index(parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600) -> list[Path]:
+    """Write every bundle into the site folder ``out``; return the files. A bundle whose key the
+    previous build's bundle had is linked from it (every file, or none: a bundle is remade whole);
+    the others are indexed, two at a time."""
+    cache = outputs.cache
+    files: list[Path] = []
+    todo: list[tuple[Shard, str]] = []
+    for sh in parts:
+        key = sh.key(context)
+        rels = cache.get(_STAGE, key) if cache is not None else None
+        if isinstance(rels, list) and rels and _link_bundle(outputs, out, rels, key):
+            files += [out / r for r in rels]
+        else:
+            shutil.rmtree(out / sh.folder, ignore_errors=True)  # what was linked of it, if anything
+            todo.append((sh, key))
+
+    def index(job: tuple[Shard, str]) -> list[Path]:
+        sh, _key = job
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.search-", dir=out.parent))
+        try:
+            write_stage(stage, sh.docs, sh.copies)
+            return run_pagefind(stage, out / sh.folder, timeout)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        for (_sh, key), written in zip(todo, pool.map(index, todo)):
+            rels = [p.relative_to(out).as_posix() for p in written]
+            for rel in rels:
+                outputs.keys[rel] = key
+            if cache is not None:
+                cache.put(_STAGE, key, rels)
+            files += written
+    return files
+
+
+def _link_bundle(outputs: Outputs, out: Path, rels: list[str], key: str) -> bool:
+    for rel in rels:
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not outputs.link(dest, rel, key):
+            return False
+    return True
 
 
 def write_stage(stage: Path, docs: list[tuple[str, str, str, str]], copies: dict[str, str]) -> None:
