@@ -22,7 +22,7 @@ from .errors import CompileError
 from .graph import Fragment, network_fragment
 from .namespaces import PRIMARY_PREFIX, STANDARD, Namespaces, curie_to_iri
 from .ontology import CLASSES, PROPERTIES
-from .perf import gc_paused
+from .perf import gc_paused, parallel_imap
 from .validate import Kb
 
 __all__ = ["Compiled", "Part", "compile_kb", "compile_key", "compile_context", "canonical_nquads", "concept_iri", "term_iri"]
@@ -689,13 +689,27 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
     with gc_paused():
         records = [("source", sid, b.source, kb.sources[sid]) for sid in sorted(kb.sources)]
         records += [("case", cid, b.case, kb.cases[cid]) for cid in sorted(kb.cases)]
-        for kind, name, emit, record in records:
+        made: list[Part | None] = []
+        keys: list[str | None] = []
+        for kind, name, _emit, _record in records:
             key = compile_key(kb, kind, name, context) if context else None
             part = cache.get("compile", key) if key else None
-            if not isinstance(part, Part):
-                part = b.part(lambda emit=emit, record=record: emit(record))
-                if key:
-                    cache.put("compile", key, part)
+            made.append(part if isinstance(part, Part) else None)
+            keys.append(key)
+        # What the cache did not have is compiled in forked workers: each file's part depends on
+        # nothing but the file and the kb, so the parts are the same made anywhere.
+        todo = [i for i, part in enumerate(made) if part is None]
+        global _JOB
+        _JOB = (b, records)
+        try:
+            for i, part in zip(todo, parallel_imap(_compile_record, todo)):
+                made[i] = part
+                if keys[i]:
+                    cache.put("compile", keys[i], part)
+        finally:
+            _JOB = None
+        for part in made:
+            assert part is not None
             parts[part.graph] = part
         vocabulary = b.part(b.vocabulary, network=False)
         concepts = dict(sorted({iri: (sc, label) for p in [vocabulary, *parts.values()] for iri, sc, label in p.concepts}.items()))
@@ -714,6 +728,16 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
         chunks[ns.graph("shared")] = shared
     out.chunks = dict(sorted(chunks.items()))
     return out
+
+
+_JOB: tuple[_Builder, list[tuple[str, str, Callable[[Any], None], Any]]] | None = None  # compile_kb's, for the workers
+
+
+def _compile_record(i: int) -> Part:
+    assert _JOB is not None
+    b, records = _JOB
+    _kind, _name, emit, record = records[i]
+    return b.part(lambda: emit(record))
 
 
 def _merge(*chunks: bytes) -> bytes:
