@@ -353,7 +353,7 @@ def test_case_jsonld_is_valid_and_describes_the_record(site, pages):
 
 def test_related_cases_on_the_page_match_graph_related_cases(site, compiled):
     g = evidence_graph(compiled)
-    fast = all_related(g)
+    fast, _state = all_related(g)
     for cid in ("zimmermann-2019", "briand-2019", "wenzel-2016"):
         iri = compiled.ns.case(cid)
         assert fast[iri] == related_cases(g, iri)
@@ -370,7 +370,7 @@ def test_fast_related_cases_agree_on_a_synthetic_kb(tmp_path):
     compiled = compile_checked(kb)
     g = evidence_graph(compiled)
     for common_size in (48, 2):  # the grouping is exact whatever the split into common and rare
-        fast = all_related(g, common_size=common_size)
+        fast, _state = all_related(g, common_size=common_size)
         for cid in sorted(kb.cases):
             iri = compiled.ns.case(cid)
             assert fast[iri] == related_cases(g, iri), cid

@@ -200,7 +200,14 @@ class SitePages:
         m = self.m
         self.g = evidence_graph(self.compiled)
         t = time.perf_counter()
-        self.related = all_related(self.g)
+        # The previous build's answer, so that only the lists an edit can change are ranked again
+        # (exact: site_related.related_scores). One entry per code version, replaced each build.
+        cache, state_key = self.writer.outputs.cache, digest("related", code_digest(), str(RELATED_LIMIT))
+        previous = cache.get("related", state_key) if cache is not None else None
+        valid = isinstance(previous, tuple) and len(previous) == 2 and all(isinstance(x, dict) for x in previous)
+        self.related, state = all_related(self.g, RELATED_LIMIT, previous=previous if valid else None)
+        if cache is not None:
+            cache.put("related", state_key, state)
         self.timings["site related cases"] = time.perf_counter() - t
         self.case_titles = {m.ns.case(cid): m.kb.cases[cid].title for cid in m.case_ids}
         labels: dict[str, tuple[str, str]] = {}
@@ -553,6 +560,7 @@ class SitePages:
                   bundles=[sh.folder for sh in self.search_shards])
 
 
+RELATED_LIMIT = 10  # related cases listed on a case page
 WORKERS = int(os.environ.get("EVIDENCE_SITE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
 PAGES_PER_WORKER = 200  # below this a worker process costs more than it saves
 _POOL_JOBS: tuple[SitePages, list] | None = None

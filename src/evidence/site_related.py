@@ -9,6 +9,11 @@ and the comparison is split in two, which gives the same scores and the same ord
   same Jaccard score against a given case, computed once per group;
 - cases that share a rare entity (a variant) are found through an inverted index and scored one
   by one.
+
+A rebuild starts from the previous build's answer (:func:`related_scores` with ``previous``): a
+case's list depends only on the entity sets, so only the cases whose list an edit can change are
+ranked again: the edited cases, the cases that listed one of them, and the cases that an edited
+case now scores high enough to enter.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from typing import Any
 
 import networkx as nx
 
-__all__ = ["case_entities", "all_related"]
+__all__ = ["case_entities", "all_related", "related_scores", "Scores"]
 
 _PATIENT_KINDS = ("drug", "gene", "variant", "disease")
 
+Entities = dict[str, frozenset[str]]  # case IRI -> what it involves
+Scores = dict[str, list[tuple[str, float]]]  # case IRI -> [(case IRI, Jaccard score)], best first, ties by IRI
 
-def case_entities(g: nx.MultiDiGraph) -> dict[str, frozenset[str]]:
+
+def case_entities(g: nx.MultiDiGraph) -> Entities:
     """Case IRI -> the drugs, genes, variants and diseases it involves (as ``related_cases`` sees them)."""
     kinds = g.nodes
     out: dict[str, frozenset[str]] = {}
@@ -43,37 +51,87 @@ def case_entities(g: nx.MultiDiGraph) -> dict[str, frozenset[str]]:
     return out
 
 
-def all_related(g: nx.MultiDiGraph, limit: int = 10, common_size: int = 48, max_common: int = 24) -> dict[str, list[tuple[str, float, list[str]]]]:
-    """Case IRI -> [(case IRI, Jaccard score, labels of what they share)], best first, ties by IRI."""
+def all_related(g: nx.MultiDiGraph, limit: int = 10, common_size: int = 48, max_common: int = 24,
+                previous: tuple[Entities, Scores] | None = None) -> tuple[dict[str, list[tuple[str, float, list[str]]]], tuple[Entities, Scores]]:
+    """Case IRI -> [(case IRI, Jaccard score, labels of what they share)], best first, ties by IRI;
+    and the state to pass as ``previous`` to the next build's call."""
     ents = case_entities(g)
-    cases = sorted(ents)
-    posting: dict[str, list[str]] = defaultdict(list)
-    for c in cases:
-        for x in ents[c]:
-            posting[x].append(c)
-    by_size = sorted(posting, key=lambda x: (-len(posting[x]), x))
-    common = frozenset(x for x in by_size[:max_common] if len(posting[x]) > common_size)
-    groups: dict[tuple[frozenset[str], int], list[str]] = defaultdict(list)
-    for c in cases:  # sorted, so each group's members are in IRI order
-        groups[(ents[c] & common, len(ents[c]))].append(c)
-    group_items = sorted(groups.items(), key=lambda kv: (sorted(kv[0][0]), kv[0][1]))
+    scores = related_scores(ents, limit, previous, common_size, max_common)
     labels = {n: d.get("label", n) for n, d in g.nodes(data=True)}
+    result = {a: [(b, s, sorted(labels[x] for x in (ents[a] & ents[b]))) for b, s in scores[a]] for a in sorted(ents)}
+    return result, (ents, scores)
 
-    result: dict[str, list[tuple[str, float, list[str]]]] = {}
-    for a in cases:
+
+def related_scores(ents: Entities, limit: int = 10, previous: tuple[Entities, Scores] | None = None,
+                   common_size: int = 48, max_common: int = 24) -> Scores:
+    """Every case's best ``limit`` other cases by Jaccard score of their entity sets (only cases
+    that share something), best first, ties by IRI. With ``previous`` (the entity sets and scores
+    of an earlier call, with the same ``limit``), only the lists that can differ are ranked again;
+    the answer is the same as without."""
+    redo = set(ents)
+    result: Scores = {}
+    if previous is not None:
+        old_ents, old_scores = previous
+        changed = {c for c in set(ents) | set(old_ents) if ents.get(c) != old_ents.get(c)}
+        present = sorted(c for c in changed if c in ents)
+        redo = set(present)
+        for a, mine in ents.items():
+            top = old_scores.get(a)
+            if a in redo or top is None or any(b in changed for b, _ in top):
+                redo.add(a)
+                continue
+            # An edited case enters a's list if it now beats the last of it (or fills a short one).
+            last = (-top[-1][1], top[-1][0]) if len(top) >= limit else None
+            for c in present:
+                if c == a:
+                    continue
+                theirs = ents[c]
+                shared = len(mine & theirs)
+                if shared and (last is None or (-(shared / len(mine | theirs)), c) < last):
+                    redo.add(a)
+                    break
+            else:
+                result[a] = top
+    if redo:
+        rank = _Ranker(ents, common_size, max_common)
+        for a in sorted(redo):
+            result[a] = rank.top(a, limit)
+    return {a: result[a] for a in sorted(ents)}
+
+
+class _Ranker:
+    """The indexes that rank one case's related cases without comparing it with every case."""
+
+    def __init__(self, ents: Entities, common_size: int, max_common: int):
+        self.ents = ents
+        cases = sorted(ents)
+        posting: dict[str, list[str]] = defaultdict(list)
+        for c in cases:
+            for x in ents[c]:
+                posting[x].append(c)
+        self.posting = posting
+        by_size = sorted(posting, key=lambda x: (-len(posting[x]), x))
+        self.common = frozenset(x for x in by_size[:max_common] if len(posting[x]) > common_size)
+        groups: dict[tuple[frozenset[str], int], list[str]] = defaultdict(list)
+        for c in cases:  # sorted, so each group's members are in IRI order
+            groups[(ents[c] & self.common, len(ents[c]))].append(c)
+        self.groups = sorted(groups.items(), key=lambda kv: (sorted(kv[0][0]), kv[0][1]))
+
+    def top(self, a: str, limit: int) -> list[tuple[str, float]]:
+        ents, common = self.ents, self.common
         mine = ents[a]
         a_len = len(mine)
         # Cases that share a rare entity: exact scores.
         exact: dict[str, float] = {}
         for x in mine - common:
-            for b in posting[x]:
+            for b in self.posting[x]:
                 if b != a and b not in exact:
                     theirs = ents[b]
                     exact[b] = len(mine & theirs) / len(mine | theirs)
         candidates: list[tuple[float, str]] = [(-s, b) for b, s in exact.items()]
         mine_common = mine & common
         scored_groups: list[tuple[float, list[str]]] = []
-        for (gcommon, b_len), members in group_items:
+        for (gcommon, b_len), members in self.groups:
             shared = len(mine_common & gcommon)
             if shared:
                 scored_groups.append((shared / (a_len + b_len - shared), members))
@@ -97,9 +155,7 @@ def all_related(g: nx.MultiDiGraph, limit: int = 10, common_size: int = 48, max_
             if taken >= limit and threshold is None:
                 threshold = score
         candidates.sort()
-        top = candidates[:limit]
-        result[a] = [(b, -neg, sorted(labels[x] for x in (mine & ents[b]))) for neg, b in top]
-    return result
+        return [(b, -neg) for neg, b in candidates[:limit]]
 
 
 def related_view(related: list[tuple[str, float, list[str]]], iri_url: dict[str, str], titles: dict[str, Any]) -> list[dict[str, Any]]:
