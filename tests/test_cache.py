@@ -324,3 +324,23 @@ def test_search_bundles_split_by_path_in_powers_of_two():
     where = {d[0]: s.folder for s in split for d in s.docs}
     more = shards(docs[:45] + [(f"cases/n{i}.html", "", "case", "") for i in range(20)], {}, size=10)
     assert {d[0]: s.folder for s in more for d in s.docs if d[0] in where} == {r: f for r, f in where.items() if r in {d[0] for d in docs[:45]}}
+
+
+def test_an_edit_remakes_only_the_numbered_pages_that_show_the_edited_case(project, monkeypatch):
+    """Long lists go on numbered pages (site_pages.SitePages.paged), each made from a key over its
+    rows' case files: after one case is edited, exactly the numbered pages with a row of it are
+    rendered again; the build is still byte-identical to one without cache."""
+    import evidence.site_pages as site_pages
+
+    monkeypatch.setattr(site_pages, "PAGE_ROWS", 1)  # the founding kb's lists on many pages
+    project.build()
+    rendered: list[str] = []
+    real = site_pages.SitePages.render
+    monkeypatch.setattr(site_pages.SitePages, "render", lambda self, rel, template, ctx: (rendered.append(rel), real(self, rel, template, ctx))[1])
+    project.edit("zimmermann-2019.yaml", "title: ", "title: Edited, ")
+    project.build()
+    numbered = sorted(p.relative_to(project.out).as_posix() for p in project.out.glob("*/*/*-[0-9]*.html"))
+    showing = [rel for rel in numbered if "cases/zimmermann-2019.html" in (project.out / rel).read_text(encoding="utf-8")]
+    cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first, up to its search page
+    assert sorted(rel for rel in cached if rel in numbered) == showing
+    assert showing and len(numbered) > len(showing), (showing, numbered)

@@ -558,6 +558,48 @@ def test_pages_rendered_in_worker_processes_are_the_same(tmp_path, monkeypatch):
     assert [str(f) for f in files if (a / f).read_bytes() != (b / f).read_bytes()] == []
 
 
+def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypatch):
+    """A list longer than PAGE_ROWS rows keeps its first rows on the entity page and the rest on
+    numbered pages, linked both ways by a pager: every row is on exactly one page, in order, and
+    every link and anchor of the site still resolves."""
+    import sys
+
+    import evidence.site_pages as site_pages
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import synth
+
+    synth.generate(tmp_path / "kb", 30, seed=5)
+    monkeypatch.setattr(site_pages, "PAGE_ROWS", 7)
+    build(load_config(tmp_path / "kb"), tmp_path / "site", templates=ROOT / "site_templates")
+    site = tmp_path / "site"
+    pages = parse_site(site)
+    assert check_links(site, pages) == []
+    assert [f"{r}: {e}" for r, page in pages.items() for e in page.errors] == []
+    kb = load_and_validate(load_config(tmp_path / "kb"))
+    checked = 0
+    for drug in sorted({t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}):
+        main = site / "drugs" / f"{file_slug(drug)}.html"
+        more = sorted((site / "drugs" / file_slug(drug)).glob("patients-*.html"), key=lambda f: int(f.stem.split("-")[1]))
+        rows = []
+        for f in [main, *more]:
+            text = f.read_text(encoding="utf-8")
+            table = text[text.index('<h2 id="patients">') if f == main else 0:]
+            table = table[table.index("<tbody>"):table.index("</tbody>")]
+            rows += re.findall(r'<td><a href="[^"]*cases/([a-z0-9-]+)\.html#patient-([A-Za-z0-9-]+)">', table)
+        expected = [(c.id, f"{p.id}-{t.id}") for c in kb.cases.values() for p in c.patients for t in p.treatments if t.drug == drug]
+        assert sorted(rows) == sorted(expected), drug  # every row once
+        assert len(more) == max(0, (len(expected) - 1) // 7), drug
+        if more:
+            checked += 1
+            assert 'aria-label="Pages of this list"' in main.read_text(encoding="utf-8")
+            last = more[-1].read_text(encoding="utf-8")
+            first_row = 7 * len(more) + 1
+            assert f"Rows {first_row}–{len(expected)} of {len(expected)}. Page" in last
+            assert f'href="../../drugs/{file_slug(drug)}.html#patients"' in last  # back to the list's first page
+    assert checked >= 2  # the synthetic kb has drugs with more than one page of patients
+
+
 def test_two_pages_that_would_write_one_file_fail_the_build(tmp_path):
     project = tmp_path / "project"
     shutil.copytree(ROOT / "kb", project / "kb")

@@ -68,6 +68,20 @@ def _csv_cell(value: str) -> str:
     return value
 
 
+PAGE_ROWS = 250  # rows of a long list per page: the rest go on numbered pages (see SitePages.paged)
+
+
+@dataclasses.dataclass
+class Paged:
+    """One page of a long list: its rows, where they start, and every page of the list."""
+
+    items: list
+    total: int
+    start: int  # the index of the first row in the whole list
+    page: int  # 1-based
+    urls: list[str]  # root-relative: the list on its entity page (with its anchor), then the numbered pages
+
+
 class SitePages:
     def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float]):
         self.kb = kb
@@ -301,8 +315,10 @@ class SitePages:
                     outcomes[(o.measure, o.response)] += 1
                 for a in e.adverse_events:
                     aes[a.term] += 1
-            self.page(m.url("drugs", key), "drug.html", f"drug {key}", title=m.label("drugs", key), page_kind="drugs", indexed=True,
-                      key=key, t=m.term("drugs", key), exps=exps, doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
+            rel, label = m.url("drugs", key), m.label("drugs", key)
+            exps_page = self.paged(rel, "patients", "exposures", exps, ("drugs", "Drugs", label), f"Patients treated with {label}", "Patients treated")
+            self.page(rel, "drug.html", f"drug {key}", title=label, page_kind="drugs", indexed=True,
+                      key=key, t=m.term("drugs", key), exps=exps, exps_page=exps_page, doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
                       outcomes=sorted(outcomes.items(), key=lambda kv: (m.label("measures", kv[0][0]).lower(), RESPONSE_ORDER.index(kv[0][1]))),
                       aes=sorted(aes.items()), prior=m.prior.get(key, []))
         for key in m.pages("genes"):
@@ -312,8 +328,11 @@ class SitePages:
             for c, p, _g in carriers:
                 for t in p.treatments:
                     drugs[t.drug].add((c.id, p.id))
-            self.page(m.url("genes", key), "gene.html", f"gene {key}", title=m.label("genes", key), page_kind="genes", indexed=True,
-                      key=key, t=m.term("genes", key), carriers=carriers, variants=variants,
+            rel, label = m.url("genes", key), m.label("genes", key)
+            carriers_page = self.paged(rel, "patients", "carriers", carriers, ("genes", "Genes", label), f"Patients genotyped at {label}",
+                                       f"Patients with a genotype at {label}")
+            self.page(rel, "gene.html", f"gene {key}", title=label, page_kind="genes", indexed=True,
+                      key=key, t=m.term("genes", key), carriers=carriers, carriers_page=carriers_page, variants=variants,
                       drugs=sorted(((d, len(ps)) for d, ps in drugs.items()), key=lambda x: (-x[1], x[0])),
                       targeted_by=m.targeted_by.get(key, []))
         for hgvs in m.pages("variants"):
@@ -322,22 +341,73 @@ class SitePages:
                       v=v, hgvs=hgvs, iri=m.ns.variant(hgvs))
         for key in m.pages("diseases"):
             treated = [e for e in m.exposures if key in e.conditions] if len(m.exposures) < 5000 else self._by_condition().get(key, [])
-            self.page(m.url("diseases", key), "disease.html", f"condition {key}", title=m.label("diseases", key), page_kind="diseases", indexed=True,
-                      key=key, t=m.term("diseases", key), cases=m.case_conditions.get(key, []), diagnosed=m.diagnosed.get(key, []),
-                      comorbid=m.comorbid.get(key, []), treated=treated, drug_summary=_drug_summary(treated))
+            rel, label = m.url("diseases", key), m.label("diseases", key)
+            parent = ("diseases", "Conditions", label)
+            self.page(rel, "disease.html", f"condition {key}", title=label, page_kind="diseases", indexed=True, key=key, t=m.term("diseases", key),
+                      cases=self.paged(rel, "cases", "cases", m.case_conditions.get(key, []), parent, "", "Case reports about it"),
+                      diagnosed=self.paged(rel, "diagnosed", "patients", m.diagnosed.get(key, []), parent, "", "Patients diagnosed with it"),
+                      comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"),
+                      treated=self.paged(rel, "treated", "exposures", treated, parent, f"Treatments for {label}", "Treatments for it", show_drug=True),
+                      drug_summary=_drug_summary(treated))
         for key in m.pages("measures"):
-            self.page(m.url("measures", key), "measure.html", f"measure {key}", title=m.label("measures", key), page_kind="measures", indexed=True,
-                      key=key, t=m.term("measures", key), outcomes=m.outcomes_by_measure.get(key, []), cohort=m.cohort_outcomes.get(key, []))
+            rel, label = m.url("measures", key), m.label("measures", key)
+            self.page(rel, "measure.html", f"measure {key}", title=label, page_kind="measures", indexed=True, key=key, t=m.term("measures", key),
+                      outcomes=self.paged(rel, "outcomes", "outcomes", m.outcomes_by_measure.get(key, []), ("measures", "Outcome measures", label),
+                                          f"Outcomes measured by {label}", "Outcomes recorded with it"),
+                      cohort=m.cohort_outcomes.get(key, []))
         for key in m.pages("phenotypes"):
-            self.page(m.url("phenotypes", key), "phenotype.html", f"phenotype {key}", title=m.label("phenotypes", key), page_kind="phenotypes",
-                      indexed=True, key=key, t=m.term("phenotypes", key), events=m.ae_by_term.get(key, []), cohort=m.cohort_aes.get(key, []),
-                      comorbid=m.comorbid.get(key, []))
+            rel, label = m.url("phenotypes", key), m.label("phenotypes", key)
+            parent = ("phenotypes", "Phenotypes and adverse events", label)
+            self.page(rel, "phenotype.html", f"phenotype {key}", title=label, page_kind="phenotypes", indexed=True, key=key, t=m.term("phenotypes", key),
+                      events=self.paged(rel, "adverse-events", "events", m.ae_by_term.get(key, []), parent, f"Adverse events: {label}", "As an adverse event"),
+                      cohort=m.cohort_aes.get(key, []),
+                      comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"))
         for sid in m.pages("sources"):
             s = m.kb.sources[sid]
             cases, claims, retold_by = m.cases_citing.get(sid, []), m.claims_citing.get(sid, 0), m.reported_by.get(sid, [])
             self.page(m.url("sources", sid), "source.html", f"source {sid}", cache_key=self._source_key(s, cases, claims, retold_by),
                       title=short_citation(s), description=citation_text(s), page_kind="sources", indexed=True, s=s, cases=cases,
                       claims=claims, retold_by=retold_by)
+
+    def paged(self, rel: str, anchor: str, name: str, items: list, parent: tuple[str, str, str], label: str, heading: str,
+              show_drug: bool = False) -> Paged:
+        """The first ``PAGE_ROWS`` rows of a long list, for the entity page at ``rel``; the rest go
+        on numbered pages (``drugs/ruxolitinib/patients-2.html``), linked from the list's pager.
+
+        At 10,000 cases a drug's page listed every patient given it (12 MB). A numbered page is
+        made from a key over the rows it shows (each row's case file), its place in the list and
+        what every page shows, so an edit remakes only the pages that show a row of the edited
+        case (or whose rows moved). ``parent`` is (kind, list title, entity title)."""
+        chunks = [items[i:i + PAGE_ROWS] for i in range(0, len(items), PAGE_ROWS)] or [[]]
+        base = rel[: -len(".html")]
+        urls = [f"{rel}#{anchor}"] + [f"{base}/{anchor}-{k}.html" for k in range(2, len(chunks) + 1)]
+        kind, list_title, title = parent
+        for k in range(2, len(chunks) + 1):
+            pg = Paged(chunks[k - 1], len(items), (k - 1) * PAGE_ROWS, k, urls)
+            at = urls[k - 1]
+            key = "page:" + digest(self.pages_key, at, name, label, heading, repr(parent), str(show_drug), repr(urls), str(pg.start),
+                                   repr([self._row_id(x) for x in pg.items]))
+            self.page(at, "rows.html", f"page {k} of the list '{heading}' of {rel}", cache_key=key, title=f"{title}: {heading.lower()}, page {k}",
+                      page_kind=kind, pg=pg, name=name, label=label, heading=heading, parent=(f"{kind}.html", list_title, rel, title),
+                      show_drug=show_drug)
+        return Paged(chunks[0], len(items), 0, 1, urls)
+
+    def _row_id(self, row: Any) -> tuple:
+        """What a row of a long list is (case, patient, treatment, outcome ...), with the hash of
+        its case's file: a row shows nothing but its case's facts and vocabulary labels."""
+        out: list[Any] = []
+        case_id = ""
+        for x in row if isinstance(row, tuple) else (row,):
+            if isinstance(x, S.CaseReport):
+                case_id = x.id
+                out.append(x.id)
+            elif hasattr(x, "treatment") and hasattr(x, "case"):  # an exposure
+                case_id = x.case.id
+                out += [x.case.id, x.patient.id, x.treatment.id]
+            else:  # a patient, outcome or adverse event (an id), or a genotype (its whole value)
+                out.append(getattr(x, "id", None) or repr(x))
+        f = self.m.kb.files.get(f"case:{case_id}")
+        return (*out, f.sha if f is not None else "")
 
     def _source_key(self, s: S.Source, cases: list, claims: int, retold_by: list[str]) -> str:
         """Everything a source page shows: its file, the files of the sources it retells, is
