@@ -239,29 +239,100 @@ def test_search_finds_and_links_to_pages(http_page):
     assert "zimmermann-2019" in page.content()
 
 
+def _build_and_serve(config, docroot: Path, module, **settings):
+    """Build the founding kb into docroot/evidence with ``module``'s settings changed, and serve it."""
+    from evidence.cache import BuildCache
+    from evidence.pipeline import build
+
+    saved = {k: getattr(module, k) for k in settings}
+    for k, v in settings.items():
+        setattr(module, k, v)
+    try:
+        build(config, docroot / "evidence", cache=BuildCache(None))
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)
+    handler = functools.partial(_Quiet, directory=str(docroot))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/evidence/"
+
+
 @pytest.fixture(scope="module")
 def served_sharded(config, tmp_path_factory):
     """The founding kb built with its search index in bundles of 4 documents, served like ``served``."""
     _need(_missing())
     import evidence.site_search as site_search
-    from evidence.cache import BuildCache
-    from evidence.pipeline import build
 
     docroot = tmp_path_factory.mktemp("sharded")
-    size, site_search.SHARD_DOCS = site_search.SHARD_DOCS, 4
-    try:
-        build(config, docroot / "evidence", cache=BuildCache(None))
-    finally:
-        site_search.SHARD_DOCS = size
+    server, url = _build_and_serve(config, docroot, site_search, SHARD_DOCS=4)
     assert len(list((docroot / "evidence").glob("pagefind-*"))) >= 2  # bundles besides pagefind/
-    handler = functools.partial(_Quiet, directory=str(docroot))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/evidence/"
+        yield url
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served_paged(config, tmp_path_factory):
+    """The founding kb built with its evidence table on pages of 3 rows, served like ``served``."""
+    _need(_missing())
+    import evidence.site_pages as site_pages
+
+    docroot = tmp_path_factory.mktemp("paged")
+    server, url = _build_and_serve(config, docroot, site_pages, EVIDENCE_ROWS=3)
+    assert (docroot / "evidence" / "evidence" / "2.html").is_file()
+    try:
+        yield url, docroot / "evidence"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_filters_of_a_paged_evidence_table_search_every_page(browser, served, served_paged):
+    """A large evidence table is on several pages; a filter set on any of them finds the rows of
+    every page (the same rows as the one-page table), and their links still lead to the cases."""
+    base, folder = served_paged
+    one_page = {}
+    context = browser.new_context()
+    page = context.new_page()
+    for drug in ("baricitinib", "ruxolitinib"):
+        page.goto(served + "evidence.html?drug=" + drug)
+        one_page[drug] = sorted(r.inner_text() for r in page.locator("table.evidence-table tbody tr:visible").all())
+        assert one_page[drug]
+    context.close()
+    context = browser.new_context()
+    watch = Watch(base)
+    watch.attach(context)
+    page = context.new_page()
+    for start in ("evidence.html", "evidence/2.html"):
+        page.goto(base + start)
+        assert page.locator("table.evidence-table tbody tr:visible").count() == 3
+        assert page.locator("nav.pager").first.is_visible()
+        for drug in ("baricitinib", "ruxolitinib"):
+            page.goto(base + start + "?drug=" + drug)
+            visible = page.locator("table.evidence-table tbody tr:visible")
+            page.locator("#filter-scope").wait_for(state="hidden")
+            assert sorted(r.inner_text() for r in visible.all()) == one_page[drug], (start, drug)
+            assert page.locator("#shown-count").inner_text() == str(len(one_page[drug]))
+            # links of rows fetched from another page are made absolute: they lead to the cases
+            hrefs = [a.evaluate("a => a.href") for a in visible.locator("a[href*='cases/']").all()]
+            assert hrefs and all(h.startswith(base + "cases/") for h in hrefs), hrefs
+    # a row fetched from another page links to its case
+    page.goto(base + "evidence/2.html?drug=baricitinib")
+    page.locator("#filter-scope").wait_for(state="hidden")
+    link = page.locator("table.evidence-table tbody tr:visible a[href*='cases/zimmermann-2019.html']").first
+    link.click()
+    page.wait_for_url(base + "cases/zimmermann-2019.html*")
+    context.close()
+    watch.check()
+    # opened from a file, the filters say that they search this page only
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(folder.resolve().as_uri() + "/evidence.html?drug=baricitinib")
+    page.locator("#filter-scope", has_text="this page only").wait_for()
+    context.close()
 
 
 def _search_hrefs(page, base: str, q: str) -> list[str]:

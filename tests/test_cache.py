@@ -344,3 +344,22 @@ def test_an_edit_remakes_only_the_numbered_pages_that_show_the_edited_case(proje
     cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first, up to its search page
     assert sorted(rel for rel in cached if rel in numbered) == showing
     assert showing and len(numbered) > len(showing), (showing, numbered)
+
+
+def test_an_edit_remakes_only_the_evidence_table_pages_whose_rows_changed(project, monkeypatch):
+    """The evidence table is on pages of EVIDENCE_ROWS rows, each made from a key over what it
+    shows: after an edit of one patient's rows, exactly the pages whose bytes changed are rendered."""
+    import evidence.site_pages as site_pages
+
+    monkeypatch.setattr(site_pages, "EVIDENCE_ROWS", 3)
+    before = project.build()
+    tables = sorted(rel for rel in before if rel == "evidence.html" or rel.startswith("evidence/"))
+    assert len(tables) > 2, tables
+    rendered: list[str] = []
+    real = site_pages.SitePages.render
+    monkeypatch.setattr(site_pages.SitePages, "render", lambda self, rel, template, ctx: (rendered.append(rel), real(self, rel, template, ctx))[1])
+    project.edit("zimmermann-2019.yaml", "    sex: not reported", "    sex: female")  # patient P1's rows
+    after = project.build()  # checked byte for byte against a build without cache
+    cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first
+    changed = sorted(rel for rel in tables if before[rel] != after[rel])
+    assert changed and sorted(rel for rel in cached if rel in tables) == changed

@@ -1,4 +1,7 @@
-/* evidence: filters and CSV of the evidence table. Without this script the full table is shown. */
+/* evidence: filters and CSV of the evidence table. Without this script the table's rows are shown.
+   A large table is on several pages (data-pages on the form): once a filter is set, the rows of
+   the other pages are fetched and filtered with this page's, so a filter searches the whole table.
+   From file://, where a page may not fetch another, the filters search this page only. */
 (function () {
   "use strict";
   var form = document.getElementById("filters");
@@ -10,22 +13,70 @@
   var selects = Array.prototype.slice.call(form.querySelectorAll("select[data-filter]"));
   var text = form.querySelector("[data-filter-text]");
   var count = document.getElementById("shown-count");
+  var pages = (form.getAttribute("data-pages") || "").split(/\s+/).filter(Boolean);
+  var here = parseInt(form.getAttribute("data-page") || "1", 10);
+  var scope = document.getElementById("filter-scope");
+  var others = null;  // the other pages' rows, once fetched (a promise)
   // Each row's filter values and its text, read once.
-  var index = rows.map(function (r) {
+  function entry(r, other) {
     var values = {};
     selects.forEach(function (s) {
       var key = s.getAttribute("data-filter");
       values[key] = (r.getAttribute("data-" + key) || "").split("|");
     });
-    return { row: r, values: values, text: r.textContent.toLowerCase() };
-  });
+    return { row: r, values: values, text: r.textContent.toLowerCase(), other: other };
+  }
+  var index = rows.map(function (r) { return entry(r, false); });
+
+  function fetchOthers() {
+    if (others) { return others; }
+    var first = rows[0] || null;
+    others = Promise.all(pages.map(function (u, i) {
+      if (i + 1 === here) { return null; }
+      var url = new URL(u, location.href);
+      return fetch(url.href).then(function (r) {
+        if (!r.ok) { throw new Error(url.pathname + ": " + r.status); }
+        return r.text();
+      }).then(function (html) {
+        var b = new DOMParser().parseFromString(html, "text/html").querySelector("table.evidence-table tbody");
+        return { before: i + 1 < here, url: url, rows: b ? Array.prototype.slice.call(b.rows) : [] };
+      });
+    })).then(function (parts) {
+      parts.forEach(function (part) {
+        if (!part) { return; }
+        part.rows.forEach(function (r) {
+          var row = document.importNode(r, true);
+          // Links are relative to the page they came from.
+          Array.prototype.forEach.call(row.querySelectorAll("a[href]"), function (a) { a.href = new URL(a.getAttribute("href"), part.url).href; });
+          row.hidden = true;
+          if (part.before && first) { body.insertBefore(row, first); } else { body.appendChild(row); }
+          index.push(entry(row, true));
+        });
+      });
+    });
+    return others;
+  }
 
   function apply() {
     var wanted = selects.map(function (s) { return [s.getAttribute("data-filter"), s.value]; }).filter(function (x) { return x[1] !== ""; });
     var words = (text && text.value ? text.value.toLowerCase().split(/\s+/) : []).filter(Boolean);
+    var active = wanted.length > 0 || words.length > 0;
+    if (active && pages.length > 1 && !others) {
+      if (location.protocol === "file:") {
+        others = Promise.resolve();
+        scope.hidden = false;
+        scope.textContent = "Opened from a file, the filters search this page only.";
+      } else {
+        scope.hidden = false;
+        scope.textContent = "Searching every page of the table…";
+        fetchOthers().then(function () { scope.hidden = true; apply(); }, function (err) {
+          scope.textContent = "The other pages could not be loaded (" + err.message + "); the filters search this page only.";
+        });
+      }
+    }
     var shown = 0;
     index.forEach(function (item) {
-      var ok = wanted.every(function (w) { return item.values[w[0]].indexOf(w[1]) >= 0; }) &&
+      var ok = (active || !item.other) && wanted.every(function (w) { return item.values[w[0]].indexOf(w[1]) >= 0; }) &&
         words.every(function (w) { return item.text.indexOf(w) >= 0; });
       if (item.row.hidden === ok) { item.row.hidden = !ok; }
       if (ok) { shown += 1; }

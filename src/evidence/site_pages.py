@@ -69,6 +69,7 @@ def _csv_cell(value: str) -> str:
 
 
 PAGE_ROWS = 250  # rows of a long list per page: the rest go on numbered pages (see SitePages.paged)
+EVIDENCE_ROWS = 1000  # rows of the evidence table per page (see SitePages.evidence)
 
 
 @dataclasses.dataclass
@@ -178,7 +179,7 @@ class SitePages:
     def write_all(self) -> None:
         steps = [
             ("assets", self.assets), ("graph", self.network), ("cases", self.cases), ("entities", self.entities),
-            ("lists", self.lists), ("evidence table", self.evidence), ("queries", self.queries), ("docs", self.docs),
+            ("evidence table", self.evidence), ("lists", self.lists), ("queries", self.queries), ("docs", self.docs),
             ("contributors", self.contributors), ("downloads", self.downloads), ("home", self.home), ("search page", self.search),
         ]
         for name, step in steps:
@@ -498,8 +499,20 @@ class SitePages:
                 order = [*RESPONSE_ORDER, "not graded", "no outcome recorded"]
                 vals = sorted(vals, key=lambda v: order.index(v) if v in order else 99)
             options[f] = vals
-        self.page("evidence.html", "evidence.html", "the evidence table", title="Evidence table", page_kind="evidence",
-                  rows=rows, columns=columns, options=options, n_patient_rows=sum(1 for r in rows if r.scope == "patient"))
+        # The table on pages of EVIDENCE_ROWS rows (evidence.html, evidence/2.html ...): the first
+        # page's filters search every page (static/evidence.js fetches the others when a filter is
+        # set). Each page is made from a key over what it shows, so an edit remakes only the pages
+        # whose rows changed.
+        chunks = [rows[i:i + EVIDENCE_ROWS] for i in range(0, len(rows), EVIDENCE_ROWS)] or [[]]
+        urls = ["evidence.html"] + [f"evidence/{k}.html" for k in range(2, len(chunks) + 1)]
+        n_patient_rows = sum(1 for r in rows if r.scope == "patient")
+        shared = digest(self.pages_key, json.dumps(columns), json.dumps(options, sort_keys=True), repr(urls), str(len(rows)), str(n_patient_rows))
+        for k, chunk in enumerate(chunks, start=1):
+            pg = Paged(chunk, len(rows), (k - 1) * EVIDENCE_ROWS, k, urls)
+            key = "page:" + digest(shared, str(k), repr([(r.scope, r.cells, r.links, r.filters, sorted(r.nr)) for r in chunk]))
+            self.page(urls[k - 1], "evidence.html", f"page {k} of the evidence table", cache_key=key,
+                      title="Evidence table" if k == 1 else f"Evidence table, page {k}", page_kind="evidence", rows=chunk, pg=pg,
+                      columns=columns, options=options, n_rows=len(rows), n_patient_rows=n_patient_rows, page_rows=EVIDENCE_ROWS)
 
     # ------------------------------------------------------------------------------ query library
     def queries(self) -> None:
