@@ -363,3 +363,20 @@ def test_an_edit_remakes_only_the_evidence_table_pages_whose_rows_changed(projec
     cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first
     changed = sorted(rel for rel in tables if before[rel] != after[rel])
     assert changed and sorted(rel for rel in cached if rel in tables) == changed
+
+
+def test_an_edit_checks_the_shapes_of_that_case_only(project, monkeypatch):
+    """SHACL checks a file's unit again only when its bytes changed: after one case is edited the
+    data checked holds that case's graph and no other case's."""
+    import evidence.shapes as shapes
+
+    project.build()
+    checked: list[bytes] = []
+    real = shapes.validate_shapes
+    monkeypatch.setattr(shapes, "validate_shapes", lambda data, turtle, *a, **k: (checked.append(data), real(data, turtle, *a, **k))[1])
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    cache = BuildCache(project.cache_dir)
+    build(load_config(project.root), project.out, templates=project.templates, cache=cache)
+    data = b"".join(checked)
+    assert b"/graph/case/briand-2019>" in data
+    assert b"/graph/case/zimmermann-2019>" not in data and b"/graph/case/wenzel-2016>" not in data
