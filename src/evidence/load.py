@@ -74,14 +74,21 @@ class _Resolver:
 
     def __init__(self) -> None:
         self.folders: dict[Path, Path] = {}
+        self.done: dict[Path, Path] = {}  # each path is resolved once (the kb folder, asked for every file)
 
     def __call__(self, p: Path) -> Path:
+        got = self.done.get(p)
+        if got is not None:
+            return got
         if p.name in ("", ".", "..") or p.is_symlink():
-            return p.resolve()
-        real = self.folders.get(p.parent)
-        if real is None:
-            real = self.folders[p.parent] = p.parent.resolve()
-        return real / p.name
+            got = p.resolve()
+        else:
+            real = self.folders.get(p.parent)
+            if real is None:
+                real = self.folders[p.parent] = p.parent.resolve()
+            got = real / p.name
+        self.done[p] = got
+        return got
 
 
 def file_kind(path: Path, kb_dir: Path, resolve: Callable[[Path], Path] = Path.resolve) -> str | None:
