@@ -3,6 +3,7 @@
     .venv/bin/python bench/build.py                 # 100 and 1,000 cases, 3 runs each
     .venv/bin/python bench/build.py --large         # ... and 10,000 cases
     .venv/bin/python bench/build.py --sizes 300 --runs 5
+    .venv/bin/python bench/build.py --sizes 1000 --against /tmp/old   # A/B with another checkout
 
 Each run is a fresh child process running `evidence.pipeline.build` into a temporary folder, so
 that its peak memory (ru_maxrss) is its own:
@@ -16,6 +17,10 @@ Prints medians per stage (validate, compile, SHACL, export, render, search index
 wall time and peak memory (sampled PSS of the child and its workers, and the ru_maxrss bound) of
 the cold builds, the rebuild after one edit, and the growth exponent
 of the cold total between the two largest sizes (1.0 is linear).
+
+``--against TREE`` (a checkout of another commit, such as a ``git worktree``) runs that tree's
+package and templates and this one's in turn, run by run, so that both see the same state of the
+machine, and prints the medians of each and their ratio (this tree / the other).
 """
 
 from __future__ import annotations
@@ -94,12 +99,13 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def run_once(root: Path) -> dict:
-    """One child process: cold build, rebuild, query library. Its memory is sampled every 0.1 s
-    as the sum of the proportional set sizes of the child and its workers: the memory the build
-    really holds at that moment (ru_maxrss of parent plus child counts shared pages twice)."""
+def run_once(root: Path, tree: Path = ROOT) -> dict:
+    """One child process: cold build, rebuild, query library, with the package and templates of
+    ``tree``. Its memory is sampled every 0.1 s as the sum of the proportional set sizes of the
+    child and its workers: the memory the build really holds at that moment (ru_maxrss of parent
+    plus child counts shared pages twice)."""
     with tempfile.TemporaryDirectory() as tmp:
-        code = CHILD.format(src=str(ROOT / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(ROOT / "site_templates"),
+        code = CHILD.format(src=str(tree / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(tree / "site_templates"),
                             cache=str(Path(tmp) / "cache"), queries=str(ROOT / "kb" / "queries"))
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, text=True)
@@ -121,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large", action="store_true", help="add 10,000 cases")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--against", type=Path, help="another checkout to compare with, run by run")
     args = ap.parse_args(argv)
     import synth
+
+    if args.against:
+        return compare(args.against.resolve(), sorted(set(args.sizes + ([10000] if args.large else []))), args.runs, args.seed)
 
     sizes = sorted(set(args.sizes + ([10000] if args.large else [])))
     rows = []
@@ -154,6 +164,30 @@ def main(argv: list[str] | None = None) -> int:
     if len(rows) >= 2:
         (n1, _, _, w1, _, _), (n2, _, _, w2, _, _) = rows[-2], rows[-1]
         print(f"\ngrowth exponent of total wall time from {n1:,} to {n2:,} cases: {math.log(w2 / w1) / math.log(n2 / n1):.2f} (1.0 = linear)")
+    return 0
+
+
+def compare(other: Path, sizes: list[int], runs: int, seed: int) -> int:
+    """Interleaved A/B: the other tree's run, then this tree's, ``runs`` times per size."""
+    import synth
+
+    print(f"## A/B, interleaved: {other} (A) against {ROOT} (B), medians of {runs} runs each (seconds)\n")
+    print("| cases | measure | A | B | B / A |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for n in sizes:
+        out = ROOT / "bench" / "out" / f"synth-{n}-seed{seed}"
+        synth.generate(out, n, seed)
+        results: dict[str, list[dict]] = {"A": [], "B": []}
+        for _ in range(runs):
+            results["A"].append(run_once(out, other))
+            results["B"].append(run_once(out, ROOT))
+        rows = [("cold build", lambda r: r["wall"]), ("rebuild after one edit", lambda r: r["rebuild"])]
+        stages = sorted({k for r in results["B"] for k in r["rebuild_timings"]})
+        rows += [(f"rebuild: {k}", lambda r, k=k: r["rebuild_timings"].get(k, 0.0)) for k in stages]
+        for name, get in rows:
+            a, b = (statistics.median(get(r) for r in results[v]) for v in ("A", "B"))
+            print(f"| {n:,} | {name} | {a:.2f} | {b:.2f} | {b / a if a else float('nan'):.2f} |")
+        print(f"  {n:,} cases done", file=sys.stderr, flush=True)
     return 0
 
 
