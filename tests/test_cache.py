@@ -380,3 +380,4 @@ def test_an_edit_checks_the_shapes_of_that_case_only(project, monkeypatch):
     data = b"".join(checked)
     assert b"/graph/case/briand-2019>" in data
     assert b"/graph/case/zimmermann-2019>" not in data and b"/graph/case/wenzel-2016>" not in data
+

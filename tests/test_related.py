@@ -42,7 +42,8 @@ def test_ranking_again_from_the_previous_answer_is_ranking_from_scratch(before, 
             after[c] = e
     old = related_scores(before, limit, common_size=common_size, max_common=4)
     assert old == _reference(before, limit)
-    assert related_scores(after, limit, previous=(before, old), common_size=common_size, max_common=4) == _reference(after, limit)
+    for share in (1.0, 0.05):  # always from the previous answer; or from scratch when many changed
+        assert related_scores(after, limit, previous=(before, old), common_size=common_size, max_common=4, max_changed=share) == _reference(after, limit)
 
 
 def test_an_edit_ranks_few_cases_again(monkeypatch):

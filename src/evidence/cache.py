@@ -41,7 +41,7 @@ def digest(*parts: bytes | str) -> str:
 _CODE: dict[tuple, str] = {}
 # Libraries whose output ends up in what the cache keeps (models, graphs, pages, RDF pieces): a new
 # version of one may change it, so their versions are part of every key.
-_LIBRARIES = ("jinja2", "lxml", "markupsafe", "networkx", "pagefind", "pydantic", "pydantic_core", "pyoxigraph", "pyshacl_turbo", "PyYAML")
+_LIBRARIES = ("jinja2", "lxml", "markupsafe", "networkx", "pagefind", "pagefind_bin_extended", "pydantic", "pydantic_core", "pyoxigraph", "pyshacl_turbo", "PyYAML")
 
 
 def _versions() -> str:

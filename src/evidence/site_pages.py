@@ -387,7 +387,7 @@ class SitePages:
             pg = Paged(chunks[k - 1], len(items), (k - 1) * PAGE_ROWS, k, urls)
             at = urls[k - 1]
             key = "page:" + digest(self.pages_key, at, name, label, heading, repr(parent), str(show_drug), repr(urls), str(pg.start),
-                                   repr([self._row_id(x) for x in pg.items]))
+                                   str(pg.total), repr([self._row_id(x) for x in pg.items]))
             self.page(at, "rows.html", f"page {k} of the list '{heading}' of {rel}", cache_key=key, title=f"{title}: {heading.lower()}, page {k}",
                       page_kind=kind, pg=pg, name=name, label=label, heading=heading, parent=(f"{kind}.html", list_title, rel, title),
                       show_drug=show_drug)

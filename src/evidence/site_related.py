@@ -63,16 +63,20 @@ def all_related(g: nx.MultiDiGraph, limit: int = 10, common_size: int = 48, max_
 
 
 def related_scores(ents: Entities, limit: int = 10, previous: tuple[Entities, Scores] | None = None,
-                   common_size: int = 48, max_common: int = 24) -> Scores:
+                   common_size: int = 48, max_common: int = 24, max_changed: float = 0.05) -> Scores:
     """Every case's best ``limit`` other cases by Jaccard score of their entity sets (only cases
     that share something), best first, ties by IRI. With ``previous`` (the entity sets and scores
     of an earlier call, with the same ``limit``), only the lists that can differ are ranked again;
-    the answer is the same as without."""
+    the answer is the same as without. When more than ``max_changed`` of the cases changed (a
+    vocabulary edit, another kb's state), comparing each case with every changed one would cost
+    more than ranking every case, which is done instead."""
     redo = set(ents)
     result: Scores = {}
+    changed: set[str] = set()
     if previous is not None:
         old_ents, old_scores = previous
         changed = {c for c in set(ents) | set(old_ents) if ents.get(c) != old_ents.get(c)}
+    if previous is not None and len(changed) <= max_changed * max(len(ents), 1):
         present = sorted(c for c in changed if c in ents)
         redo = set(present)
         for a, mine in ents.items():

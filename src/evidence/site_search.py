@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from markupsafe import escape
 
 from .cache import digest
 from .errors import RenderError
-from .outputs import Outputs
+from .outputs import Outputs, content_key
 
 __all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "write_index", "SHARD_DOCS"]
 
@@ -85,17 +84,20 @@ def _bucket(rel: str, k: int) -> int:
 def write_index(parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600) -> list[Path]:
     """Write every bundle into the site folder ``out``; return the files. A bundle whose key the
     previous build's bundle had is linked from it (every file, or none: a bundle is remade whole);
-    the others are indexed, two at a time."""
+    the others are indexed, two Pagefind processes at a time (each uses several threads).
+
+    Each file of a bundle is recorded under the bundle's key and its own bytes' hash, so a file
+    is only ever linked to the very file an earlier run of Pagefind wrote for the same bundle."""
     cache = outputs.cache
     files: list[Path] = []
     todo: list[tuple[Shard, str]] = []
     for sh in parts:
         key = sh.key(context)
-        rels = cache.get(_STAGE, key) if cache is not None else None
-        if isinstance(rels, list) and rels and _link_bundle(outputs, out, rels, key):
-            files += [out / r for r in rels]
+        entry = cache.get(_STAGE, key) if cache is not None else None
+        if _valid_entry(entry) and _link_bundle(outputs, out, entry):
+            files += [out / rel for rel, _k in entry]
         else:
-            shutil.rmtree(out / sh.folder, ignore_errors=True)  # what was linked of it, if anything
+            _remove(out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
             todo.append((sh, key))
 
     def index(job: tuple[Shard, str]) -> list[Path]:
@@ -107,19 +109,31 @@ def write_index(parts: list[Shard], out: Path, outputs: Outputs, context: str, t
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
-    with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max(1, min(len(todo), 2))) as pool:
         for (_sh, key), written in zip(todo, pool.map(index, todo)):
-            rels = [p.relative_to(out).as_posix() for p in written]
-            for rel in rels:
-                outputs.keys[rel] = key
+            made = [(p.relative_to(out).as_posix(), digest(key, content_key(p.read_bytes()))) for p in written]
+            for rel, file_key in made:
+                outputs.keys[rel] = file_key
             if cache is not None:
-                cache.put(_STAGE, key, rels)
+                cache.put(_STAGE, key, made)
             files += written
     return files
 
 
-def _link_bundle(outputs: Outputs, out: Path, rels: list[str], key: str) -> bool:
-    for rel in rels:
+def _valid_entry(entry: object) -> bool:
+    return isinstance(entry, list) and bool(entry) and all(isinstance(x, tuple) and len(x) == 2 for x in entry)
+
+
+def _remove(folder: Path) -> None:
+    try:
+        if folder.exists():
+            shutil.rmtree(folder)
+    except OSError as exc:
+        raise RenderError(f"cannot clear {folder} for the search index: {exc.strerror or exc}") from None
+
+
+def _link_bundle(outputs: Outputs, out: Path, entry: list[tuple[str, str]]) -> bool:
+    for rel, key in entry:
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not outputs.link(dest, rel, key):
