@@ -381,3 +381,28 @@ def test_an_edit_checks_the_shapes_of_that_case_only(project, monkeypatch):
     assert b"/graph/case/briand-2019>" in data
     assert b"/graph/case/zimmermann-2019>" not in data and b"/graph/case/wenzel-2016>" not in data
 
+
+
+def test_a_list_that_grows_or_shrinks_shows_its_new_total_on_every_numbered_page(tmp_path, monkeypatch):
+    """Moving the last case's treatment from one drug to another shortens one list and lengthens
+    another at their ends: the numbered pages before the end keep their rows but show the new
+    total ("Rows 8-14 of N"), so the cached build must still equal a build without cache."""
+    import sys
+
+    import evidence.site_pages as site_pages
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import synth
+
+    synth.generate(tmp_path / "project", 30, seed=5)
+    monkeypatch.setattr(site_pages, "PAGE_ROWS", 7)
+    root = tmp_path / "project"
+    build(load_config(root), tmp_path / "site", templates=ROOT / "site_templates", cache=BuildCache(tmp_path / "cache"))
+    last = next(f for f in sorted((root / "kb").glob("*.yaml"), reverse=True) if "drug: ruxolitinib" in f.read_text(encoding="utf-8"))
+    last.write_text(last.read_text(encoding="utf-8").replace("drug: ruxolitinib", "drug: baricitinib", 1), encoding="utf-8")
+    build(load_config(root), tmp_path / "site", templates=ROOT / "site_templates", cache=BuildCache(tmp_path / "cache"))
+    build(load_config(root), tmp_path / "fresh", templates=ROOT / "site_templates", cache=BuildCache(None))
+    cached, fresh = _tree(tmp_path / "site"), _tree(tmp_path / "fresh")
+    assert len([n for n in fresh if "/patients-" in n]) > 4
+    assert sorted(cached) == sorted(fresh)
+    assert [n for n in fresh if cached[n] != fresh[n]] == []
