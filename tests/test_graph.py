@@ -36,12 +36,13 @@ def test_related_cases(compiled):
 # the network was made before fragments: both must give the same nodes, kinds, labels and edges.
 
 def _network_from_store(compiled):
-    from evidence.graph import _EDGES, EDGE_QUERY
+    from evidence.graph import _EDGES
 
+    query = "PREFIX ev: <{ev}>\nSELECT ?s ?o WHERE {{ {pattern} }}"
     store = compiled.store()
     kinds, edges = {}, set()
     for skind, label, okind, pattern in _EDGES:
-        for row in store.query(EDGE_QUERY.format(ev=compiled.ns.ev, pattern=pattern), use_default_graph_as_union=True):
+        for row in store.query(query.format(ev=compiled.ns.ev, pattern=pattern), use_default_graph_as_union=True):
             kinds.setdefault(row["s"].value, skind)
             kinds.setdefault(row["o"].value, okind)
             edges.add((row["s"].value, row["o"].value, label))
@@ -64,6 +65,8 @@ def _assert_same_network(compiled):
 
 def test_network_from_fragments_equals_the_network_of_the_whole_store(compiled):
     _assert_same_network(compiled)
+    # a graph made from quads alone (no parts, as the tests that break a graph make it) too
+    _assert_same_network(type(compiled).from_quads(compiled.ns, compiled.quads))
     # every file's part carries its fragment, made when it was compiled
     assert all(p.network is not None and p.network.edges for p in compiled.parts.values() if "/case/" in p.graph)
 

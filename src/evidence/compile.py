@@ -8,6 +8,7 @@ Every node has an IRI (no blank nodes), so that exports are stable and byte-iden
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -138,6 +139,14 @@ class Compiled:
     def nquads(self) -> bytes:
         """Every quad, canonical: graphs in IRI order, lines sorted within each graph."""
         return b"".join(self.chunks[g] for g in self.graphs())
+
+    def chunk_digests(self) -> dict[str, bytes]:
+        """Graph IRI -> SHA-256 of its chunk, worked out once (the SHACL units and the export
+        pieces are both keyed by it; hashing every chunk twice read 1 GB more at 10,000 cases)."""
+        made = self.views.get("chunk_digests")
+        if made is None:
+            made = self.views["chunk_digests"] = {g: hashlib.sha256(c).digest() for g, c in self.chunks.items()}
+        return made
 
     def quad_count(self) -> int:
         return sum(c.count(b"\n") for c in self.chunks.values())

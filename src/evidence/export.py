@@ -109,7 +109,7 @@ def _piece_keys(compiled: Compiled) -> dict[str, str]:
     """Graph IRI -> the key of its pieces: its chunk, the prefixes and the code that writes them."""
     prefixes = compiled.ns.prefixes()
     context = digest("export", code_digest(), json.dumps(sorted(prefixes.items())))
-    return {g: digest(context, chunk) for g, chunk in compiled.chunks.items()}
+    return {g: digest(context, sha) for g, sha in compiled.chunk_digests().items()}
 
 
 def _frames_key(frames: dict[str, tuple[bytes, bytes, bytes]], fmt: str) -> str:

@@ -21,7 +21,7 @@ import pyoxigraph as ox
 if TYPE_CHECKING:
     from .compile import Compiled
 
-__all__ = ["evidence_graph", "graphml_bytes", "related_cases", "case_entities", "EDGE_QUERY", "Fragment", "network_fragment", "network_from_fragments"]
+__all__ = ["evidence_graph", "graphml_bytes", "related_cases", "case_entities", "Fragment", "network_fragment", "network_from_fragments"]
 
 # (subject kind, edge label, object kind, SPARQL pattern binding ?s ?o)
 _EDGES: list[tuple[str, str, str, str]] = [
@@ -40,8 +40,6 @@ _EDGES: list[tuple[str, str, str, str]] = [
     ("patient", "adverse event", "phenotype", "?s ev:hasAdverseEvent/ev:term ?o"),
     ("drug", "targets", "gene", "?s a ev:Drug ; ev:target ?o"),
 ]
-
-EDGE_QUERY = "PREFIX ev: <{ev}>\nPREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>\nSELECT ?s ?o WHERE {{ {pattern} }}"
 
 # Every edge pattern in one query, ?e naming which; and every node's label, ?r ranking it (an
 # rdfs:label before a title before a local id).
@@ -98,9 +96,10 @@ def evidence_graph(compiled: Compiled) -> nx.MultiDiGraph:
 def _fragments(compiled: Compiled) -> list[Fragment]:
     ev = compiled.ns.ev
     frags = [p.network if p.network is not None else network_fragment(p.nquads + p.shared, ev) for p in compiled.parts.values()]
-    # The graphs no file owns: the vocabulary and the ontology. The shared graph is left out: it is
-    # what the parts add to it, and each part's fragment was made with its own share.
-    own = set(compiled.parts) | {compiled.ns.graph("shared")}
+    # The graphs no file owns: the vocabulary and the ontology. The shared graph is what the parts
+    # add to it, and each part's fragment was made with its own share; a graph made without parts
+    # (Compiled.from_quads) has only its chunks, the shared one included.
+    own = set(compiled.parts) | ({compiled.ns.graph("shared")} if compiled.parts else set())
     rest = b"".join(chunk for g, chunk in sorted(compiled.chunks.items()) if g not in own)
     frags.append(network_fragment(rest, ev))
     return frags

@@ -163,7 +163,7 @@ def validate_compiled(compiled, shapes_turtle: str, workers: int | None = None, 
     files = [g for g in compiled.graphs() if g.startswith((case_prefix, source_prefix))]
     in_files = set(files)
     common = b"".join(chunks[g] for g in compiled.graphs() if g not in in_files and g != shared_graph)
-    sha = {g: hashlib.sha256(c).digest() for g, c in chunks.items()}
+    sha = compiled.chunk_digests()
     context = digest("shacl", code_digest(), shapes_turtle, hashlib.sha256(common).digest())
     all_sources = [g for g in files if g.startswith(source_prefix)]
     units: dict[str, tuple[str, list[str], bytes]] = {}  # name -> (key, graphs, extra bytes)

@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import io
 import json
-import multiprocessing as mp
 import os
 import re
 import time
@@ -23,6 +22,7 @@ from .cache import code_digest, digest
 from .errors import QueryError, RenderError
 from .graph import evidence_graph
 from .library import load_library
+from .perf import parallel_imap
 from .query import run_query
 from .site_docs import fixed_lists, format_docs
 from .site_format import NR, citation_text, dose_text, human_bytes, human_duration, json_script, short_citation
@@ -155,22 +155,17 @@ class SitePages:
         """Render the deferred pages: in forked worker processes when there are many of them
         (each page depends on nothing but the model, so the output is the same)."""
         jobs, self._deferred = self._deferred or [], None
-        workers = min(WORKERS, len(jobs) // PAGES_PER_WORKER)
-        if workers < 2 or "fork" not in mp.get_all_start_methods():
-            for rel, template, ctx, key in jobs:
-                self.writer.emit(rel, self.render(rel, template, ctx).encode("utf-8"), key)
-        else:
-            global _POOL_JOBS
-            _POOL_JOBS = (self, jobs)
-            try:
-                step = max(50, len(jobs) // (workers * 8))
-                chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
-                with mp.get_context("fork").Pool(workers) as pool:
-                    for error in pool.imap_unordered(_render_chunk, chunks):
-                        if error:
-                            raise RenderError(error)
-            finally:
-                _POOL_JOBS = None
+        workers = min(WORKERS, len(jobs) // PAGES_PER_WORKER)  # below 2: one by one, here
+        global _POOL_JOBS
+        _POOL_JOBS = (self, jobs)
+        try:
+            step = max(50, len(jobs) // (max(workers, 1) * 8))
+            chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
+            for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1):
+                if error:
+                    raise RenderError(error)
+        finally:
+            _POOL_JOBS = None
         for rel, _t, _c, key in jobs:
             self.writer.files.append(self.out / rel)
             if key is not None:
@@ -379,7 +374,7 @@ class SitePages:
         made from a key over the rows it shows (each row's case file), its place in the list and
         what every page shows, so an edit remakes only the pages that show a row of the edited
         case (or whose rows moved). ``parent`` is (kind, list title, entity title)."""
-        chunks = [items[i:i + PAGE_ROWS] for i in range(0, len(items), PAGE_ROWS)] or [[]]
+        chunks = _split(items, PAGE_ROWS)
         base = rel[: -len(".html")]
         urls = [f"{rel}#{anchor}"] + [f"{base}/{anchor}-{k}.html" for k in range(2, len(chunks) + 1)]
         kind, list_title, title = parent
@@ -503,7 +498,7 @@ class SitePages:
         # page's filters search every page (static/evidence.js fetches the others when a filter is
         # set). Each page is made from a key over what it shows, so an edit remakes only the pages
         # whose rows changed.
-        chunks = [rows[i:i + EVIDENCE_ROWS] for i in range(0, len(rows), EVIDENCE_ROWS)] or [[]]
+        chunks = _split(rows, EVIDENCE_ROWS)
         urls = ["evidence.html"] + [f"evidence/{k}.html" for k in range(2, len(chunks) + 1)]
         n_patient_rows = sum(1 for r in rows if r.scope == "patient")
         shared = digest(self.pages_key, json.dumps(columns), json.dumps(options, sort_keys=True), repr(urls), str(len(rows)), str(n_patient_rows))
@@ -649,14 +644,21 @@ PAGES_PER_WORKER = 200  # below this a worker process costs more than it saves
 _POOL_JOBS: tuple[SitePages, list] | None = None
 
 
+def _split(items: list, size: int) -> list[list]:
+    """``items`` in pages of ``size``; an empty list is one empty page."""
+    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+
+
 def _render_chunk(bounds: tuple[int, int]) -> str:
-    """In a forked worker: render and write pages [start, end) of the deferred jobs."""
+    """Render and write pages [start, end) of the deferred jobs (in a forked worker, or here)."""
     assert _POOL_JOBS is not None
     pages, jobs = _POOL_JOBS
     try:
         for rel, template, ctx, key in jobs[bounds[0]:bounds[1]]:
             pages.writer.emit(rel, pages.render(rel, template, ctx).encode("utf-8"), key)
-    except Exception as exc:  # sent back as text: an exception may not survive pickling
+    except RenderError as exc:  # sent back as text: an exception may not survive pickling
+        return exc.message
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
 
