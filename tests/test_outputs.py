@@ -4,8 +4,10 @@ separator between pieces. Hypothesis, derandomised."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,11 +18,12 @@ DATA = st.binary(max_size=40)
 HEAD, TAIL = b'{"head":[', b"]}\n"
 
 
-def _write(path: Path, graphs: dict[str, bytes], sep: bytes, old: Path | None = None, layout: dict | None = None) -> dict:
+def _write(path: Path, graphs: dict[str, bytes], sep: bytes, old: Path | None = None, layout: dict | None = None,
+           background: bool = False) -> dict:
     """The file of ``graphs`` (in key order) as write_exports puts it together."""
     layout = layout or {}
     with open(path, "wb", buffering=0) as fh:
-        sp = Splice(fh, old, sep)
+        sp = Splice(fh, old, sep, background=background)
         sp.write(HEAD)
         for g in sorted(graphs):
             key = content_key(graphs[g])
@@ -36,13 +39,13 @@ def _write(path: Path, graphs: dict[str, bytes], sep: bytes, old: Path | None = 
 
 @settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(old=st.dictionaries(GRAPH, DATA, max_size=10), new=st.dictionaries(GRAPH, DATA, max_size=10),
-       keep=st.sets(GRAPH), sep=st.sampled_from([b"", b",\n"]))
-def test_a_spliced_file_is_the_file_written_whole(tmp_path_factory, old, new, keep, sep):
+       keep=st.sets(GRAPH), sep=st.sampled_from([b"", b",\n"]), background=st.booleans())
+def test_a_spliced_file_is_the_file_written_whole(tmp_path_factory, old, new, keep, sep, background):
     tmp = tmp_path_factory.mktemp("splice")
     # Graphs in `keep` that the old file had come through unchanged: the part a splice copies.
     new = {**new, **{g: old[g] for g in keep if g in old}}
     layout = _write(tmp / "old", old, sep)
-    spliced = _write(tmp / "spliced", new, sep, old=tmp / "old", layout=layout)
+    spliced = _write(tmp / "spliced", new, sep, old=tmp / "old", layout=layout, background=background)
     _write(tmp / "whole", new, sep)
     assert (tmp / "spliced").read_bytes() == (tmp / "whole").read_bytes()
     # The layout it records locates every piece in the new file, for the next splice.
@@ -79,6 +82,81 @@ def test_copies_of_neighbouring_pieces_are_merged(tmp_path):
     assert len(calls) == 2  # g0..g2, then g4..g5
     _write(tmp_path / "whole", edited, b",\n")
     assert (tmp_path / "new").read_bytes() == (tmp_path / "whole").read_bytes()
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_an_old_file_shorter_than_its_layout_is_an_error(tmp_path, background):
+    """A copy that runs past the end of the old file fails, and a background copy's failure
+    reaches the caller at close(), never lost in the thread."""
+    graphs = {f"g{i}": f"piece {i}".encode() for i in range(4)}
+    layout = _write(tmp_path / "old", graphs, b"")
+    (tmp_path / "old").write_bytes((tmp_path / "old").read_bytes()[:len(HEAD) + 3])
+    with open(tmp_path / "new", "wb", buffering=0) as fh:
+        sp = Splice(fh, tmp_path / "old", b"", background=background)
+        sp.write(HEAD)
+        for g in sorted(graphs):
+            sp.copy(g, *layout[g])
+        with pytest.raises(OSError, match="ended early"):
+            sp.close()
+    assert sp.old_fd is None
+
+
+def test_a_background_splice_has_its_final_size_before_its_copies_are_done(tmp_path, monkeypatch):
+    """settle() gives the file its final size while the thread is still held up (the downloads
+    page reads the sizes during the render); close() then completes the same bytes."""
+    graphs = {f"g{i}": f"piece {i}".encode() * 50 for i in range(6)}
+    layout = _write(tmp_path / "old", graphs, b",\n")
+    edited = {**graphs, "g2": b"edited"}
+    gate = threading.Event()
+    run = Splice._run
+
+    def held(self, op):
+        gate.wait(10)
+        run(self, op)
+
+    monkeypatch.setattr(Splice, "_run", held)
+    with open(tmp_path / "new", "wb", buffering=0) as fh:
+        sp = Splice(fh, tmp_path / "old", b",\n", background=True)
+        sp.write(HEAD)
+        for g in sorted(edited):
+            if layout[g][0] == content_key(edited[g]):
+                sp.copy(g, *layout[g])
+            else:
+                sp.piece(g, content_key(edited[g]), edited[g])
+        sp.write(TAIL)
+        sp.settle()
+        assert (tmp_path / "new").stat().st_size == sp.pos
+        gate.set()
+        sp.close()
+    monkeypatch.undo()
+    _write(tmp_path / "whole", edited, b",\n")
+    assert (tmp_path / "new").read_bytes() == (tmp_path / "whole").read_bytes()
+
+
+def test_a_background_splice_left_by_an_error_stops_without_writing_the_rest(tmp_path, monkeypatch):
+    """The build failed while the thread was busy with the first write: it finishes that one,
+    writes nothing more, and is joined before the caller goes on (to remove the folder)."""
+    graphs = {f"g{i}": f"piece {i}".encode() for i in range(4)}
+    gate, busy = threading.Event(), threading.Event()
+    run = Splice._run
+
+    def held(self, op):
+        busy.set()
+        gate.wait(10)
+        run(self, op)
+
+    monkeypatch.setattr(Splice, "_run", held)
+    with open(tmp_path / "new", "wb", buffering=0) as fh:
+        with pytest.raises(RuntimeError, match="render failed"):
+            with Splice(fh, None, b"", background=True) as sp:
+                sp.write(HEAD)
+                for g in sorted(graphs):
+                    sp.piece(g, content_key(graphs[g]), graphs[g])
+                assert busy.wait(10)
+                threading.Timer(0.2, gate.set).start()
+                raise RuntimeError("render failed")
+        assert sp._thread is None
+        assert (tmp_path / "new").read_bytes() == HEAD
 
 
 def test_without_a_cache_files_are_compared_byte_for_byte(tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -155,7 +155,8 @@ def serialize(compiled: Compiled, fmt: str, cache: BuildCache | None = None) -> 
         raise RenderError(f"unknown export format '{fmt}'; expected one of {', '.join(FORMATS)}")
     buf = io.BytesIO()
     keys = _piece_keys(compiled)
-    _write_dumps(compiled, {fmt: (Splice(buf, None, _frames(compiled)[fmt][1]), {})}, iter_pieces(compiled, cache, keys=keys), keys)
+    with Splice(buf, None, _frames(compiled)[fmt][1]) as sp:
+        _write_dumps(compiled, {fmt: (sp, {})}, iter_pieces(compiled, cache, keys=keys), keys)
     return buf.getvalue()
 
 
@@ -177,7 +178,8 @@ def _write_dumps(compiled: Compiled, splices: dict[str, tuple[Splice, dict[str, 
                  on_piece: Callable[[str, dict[str, bytes]], None] | None = None) -> None:
     """Write the files in ``splices`` (format -> (writer, the old file's pieces)), graph by graph:
     a graph whose old piece has the same key is copied from the old file, the others are written
-    from ``pieces`` (which must hold every graph that is not copied in every format)."""
+    from ``pieces`` (which must hold every graph that is not copied in every format). The caller
+    closes the writers."""
     frames = _frames(compiled)
     for fmt, (sp, _old) in splices.items():
         sp.write(frames[fmt][0])
@@ -198,17 +200,21 @@ def _write_dumps(compiled: Compiled, splices: dict[str, tuple[Splice, dict[str, 
             on_piece(g, piece)
     for fmt, (sp, _old) in splices.items():
         sp.write(frames[fmt][2])
-        sp.close()
+        sp.settle()
 
 
 def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None, graph_files: dict[str, Path] | None = None,
-                  outputs: Outputs | None = None) -> list[Path]:
+                  outputs: Outputs | None = None, finish: ExitStack | None = None) -> list[Path]:
     """Write every export format into ``out``, graph by graph; return the files written.
 
     ``graph_files`` maps a graph IRI to a path without suffix: that graph is also written alone, as
     ``.ttl`` and ``.jsonld`` (the per-case downloads). The pieces of one graph at a time are in
     memory, never all of them. With ``outputs`` (the previous build's record, see
     :mod:`evidence.outputs`), what did not change is linked or copied from the previous build.
+
+    The five whole-graph files are written by threads of their own (:class:`Splice`). With
+    ``finish``, they are closed when the caller closes that stack, so their copies can go on while
+    the caller renders the site; the files are whole only then. Without it, before returning.
     """
     out.mkdir(parents=True, exist_ok=True)
     outputs = outputs or Outputs(out=out)
@@ -220,7 +226,8 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
     written: list[Path] = []
     needed: set[str] = set()
     splices: dict[str, tuple[Splice, dict[str, tuple[str, int, int]]]] = {}
-    with ExitStack() as stack:
+    with ExitStack() as local:
+        stack = finish if finish is not None else local
         for fmt in DUMPS:
             name = FORMATS[fmt][0]
             written.append(out / name)
@@ -233,7 +240,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
             old = outputs.old(name) if layout.get("frames") == fkey else None
             before = layout.get("pieces", {}) if old is not None else {}
             fh = stack.enter_context(open(out / name, "xb", buffering=0))
-            sp = stack.enter_context(closing(Splice(fh, old, frames[fmt][1])))
+            sp = stack.enter_context(Splice(fh, old, frames[fmt][1], background=True))
             splices[fmt] = (sp, before)
             outputs.keys[name] = whole
             if fmt != "nq":

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,22 +127,27 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache 
     tmp.mkdir()
     outputs = Outputs.load(out, cache)
     try:
-        t = time.perf_counter()
-        cases_dir = tmp / "cases"
-        cases_dir.mkdir()
-        graph_files = {compiled.ns.graph("case", cid): cases_dir / cid for cid in kb.cases}
-        files = write_exports(compiled, tmp, cache, graph_files, outputs)
-        (tmp / "ontology.ttl").write_text(ontology_turtle(compiled), encoding="utf-8")
-        (tmp / "shapes.ttl").write_text(shapes_turtle(compiled), encoding="utf-8")
-        files += [tmp / "ontology.ttl", tmp / "shapes.ttl"]
-        files += write_schemas(tmp / "schema")
-        report.timings["export"] = time.perf_counter() - t
-        t = time.perf_counter()
-        downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
-        site_timings: dict[str, float] = {}
-        files += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs)
-        report.timings["search index"] = site_timings.get("search index", 0.0)
-        report.timings["render"] = time.perf_counter() - t - report.timings["search index"]
+        # The whole-graph files are finished by threads of their own while the site is rendered
+        # (see outputs.Splice): leaving `writing` waits for them, or stops them on an error.
+        with ExitStack() as writing:
+            t = time.perf_counter()
+            cases_dir = tmp / "cases"
+            cases_dir.mkdir()
+            graph_files = {compiled.ns.graph("case", cid): cases_dir / cid for cid in kb.cases}
+            files = write_exports(compiled, tmp, cache, graph_files, outputs, finish=writing)
+            (tmp / "ontology.ttl").write_text(ontology_turtle(compiled), encoding="utf-8")
+            (tmp / "shapes.ttl").write_text(shapes_turtle(compiled), encoding="utf-8")
+            files += [tmp / "ontology.ttl", tmp / "shapes.ttl"]
+            files += write_schemas(tmp / "schema")
+            report.timings["export"] = time.perf_counter() - t
+            t = time.perf_counter()
+            downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
+            site_timings: dict[str, float] = {}
+            files += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs)
+            report.timings["search index"] = site_timings.get("search index", 0.0)
+            report.timings["render"] = time.perf_counter() - t - report.timings["search index"]
+            t = time.perf_counter()
+        report.timings["export"] += time.perf_counter() - t  # the copies that were still going on
         # Files with the same content as the previous build's become links to them, so that
         # deleting the old tree frees only what changed: on a disk that discards freed blocks (as
         # this project's machines do), deleting a 1,000-case site took 21 s.
