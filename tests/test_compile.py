@@ -127,6 +127,18 @@ def test_each_file_has_its_own_named_graph(kb, compiled):
     assert all(isinstance(q.graph_name, ox.NamedNode) for q in compiled.quads)
 
 
+def test_each_part_knows_its_chunks_digest_and_quads(compiled):
+    """The digest and count a part carries are those of its chunk: the SHACL units, the export
+    keys and the home page's triple count use them instead of reading the chunk again."""
+    import hashlib
+
+    assert compiled.parts
+    for g, part in compiled.parts.items():
+        assert part.sha == hashlib.sha256(compiled.chunks[g]).digest()
+        assert part.lines == len(list(ox.parse(compiled.chunks[g], format=ox.RdfFormat.N_QUADS)))
+    assert compiled.quad_count() == len(compiled.quads)
+
+
 def test_no_blank_nodes(compiled):
     assert not any(isinstance(t, ox.BlankNode) for q in compiled.quads for t in (q.subject, q.object))
 

@@ -105,6 +105,11 @@ class Part:
     concepts: tuple[tuple[str, str, str], ...] = ()  # (iri, scheme, label) of the concepts it uses
     sources: tuple[str, ...] = ()  # the sources it cites
     network: Fragment | None = None  # its piece of the evidence network (graph.network_fragment)
+    sha: bytes = b""  # SHA-256 of ``nquads`` (see Compiled.chunk_digests)
+    lines: int = 0  # quads in ``nquads``
+
+
+_NO_PART = Part(graph="", nquads=b"")
 
 
 @dataclass
@@ -145,11 +150,15 @@ class Compiled:
         pieces are both keyed by it; hashing every chunk twice read 1 GB more at 10,000 cases)."""
         made = self.views.get("chunk_digests")
         if made is None:
-            made = self.views["chunk_digests"] = {g: hashlib.sha256(c).digest() for g, c in self.chunks.items()}
+            made = self.views["chunk_digests"] = {g: self._part_of(g).sha or hashlib.sha256(c).digest() for g, c in self.chunks.items()}
         return made
 
     def quad_count(self) -> int:
-        return sum(c.count(b"\n") for c in self.chunks.values())
+        return sum(self._part_of(g).lines or c.count(b"\n") for g, c in self.chunks.items())
+
+    def _part_of(self, graph: str) -> Part:
+        """The part whose chunk is ``graph``'s, or an empty one (the graphs made of many files)."""
+        return self.parts.get(graph) or _NO_PART
 
     @property
     def quads(self) -> list[ox.Quad]:
@@ -659,6 +668,8 @@ class _Builder:
         return Part(
             graph=self.graph.value,
             nquads=own,
+            sha=hashlib.sha256(own).digest(),
+            lines=own.count(b"\n"),
             shared=shared,
             network=network_fragment(own + shared, self.ns.ev) if network else None,
             concepts=tuple(sorted((iri, sc, label) for iri, (sc, label) in self.used_concepts.items())),

@@ -604,8 +604,9 @@ class SitePages:
                 curators.setdefault((cur.name, cur.orcid), cur)
         modified = max((m.case_date(m.kb.cases[cid]) for cid in m.case_ids), default=None)
         mod = modified.isoformat() if modified else ""
-        nt = self.out / "evidence.nt"
-        triples = nt.read_bytes().count(b"\n") if nt.is_file() else None
+        # No triple stands in two graphs (see export.chunk_exports): evidence.nt has one line per
+        # quad. Counted from the chunks, since the file may still be being written (outputs.Splice).
+        triples = self.compiled.quad_count() if (self.out / "evidence.nt").is_file() else None
         base = m.kb.config.base_iri
         schema_org = home_jsonld(self.site_name, self.description, base, self.all_downloads, keywords, list(curators.values()), mod)
         dcat = dcat_void_jsonld(self.site_name, self.description, base, m.ns.ev, self.all_downloads, triples,
