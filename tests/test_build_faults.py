@@ -36,3 +36,53 @@ def test_failure_on_a_first_build_leaves_nothing(config, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         build(config, out)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "here"])
+def test_a_graphml_that_cannot_be_written_fails_the_build_cleanly(config, site, tmp_path, monkeypatch, forked):
+    """The GraphML is written by a forked process while the site renders (export.Finishing): its
+    failure is the build's, with the file named, and the previous site stays as it was."""
+    from evidence import errors, export, graph
+
+    out = tmp_path / "_site"
+    build(config, out)
+    before = _snapshot(out)
+    monkeypatch.setattr(export, "GRAPHML_FORK_FROM", 0 if forked else 10**9)
+    monkeypatch.setattr(graph, "graphml_bytes", lambda g: (_ for _ in ()).throw(MemoryError("out of memory")))
+    with pytest.raises(errors.RenderError, match="cannot write evidence.graphml: MemoryError: out of memory") if forked else pytest.raises(MemoryError):
+        build(config, out)
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"]
+
+
+def test_a_render_that_fails_stops_the_exports_still_being_written(config, site, tmp_path, monkeypatch):
+    import multiprocessing
+    import threading
+
+    from evidence import export, render
+
+    out = tmp_path / "_site"
+    build(config, out)
+    before = _snapshot(out)
+    import time
+
+    from evidence import graph
+
+    monkeypatch.setattr(export, "GRAPHML_FORK_FROM", 0)
+    monkeypatch.setattr(graph, "graphml_bytes", lambda g: time.sleep(60) or b"")  # a large network
+    seen = {}
+
+    def broken(*args, **kwargs):
+        seen["children"] = len(multiprocessing.active_children())
+        raise RuntimeError("a template broke")
+
+    monkeypatch.setattr(render, "render_site", broken)
+    t = time.perf_counter()
+    with pytest.raises(RuntimeError, match="a template broke"):
+        build(config, out)
+    assert time.perf_counter() - t < 30, "the build waited for the GraphML it no longer needs"
+    assert seen["children"] == 1  # the GraphML was being written when the render failed
+    assert multiprocessing.active_children() == []
+    assert not [t for t in threading.enumerate() if t.name == "splice"]
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"]

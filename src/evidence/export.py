@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pyoxigraph as ox
 
@@ -20,7 +21,7 @@ from .cache import BuildCache, code_digest, digest
 from .compile import Compiled
 from .errors import RenderError
 from .outputs import Outputs, Splice
-from .perf import parallel_imap
+from .perf import Background, parallel_imap
 
 __all__ = ["FORMATS", "serialize", "jsonld_context", "write_exports", "iter_pieces", "graph_file", "prefix_header"]
 
@@ -204,7 +205,7 @@ def _write_dumps(compiled: Compiled, splices: dict[str, tuple[Splice, dict[str, 
 
 
 def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None, graph_files: dict[str, Path] | None = None,
-                  outputs: Outputs | None = None, finish: ExitStack | None = None) -> list[Path]:
+                  outputs: Outputs | None = None, finish: Finishing | None = None) -> list[Path]:
     """Write every export format into ``out``, graph by graph; return the files written.
 
     ``graph_files`` maps a graph IRI to a path without suffix: that graph is also written alone, as
@@ -212,9 +213,9 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
     memory, never all of them. With ``outputs`` (the previous build's record, see
     :mod:`evidence.outputs`), what did not change is linked or copied from the previous build.
 
-    The five whole-graph files are written by threads of their own (:class:`Splice`). With
-    ``finish``, they are closed when the caller closes that stack, so their copies can go on while
-    the caller renders the site; the files are whole only then. Without it, before returning.
+    With ``finish``, the five whole-graph files are completed by threads of their own and the
+    GraphML by a forked process, while the caller goes on (to render the site): see
+    :class:`Finishing`. Without it, every file is whole when this returns.
     """
     out.mkdir(parents=True, exist_ok=True)
     outputs = outputs or Outputs(out=out)
@@ -227,7 +228,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
     needed: set[str] = set()
     splices: dict[str, tuple[Splice, dict[str, tuple[str, int, int]]]] = {}
     with ExitStack() as local:
-        stack = finish if finish is not None else local
+        stack = finish.stack if finish is not None else local
         for fmt in DUMPS:
             name = FORMATS[fmt][0]
             written.append(out / name)
@@ -268,7 +269,84 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
         for fmt, (sp, _before) in splices.items():
             outputs.layouts[FORMATS[fmt][0]] = {"frames": fkeys[fmt], "pieces": sp.pieces}
     graphml = out / FORMATS["graphml"][0]
-    outputs.link_or_write(graphml, graphml.name, serialize(compiled, "graphml"))
+    if finish is None:
+        outputs.link_or_write(graphml, graphml.name, serialize(compiled, "graphml"))
+    else:
+        finish.graphml = finish.stack.enter_context(_GraphmlLater(compiled, graphml, outputs))
     context = (json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n").encode("utf-8")
     outputs.link_or_write(out / "context.jsonld", "context.jsonld", context)
     return written + [graphml, out / "context.jsonld"]
+
+
+class Finishing:
+    """The export files that :func:`write_exports` leaves to finish while the caller goes on.
+
+    The whole-graph files are completed by threads (:class:`~evidence.outputs.Splice`), and have
+    their final size from the start; the GraphML is written by a forked process. :meth:`ready`
+    waits until every file exists whole or with its final size (the downloads page shows the
+    sizes); leaving the ``with`` block waits for everything, or, on an error, stops it.
+    """
+
+    def __init__(self) -> None:
+        self.stack = ExitStack()
+        self.graphml: _GraphmlLater | None = None
+
+    def ready(self) -> None:
+        if self.graphml is not None:
+            self.graphml.write()
+
+    def __enter__(self) -> Finishing:
+        self.stack.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        return self.stack.__exit__(exc_type, exc, tb)
+
+
+GRAPHML_FORK_FROM = 20_000  # edges; below this, forking costs more than writing the GraphML here
+_NETWORK: Any = None  # the network _GraphmlLater's child writes (set only while it is forked)
+
+
+class _GraphmlLater:
+    """GraphML of the network, written by a forked process while the caller renders the site
+    (networkx took 4 s at 10,000 cases, on the main process's critical path), and put in place
+    when the caller's stack is left without an error. The network itself is made here: the site
+    needs it too."""
+
+    def __init__(self, compiled: Compiled, path: Path, outputs: Outputs):
+        from .graph import evidence_graph
+
+        global _NETWORK
+        self.path, self.outputs = path, outputs
+        _NETWORK = evidence_graph(compiled)
+        try:
+            small = _NETWORK.number_of_edges() < GRAPHML_FORK_FROM
+            self.job: Background | None = Background(_graphml_of_network, workers=1 if small else None)
+        finally:
+            _NETWORK = None
+
+    def write(self) -> None:
+        """Wait for the child and put the file in place (once)."""
+        if self.job is None:
+            return
+        job, self.job = self.job, None
+        try:
+            data = job.result()
+        except RuntimeError as e:
+            raise RenderError(f"cannot write {self.path.name}: {e}") from None
+        self.outputs.link_or_write(self.path, self.path.name, data)
+
+    def __enter__(self) -> _GraphmlLater:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.write()
+        elif self.job is not None:
+            self.job.cancel()
+
+
+def _graphml_of_network() -> bytes:
+    from .graph import graphml_bytes
+
+    return graphml_bytes(_NETWORK)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "parallel_map", "parallel_imap"]
+__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "parallel_map", "parallel_imap", "Background"]
 
 
 @contextmanager
@@ -72,3 +72,69 @@ def parallel_imap(fn: Callable[[Any], Any], items: Sequence[Any], workers: int |
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         results: Iterable[Any] = pool.imap(fn, items, chunksize=max(1, min(64, len(items) // (workers * 8))))
         yield from results
+
+
+class Background:
+    """``fn(*args)`` in one forked process while the caller goes on; :meth:`result` waits for it.
+
+    The child is forked when this is made, so it sees the caller's objects as they are then
+    (module globals included) without their being pickled; only ``args`` and the result are.
+    ``fn`` must be a module-level function. With one core, it runs here and now. Use it as a
+    context manager, or call :meth:`cancel` on every path that does not take the result: a child
+    whose result is not wanted is stopped.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, workers: int | None = None):
+        self._proc: Any = None
+        self._value: Any = None
+        if (workers or os.cpu_count() or 1) < 2:
+            self._value = fn(*args)
+            return
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self._recv, send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_background_child, args=(send, fn, args), daemon=True)
+        self._proc.start()
+        send.close()
+
+    def result(self) -> Any:
+        """The value of ``fn(*args)``; what it raised is raised here as a RuntimeError with its
+        message (an exception may not survive pickling)."""
+        if self._proc is not None:
+            try:
+                ok, value = self._recv.recv()
+            except EOFError:
+                ok, value = False, f"the worker process ended without an answer (exit code {self._proc.exitcode})"
+            finally:
+                self._close()
+            if not ok:
+                raise RuntimeError(value)
+            self._value = value
+        return self._value
+
+    def cancel(self) -> None:
+        """Stop the child if it is still working, and forget its result."""
+        if self._proc is not None:
+            self._proc.terminate()
+            self._close()
+
+    def _close(self) -> None:
+        self._proc.join()
+        self._recv.close()
+        self._proc = None
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.cancel()
+
+
+def _background_child(send: Any, fn: Callable[..., Any], args: tuple) -> None:
+    try:
+        answer = (True, fn(*args))
+    except BaseException as exc:
+        answer = (False, f"{type(exc).__name__}: {exc}")
+    send.send(answer)
+    send.close()

@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from .cache import BuildCache
 from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
-from .export import FORMATS, write_exports
+from .export import FORMATS, Finishing, write_exports
 from .outputs import Outputs
 from .perf import freeze_heap, frozen_heap
 from .schemafiles import write_schemas
@@ -127,9 +126,9 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache 
     tmp.mkdir()
     outputs = Outputs.load(out, cache)
     try:
-        # The whole-graph files are finished by threads of their own while the site is rendered
-        # (see outputs.Splice): leaving `writing` waits for them, or stops them on an error.
-        with ExitStack() as writing:
+        # The whole-graph files and the GraphML are finished while the site is rendered (see
+        # export.Finishing): leaving `writing` waits for them, or stops them on an error.
+        with Finishing() as writing:
             t = time.perf_counter()
             cases_dir = tmp / "cases"
             cases_dir.mkdir()
@@ -143,7 +142,8 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache 
             t = time.perf_counter()
             downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
             site_timings: dict[str, float] = {}
-            files += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs)
+            files += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs,
+                                 ready=writing.ready)
             report.timings["search index"] = site_timings.get("search index", 0.0)
             report.timings["render"] = time.perf_counter() - t - report.timings["search index"]
             t = time.perf_counter()

@@ -11,6 +11,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,10 @@ class Paged:
 
 
 class SitePages:
-    def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float]):
+    def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float],
+                 ready: Callable[[], None] | None = None):
         self.kb = kb
+        self.ready = ready or (lambda: None)
         self.compiled = compiled
         self.env = env
         self.templates = templates
@@ -175,7 +178,7 @@ class SitePages:
         steps = [
             ("assets", self.assets), ("graph", self.network), ("cases", self.cases), ("entities", self.entities),
             ("evidence table", self.evidence), ("lists", self.lists), ("queries", self.queries), ("docs", self.docs),
-            ("contributors", self.contributors), ("downloads", self.downloads), ("home", self.home), ("search page", self.search),
+            ("contributors", self.contributors), ("search page", self.search), ("downloads", self.downloads), ("home", self.home),
         ]
         for name, step in steps:
             t = time.perf_counter()
@@ -588,6 +591,7 @@ class SitePages:
         return out
 
     def downloads(self) -> None:
+        self.ready()  # every download has its final size (the exports may still be being written)
         self.all_downloads = self.download_list()
         case_files = [(cid, self.m.url("cases", cid)) for cid in self.m.case_ids[:5]]
         self.page("downloads.html", "downloads.html", "the downloads page", title="Downloads", page_kind="downloads",
