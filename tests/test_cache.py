@@ -10,6 +10,7 @@ served show that it was used: after one case is edited, only that case is compil
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -406,3 +407,67 @@ def test_a_list_that_grows_or_shrinks_shows_its_new_total_on_every_numbered_page
     assert len([n for n in fresh if "/patients-" in n]) > 4
     assert sorted(cached) == sorted(fresh)
     assert [n for n in fresh if cached[n] != fresh[n]] == []
+
+
+def _singles(cache_dir: Path, stage: str) -> list[Path]:
+    return sorted((cache_dir / stage).glob("*/*.pickle"))
+
+
+def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project, monkeypatch):
+    """With packing on for every build, the checked models and compiled parts come from one pack
+    per stage; an edit adds to it; a torn or lying pack is never trusted. Every build is checked
+    byte for byte against a build without cache (Project.build)."""
+    monkeypatch.setattr(BuildCache, "PACK_FROM", 1)
+    monkeypatch.setattr(BuildCache, "PACK_SHARE", 0.0)
+    project.build()
+    for stage in ("validate", "compile"):
+        assert (project.cache_dir / stage / "pack").is_file()
+        assert _singles(project.cache_dir, stage) == [], "packed entries are kept once"
+    project.build()
+    assert project.cache.misses == 0 and project.cache.made("validate") == project.cache.made("compile") == 0
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    project.build()
+    assert project.cache.made("validate") == 1 and project.cache.made("compile") == 1
+    project.build()  # the edited case's entries were packed with the others
+    assert project.cache.misses == 0
+    files = project.report.cases + len(list((project.root / "kb" / "sources").glob("*.yaml")))
+    for damage in ("torn", "lying"):
+        for stage in ("validate", "compile"):
+            pack = project.cache_dir / stage / "pack"
+            data = pack.read_bytes()
+            if damage == "torn":
+                pack.write_bytes(data[: len(data) // 2])
+            else:  # an index that points past the data
+                n = int.from_bytes(data[-8:], "big")
+                index = pickle.loads(data[-8 - n:-8])
+                index = {k: (off + len(data), length) for k, (off, length) in index.items()}
+                tail = pickle.dumps(index)
+                pack.write_bytes(data[: -8 - n] + tail + len(tail).to_bytes(8, "big"))
+        project.build()
+        assert project.cache.made("validate") == files and project.cache.made("compile") == files, damage
+
+
+def test_a_stage_is_packed_again_only_when_its_pack_lacks_many_entries(tmp_path):
+    def run(keys: list[str]) -> BuildCache:
+        cache = BuildCache(tmp_path)
+        for k in keys:
+            if cache.get("validate", k) is None:
+                cache.put("validate", k, {"entry": k})
+        cache.prune()
+        return cache
+
+    pack = tmp_path / "validate" / "pack"
+    first = [f"{i:064x}" for i in range(100)]
+    run(first)
+    assert pack.is_file() and _singles(tmp_path, "validate") == []
+    inode = pack.stat().st_ino
+    cache = run(first + ["f" * 64])  # one new entry: not worth a new pack
+    assert cache.hits == 100 and pack.stat().st_ino == inode
+    assert [p.stem for p in _singles(tmp_path, "validate")] == ["f" * 64]
+    cache = run(first[:60])  # most of the pack unused, but too few entries used to pack again
+    assert pack.stat().st_ino == inode
+    cache = run(first[:20] + [f"{i:064x}" for i in range(500, 520)])  # 40 used: most of the 100 packed are dead
+    assert pack.stat().st_ino != inode
+    cache = BuildCache(tmp_path)
+    assert [cache.get("validate", k) for k in first[:20]] == [{"entry": k} for k in first[:20]] and cache.misses == 0
+    assert cache.get("validate", first[50]) is None  # dropped with the old pack

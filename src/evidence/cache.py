@@ -9,6 +9,14 @@ turns the cache off). The folder is local to the machine that built it: it is ne
 never read from a contribution, so unpickling it runs only what this build itself wrote. Entries
 are written to a temporary file and renamed, so an interrupted build leaves no torn entry; one
 that cannot be read is treated as missing.
+
+The stages that every build reads whole (``PACKED_STAGES``: a checked model and a compiled part
+for each kb file) are kept in one *pack* per stage once a build has used many entries that the
+pack lacks: ``<stage>/pack``, the entries' pickles one after another and an index of their byte
+ranges at the end, read through one open file. Opening 20,000 single entries took 1.7 s of a
+10,000-case rebuild for each stage. A pack is written whole into a temporary file and renamed, like
+an entry; one that cannot be read is ignored. Entries made since are single files until the next
+pack.
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV"]
+__all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES"]
 
 CACHE_ENV = "EVIDENCE_CACHE"
 KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
+PACKED_STAGES = ("validate", "compile")  # read whole by every build: kept in packs
+_PACK_MAGIC = b"evidence-pack 1\n"
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -78,12 +88,18 @@ def code_digest(extra: Iterable[Path] = ()) -> str:
 class BuildCache:
     """Entries by key; ``None`` as the folder is a cache that keeps nothing."""
 
+    # A stage is packed again when this many of the entries a build used are not in its pack
+    # (and they are at least PACK_SHARE of those used), or when most of the pack is unused.
+    PACK_FROM = 64
+    PACK_SHARE = 0.02
+
     def __init__(self, folder: Path | None):
         self.folder = folder
         self.hits = 0
         self.misses = 0
         self.used: set[tuple[str, str]] = set()
         self._made: dict[str, int] = {}
+        self._packs: dict[str, _Pack | None] = {}
 
     @classmethod
     def for_root(cls, root: Path) -> BuildCache:
@@ -106,13 +122,23 @@ class BuildCache:
             return None
         self.used.add((stage, key))
         try:
-            with open(self._path(stage, key), "rb") as fh:
-                value = pickle.load(fh)
-        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError, ValueError):
+            raw = self._pack(stage).read(key) if stage in PACKED_STAGES else None
+            if raw is not None:
+                value = pickle.loads(raw)
+            else:
+                with open(self._path(stage, key), "rb") as fh:
+                    value = pickle.load(fh)
+        except _UNREADABLE:
             self.misses += 1
             return None
         self.hits += 1
         return value
+
+    def _pack(self, stage: str) -> _Pack:
+        if stage not in self._packs:
+            assert self.folder is not None
+            self._packs[stage] = _Pack.open(self.folder / stage / "pack")
+        return self._packs[stage] or _NO_PACK
 
     def touch(self, stage: str, key: str) -> None:
         """Keep an entry that this build did not need to read (see :meth:`prune`)."""
@@ -146,9 +172,12 @@ class BuildCache:
         """Delete every entry this build did not use (call after a build that succeeded), so the
         folder holds one build's worth, not every build's; return how many were deleted. The
         records of site folders (stage ``outputs``, one small entry per folder built into) stay,
-        so that builds into two folders do not undo each other's."""
+        so that builds into two folders do not undo each other's. A packed stage whose pack lacks
+        many of the entries used is packed again first (see the module's text)."""
         if self.folder is None or not self.folder.is_dir():
             return 0
+        for stage in PACKED_STAGES:
+            self._repack(stage)
         gone = 0
         for path in self.folder.glob("*/*/*.pickle"):
             if path.parent.parent.name not in KEPT_STAGES and (path.parent.parent.name, path.stem) not in self.used:
@@ -158,3 +187,98 @@ class BuildCache:
                 except OSError:
                     pass
         return gone
+
+    def _repack(self, stage: str) -> None:
+        """Write a new pack of the entries of ``stage`` this build used, when it is worth it."""
+        assert self.folder is not None
+        used = sorted(key for st, key in self.used if st == stage)
+        pack = self._pack(stage)
+        missing = sum(1 for key in used if key not in pack.index)
+        if not used or not (missing >= max(self.PACK_FROM, self.PACK_SHARE * len(used)) or len(pack.index) > 2 * len(used) >= self.PACK_FROM):
+            return
+        folder = self.folder / stage
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-pack-")
+        except OSError:
+            return
+        try:
+            index: dict[str, tuple[int, int]] = {}
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_PACK_MAGIC)
+                for key in used:
+                    raw = pack.read(key)
+                    if raw is None:
+                        try:
+                            raw = self._path(stage, key).read_bytes()
+                        except OSError:
+                            continue  # used, but not kept (a cache that could not be written)
+                    index[key] = (fh.tell(), len(raw))
+                    fh.write(raw)
+                tail = pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)
+                fh.write(tail)
+                fh.write(len(tail).to_bytes(8, "big"))
+            os.replace(tmp, folder / "pack")
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return
+        pack.close()
+        self._packs.pop(stage, None)
+        for path in folder.glob("*/*.pickle"):  # every entry used is in the pack now, the rest unused
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
+_UNREADABLE = (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError, ValueError)
+
+
+class _Pack:
+    """A stage's pack (see the module's text): an open file and the byte range of each entry."""
+
+    def __init__(self, fd: int | None = None, index: dict[str, tuple[int, int]] | None = None):
+        self.fd = fd
+        self.index = index or {}
+
+    @classmethod
+    def open(cls, path: Path) -> _Pack | None:
+        """The pack at ``path``; None if there is none or it cannot be read whole."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if os.pread(fd, len(_PACK_MAGIC), 0) != _PACK_MAGIC or size < len(_PACK_MAGIC) + 8:
+                raise ValueError("not a pack")
+            n = int.from_bytes(os.pread(fd, 8, size - 8), "big")
+            if n > size - 8 - len(_PACK_MAGIC):
+                raise ValueError("a torn pack")
+            index = pickle.loads(os.pread(fd, n, size - 8 - n))
+            if not isinstance(index, dict) or any(off + length > size - 8 - n for off, length in index.values()):
+                raise ValueError("an entry lies outside the pack")
+        except _UNREADABLE:
+            os.close(fd)
+            return None
+        return cls(fd, index)
+
+    def read(self, key: str) -> bytes | None:
+        where = self.index.get(key)
+        if where is None or self.fd is None:
+            return None
+        raw = os.pread(self.fd, where[1], where[0])
+        return raw if len(raw) == where[1] else None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+_NO_PACK = _Pack()
