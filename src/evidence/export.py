@@ -319,9 +319,12 @@ class _GraphmlLater:
         global _NETWORK
         self.path, self.outputs = path, outputs
         _NETWORK = evidence_graph(compiled)
+        # The child writes the bytes into a file of the build folder and ends: answering through
+        # a pipe, it lived on (holding a copy of the network, 3 GB at 10,000 cases) until read.
+        self.part = path.with_name(f".{path.name}.part")
         try:
             small = _NETWORK.number_of_edges() < GRAPHML_FORK_FROM
-            self.job: Background | None = Background(_graphml_of_network, workers=1 if small else None)
+            self.job: Background | None = Background(_graphml_of_network, str(self.part), workers=1 if small else None)
         finally:
             _NETWORK = None
 
@@ -331,8 +334,10 @@ class _GraphmlLater:
             return
         job, self.job = self.job, None
         try:
-            data = job.result()
-        except RuntimeError as e:
+            job.result()
+            data = self.part.read_bytes()
+            self.part.unlink()
+        except (RuntimeError, OSError) as e:
             raise RenderError(f"cannot write {self.path.name}: {e}") from None
         self.outputs.link_or_write(self.path, self.path.name, data)
 
@@ -346,7 +351,8 @@ class _GraphmlLater:
             self.job.cancel()
 
 
-def _graphml_of_network() -> bytes:
+def _graphml_of_network(part: str) -> None:
     from .graph import graphml_bytes
 
-    return graphml_bytes(_NETWORK)
+    with open(part, "xb") as fh:
+        fh.write(graphml_bytes(_NETWORK))

@@ -162,7 +162,8 @@ class SitePages:
         global _POOL_JOBS
         _POOL_JOBS = (self, jobs)
         try:
-            step = max(50, len(jobs) // (max(workers, 1) * 8))
+            # Small tasks, so that each worker is soon replaced by a fresh fork (perf.RENEW_AFTER).
+            step = max(50, len(jobs) // (max(workers, 1) * 32))
             chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
             for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1):
                 if error:

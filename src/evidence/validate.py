@@ -683,6 +683,12 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
                 continue
             model, problems = _parse(f)
             found[id(f)] = f.problems + problems
+            if model is not None and f.kind in ("case", "source"):
+                # The checks below need the YAML only for the position of what they report, and
+                # parse it again then. Kept for every file until the end, the parsed YAML of a
+                # 10,000-case kb took the build to 2.7 GB before compiling (1 GB without it).
+                doc = None
+                f.release()
         diags.extend(problems)
         if model is None:
             # Still register the id, so references to a broken file do not cascade.
