@@ -194,3 +194,39 @@ def test_a_quote_citing_a_broken_source_does_not_crash(tmp_path: Path) -> None:
     by_file = {p: [d.text() for d in kb.diagnostics if d.path == str(p)] for p in (source, case)}
     assert len(by_file[source]) == 1 and "year: wrong type" in by_file[source][0]
     assert by_file[case] == []  # the source's own error is enough; the case is not blamed for it
+
+
+def test_reading_in_worker_processes_gives_the_same_models_and_diagnostics(tmp_path, monkeypatch):
+    """Case and source files the cache does not have are parsed and checked against the schema in
+    forked workers (from 200 files on): the models and every diagnostic, with its line, are those
+    of reading the files one by one in this process, broken files included."""
+    import sys
+
+    import evidence.validate as validate_module
+    from evidence.config import load_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import synth
+
+    synth.generate(tmp_path / "kb", 110, seed=5)  # 110 cases and their sources: over 200 files
+    cases = sorted((tmp_path / "kb" / "kb").glob("synth-*.yaml"))
+    (cases[3]).write_bytes(cases[3].read_bytes().replace(b"title: ", b"titel: ", 1))  # a schema error
+    (cases[50]).write_bytes(b"id: broken\n  - not: [yaml\n")  # a YAML error
+    (cases[70]).write_bytes(cases[70].read_bytes() + b"\xff\xfe")  # not UTF-8
+    (cases[90]).write_bytes(cases[90].read_bytes().replace(b"source: ", b"source: nowhere-", 1))  # a cross-file error
+    config = load_config(tmp_path / "kb")
+    forked = []
+    real = validate_module.parallel_imap
+    monkeypatch.setattr(validate_module, "parallel_imap", lambda fn, items: (forked.append(len(items)), real(fn, items))[1])
+    parallel = validate_module.validate_kb(config)
+    assert forked and forked[0] >= 200
+    monkeypatch.setattr(validate_module, "parallel_imap", lambda fn, items: map(fn, items))
+    serial = validate_module.validate_kb(config)
+
+    def shown(kb):
+        return [(d.path, d.line, d.col, d.level, d.rule, d.field, d.message) for d in kb.diagnostics]
+
+    assert shown(parallel) == shown(serial)
+    assert {d.path for d in parallel.diagnostics if d.level == "error"} >= {f"kb/{cases[i].name}" for i in (3, 50, 70, 90)}
+    assert all(d.line > 0 for d in parallel.diagnostics)
+    assert parallel.cases == serial.cases and parallel.sources == serial.sources and len(parallel.cases) >= 107

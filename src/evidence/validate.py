@@ -24,7 +24,7 @@ from .config import Config
 from .duplicates import check_duplicates
 from .errors import Diagnostic, sort_diagnostics
 from .load import KbFile, read_kb
-from .perf import gc_paused
+from .perf import gc_paused, parallel_imap
 from .yamlio import YamlDoc
 
 __all__ = ["Kb", "validate_kb", "normalise_text", "closest"]
@@ -593,6 +593,28 @@ class _Checker:
                  hint=f"did you mean '{guess}'?" if guess else f"define the {what} first, or fix the id")
 
 
+_TODO: list[KbFile] | None = None  # _validate_kb's files to read, for the workers
+
+
+def _read_and_parse(i: int) -> tuple[bool, Any, list[Diagnostic], list[Diagnostic]]:
+    assert _TODO is not None
+    return _read_and_parse_file(_TODO[i])
+
+
+def _read_and_parse_file(f: KbFile) -> tuple[bool, Any, list[Diagnostic], list[Diagnostic]]:
+    """Parse a file and check it against the schema: (whether its YAML could be read, the model
+    or None, what the schema found, what reading found)."""
+    if f.doc is None:
+        return False, None, [], f.problems
+    model, problems = _parse(f)
+    if model is not None and f.kind in ("case", "source"):
+        # The checks across files need the YAML only for the position of what they report, and
+        # parse it again then. Kept for every file until the end, the parsed YAML of a
+        # 10,000-case kb took the build to 2.7 GB before compiling (1 GB without it).
+        f.release()
+    return True, model, problems, f.problems
+
+
 def _parse(f: KbFile) -> tuple[Any, list[Diagnostic]]:
     """Validate one file against its model."""
     doc = f.doc
@@ -673,22 +695,23 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
     broken_cases: list[KbFile] = []
     ids_seen: dict[str, KbFile] = {}
     found: dict[int, list[Diagnostic]] = {}  # what reading and the schema found in each file
+    # Case and source files the cache does not have are read and checked against the schema in
+    # forked workers (each depends on nothing but its bytes); the checks across files follow here.
+    global _TODO
+    _TODO = [f for f in raw.files if id(f) not in cached and f.kind in ("case", "source")]
+    try:
+        early = dict(zip((id(f) for f in _TODO), parallel_imap(_read_and_parse, range(len(_TODO)))))
+    finally:
+        _TODO = None
     for f in raw.files:
         if id(f) in cached:
             model, problems = cached[id(f)][0], []
         else:
-            doc = f.doc
+            readable, model, problems, f.problems = early.pop(id(f), None) or _read_and_parse_file(f)
             diags.extend(f.problems)
-            if doc is None:
+            if not readable:
                 continue
-            model, problems = _parse(f)
             found[id(f)] = f.problems + problems
-            if model is not None and f.kind in ("case", "source"):
-                # The checks below need the YAML only for the position of what they report, and
-                # parse it again then. Kept for every file until the end, the parsed YAML of a
-                # 10,000-case kb took the build to 2.7 GB before compiling (1 GB without it).
-                doc = None
-                f.release()
         diags.extend(problems)
         if model is None:
             # Still register the id, so references to a broken file do not cascade.
