@@ -15,8 +15,9 @@ that its peak memory (ru_maxrss) is its own:
 
 Prints medians per stage (validate, compile, SHACL, export, render, search index, swap), total
 wall time and peak memory (sampled PSS of the child and its workers, and the ru_maxrss bound) of
-the cold builds, the rebuild after one edit, and the growth exponent
-of the cold total between the two largest sizes (1.0 is linear).
+the cold builds, the rebuild after one edit, the peak PSS of each phase (cold build, rebuild,
+query library), and the growth exponent of the cold total between the two largest sizes (1.0 is
+linear).
 
 ``--against TREE`` (a checkout of another commit, such as a ``git worktree``) runs that tree's
 package and templates and this one's in turn, run by run, so that both see the same state of the
@@ -49,6 +50,9 @@ from evidence.library import load_library
 from evidence.query import run_query
 config = load_config(Path({root!r}))
 cache = Path({cache!r})
+def phase(name):  # read by the parent's memory sampler, so that each phase has its own peak
+    Path({phase!r}).write_text(name)
+phase("cold build")
 t = time.perf_counter()
 report = build(config, Path({out!r}), templates=Path({templates!r}), cache=BuildCache(cache))
 wall = time.perf_counter() - t
@@ -57,11 +61,13 @@ case = sorted(config.kb_dir.glob("*.yaml"))[len(list(config.kb_dir.glob("*.yaml"
 original = case.read_bytes()
 try:
     case.write_bytes(original.replace(b"title: ", b"title: Edited, ", 1))
+    phase("rebuild")
     t = time.perf_counter()
     again = build(config, Path({out!r}), templates=Path({templates!r}), cache=BuildCache(cache))
     rebuild = time.perf_counter() - t
 finally:
     case.write_bytes(original)
+phase("query library")
 compiled = compile_checked(load_and_validate(config, cache=BuildCache(cache)), cache=BuildCache(cache))
 compiled.store()
 t = time.perf_counter()
@@ -105,20 +111,28 @@ def run_once(root: Path, tree: Path = ROOT) -> dict:
     child and its workers: the memory the build really holds at that moment (ru_maxrss of parent
     plus child counts shared pages twice)."""
     with tempfile.TemporaryDirectory() as tmp:
+        phase_file = Path(tmp) / "phase"
         code = CHILD.format(src=str(tree / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(tree / "site_templates"),
-                            cache=str(Path(tmp) / "cache"), queries=str(ROOT / "kb" / "queries"))
+                            cache=str(Path(tmp) / "cache"), queries=str(ROOT / "kb" / "queries"), phase=str(phase_file))
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, text=True)
             peak = 0
+            peaks: dict[str, int] = {}
             while child.poll() is None:
-                peak = max(peak, sum(_pss_kb(p) for p in _tree(child.pid)))
+                now = sum(_pss_kb(p) for p in _tree(child.pid))
+                try:
+                    name = phase_file.read_text() or "start"
+                except OSError:
+                    name = "start"
+                peaks[name] = max(peaks.get(name, 0), now)
+                peak = max(peak, now)
                 time.sleep(0.1)
             out.seek(0)
             err.seek(0)
             stdout, stderr = out.read(), err.read()
         if child.returncode != 0:
             raise SystemExit(f"build failed on {root}:\n{stderr[-3000:]}")
-        return {**json.loads(stdout.strip().splitlines()[-1]), "pss_mb": peak / 1024}
+        return {**json.loads(stdout.strip().splitlines()[-1]), "pss_mb": peak / 1024, "pss_phases": {k: v / 1024 for k, v in peaks.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(set(args.sizes + ([10000] if args.large else [])))
     rows = []
     rebuilds = []
+    phase_peaks: list[tuple[int, dict[str, float]]] = []
     for n in sizes:
         out = ROOT / "bench" / "out" / f"synth-{n}-seed{args.seed}"
         synth.generate(out, n, args.seed)
@@ -144,14 +159,16 @@ def main(argv: list[str] | None = None) -> int:
         stages = sorted({k for r in runs for k in r["timings"]})
         med = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in stages}
         rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in runs),
-                     max(r["pss_mb"] for r in runs)))
+                     max(r["pss_phases"].get("cold build", 0) for r in runs)))
+        phase_peaks.append((n, {k: max(r["pss_phases"].get(k, 0) for r in runs) for k in ("cold build", "rebuild", "query library")}))
         rebuilds.append((n, statistics.median(r["rebuild"] for r in runs),
                          {k: statistics.median(r["rebuild_timings"].get(k, 0.0) for r in runs) for k in runs[0]["rebuild_timings"]}))
         print(f"  {n:,} cases done", file=sys.stderr, flush=True)
     stages = sorted({k for _, _, med, _, _, _ in rows for k in med})
     print(f"## cold evidence build (empty cache), medians of {args.runs} runs (seconds); peak memory is the largest run's\n")
-    print("peak PSS: the most the child and its workers held at once (sum of proportional set sizes, sampled every 0.1 s);")
-    print("maxrss bound: the child's peak resident size plus its largest worker's (shared pages counted twice).\n")
+    print("peak PSS: the most the child and its workers held at once during the cold build (sum of proportional set sizes,")
+    print("sampled every 0.1 s); maxrss bound: the child's peak resident size plus its largest worker's, over the whole child")
+    print("(shared pages counted twice; it includes the query library, see the last table).\n")
     print("| cases | quads | " + " | ".join(stages) + " | total wall | peak PSS MB | maxrss bound MB |")
     print("| ---: | ---: | " + " | ".join("---:" for _ in stages) + " | ---: | ---: | ---: |")
     for n, quads, med, wall, peak, pss in rows:
@@ -161,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| ---: | ---: | --- |")
     for n, wall, stages_ in rebuilds:
         print(f"| {n:,} | {wall:.2f} | " + ", ".join(f"{k} {v:.2f}" for k, v in stages_.items()) + " |")
+    print("\n## peak PSS of each phase of the child (MB, the largest run's)\n")
+    print("| cases | cold build | rebuild after one edit | query library (validate, compile and store again, then the queries) |")
+    print("| ---: | ---: | ---: | ---: |")
+    for n, peaks in phase_peaks:
+        print(f"| {n:,} | {peaks['cold build']:,.0f} | {peaks['rebuild']:,.0f} | {peaks['query library']:,.0f} |")
     if len(rows) >= 2:
         (n1, _, _, w1, _, _), (n2, _, _, w2, _, _) = rows[-2], rows[-1]
         print(f"\ngrowth exponent of total wall time from {n1:,} to {n2:,} cases: {math.log(w2 / w1) / math.log(n2 / n1):.2f} (1.0 = linear)")

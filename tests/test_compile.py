@@ -139,6 +139,18 @@ def test_each_part_knows_its_chunks_digest_and_quads(compiled):
     assert compiled.quad_count() == len(compiled.quads)
 
 
+@pytest.mark.parametrize("batch", [1, 1 << 26])
+def test_the_store_holds_every_quad_whatever_the_batches(compiled, monkeypatch, batch):
+    import evidence.compile as compile_module
+    from evidence.compile import Compiled
+
+    monkeypatch.setattr(compile_module, "STORE_BATCH", batch)
+    fresh = Compiled(ns=compiled.ns, chunks=compiled.chunks, parts=compiled.parts)
+    store = fresh.store()
+    assert len(store) == compiled.quad_count()
+    assert set(store) == set(compiled.quads)
+
+
 def test_no_blank_nodes(compiled):
     assert not any(isinstance(t, ox.BlankNode) for q in compiled.quads for t in (q.subject, q.object))
 

@@ -110,6 +110,7 @@ class Part:
 
 
 _NO_PART = Part(graph="", nquads=b"")
+STORE_BATCH = 1 << 26  # bytes of N-Quads loaded into the store at once (see Compiled.store)
 
 
 @dataclass
@@ -175,7 +176,18 @@ class Compiled:
         """An in-memory pyoxigraph store of every quad (the fast SPARQL engine)."""
         if self._store is None:
             st = ox.Store()
-            st.bulk_load(self.nquads(), format=ox.RdfFormat.N_QUADS)
+            # In batches of about 64 MB: the whole graph in one bytes object was a transient
+            # copy of every chunk (1 GB at 10,000 cases).
+            batch: list[bytes] = []
+            size = 0
+            for g in self.graphs():
+                batch.append(self.chunks[g])
+                size += len(self.chunks[g])
+                if size >= STORE_BATCH:
+                    st.bulk_load(b"".join(batch), format=ox.RdfFormat.N_QUADS)
+                    batch, size = [], 0
+            if batch:
+                st.bulk_load(b"".join(batch), format=ox.RdfFormat.N_QUADS)
             self._store = st
         return self._store
 
