@@ -430,6 +430,13 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project, mon
     assert project.cache.made("validate") == 1 and project.cache.made("compile") == 1
     project.build()  # the edited case's entries were packed with the others
     assert project.cache.misses == 0
+    # A source edited: the cases citing it are checked again and stored under their old keys,
+    # which the pack holds; the next build must take the new entries, not check them again.
+    project.edit("sources/zimmermann-2019.yaml", "title: ", "title: Edited, ")
+    project.build()
+    assert project.cache.made("validate") >= 2
+    project.build()
+    assert project.cache.made("validate") == 0 and project.cache.misses == 0
     files = project.report.cases + len(list((project.root / "kb" / "sources").glob("*.yaml")))
     for damage in ("torn", "lying"):
         for stage in ("validate", "compile"):
@@ -464,7 +471,7 @@ def test_a_stage_is_packed_again_only_when_its_pack_lacks_many_entries(tmp_path)
     cache = run(first + ["f" * 64])  # one new entry: not worth a new pack
     assert cache.hits == 100 and pack.stat().st_ino == inode
     assert [p.stem for p in _singles(tmp_path, "validate")] == ["f" * 64]
-    cache = run(first[:60])  # most of the pack unused, but too few entries used to pack again
+    cache = run(first[:60])  # 40 of the 100 packed unused: not more than half, so no new pack
     assert pack.stat().st_ino == inode
     cache = run(first[:20] + [f"{i:064x}" for i in range(500, 520)])  # 40 used: most of the 100 packed are dead
     assert pack.stat().st_ino != inode

@@ -110,9 +110,9 @@ def test_a_background_splice_has_its_final_size_before_its_copies_are_done(tmp_p
     gate = threading.Event()
     run = Splice._run
 
-    def held(self, op):
+    def held(self, *args):
         gate.wait(10)
-        run(self, op)
+        run(self, *args)
 
     monkeypatch.setattr(Splice, "_run", held)
     with open(tmp_path / "new", "wb", buffering=0) as fh:
@@ -140,10 +140,10 @@ def test_a_background_splice_left_by_an_error_stops_without_writing_the_rest(tmp
     gate, busy = threading.Event(), threading.Event()
     run = Splice._run
 
-    def held(self, op):
+    def held(self, *args):
         busy.set()
         gate.wait(10)
-        run(self, op)
+        run(self, *args)
 
     monkeypatch.setattr(Splice, "_run", held)
     with open(tmp_path / "new", "wb", buffering=0) as fh:

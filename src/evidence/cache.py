@@ -100,6 +100,7 @@ class BuildCache:
         self.used: set[tuple[str, str]] = set()
         self._made: dict[str, int] = {}
         self._packs: dict[str, _Pack | None] = {}
+        self._replaced: set[tuple[str, str]] = set()  # packed entries that a single file overrides
 
     @classmethod
     def for_root(cls, root: Path) -> BuildCache:
@@ -122,10 +123,14 @@ class BuildCache:
             return None
         self.used.add((stage, key))
         try:
-            raw = self._pack(stage).read(key) if stage in PACKED_STAGES else None
+            raw = self._pack(stage).read(key) if stage in PACKED_STAGES and (stage, key) not in self._replaced else None
             if raw is not None:
-                value = pickle.loads(raw)
-            else:
+                try:
+                    value = pickle.loads(raw)
+                except _UNREADABLE:
+                    self._replaced.add((stage, key))  # a damaged packed entry: the single file, or a miss
+                    raw = None
+            if raw is None:
                 with open(self._path(stage, key), "rb") as fh:
                     value = pickle.load(fh)
         except _UNREADABLE:
@@ -150,6 +155,10 @@ class BuildCache:
             return
         self.used.add((stage, key))
         self._made[stage] = self._made.get(stage, 0) + 1
+        if stage in PACKED_STAGES and key in self._pack(stage).index:
+            # Made again under a key the pack holds (a validated file whose cited sources
+            # changed): the single file is the entry now, and the next pack takes it.
+            self._replaced.add((stage, key))
         path = self._path(stage, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +181,10 @@ class BuildCache:
         """Delete every entry this build did not use (call after a build that succeeded), so the
         folder holds one build's worth, not every build's; return how many were deleted. The
         records of site folders (stage ``outputs``, one small entry per folder built into) stay,
-        so that builds into two folders do not undo each other's. A packed stage whose pack lacks
-        many of the entries used is packed again first (see the module's text)."""
+        so that builds into two folders do not undo each other's. A packed stage is packed again
+        first when its pack lacks many of the entries used, when an entry of it was made again, or
+        when less than half of it was used (see the module's text); until then a pack may hold
+        entries that this build did not use."""
         if self.folder is None or not self.folder.is_dir():
             return 0
         for stage in PACKED_STAGES:
@@ -193,8 +204,10 @@ class BuildCache:
         assert self.folder is not None
         used = sorted(key for st, key in self.used if st == stage)
         pack = self._pack(stage)
+        replaced = {key for st, key in self._replaced if st == stage}
         missing = sum(1 for key in used if key not in pack.index)
-        if not used or not (missing >= max(self.PACK_FROM, self.PACK_SHARE * len(used)) or len(pack.index) > 2 * len(used) >= self.PACK_FROM):
+        if not used or not (replaced or missing >= max(self.PACK_FROM, self.PACK_SHARE * len(used))
+                            or len(pack.index) > 2 * len(used) >= self.PACK_FROM):
             return
         folder = self.folder / stage
         try:
@@ -206,7 +219,7 @@ class BuildCache:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(_PACK_MAGIC)
                 for key in used:
-                    raw = pack.read(key)
+                    raw = pack.read(key) if key not in replaced else None
                     if raw is None:
                         try:
                             raw = self._path(stage, key).read_bytes()
@@ -218,12 +231,14 @@ class BuildCache:
                 fh.write(tail)
                 fh.write(len(tail).to_bytes(8, "big"))
             os.replace(tmp, folder / "pack")
-        except OSError:
+        except BaseException as exc:  # an interrupted or failed pack leaves no temporary file
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-            return
+            if isinstance(exc, (OSError, ValueError)):
+                return  # a cache that cannot be written only costs speed
+            raise
         pack.close()
         self._packs.pop(stage, None)
         for path in folder.glob("*/*.pickle"):  # every entry used is in the pack now, the rest unused
@@ -258,7 +273,7 @@ class _Pack:
             if n > size - 8 - len(_PACK_MAGIC):
                 raise ValueError("a torn pack")
             index = pickle.loads(os.pread(fd, n, size - 8 - n))
-            if not isinstance(index, dict) or any(off + length > size - 8 - n for off, length in index.values()):
+            if not isinstance(index, dict) or any(off < len(_PACK_MAGIC) or length < 0 or off + length > size - 8 - n for off, length in index.values()):
                 raise ValueError("an entry lies outside the pack")
         except _UNREADABLE:
             os.close(fd)

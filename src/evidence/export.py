@@ -282,7 +282,7 @@ class Finishing:
     """The export files that :func:`write_exports` leaves to finish while the caller goes on.
 
     The whole-graph files are completed by threads (:class:`~evidence.outputs.Splice`), and have
-    their final size from the start; the GraphML is written by a forked process. :meth:`ready`
+    their final size once write_exports returns; the GraphML is written by a forked process. :meth:`ready`
     waits until every file exists whole or with its final size (the downloads page shows the
     sizes); leaving the ``with`` block waits for everything, or, on an error, stops it.
     """
@@ -310,8 +310,9 @@ _NETWORK: Any = None  # the network _GraphmlLater's child writes (set only while
 class _GraphmlLater:
     """GraphML of the network, written by a forked process while the caller renders the site
     (networkx took 4 s at 10,000 cases, on the main process's critical path), and put in place
-    when the caller's stack is left without an error. The network itself is made here: the site
-    needs it too."""
+    by :meth:`write`: at Finishing.ready(), or at the latest when the caller's stack is left
+    without an error. The network itself is made here: the site needs it too. A failure to write
+    it is a RenderError naming the file, in the child or here."""
 
     def __init__(self, compiled: Compiled, path: Path, outputs: Outputs):
         from .graph import evidence_graph
@@ -325,6 +326,8 @@ class _GraphmlLater:
         try:
             small = _NETWORK.number_of_edges() < GRAPHML_FORK_FROM
             self.job: Background | None = Background(_graphml_of_network, str(self.part), workers=1 if small else None)
+        except OSError as e:  # written here: its own error
+            raise RenderError(f"cannot write {path.name}: {type(e).__name__}: {e}") from None
         finally:
             _NETWORK = None
 

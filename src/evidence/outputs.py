@@ -284,38 +284,46 @@ class Splice:
 
     def _do(self, op: tuple[Any, ...]) -> None:
         if self._queue is None:
-            self._run(op)
+            self._run(op, self.fh.fileno() if op[0] == "copy" else -1, self.old_fd)
             return
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="splice", daemon=True)
+            # The thread works on descriptors of its own, which it closes: were the caller to stop
+            # waiting for it (a second interrupt), closing the file could not pull a descriptor
+            # from under it that a new file might get.
+            fds = (os.dup(self.fh.fileno()), os.dup(self.old_fd) if self.old_fd is not None else None)
+            self._thread = threading.Thread(target=self._work, args=fds, name="splice", daemon=True)
             self._thread.start()
         self._queue.put(op)
 
-    def _work(self) -> None:
+    def _work(self, fd: int, old_fd: int | None) -> None:
         assert self._queue is not None
-        while (op := self._queue.get()) is not None:
-            if self._error is None and not self._abort:
-                try:
-                    self._run(op)
-                except BaseException as e:  # handed to close(), in the caller's thread
-                    self._error = e
+        try:
+            while (op := self._queue.get()) is not None:
+                if self._error is None and not self._abort:
+                    try:
+                        self._run(op, fd, old_fd)
+                    except BaseException as e:  # handed to close(), in the caller's thread
+                        self._error = e
+        finally:
+            for d in (fd, old_fd):
+                if d is not None:
+                    os.close(d)
 
-    def _run(self, op: tuple[Any, ...]) -> None:
+    def _run(self, op: tuple[Any, ...], fd: int, old_fd: int | None) -> None:
         if op[0] == "write":
             view = memoryview(op[1])
             while view:
-                view = view[self.fh.write(view):]
+                view = view[(os.write(fd, view) if fd >= 0 else self.fh.write(view)):]
             return
         _, start, end = op
-        fd = self.fh.fileno()
         n = end - start
         while n > 0:
             try:
-                done = os.copy_file_range(self.old_fd, fd, n, start)
+                done = os.copy_file_range(old_fd, fd, n, start)
             except OSError:
                 done = 0
             if done <= 0:  # no in-kernel copy here (or across file systems): copy by hand
-                chunk = os.pread(self.old_fd, min(n, 1 << 24), start)
+                chunk = os.pread(old_fd, min(n, 1 << 24), start)
                 if not chunk:
                     raise OSError(f"the previous build's file ended early while copying from it ({n} bytes short)")
                 done = os.write(fd, chunk)
@@ -324,7 +332,7 @@ class Splice:
 
     def close(self, abort: bool = False) -> None:
         """Carry out what is left (or, with ``abort``, drop it), wait for the thread, and raise
-        the first error it met."""
+        the first error it met (unless aborting: the caller already has an error of its own)."""
         try:
             if not abort:
                 self._flush()

@@ -105,13 +105,17 @@ class Background:
         send.close()
 
     def result(self) -> Any:
-        """The value of ``fn(*args)``; what it raised is raised here as a RuntimeError with its
-        message (an exception may not survive pickling)."""
+        """The value of ``fn(*args)``. In a child, what it raised is raised here as a RuntimeError
+        with its message (an exception may not survive pickling); run here (one core), as itself,
+        from the constructor."""
         if self._proc is not None:
             try:
                 ok, value = self._recv.recv()
             except EOFError:
                 ok, value = False, f"the worker process ended without an answer (exit code {self._proc.exitcode})"
+            except BaseException:  # interrupted while waiting: the child's work is not wanted
+                self._proc.terminate()
+                raise
             finally:
                 self._close()
             if not ok:
