@@ -420,6 +420,8 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project, mon
     monkeypatch.setattr(BuildCache, "PACK_FROM", 1)
     monkeypatch.setattr(BuildCache, "PACK_SHARE", 0.0)
     project.build()
+    assert not (project.cache_dir / "compile" / "pack").exists(), "a cold build packs nothing"
+    project.build()  # reads every entry from its single file, then packs them
     for stage in ("validate", "compile"):
         assert (project.cache_dir / stage / "pack").is_file()
         assert _singles(project.cache_dir, stage) == [], "packed entries are kept once"
@@ -452,6 +454,9 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project, mon
                 pack.write_bytes(data[: -8 - n] + tail + len(tail).to_bytes(8, "big"))
         project.build()
         assert project.cache.made("validate") == files and project.cache.made("compile") == files, damage
+        assert not (project.cache_dir / "compile" / "pack").exists()  # the damaged pack is gone
+        project.build()  # packed again from the entries made instead
+        assert project.cache.misses == 0 and (project.cache_dir / "compile" / "pack").is_file()
 
 
 def test_a_stage_is_packed_again_only_when_its_pack_lacks_many_entries(tmp_path):
@@ -466,11 +471,15 @@ def test_a_stage_is_packed_again_only_when_its_pack_lacks_many_entries(tmp_path)
     pack = tmp_path / "validate" / "pack"
     first = [f"{i:064x}" for i in range(100)]
     run(first)
+    assert not pack.exists()  # made, not read: no pack yet
+    run(first)
     assert pack.is_file() and _singles(tmp_path, "validate") == []
     inode = pack.stat().st_ino
     cache = run(first + ["f" * 64])  # one new entry: not worth a new pack
     assert cache.hits == 100 and pack.stat().st_ino == inode
     assert [p.stem for p in _singles(tmp_path, "validate")] == ["f" * 64]
+    cache = run(first + ["f" * 64])  # read from its single file once: still not worth it
+    assert pack.stat().st_ino == inode
     cache = run(first[:60])  # 40 of the 100 packed unused: not more than half, so no new pack
     assert pack.stat().st_ino == inode
     cache = run(first[:20] + [f"{i:064x}" for i in range(500, 520)])  # 40 used: most of the 100 packed are dead
