@@ -272,7 +272,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
     if finish is None:
         outputs.link_or_write(graphml, graphml.name, serialize(compiled, "graphml"))
     else:
-        finish.graphml = finish.stack.enter_context(_GraphmlLater(compiled, graphml, outputs))
+        finish.graphml = finish.stack.enter_context(_GraphmlLater(compiled, graphml))
     context = (json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n").encode("utf-8")
     outputs.link_or_write(out / "context.jsonld", "context.jsonld", context)
     return written + [graphml, out / "context.jsonld"]
@@ -309,40 +309,37 @@ _NETWORK: Any = None  # the network _GraphmlLater's child writes (set only while
 
 class _GraphmlLater:
     """GraphML of the network, written by a forked process while the caller renders the site
-    (networkx took 4 s at 10,000 cases, on the main process's critical path), and put in place
-    by :meth:`write`: at Finishing.ready(), or at the latest when the caller's stack is left
+    (networkx took 4 s at 10,000 cases, on the main process's critical path), and waited for by
+    :meth:`write`: at Finishing.ready(), or at the latest when the caller's stack is left
     without an error. The network itself is made here: the site needs it too. A failure to write
     it is a RenderError naming the file, in the child or here."""
 
-    def __init__(self, compiled: Compiled, path: Path, outputs: Outputs):
+    def __init__(self, compiled: Compiled, path: Path):
         from .graph import evidence_graph
 
         global _NETWORK
-        self.path, self.outputs = path, outputs
+        self.path = path
         _NETWORK = evidence_graph(compiled)
-        # The child writes the bytes into a file of the build folder and ends: answering through
-        # a pipe, it lived on (holding a copy of the network, 3 GB at 10,000 cases) until read.
-        self.part = path.with_name(f".{path.name}.part")
+        # The child writes the file itself and ends: answering through a pipe, it lived on
+        # (holding a copy of the network, 3 GB at 10,000 cases) until read. The file has no key:
+        # Outputs.finish hashes it, and links the previous build's if the bytes are the same.
         try:
             small = _NETWORK.number_of_edges() < GRAPHML_FORK_FROM
-            self.job: Background | None = Background(_graphml_of_network, str(self.part), workers=1 if small else None)
+            self.job: Background | None = Background(_graphml_of_network, str(path), workers=1 if small else None)
         except OSError as e:  # written here: its own error
             raise RenderError(f"cannot write {path.name}: {type(e).__name__}: {e}") from None
         finally:
             _NETWORK = None
 
     def write(self) -> None:
-        """Wait for the child and put the file in place (once)."""
+        """Wait for the child to have written the file (once)."""
         if self.job is None:
             return
         job, self.job = self.job, None
         try:
             job.result()
-            data = self.part.read_bytes()
-            self.part.unlink()
-        except (RuntimeError, OSError) as e:
+        except RuntimeError as e:
             raise RenderError(f"cannot write {self.path.name}: {e}") from None
-        self.outputs.link_or_write(self.path, self.path.name, data)
 
     def __enter__(self) -> _GraphmlLater:
         return self
@@ -354,8 +351,8 @@ class _GraphmlLater:
             self.job.cancel()
 
 
-def _graphml_of_network(part: str) -> None:
+def _graphml_of_network(path: str) -> None:
     from .graph import graphml_bytes
 
-    with open(part, "xb") as fh:
+    with open(path, "xb") as fh:  # a new file, as Outputs.link_or_write writes them
         fh.write(graphml_bytes(_NETWORK))
