@@ -316,12 +316,12 @@ def test_compiling_in_worker_processes_gives_the_same_graph(tmp_path, monkeypatc
     kb = load_and_validate(load_config(tmp_path / "kb"))
     forked = []
     real = compile_module.parallel_imap
-    monkeypatch.setattr(compile_module, "parallel_imap", lambda fn, items: (forked.append(len(items)), real(fn, items))[1])
+    monkeypatch.setattr(compile_module, "parallel_imap", lambda fn, items, **kw: (forked.append(len(items)), real(fn, items, **kw))[1])
     from evidence.cache import BuildCache
 
     parallel = compile_module.compile_kb(kb, BuildCache(tmp_path / "cache"))
     assert forked == [len(kb.cases) + len(kb.sources)] and forked[0] >= 200
-    monkeypatch.setattr(compile_module, "parallel_imap", lambda fn, items: map(fn, items))
+    monkeypatch.setattr(compile_module, "parallel_imap", lambda fn, items, shared: (fn(shared, i) for i in items))
     serial = compile_module.compile_kb(kb)
     assert parallel.nquads() == serial.nquads() and parallel.quad_count() > 10_000
     assert list(parallel.parts.items()) == list(serial.parts.items())

@@ -217,10 +217,10 @@ def test_reading_in_worker_processes_gives_the_same_models_and_diagnostics(tmp_p
     config = load_config(tmp_path / "kb")
     forked = []
     real = validate_module.parallel_imap
-    monkeypatch.setattr(validate_module, "parallel_imap", lambda fn, items: (forked.append(len(items)), real(fn, items))[1])
+    monkeypatch.setattr(validate_module, "parallel_imap", lambda fn, items, **kw: (forked.append(len(items)), real(fn, items, **kw))[1])
     parallel = validate_module.validate_kb(config)
     assert forked and forked[0] >= 200
-    monkeypatch.setattr(validate_module, "parallel_imap", lambda fn, items: map(fn, items))
+    monkeypatch.setattr(validate_module, "parallel_imap", lambda fn, items, shared: (fn(shared, i) for i in items))
     serial = validate_module.validate_kb(config)
 
     def shown(kb):

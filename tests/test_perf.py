@@ -1,4 +1,5 @@
-"""perf.Background: a job in a forked process while the caller goes on."""
+"""perf.Background (a job in a forked process while the caller goes on) and perf.parallel_imap's
+shared object (what forked workers see without its being pickled)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from evidence.perf import Background
+from evidence.perf import Background, parallel_imap, parallel_map
 
 _SEEN = None  # set before forking: the child sees it without its being pickled
 
@@ -19,6 +20,17 @@ def _add(a, b):
 
 def _pid():
     return os.getpid()
+
+
+def _len_of(obj):
+    return len(obj["items"]), os.getpid()
+
+
+def _item_of(shared, i):
+    # `shared` holds a lock and a lambda: neither can be pickled, so a worker that sees it got it
+    # through its copy of the parent's memory.
+    assert shared["lock"] is not None and shared["double"](1) == 2
+    return shared["double"](shared["items"][i]), os.getpid()
 
 
 def _fail():
@@ -53,3 +65,31 @@ def test_a_cancelled_job_is_stopped_at_once():
             raise KeyError("the build failed")
     assert time.perf_counter() - t < 10
     assert multiprocessing.active_children() == []
+
+
+def _unpicklable(n):
+    import threading
+
+    return {"items": list(range(n)), "lock": threading.Lock(), "double": lambda x: 2 * x}
+
+
+def test_background_args_reach_the_child_without_pickling():
+    shared = _unpicklable(5)
+    n, pid = Background(_len_of, shared, workers=2).result()
+    assert (n, pid != os.getpid()) == (5, True)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="forked workers need two cores")
+def test_parallel_imap_hands_the_shared_object_to_forked_workers():
+    shared = _unpicklable(300)
+    got = list(parallel_imap(_item_of, list(range(300)), workers=2, minimum=2, shared=shared))
+    assert [v for v, _pid in got] == [2 * i for i in range(300)]  # in order
+    assert {pid for _v, pid in got} - {os.getpid()}  # made in workers
+    assert multiprocessing.active_children() == []
+
+
+def test_below_the_minimum_the_shared_object_is_used_here():
+    shared = _unpicklable(3)
+    got = parallel_map(_item_of, [0, 1, 2], workers=2, minimum=10, shared=shared)
+    assert got == [(0, os.getpid()), (2, os.getpid()), (4, os.getpid())]
+    assert parallel_map(abs, [-1, 2], workers=1) == [1, 2]  # without a shared object: fn(item)

@@ -731,15 +731,10 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
         # What the cache did not have is compiled in forked workers: each file's part depends on
         # nothing but the file and the kb, so the parts are the same made anywhere.
         todo = [i for i, part in enumerate(made) if part is None]
-        global _JOB
-        _JOB = (b, records)
-        try:
-            for i, part in zip(todo, parallel_imap(_compile_record, todo)):
-                made[i] = part
-                if keys[i]:
-                    cache.put("compile", keys[i], part)
-        finally:
-            _JOB = None
+        for i, part in zip(todo, parallel_imap(_compile_record, todo, shared=(b, records))):
+            made[i] = part
+            if keys[i]:
+                cache.put("compile", keys[i], part)
         for part in made:
             assert part is not None
             parts[part.graph] = part
@@ -762,12 +757,8 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
     return out
 
 
-_JOB: tuple[_Builder, list[tuple[str, str, Callable[[Any], None], Any]]] | None = None  # compile_kb's, for the workers
-
-
-def _compile_record(i: int) -> Part:
-    assert _JOB is not None
-    b, records = _JOB
+def _compile_record(job: tuple[_Builder, list[tuple[str, str, Callable[[Any], None], Any]]], i: int) -> Part:
+    b, records = job
     _kind, _name, emit, record = records[i]
     return b.part(lambda: emit(record))
 

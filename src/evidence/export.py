@@ -304,7 +304,6 @@ class Finishing:
 
 
 GRAPHML_FORK_FROM = 20_000  # edges; below this, forking costs more than writing the GraphML here
-_NETWORK: Any = None  # the network _GraphmlLater's child writes (set only while it is forked)
 
 
 class _GraphmlLater:
@@ -317,19 +316,16 @@ class _GraphmlLater:
     def __init__(self, compiled: Compiled, path: Path):
         from .graph import evidence_graph
 
-        global _NETWORK
         self.path = path
-        _NETWORK = evidence_graph(compiled)
+        network = evidence_graph(compiled)
         # The child writes the file itself and ends: answering through a pipe, it lived on
         # (holding a copy of the network, 3 GB at 10,000 cases) until read. The file has no key:
         # Outputs.finish hashes it, and links the previous build's if the bytes are the same.
         try:
-            small = _NETWORK.number_of_edges() < GRAPHML_FORK_FROM
-            self.job: Background | None = Background(_graphml_of_network, str(path), workers=1 if small else None)
+            small = network.number_of_edges() < GRAPHML_FORK_FROM
+            self.job: Background | None = Background(_graphml_of_network, str(path), network, workers=1 if small else None)
         except OSError as e:  # written here: its own error
             raise RenderError(f"cannot write {path.name}: {type(e).__name__}: {e}") from None
-        finally:
-            _NETWORK = None
 
     def write(self) -> None:
         """Wait for the child to have written the file (once)."""
@@ -351,8 +347,8 @@ class _GraphmlLater:
             self.job.cancel()
 
 
-def _graphml_of_network(path: str) -> None:
+def _graphml_of_network(path: str, network: Any) -> None:
     from .graph import graphml_bytes
 
     with open(path, "xb") as fh:  # a new file, as Outputs.link_or_write writes them
-        fh.write(graphml_bytes(_NETWORK))
+        fh.write(graphml_bytes(network))

@@ -59,32 +59,60 @@ PARALLEL_FROM = 200
 RENEW_AFTER = 4
 
 
-def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM) -> list[Any]:
-    """``[fn(x) for x in items]``, in forked worker processes when there are at least ``minimum``
-    items and more than one core; results come back in order. ``fn`` must be a module-level
-    function."""
-    return list(parallel_imap(fn, items, workers, minimum))
+_ALONE = object()  # parallel_imap's ``shared`` when there is none
 
 
-def parallel_imap(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM) -> Iterator[Any]:
+def parallel_map(fn: Callable[..., Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM,
+                 shared: Any = _ALONE) -> list[Any]:
+    """``[fn(x) for x in items]`` (or ``[fn(shared, x) ...]``), in forked worker processes when
+    there are at least ``minimum`` items and more than one core; results come back in order.
+    ``fn`` must be a module-level function. See :func:`parallel_imap` for ``shared``."""
+    return list(parallel_imap(fn, items, workers, minimum, shared))
+
+
+def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM,
+                  shared: Any = _ALONE) -> Iterator[Any]:
     """Like :func:`parallel_map`, but the results come one by one, in order, as they are ready, so
-    that the caller can write each and let it go instead of holding them all."""
+    that the caller can write each and let it go instead of holding them all.
+
+    With ``shared``, each call is ``fn(shared, x)``: the workers are forked, so they see ``shared``
+    (however large: the kb, every compiled chunk) as it is in the caller's memory, without its
+    being pickled; only the items and the results are. The items should therefore be small (an
+    index into ``shared``, a name).
+    """
     workers = workers or os.cpu_count() or 1
     if workers < 2 or len(items) < minimum:
-        yield from (fn(x) for x in items)
+        yield from (fn(x) if shared is _ALONE else fn(shared, x) for x in items)
         return
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(workers, maxtasksperchild=RENEW_AFTER) as pool:
-        results: Iterable[Any] = pool.imap(fn, items, chunksize=max(1, min(64, len(items) // (workers * 8))))
+    # The initializer and its arguments reach a forked worker through its copy of this process's
+    # memory, not through a pipe.
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_job, initargs=(fn, shared),
+                                                  maxtasksperchild=RENEW_AFTER) as pool:
+        results: Iterable[Any] = pool.imap(_worker_call, items, chunksize=max(1, min(64, len(items) // (workers * 8))))
         yield from results
+
+
+_JOB: tuple[Callable[..., Any], Any] | None = None  # in a pool worker: its (fn, shared)
+
+
+def _worker_job(fn: Callable[..., Any], shared: Any) -> None:
+    global _JOB
+    _JOB = (fn, shared)
+
+
+def _worker_call(item: Any) -> Any:
+    assert _JOB is not None
+    fn, shared = _JOB
+    return fn(item) if shared is _ALONE else fn(shared, item)
 
 
 class Background:
     """``fn(*args)`` in one forked process while the caller goes on; :meth:`result` waits for it.
 
-    The child is forked when this is made, so it sees the caller's objects as they are then
-    (module globals included) without their being pickled; only ``args`` and the result are.
+    The child is forked when this is made, so it sees the caller's objects as they are then,
+    ``args`` included, without their being pickled; only the result is.
     ``fn`` must be a module-level function. With one core, it runs here and now. Use it as a
     context manager, or call :meth:`cancel` on every path that does not take the result: a child
     whose result is not wanted is stopped.

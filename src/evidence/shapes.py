@@ -133,14 +133,10 @@ def validate_shapes(data, shapes_turtle: str) -> None:
 BATCH = 250
 
 
-_JOB: tuple[dict[str, bytes], dict[str, tuple[str, list[str], bytes]], list[str], bytes, str] | None = None  # validate_compiled's
-
-
-def _check_batch_at(start: int) -> str | None:
+def _check_batch_at(job: tuple[dict[str, bytes], dict[str, tuple[str, list[str], bytes]], list[str], bytes, str], start: int) -> str | None:
     """In a worker (or not): check the units todo[start:start + BATCH] together; None if they
     conform, else the report."""
-    assert _JOB is not None
-    chunks, units, todo, common, shapes_turtle = _JOB
+    chunks, units, todo, common, shapes_turtle = job
     names = todo[start : start + BATCH]
     graphs = sorted({g for n in names for g in units[n][1]})
     data = common + b"".join(chunks[g] for g in graphs) + b"".join(units[n][2] for n in names)
@@ -191,12 +187,8 @@ def validate_compiled(compiled, shapes_turtle: str, workers: int | None = None, 
     todo = [name for name, (key, _, _) in units.items() if key not in passed]
     # Each batch's bytes are put together where it is checked (a forked worker sees these): made
     # all at once here, they were a second copy of every chunk in the parent, 1 GB at 10,000 cases.
-    global _JOB
-    _JOB = (chunks, units, todo, common, shapes_turtle)
-    try:
-        reports = parallel_map(_check_batch_at, list(range(0, len(todo), BATCH)), workers=workers, minimum=2)
-    finally:
-        _JOB = None
+    reports = parallel_map(_check_batch_at, list(range(0, len(todo), BATCH)), workers=workers, minimum=2,
+                           shared=(chunks, units, todo, common, shapes_turtle))
     failed = [r for r in reports if r]
     if failed:
         raise CompileError("\n".join(failed))

@@ -159,17 +159,12 @@ class SitePages:
         (each page depends on nothing but the model, so the output is the same)."""
         jobs, self._deferred = self._deferred or [], None
         workers = min(WORKERS, len(jobs) // PAGES_PER_WORKER)  # below 2: one by one, here
-        global _POOL_JOBS
-        _POOL_JOBS = (self, jobs)
-        try:
-            # Small tasks, so that each worker is soon replaced by a fresh fork (perf.RENEW_AFTER).
-            step = max(50, len(jobs) // (max(workers, 1) * 32))
-            chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
-            for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1):
-                if error:
-                    raise RenderError(error)
-        finally:
-            _POOL_JOBS = None
+        # Small tasks, so that each worker is soon replaced by a fresh fork (perf.RENEW_AFTER).
+        step = max(50, len(jobs) // (max(workers, 1) * 32))
+        chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
+        for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1, shared=(self, jobs)):
+            if error:
+                raise RenderError(error)
         for rel, _t, _c, key in jobs:
             self.writer.files.append(self.out / rel)
             if key is not None:
@@ -647,7 +642,6 @@ class SitePages:
 RELATED_LIMIT = 10  # related cases listed on a case page
 WORKERS = int(os.environ.get("EVIDENCE_SITE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
 PAGES_PER_WORKER = 200  # below this a worker process costs more than it saves
-_POOL_JOBS: tuple[SitePages, list] | None = None
 
 
 def _split(items: list, size: int) -> list[list]:
@@ -655,10 +649,9 @@ def _split(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
 
 
-def _render_chunk(bounds: tuple[int, int]) -> str:
+def _render_chunk(job: tuple[SitePages, list], bounds: tuple[int, int]) -> str:
     """Render and write pages [start, end) of the deferred jobs (in a forked worker, or here)."""
-    assert _POOL_JOBS is not None
-    pages, jobs = _POOL_JOBS
+    pages, jobs = job
     try:
         for rel, template, ctx, key in jobs[bounds[0]:bounds[1]]:
             pages.writer.emit(rel, pages.render(rel, template, ctx).encode("utf-8"), key)

@@ -593,12 +593,8 @@ class _Checker:
                  hint=f"did you mean '{guess}'?" if guess else f"define the {what} first, or fix the id")
 
 
-_TODO: list[KbFile] | None = None  # _validate_kb's files to read, for the workers
-
-
-def _read_and_parse(i: int) -> tuple[bool, Any, list[Diagnostic], list[Diagnostic]]:
-    assert _TODO is not None
-    return _read_and_parse_file(_TODO[i])
+def _read_and_parse_at(files: list[KbFile], i: int) -> tuple[bool, Any, list[Diagnostic], list[Diagnostic]]:
+    return _read_and_parse_file(files[i])
 
 
 def _read_and_parse_file(f: KbFile) -> tuple[bool, Any, list[Diagnostic], list[Diagnostic]]:
@@ -697,12 +693,8 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
     found: dict[int, list[Diagnostic]] = {}  # what reading and the schema found in each file
     # Case and source files the cache does not have are read and checked against the schema in
     # forked workers (each depends on nothing but its bytes); the checks across files follow here.
-    global _TODO
-    _TODO = [f for f in raw.files if id(f) not in cached and f.kind in ("case", "source")]
-    try:
-        early = dict(zip((id(f) for f in _TODO), parallel_imap(_read_and_parse, range(len(_TODO)))))
-    finally:
-        _TODO = None
+    todo = [f for f in raw.files if id(f) not in cached and f.kind in ("case", "source")]
+    early = dict(zip((id(f) for f in todo), parallel_imap(_read_and_parse_at, range(len(todo)), shared=todo)))
     for f in raw.files:
         if id(f) in cached:
             model, problems = cached[id(f)][0], []
