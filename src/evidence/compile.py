@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +24,7 @@ from .graph import Fragment, network_fragment
 from .namespaces import PRIMARY_PREFIX, STANDARD, Namespaces, curie_to_iri
 from .ontology import CLASSES, PROPERTIES
 from .perf import gc_paused, parallel_imap
+from .spool import Spool
 from .validate import Kb
 
 __all__ = ["Compiled", "Part", "compile_kb", "compile_key", "compile_context", "canonical_nquads", "concept_iri", "term_iri"]
@@ -100,7 +101,7 @@ class Part:
     """
 
     graph: str  # the IRI of the file's named graph
-    nquads: bytes  # its own graph, canonical N-Quads
+    nquads: bytes  # its own graph, canonical N-Quads (emptied in Compiled.parts: the chunk is in Compiled.chunks)
     shared: bytes = b""  # quads it adds to the shared graph (variants, curators), canonical
     concepts: tuple[tuple[str, str, str], ...] = ()  # (iri, scheme, label) of the concepts it uses
     sources: tuple[str, ...] = ()  # the sources it cites
@@ -123,8 +124,9 @@ class Compiled:
     """
 
     ns: Namespaces
-    chunks: dict[str, bytes] = field(default_factory=dict)  # graph IRI -> canonical N-Quads
-    parts: dict[str, Part] = field(default_factory=dict)  # graph IRI -> the part of a kb file
+    # graph IRI -> canonical N-Quads: a Spool (the bytes in a temporary file) from compile_kb
+    chunks: Mapping[str, bytes] = field(default_factory=dict)
+    parts: dict[str, Part] = field(default_factory=dict)  # graph IRI -> the part of a kb file, its chunk in ``chunks``
     concepts: dict[str, tuple[str, str]] = field(default_factory=dict)  # iri -> (scheme, label)
     term_iris: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, key) -> iri
     views: dict[str, Any] = field(default_factory=dict, repr=False)  # views made once (graph.evidence_graph)
@@ -151,11 +153,11 @@ class Compiled:
         pieces are both keyed by it; hashing every chunk twice read 1 GB more at 10,000 cases)."""
         made = self.views.get("chunk_digests")
         if made is None:
-            made = self.views["chunk_digests"] = {g: self._part_of(g).sha or hashlib.sha256(c).digest() for g, c in self.chunks.items()}
+            made = self.views["chunk_digests"] = {g: self._part_of(g).sha or hashlib.sha256(self.chunks[g]).digest() for g in self.chunks}
         return made
 
     def quad_count(self) -> int:
-        return sum(self._part_of(g).lines or c.count(b"\n") for g, c in self.chunks.items())
+        return sum(self._part_of(g).lines or self.chunks[g].count(b"\n") for g in self.chunks)
 
     def _part_of(self, graph: str) -> Part:
         """The part whose chunk is ``graph``'s, or an empty one (the graphs made of many files)."""
@@ -182,7 +184,7 @@ class Compiled:
             size = 0
             for g in self.graphs():
                 batch.append(self.chunks[g])
-                size += len(self.chunks[g])
+                size += len(batch[-1])
                 if size >= STORE_BATCH:
                     st.bulk_load(b"".join(batch), format=ox.RdfFormat.N_QUADS)
                     batch, size = [], 0
@@ -723,18 +725,19 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
         records += [("case", cid, b.case, kb.cases[cid]) for cid in sorted(kb.cases)]
         made: list[Part | None] = []
         keys: list[str | None] = []
+        spool = _PartSpool()
         for kind, name, _emit, _record in records:
             key = compile_key(kb, kind, name, context) if context else None
             part = cache.get("compile", key) if key else None
-            made.append(part if isinstance(part, Part) else None)
+            made.append(spool.keep(part) if isinstance(part, Part) else None)
             keys.append(key)
         # What the cache did not have is compiled in forked workers: each file's part depends on
         # nothing but the file and the kb, so the parts are the same made anywhere.
         todo = [i for i, part in enumerate(made) if part is None]
         for i, part in zip(todo, parallel_imap(_compile_record, todo, shared=(b, records))):
-            made[i] = part
             if keys[i]:
                 cache.put("compile", keys[i], part)
+            made[i] = spool.keep(part)
         for part in made:
             assert part is not None
             parts[part.graph] = part
@@ -747,14 +750,28 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
     out = b.out
     out.parts = parts
     out.concepts = concepts
-    chunks = {g: p.nquads for g, p in parts.items() if p.nquads}
-    chunks[vocabulary.graph] = _merge(vocabulary.nquads, concept_quads)
-    chunks[ontology.graph] = ontology.nquads
+    chunks = spool.chunks
+    chunks.add(vocabulary.graph, _merge(vocabulary.nquads, concept_quads))
+    chunks.add(ontology.graph, ontology.nquads)
     shared = _merge(vocabulary.shared, *(p.shared for p in parts.values()))
     if shared:
-        chunks[ns.graph("shared")] = shared
-    out.chunks = dict(sorted(chunks.items()))
+        chunks.add(ns.graph("shared"), shared)
+    chunks.sort()
+    out.chunks = chunks
     return out
+
+
+class _PartSpool:
+    """compile_kb's parts as they arrive: each file's chunk goes into a :class:`Spool` and the part
+    is kept without it, so the process never holds every chunk at once (1 GB at 10,000 cases)."""
+
+    def __init__(self) -> None:
+        self.chunks = Spool()
+
+    def keep(self, part: Part) -> Part:
+        if part.nquads:
+            self.chunks.add(part.graph, part.nquads)
+        return replace(part, nquads=b"")
 
 
 def _compile_record(job: tuple[_Builder, list[tuple[str, str, Callable[[Any], None], Any]]], i: int) -> Part:

@@ -95,12 +95,12 @@ def evidence_graph(compiled: Compiled) -> nx.MultiDiGraph:
 
 def _fragments(compiled: Compiled) -> list[Fragment]:
     ev = compiled.ns.ev
-    frags = [p.network if p.network is not None else network_fragment(p.nquads + p.shared, ev) for p in compiled.parts.values()]
+    frags = [p.network if p.network is not None else network_fragment(compiled.chunks.get(g, b"") + p.shared, ev) for g, p in compiled.parts.items()]
     # The graphs no file owns: the vocabulary and the ontology. The shared graph is what the parts
     # add to it, and each part's fragment was made with its own share; a graph made without parts
     # (Compiled.from_quads) has only its chunks, the shared one included.
     own = set(compiled.parts) | ({compiled.ns.graph("shared")} if compiled.parts else set())
-    rest = b"".join(chunk for g, chunk in sorted(compiled.chunks.items()) if g not in own)
+    rest = b"".join(compiled.chunks[g] for g in sorted(compiled.chunks) if g not in own)
     frags.append(network_fragment(rest, ev))
     return frags
 
