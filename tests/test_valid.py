@@ -82,3 +82,58 @@ def test_valid_cases_exercise_the_forms_the_kb_does_not_use() -> None:
         "dose increased phase": any(ph.kind == "dose increased" for t in treatments for ph in t.phases),
     }
     assert [name for name, used in forms.items() if not used] == []
+
+
+def test_a_pickled_model_is_the_same_and_shares_its_set_of_given_fields():
+    """The build cache and the validation workers pickle models: what comes back equals the model,
+    dumps the same (exclude_unset uses the set of given fields), and the sets of given fields are
+    one object per distinct set, across separately pickled files (schema._Model.__getstate__)."""
+    import pickle
+
+    cases = sorted(_kb().cases.values(), key=lambda c: c.id)
+    back = [pickle.loads(pickle.dumps(c)) for c in cases]
+    assert back == cases
+    assert [b.model_dump(mode="json", exclude_unset=True) for b in back] == [c.model_dump(mode="json", exclude_unset=True) for c in cases]
+    sets: dict[frozenset, set[int]] = {}
+
+    def walk(node):
+        if isinstance(node, S._Model):
+            sets.setdefault(frozenset(node.model_fields_set), set()).add(id(node.model_fields_set))
+            for name in type(node).model_fields:
+                walk(getattr(node, name))
+        elif isinstance(node, list):
+            for x in node:
+                walk(x)
+
+    for b in back:
+        walk(b)
+    assert len(sets) > 10 and all(len(ids) == 1 for ids in sets.values())
+    with pytest.raises(TypeError, match="cannot be changed"):
+        back[0].title = "changed"  # the shared set would change for every model that has it
+    assert [set(b.model_fields_set) for b in back] == [set(c.model_fields_set) for c in cases]  # no shared set changed
+
+
+def test_a_validated_file_forgets_its_bytes_and_reads_them_again_when_asked(tmp_path):
+    import hashlib
+
+    from evidence.load import KbFile
+
+    data = b"id: case-x\ntitle: A case\n"
+    path = tmp_path / "case-x.yaml"
+    path.write_bytes(data)
+    f = KbFile("case", path, "kb/case-x.yaml", sha=hashlib.sha256(data).hexdigest(), raw=data)
+    assert f.doc.where(("title",)) == (2, 8)
+    f.forget_bytes()
+    assert f._raw is None and f._doc is None
+    assert f.doc.where(("title",)) == (2, 8)  # read again: the same bytes
+    f.forget_bytes()  # nothing left to forget: the parsed YAML stays
+    assert f.doc is not None
+    g = KbFile("case", path, "kb/case-x.yaml", sha=hashlib.sha256(data).hexdigest(), raw=data)
+    g.forget_bytes()
+    path.write_bytes(b"id: case-x\n\ntitle: Changed since\n")
+    assert g.doc is None and g.problems == []  # changed since it was checked: no positions
+
+
+def test_the_kb_holds_no_file_bytes_after_validation():
+    kb = validate_kb(_config())
+    assert kb.files and all(f._raw is None for f in kb.files.values())

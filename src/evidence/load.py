@@ -41,13 +41,35 @@ class KbFile:
         self._doc = doc
         self._raw = raw
         self._parsed = doc is not None or raw is None
+        self._reread = False  # set by forget_bytes: the bytes are read from the file again
 
     @property
     def doc(self) -> YamlDoc | None:
         if not self._parsed:
-            self._doc, self.problems = load_yaml_bytes(self._raw or b"", self.display)
+            data = self._raw if self._raw is not None else self._read_again()
+            if data is None and self._reread:  # changed or gone since it was validated
+                self._doc = None
+            else:
+                self._doc, self.problems = load_yaml_bytes(data or b"", self.display)
             self._parsed = True
         return self._doc
+
+    def forget_bytes(self) -> None:
+        """Drop the file's bytes and parsed YAML once it is validated (at 10,000 cases the bytes
+        were 100 MB, kept to the end of the build). Asked for its YAML again (a command that
+        reports the position of a field), it reads the file again; if the file has changed since,
+        its YAML is None, as for a file that could not be read."""
+        if self._raw is not None:
+            self._raw, self._doc, self._parsed, self._reread = None, None, False, True
+
+    def _read_again(self) -> bytes | None:
+        if not self._reread:
+            return None
+        try:
+            data = self.path.read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == self.sha else None
 
     def release(self) -> None:
         """Drop the parsed YAML (it is most of a kb's memory); it is parsed again if needed."""

@@ -774,6 +774,8 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
     kb.sources = {k: v for k, v in kb.sources.items() if v is not None}
     kb.files = {k: v for k, v in kb.files.items() if "-broken:" not in k}
     kb.diagnostics = sort_diagnostics(diags + checker.diags)
+    for f in kb.files.values():
+        f.forget_bytes()
     return kb
 
 
