@@ -54,7 +54,7 @@ def test_a_graphml_that_cannot_be_written_fails_the_build_cleanly(config, site, 
     build(config, out)
     before = _snapshot(out)
     monkeypatch.setattr(export, "GRAPHML_FORK_FROM", 0 if forked else 10**9)
-    monkeypatch.setattr(graph, "graphml_bytes", lambda g: (_ for _ in ()).throw(MemoryError("out of memory")))
+    monkeypatch.setattr(graph, "write_graphml", lambda g, fh: (_ for _ in ()).throw(MemoryError("out of memory")))
     with pytest.raises(errors.RenderError, match="cannot write evidence.graphml: MemoryError: out of memory") if forked else pytest.raises(MemoryError):
         build(config, out)
     assert _snapshot(out) == before
@@ -76,7 +76,7 @@ def test_a_render_that_fails_stops_the_exports_still_being_written(config, site,
     from evidence import graph
 
     monkeypatch.setattr(export, "GRAPHML_FORK_FROM", 0)
-    monkeypatch.setattr(graph, "graphml_bytes", lambda g: time.sleep(60) or b"")  # a large network
+    monkeypatch.setattr(graph, "write_graphml", lambda g, fh: time.sleep(60))  # a large network
     seen = {}
 
     def broken(*args, **kwargs):

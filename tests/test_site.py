@@ -570,7 +570,8 @@ def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypat
     import synth
 
     synth.generate(tmp_path / "kb", 30, seed=5)
-    monkeypatch.setattr(site_pages, "PAGE_ROWS", 7)
+    rows_per = 5
+    monkeypatch.setattr(site_pages, "PAGE_ROWS", rows_per)
     build(load_config(tmp_path / "kb"), tmp_path / "site", templates=ROOT / "site_templates")
     site = tmp_path / "site"
     pages = parse_site(site)
@@ -589,15 +590,30 @@ def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypat
             rows += re.findall(r'<td><a href="[^"]*cases/([a-z0-9-]+)\.html#patient-([A-Za-z0-9-]+)">', table)
         expected = [(c.id, f"{p.id}-{t.id}") for c in kb.cases.values() for p in c.patients for t in p.treatments if t.drug == drug]
         assert sorted(rows) == sorted(expected), drug  # every row once
-        assert len(more) == max(0, (len(expected) - 1) // 7), drug
+        assert len(more) == max(0, (len(expected) - 1) // rows_per), drug
         if more:
             checked += 1
             assert 'aria-label="Pages of this list"' in main.read_text(encoding="utf-8")
             last = more[-1].read_text(encoding="utf-8")
-            first_row = 7 * len(more) + 1
+            first_row = rows_per * len(more) + 1
             assert f"Rows {first_row}–{len(expected)} of {len(expected)}. Page" in last
             assert f'href="../../drugs/{file_slug(drug)}.html#patients"' in last  # back to the list's first page
     assert checked >= 2  # the synthetic kb has drugs with more than one page of patients
+    # Cohort-level counts are paged the same way (a measure's list was one unbounded list).
+    paged = 0
+    for measure in sorted({oc.measure for c in kb.cases.values() if c.cohort for oc in c.cohort.outcome_counts}):
+        main = site / "measures" / f"{file_slug(measure)}.html"
+        more = sorted((site / "measures" / file_slug(measure)).glob("cohort-*.html"), key=lambda f: int(f.stem.split("-")[1]))
+        found = []
+        for f in [main, *more]:
+            text = f.read_text(encoding="utf-8")
+            text = text[text.index('<h2 id="cohort">') if f == main else 0:]
+            found += re.findall(r'<li><a href="[^"]*cases/([a-z0-9-]+)\.html#cohort">', text)
+        expected = [c.id for c in kb.cases.values() if c.cohort for oc in c.cohort.outcome_counts if oc.measure == measure]
+        assert found == expected, measure  # every count once, in order
+        assert len(more) == (len(expected) - 1) // rows_per, measure
+        paged += bool(more)
+    assert paged >= 1
 
 
 def test_two_pages_that_would_write_one_file_fail_the_build(tmp_path):

@@ -351,7 +351,7 @@ class _GraphmlLater:
 
 
 def _graphml_of_network(path: str, network: Any) -> None:
-    from .graph import graphml_bytes
+    from .graph import write_graphml
 
     with open(path, "xb") as fh:  # a new file, as Outputs.link_or_write writes them
-        fh.write(graphml_bytes(network))
+        write_graphml(network, fh)

@@ -71,7 +71,7 @@ def parallel_map(fn: Callable[..., Any], items: Sequence[Any], workers: int | No
 
 
 def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM,
-                  shared: Any = _ALONE) -> Iterator[Any]:
+                  shared: Any = _ALONE, chunksize: int | None = None) -> Iterator[Any]:
     """Like :func:`parallel_map`, but the results come one by one, in order, as they are ready, so
     that the caller can write each and let it go instead of holding them all.
 
@@ -79,6 +79,9 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
     (however large: the kb, every compiled chunk) as it is in the caller's memory, without its
     being pickled; only the items and the results are. The items should therefore be small (an
     index into ``shared``, a name).
+
+    A worker takes ``chunksize`` items at a time (by default up to 64, for many small items) and is
+    replaced after :data:`RENEW_AFTER` such tasks; items that are already large tasks want 1.
     """
     workers = workers or os.cpu_count() or 1
     if workers < 2 or len(items) < minimum:
@@ -90,7 +93,7 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
     # memory, not through a pipe.
     with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_job, initargs=(fn, shared),
                                                   maxtasksperchild=RENEW_AFTER) as pool:
-        results: Iterable[Any] = pool.imap(_worker_call, items, chunksize=max(1, min(64, len(items) // (workers * 8))))
+        results: Iterable[Any] = pool.imap(_worker_call, items, chunksize=chunksize or max(1, min(64, len(items) // (workers * 8))))
         yield from results
 
 

@@ -159,10 +159,12 @@ class SitePages:
         (each page depends on nothing but the model, so the output is the same)."""
         jobs, self._deferred = self._deferred or [], None
         workers = min(WORKERS, len(jobs) // PAGES_PER_WORKER)  # below 2: one by one, here
-        # Small tasks, so that each worker is soon replaced by a fresh fork (perf.RENEW_AFTER).
+        # Small tasks, taken one at a time, so that each worker is soon replaced by a fresh fork
+        # (perf.RENEW_AFTER): a worker's memory grows with the pages it renders. Taken four at a
+        # time (imap's default here), each worker rendered a quarter of a 10,000-case site.
         step = max(50, len(jobs) // (max(workers, 1) * 32))
         chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
-        for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1, shared=(self, jobs)):
+        for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1, shared=(self, jobs), chunksize=1):
             if error:
                 raise RenderError(error)
         for rel, _t, _c, key in jobs:
@@ -349,13 +351,14 @@ class SitePages:
             self.page(rel, "measure.html", f"measure {key}", title=label, page_kind="measures", indexed=True, key=key, t=m.term("measures", key),
                       outcomes=self.paged(rel, "outcomes", "outcomes", m.outcomes_by_measure.get(key, []), ("measures", "Outcome measures", label),
                                           f"Outcomes measured by {label}", "Outcomes recorded with it"),
-                      cohort=m.cohort_outcomes.get(key, []))
+                      cohort=self.paged(rel, "cohort", "cohort-outcomes", m.cohort_outcomes.get(key, []), ("measures", "Outcome measures", label), "",
+                                        "Cohort-level counts"))
         for key in m.pages("phenotypes"):
             rel, label = m.url("phenotypes", key), m.label("phenotypes", key)
             parent = ("phenotypes", "Phenotypes and adverse events", label)
             self.page(rel, "phenotype.html", f"phenotype {key}", title=label, page_kind="phenotypes", indexed=True, key=key, t=m.term("phenotypes", key),
                       events=self.paged(rel, "adverse-events", "events", m.ae_by_term.get(key, []), parent, f"Adverse events: {label}", "As an adverse event"),
-                      cohort=m.cohort_aes.get(key, []),
+                      cohort=self.paged(rel, "cohort", "cohort-events", m.cohort_aes.get(key, []), parent, "", "Cohort-level counts"),
                       comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"))
         for sid in m.pages("sources"):
             s = m.kb.sources[sid]
