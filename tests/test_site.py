@@ -558,6 +558,18 @@ def test_pages_rendered_in_worker_processes_are_the_same(tmp_path, monkeypatch):
     assert [str(f) for f in files if (a / f).read_bytes() != (b / f).read_bytes()] == []
 
 
+def _list_pages(site: Path, kind: str, key: str, anchor: str, row: str) -> tuple[Path, list[Path], list]:
+    """An entity page's long list: its page, its numbered pages in order, and the rows (``row``'s
+    matches) found in the list on all of them."""
+    main = site / kind / f"{file_slug(key)}.html"
+    more = sorted((site / kind / file_slug(key)).glob(f"{anchor}-*.html"), key=lambda f: int(f.stem.split("-")[1]))
+    found: list = []
+    for f in [main, *more]:
+        text = f.read_text(encoding="utf-8")
+        found += re.findall(row, text[text.index(f'<h2 id="{anchor}">') if f == main else 0:])
+    return main, more, found
+
+
 def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypatch):
     """A list longer than PAGE_ROWS rows keeps its first rows on the entity page and the rest on
     numbered pages, linked both ways by a pager: every row is on exactly one page, in order, and
@@ -580,14 +592,7 @@ def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypat
     kb = load_and_validate(load_config(tmp_path / "kb"))
     checked = 0
     for drug in sorted({t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}):
-        main = site / "drugs" / f"{file_slug(drug)}.html"
-        more = sorted((site / "drugs" / file_slug(drug)).glob("patients-*.html"), key=lambda f: int(f.stem.split("-")[1]))
-        rows = []
-        for f in [main, *more]:
-            text = f.read_text(encoding="utf-8")
-            table = text[text.index('<h2 id="patients">') if f == main else 0:]
-            table = table[table.index("<tbody>"):table.index("</tbody>")]
-            rows += re.findall(r'<td><a href="[^"]*cases/([a-z0-9-]+)\.html#patient-([A-Za-z0-9-]+)">', table)
+        main, more, rows = _list_pages(site, "drugs", drug, "patients", r'<td><a href="[^"]*cases/([a-z0-9-]+)\.html#patient-([A-Za-z0-9-]+)">')
         expected = [(c.id, f"{p.id}-{t.id}") for c in kb.cases.values() for p in c.patients for t in p.treatments if t.drug == drug]
         assert sorted(rows) == sorted(expected), drug  # every row once
         assert len(more) == max(0, (len(expected) - 1) // rows_per), drug
@@ -602,13 +607,7 @@ def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypat
     # Cohort-level counts are paged the same way (a measure's list was one unbounded list).
     paged = 0
     for measure in sorted({oc.measure for c in kb.cases.values() if c.cohort for oc in c.cohort.outcome_counts}):
-        main = site / "measures" / f"{file_slug(measure)}.html"
-        more = sorted((site / "measures" / file_slug(measure)).glob("cohort-*.html"), key=lambda f: int(f.stem.split("-")[1]))
-        found = []
-        for f in [main, *more]:
-            text = f.read_text(encoding="utf-8")
-            text = text[text.index('<h2 id="cohort">') if f == main else 0:]
-            found += re.findall(r'<li><a href="[^"]*cases/([a-z0-9-]+)\.html#cohort">', text)
+        main, more, found = _list_pages(site, "measures", measure, "cohort", r'<li><a href="[^"]*cases/([a-z0-9-]+)\.html#cohort">')
         expected = [c.id for c in kb.cases.values() if c.cohort for oc in c.cohort.outcome_counts if oc.measure == measure]
         assert found == expected, measure  # every count once, in order
         assert len(more) == (len(expected) - 1) // rows_per, measure
