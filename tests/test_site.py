@@ -654,3 +654,33 @@ def test_human_duration():
     assert human_duration("P2W") == "2 weeks"
     assert human_duration("not reported") == "not reported"
     assert human_duration(None) is None
+
+
+def test_the_claim_walk_finds_every_claim_by_visiting_only_fields_that_can_hold_one(tmp_path):
+    """site_model._claims_in looks only into the fields whose type can hold a claim: it finds the
+    same claims, in the same order, as visiting every field of every model."""
+    import sys
+
+    from evidence.site_model import _claim_fields, _claims_in
+
+    def every_field(node):
+        if isinstance(node, S.Claim):
+            yield node
+        elif isinstance(node, S._Model):
+            for name in type(node).model_fields:
+                yield from every_field(getattr(node, name))
+        elif isinstance(node, list):
+            for x in node:
+                yield from every_field(x)
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import synth
+
+    synth.generate(tmp_path / "kb", 40, seed=3)
+    for root in (ROOT, tmp_path / "kb"):
+        kb = load_and_validate(load_config(root))
+        models = [*kb.cases.values(), *kb.sources.values(), *(t for terms in kb.vocab.values() for t in terms.values())]
+        found = [list(_claims_in(x)) for x in models]
+        assert sum(map(len, found)) > 40
+        assert [[id(c) for c in f] for f in found] == [[id(c) for c in every_field(x)] for x in models]
+    assert "title" not in _claim_fields(S.CaseReport) and "patients" in _claim_fields(S.CaseReport)

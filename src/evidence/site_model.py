@@ -7,6 +7,8 @@ way back to the root, so the site works under any sub-path and from ``file://``.
 
 from __future__ import annotations
 
+import functools
+import typing
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -573,12 +575,33 @@ EVIDENCE_COLUMNS = ["case", "patient", "patients", "age", "sex", "genotype", "co
 
 
 def _claims_in(node: Any):
-    """Every Claim inside a model, depth first."""
+    """Every Claim inside a model, depth first. Only the fields whose type can hold a claim are
+    visited: at 10,000 cases, visiting every field of every model took 1.8 s of the site model's
+    2.2 s."""
     if isinstance(node, S.Claim):
         yield node
     elif isinstance(node, S._Model):
-        for name in type(node).model_fields:
+        for name in _claim_fields(type(node)):
             yield from _claims_in(getattr(node, name))
     elif isinstance(node, list):
         for x in node:
             yield from _claims_in(x)
+
+
+@functools.cache
+def _claim_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a model class whose type can hold a Claim, at any depth, in field order."""
+    return tuple(name for name, f in cls.model_fields.items() if _can_hold_claim(f.annotation, frozenset({cls})))
+
+
+def _can_hold_claim(tp: Any, within: frozenset[type]) -> bool:
+    """Whether a type annotation can hold a Claim: a Claim, a model with such a field, or a list,
+    union or annotation of such types. ``within`` are the models being looked into (a model that
+    holds itself adds nothing new)."""
+    if isinstance(tp, type) and issubclass(tp, S._Model):
+        if tp is S.Claim or issubclass(tp, S.Claim):
+            return True
+        if tp in within:
+            return False
+        return any(_can_hold_claim(f.annotation, within | {tp}) for f in tp.model_fields.values())
+    return any(_can_hold_claim(arg, within) for arg in typing.get_args(tp))
