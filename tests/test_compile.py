@@ -330,3 +330,18 @@ def test_compiling_in_worker_processes_gives_the_same_graph(tmp_path, monkeypatc
     # each part was cached under its own file's key: a compile from the cache alone is the same
     cached = BuildCache(tmp_path / "cache")
     assert list(compile_module.compile_kb(kb, cached).parts) == files and cached.misses == 0
+
+
+def test_a_temporary_folder_without_room_is_a_compile_error(kb, monkeypatch):
+    """The compiled chunks are kept in a temporary file (evidence.spool); a full disk there is a
+    CompileError that says where and what to do, not a traceback."""
+    import errno
+
+    from evidence.spool import Spool
+
+    def full(self, name, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spool, "add", full)
+    with pytest.raises(CompileError, match=r"cannot keep the compiled graph in a temporary file in .*No space left.*TMPDIR"):
+        compile_kb(kb)

@@ -566,7 +566,11 @@ def _list_pages(site: Path, kind: str, key: str, anchor: str, row: str) -> tuple
     found: list = []
     for f in [main, *more]:
         text = f.read_text(encoding="utf-8")
-        found += re.findall(row, text[text.index(f'<h2 id="{anchor}">') if f == main else 0:])
+        if f == main:  # the list's own section of the entity page
+            start = text.index(f'<h2 id="{anchor}">')
+            end = text.find("<h2", start + 1)
+            text = text[start:end if end > 0 else len(text)]
+        found += re.findall(row, text)
     return main, more, found
 
 
@@ -613,6 +617,10 @@ def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypat
         assert len(more) == (len(expected) - 1) // rows_per, measure
         paged += bool(more)
     assert paged >= 1
+    for term in sorted({ac.term for c in kb.cases.values() if c.cohort for ac in c.cohort.adverse_event_counts if ac.term}):
+        _main, more, found = _list_pages(site, "phenotypes", term, "cohort", r'<li><a href="[^"]*cases/([a-z0-9-]+)\.html#cohort">')
+        expected = [c.id for c in kb.cases.values() if c.cohort for ac in c.cohort.adverse_event_counts if ac.term == term]
+        assert found == expected and len(more) == (len(expected) - 1) // rows_per, term
 
 
 def test_two_pages_that_would_write_one_file_fail_the_build(tmp_path):

@@ -110,6 +110,9 @@ def test_a_pickled_model_is_the_same_and_shares_its_set_of_given_fields():
     assert len(sets) > 10 and all(len(ids) == 1 for ids in sets.values())
     with pytest.raises(TypeError, match="cannot be changed"):
         back[0].title = "changed"  # the shared set would change for every model that has it
+    assert back[0].title == cases[0].title  # refused before anything changed
+    copied = back[0].model_copy(update={"title": "a copy"})  # a copy is a model of its own
+    assert copied.title == "a copy" and back[0].title == cases[0].title
     assert [set(b.model_fields_set) for b in back] == [set(c.model_fields_set) for c in cases]  # no shared set changed
 
 

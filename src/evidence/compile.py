@@ -97,7 +97,8 @@ class Part:
     """What one kb file compiles to: its own named graph, and what it adds to the shared ones.
 
     Parts are made one file at a time, so a file that did not change keeps its part (see
-    :mod:`evidence.cache`), and the whole graph is the parts put together.
+    :mod:`evidence.cache`), and the whole graph is the parts put together. In
+    :attr:`Compiled.parts` a part's ``nquads`` is empty: its chunk is in :attr:`Compiled.chunks`.
     """
 
     graph: str  # the IRI of the file's named graph
@@ -750,28 +751,45 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
     out = b.out
     out.parts = parts
     out.concepts = concepts
-    chunks = spool.chunks
-    chunks.add(vocabulary.graph, _merge(vocabulary.nquads, concept_quads))
-    chunks.add(ontology.graph, ontology.nquads)
+    spool.add(vocabulary.graph, _merge(vocabulary.nquads, concept_quads))
+    spool.add(ontology.graph, ontology.nquads)
     shared = _merge(vocabulary.shared, *(p.shared for p in parts.values()))
     if shared:
-        chunks.add(ns.graph("shared"), shared)
-    chunks.sort()
-    out.chunks = chunks
+        spool.add(ns.graph("shared"), shared)
+    spool.chunks.sort()
+    out.chunks = spool.chunks
     return out
 
 
 class _PartSpool:
     """compile_kb's parts as they arrive: each file's chunk goes into a :class:`Spool` and the part
-    is kept without it, so the process never holds every chunk at once (1 GB at 10,000 cases)."""
+    is kept without it, so the process never holds every chunk at once (1 GB at 10,000 cases).
+    A spool that cannot be written (no space in the temporary folder) is a CompileError."""
 
     def __init__(self) -> None:
-        self.chunks = Spool()
+        try:
+            self.chunks = Spool()
+        except OSError as e:
+            raise self._error(e) from None
 
     def keep(self, part: Part) -> Part:
         if part.nquads:
-            self.chunks.add(part.graph, part.nquads)
+            self.add(part.graph, part.nquads)
         return replace(part, nquads=b"")
+
+    def add(self, graph: str, chunk: bytes) -> None:
+        try:
+            self.chunks.add(graph, chunk)
+        except OSError as e:
+            raise self._error(e) from None
+
+    @staticmethod
+    def _error(e: OSError) -> CompileError:
+        import tempfile
+
+        return CompileError(f"cannot keep the compiled graph in a temporary file in {tempfile.gettempdir()} "
+                            f"({type(e).__name__}: {e}); free space there, or point TMPDIR at a folder with room "
+                            "(about 100 KB per case)")
 
 
 def _compile_record(job: tuple[_Builder, list[tuple[str, str, Callable[[Any], None], Any]]], i: int) -> Part:

@@ -66,7 +66,8 @@ def parallel_map(fn: Callable[..., Any], items: Sequence[Any], workers: int | No
                  shared: Any = _ALONE) -> list[Any]:
     """``[fn(x) for x in items]`` (or ``[fn(shared, x) ...]``), in forked worker processes when
     there are at least ``minimum`` items and more than one core; results come back in order.
-    ``fn`` must be a module-level function. See :func:`parallel_imap` for ``shared``."""
+    ``fn`` and ``shared`` reach the workers through their forked memory, never pickled (see
+    :func:`parallel_imap`); the items and results are pickled."""
     return list(parallel_imap(fn, items, workers, minimum, shared))
 
 
@@ -116,7 +117,7 @@ class Background:
 
     The child is forked when this is made, so it sees the caller's objects as they are then,
     ``args`` included, without their being pickled; only the result is.
-    ``fn`` must be a module-level function. With one core, it runs here and now. Use it as a
+    With one core, it runs here and now. Use it as a
     context manager, or call :meth:`cancel` on every path that does not take the result: a child
     whose result is not wanted is stopped.
     """

@@ -163,6 +163,16 @@ class _Model(BaseModel):
         state["__pydantic_fields_set__"] = _given_fields(state.get("__pydantic_fields_set__") or ())
         super().__setstate__(state)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(getattr(self, "__pydantic_fields_set__", None), _GivenFields):  # before pydantic changes anything
+            _GivenFields._refuse()
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if isinstance(getattr(self, "__pydantic_fields_set__", None), _GivenFields):
+            _GivenFields._refuse()
+        super().__delattr__(name)
+
 
 class _GivenFields(set):
     """A set of given field names shared by many unpickled models, so it cannot change (pydantic
@@ -171,8 +181,15 @@ class _GivenFields(set):
 
     __slots__ = ()
 
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+    @staticmethod
+    def _refuse(*args: Any, **kwargs: Any) -> None:
         raise TypeError("a model read back from a pickle (the build cache) cannot be changed; make a new one")
+
+    def __copy__(self) -> set[str]:  # a copy of the model (model_copy) is a model of its own
+        return set(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> set[str]:
+        return set(self)
 
     add = discard = remove = pop = clear = update = difference_update = intersection_update = symmetric_difference_update = _refuse
     __ior__ = __iand__ = __isub__ = __ixor__ = _refuse  # type: ignore[assignment]

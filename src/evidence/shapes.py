@@ -4,6 +4,7 @@ generated from :mod:`evidence.ontology`, and SHACL validation of a compiled grap
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 import pyoxigraph as ox
 
@@ -133,7 +134,7 @@ def validate_shapes(data, shapes_turtle: str) -> None:
 BATCH = 250
 
 
-def _check_batch_at(job: tuple[dict[str, bytes], dict[str, tuple[str, list[str], bytes]], list[str], bytes, str], start: int) -> str | None:
+def _check_batch_at(job: tuple[Mapping[str, bytes], dict[str, tuple[str, list[str], bytes]], list[str], bytes, str], start: int) -> str | None:
     """In a worker (or not): check the units todo[start:start + BATCH] together; None if they
     conform, else the report."""
     chunks, units, todo, common, shapes_turtle = job
@@ -163,7 +164,7 @@ def validate_compiled(compiled, shapes_turtle: str, workers: int | None = None, 
     cache = cache or BuildCache(None)
     ns = compiled.ns
     case_prefix, source_prefix, shared_graph = ns.graph("case", ""), ns.graph("source", ""), ns.graph("shared")
-    chunks: dict[str, bytes] = compiled.chunks
+    chunks: Mapping[str, bytes] = compiled.chunks  # a Spool: each chunk is read where it is used
     files = [g for g in compiled.graphs() if g.startswith((case_prefix, source_prefix))]
     in_files = set(files)
     common = b"".join(chunks[g] for g in compiled.graphs() if g not in in_files and g != shared_graph)
