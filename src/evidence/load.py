@@ -40,17 +40,16 @@ class KbFile:
         self.problems: list[Diagnostic] = []  # what reading it found (set when it is parsed)
         self._doc = doc
         self._raw = raw
-        self._parsed = doc is not None or raw is None
-        self._reread = False  # set by forget_bytes: the bytes are read from the file again
+        self._parsed = doc is not None or raw is None  # not parsed and no bytes: forgotten (forget_bytes)
 
     @property
     def doc(self) -> YamlDoc | None:
         if not self._parsed:
             data = self._raw if self._raw is not None else self._read_again()
-            if data is None and self._reread:  # changed or gone since it was validated
+            if data is None:  # changed or gone since it was validated
                 self._doc = None
             else:
-                self._doc, self.problems = load_yaml_bytes(data or b"", self.display)
+                self._doc, self.problems = load_yaml_bytes(data, self.display)
             self._parsed = True
         return self._doc
 
@@ -59,12 +58,10 @@ class KbFile:
         were 100 MB, kept to the end of the build). Asked for its YAML again (a command that
         reports the position of a field), it reads the file again; if the file has changed since,
         its YAML is None, as for a file that could not be read."""
-        if self._raw is not None:
-            self._raw, self._doc, self._parsed, self._reread = None, None, False, True
+        self.release()
+        self._raw = None
 
     def _read_again(self) -> bytes | None:
-        if not self._reread:
-            return None
         try:
             data = self.path.read_bytes()
         except OSError:
