@@ -93,3 +93,23 @@ def test_below_the_minimum_the_shared_object_is_used_here():
     got = parallel_map(_item_of, [0, 1, 2], workers=2, minimum=10, shared=shared)
     assert got == [(0, os.getpid()), (2, os.getpid()), (4, os.getpid())]
     assert parallel_map(abs, [-1, 2], workers=1) == [1, 2]  # without a shared object: fn(item)
+
+
+def test_trim_heap_frees_cycles_left_while_the_collector_is_paused():
+    import gc
+    import weakref
+
+    from evidence.perf import gc_paused, trim_heap
+
+    class Node:
+        pass
+
+    with gc_paused():
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: reference counting alone never frees it
+        alive = weakref.ref(a)
+        del a, b
+        assert alive() is not None
+        trim_heap()
+        assert alive() is None
+    assert gc.isenabled()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "parallel_map", "parallel_imap", "Background"]
+__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "trim_heap", "parallel_map", "parallel_imap", "Background"]
 
 
 @contextmanager
@@ -47,6 +47,24 @@ def freeze_heap() -> None:
     export whose pieces all came from the cache). Frozen objects are never walked.
     """
     gc.freeze()
+
+
+def trim_heap() -> None:
+    """Free the garbage and give the heap's free memory back to the system: call it before forking
+    workers, which would otherwise each count what the build no longer uses.
+
+    The collector is paused while pages render (:func:`gc_paused`), so cycles pile up; and glibc
+    keeps what Python frees for reuse. At 10,000 cases the build held 1,649 MB before forking its
+    render workers; 1,349 MB once the network was dropped, and 1,261 MB after giving back the free
+    heap. On a system without glibc's ``malloc_trim`` only the collection is done.
+    """
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl without it)
+        pass
 
 
 # Below this many items one process is quicker than forking workers.

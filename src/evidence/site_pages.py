@@ -23,7 +23,7 @@ from .cache import code_digest, digest
 from .errors import QueryError, RenderError
 from .graph import evidence_graph
 from .library import load_library
-from .perf import parallel_imap
+from .perf import parallel_imap, trim_heap
 from .query import run_query
 from .site_docs import fixed_lists, format_docs
 from .site_format import NR, citation_text, dose_text, human_bytes, human_duration, json_script, short_citation
@@ -164,6 +164,8 @@ class SitePages:
         # time (imap's default here), each worker rendered a quarter of a 10,000-case site.
         step = max(50, len(jobs) // (max(workers, 1) * 32))
         chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
+        if workers > 1:
+            trim_heap()
         for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1, shared=(self, jobs), chunksize=1):
             if error:
                 raise RenderError(error)
@@ -232,6 +234,10 @@ class SitePages:
         view = graph_view(self.g, m.iri_url, labels)
         self.page("graph.html", "graph.html", "the network view", title="Evidence network", page_kind="graph", view=view,
                   paths=view.paths(), adjacency=view.adjacency(), kinds=sorted({n.kind for n in view.nodes}))
+        # Nothing after this page reads the network (its GraphML child has its own copy): at 10,000
+        # cases it was 300 MB that every render worker would fork with.
+        self.compiled.views.pop("evidence_graph", None)
+        del self.g
 
     # ------------------------------------------------------------------------------ cases
     def cases(self) -> None:
