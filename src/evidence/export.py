@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -250,10 +251,12 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
             if fmt != "nq":
                 needed.update(g for g in graphs if before.get(g, ("",))[0] != keys[g])
         alone: dict[str, list[tuple[str, Path, str]]] = {}
+        prefix = str(out) + os.sep
         for g, base in graph_files.items():
             for fmt in ("ttl", "jsonld"):
-                p = base.with_name(f"{base.name}.{fmt}")
-                rel = p.relative_to(out).as_posix()
+                p = Path(f"{base}.{fmt}")
+                # relative_to, without 20,000 of pathlib's parses
+                rel = str(p)[len(prefix):].replace(os.sep, "/") if str(p).startswith(prefix) else p.relative_to(out).as_posix()
                 key = digest("graph file", fkeys[fmt], keys[g])
                 written.append(p)
                 if not outputs.link(p, rel, key):

@@ -97,13 +97,13 @@ class Outputs:
         return self.cache is not None
 
     # ------------------------------------------------------------------------------ old files
-    def old(self, rel: str, key: str | None = None) -> Path | None:
-        """The previous build's file at ``rel`` if it is still the file recorded (and, with
-        ``key``, has that key); None otherwise."""
+    def old(self, rel: str, key: str | None = None) -> str | None:
+        """The path of the previous build's file at ``rel`` if it is still the file recorded (and,
+        with ``key``, has that key); None otherwise."""
         rec = self.previous.get(rel)
         if rec is None or (key is not None and rec[0] != key):
             return None
-        path = self.out / rel
+        path = os.path.join(self.out, rel)
         try:
             st = os.stat(path, follow_symlinks=False)
         except OSError:
@@ -183,7 +183,7 @@ class Outputs:
         self.cache.put(_STAGE, self._key(), {"version": _RECORD_VERSION, "files": self.record, "layouts": layouts})
 
 
-def _replace_with_link(old: Path, p: str) -> bool:
+def _replace_with_link(old: str, p: str) -> bool:
     """Put a hard link to ``old`` in place of the file ``p``; False (``p`` unchanged) if it fails."""
     tmp = os.path.join(os.path.dirname(p), f".{os.path.basename(p)}.link")
     try:
@@ -215,7 +215,7 @@ class Splice:
 
     QUEUED = 64
 
-    def __init__(self, fh: BinaryIO, old: Path | None, sep: bytes, background: bool = False):
+    def __init__(self, fh: BinaryIO, old: str | Path | None, sep: bytes, background: bool = False):
         self.fh = fh
         self.sep = sep
         self.old_fd = os.open(old, os.O_RDONLY) if old is not None else None

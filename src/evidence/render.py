@@ -78,6 +78,7 @@ class SiteWriter:
         self.outputs = outputs or Outputs(out=out)
         self.owner: dict[str, tuple[str, str]] = {}
         self.files: list[Path] = []
+        self.folders: set[str] = set()  # made by claim()
         for p in sorted(out.rglob("*")):
             if p.is_file():
                 rel = p.relative_to(out).as_posix()
@@ -90,9 +91,11 @@ class SiteWriter:
             raise RenderError(f"two pages would write one file: '{rel}' for {origin}, and '{first}' for {by}; "
                               "rename one of the kb keys so that their file names differ (file names ignore case)")
         self.owner[key] = (rel, origin)
-        path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        folder = rel.rpartition("/")[0]
+        if folder not in self.folders:
+            (self.out / folder).mkdir(parents=True, exist_ok=True)
+            self.folders.add(folder)
+        return self.out / rel
 
     def text(self, rel: str, text: str, origin: str) -> Path:
         return self.data(rel, text.encode("utf-8"), origin)

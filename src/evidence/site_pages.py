@@ -29,7 +29,7 @@ from .site_docs import fixed_lists, format_docs
 from .site_format import NR, citation_text, dose_text, human_bytes, human_duration, json_script, short_citation
 from .site_graph import graph_view
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
-from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, SiteModel, search_text
+from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
 from .site_related import all_related, related_view
 from .site_search import Shard, shards, titles_script
 from .site_timeline import timeline
@@ -164,7 +164,7 @@ class SitePages:
         # time (imap's default here), each worker rendered a quarter of a 10,000-case site.
         step = max(50, len(jobs) // (max(workers, 1) * 32))
         chunks = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
-        if workers > 1:
+        if workers > 1 and len(jobs) >= TRIM_FROM:
             trim_heap()
         for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1, shared=(self, jobs), chunksize=1):
             if error:
@@ -398,17 +398,21 @@ class SitePages:
 
     def _row_id(self, row: Any) -> tuple:
         """What a row of a long list is (case, patient, treatment, outcome ...), with the hash of
-        its case's file: a row shows nothing but its case's facts and vocabulary labels."""
+        its case's file: a row shows nothing but its case's facts and vocabulary labels. Within a
+        case, ids (or a genotype's gene and variant) tell the rows apart: the file's hash stands
+        for everything else they show."""
         out: list[Any] = []
         case_id = ""
-        for x in row if isinstance(row, tuple) else (row,):
-            if isinstance(x, S.CaseReport):
-                case_id = x.id
-                out.append(x.id)
-            elif hasattr(x, "treatment") and hasattr(x, "case"):  # an exposure
+        for x in row if type(row) is tuple else (row,):
+            if isinstance(x, Exposure):
                 case_id = x.case.id
-                out += [x.case.id, x.patient.id, x.treatment.id]
-            else:  # a patient, outcome or adverse event (an id), or a genotype (its whole value)
+                out += [case_id, x.patient.id, x.treatment.id]
+            elif isinstance(x, S.CaseReport):
+                case_id = x.id
+                out.append(case_id)
+            elif isinstance(x, S.Genotype):
+                out.append((x.gene, getattr(x.variant, "hgvs", str(x.variant))))
+            else:  # a patient, outcome or adverse event (an id), or a cohort-level count (its whole value)
                 out.append(getattr(x, "id", None) or repr(x))
         f = self.m.kb.files.get(f"case:{case_id}")
         return (*out, f.sha if f is not None else "")
@@ -651,6 +655,9 @@ class SitePages:
 RELATED_LIMIT = 10  # related cases listed on a case page
 WORKERS = int(os.environ.get("EVIDENCE_SITE_WORKERS", "0")) or min(4, os.cpu_count() or 1)
 PAGES_PER_WORKER = 200  # below this a worker process costs more than it saves
+# From this many pages the workers live long enough to copy much of the build's memory, so the
+# free heap is given back first (perf.trim_heap: 0.4 s at 10,000 cases, so not for a rebuild's few pages).
+TRIM_FROM = 2000
 
 
 def _split(items: list, size: int) -> list[list]:
