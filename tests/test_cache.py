@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -172,8 +173,8 @@ def test_deleting_a_case_removes_it_everywhere(project):
 
 def test_a_damaged_cache_entry_is_made_again(project):
     project.build()
-    entries = sorted(project.cache_dir.rglob("*.pickle"))
-    assert entries
+    entries = sorted([*project.cache_dir.rglob("*.pickle"), *project.cache_dir.rglob("pack-*")])
+    assert entries and any(p.name.startswith("pack-") for p in entries)
     for p in entries:
         data = p.read_bytes()
         p.write_bytes(data[: len(data) // 2])  # torn, as by a crash mid-write on a system without rename
@@ -413,27 +414,29 @@ def _singles(cache_dir: Path, stage: str) -> list[Path]:
     return sorted((cache_dir / stage).glob("*/*.pickle"))
 
 
-def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project, monkeypatch):
-    """With packing on for every build, the checked models and compiled parts come from one pack
-    per stage; an edit adds to it; a torn or lying pack is never trusted. Every build is checked
-    byte for byte against a build without cache (Project.build)."""
-    monkeypatch.setattr(BuildCache, "PACK_FROM", 1)
-    monkeypatch.setattr(BuildCache, "PACK_SHARE", 0.0)
+def _packs(cache_dir: Path, stage: str) -> list[Path]:
+    return sorted((cache_dir / stage).glob("pack-*"))
+
+
+def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project):
+    """The checked models and compiled parts are kept in packs: a cold build writes one per stage
+    as it goes, an edit adds a small one, and a torn or lying pack is never trusted. Every build
+    is checked byte for byte against a build without cache (Project.build)."""
     project.build()
-    assert not (project.cache_dir / "compile" / "pack").exists(), "a cold build packs nothing"
-    project.build()  # reads every entry from its single file, then packs them
     for stage in ("validate", "compile"):
-        assert (project.cache_dir / stage / "pack").is_file()
-        assert _singles(project.cache_dir, stage) == [], "packed entries are kept once"
+        assert len(_packs(project.cache_dir, stage)) == 1, "a cold build writes one pack per stage"
+        assert _singles(project.cache_dir, stage) == [] and not list((project.cache_dir / stage).glob(".tmp-*"))
     project.build()
     assert project.cache.misses == 0 and project.cache.made("validate") == project.cache.made("compile") == 0
+    assert len(_packs(project.cache_dir, "compile")) == 1, "a build that makes nothing writes no pack"
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     project.build()
     assert project.cache.made("validate") == 1 and project.cache.made("compile") == 1
-    project.build()  # the edited case's entries were packed with the others
+    assert len(_packs(project.cache_dir, "compile")) == 2
+    project.build()
     assert project.cache.misses == 0
     # A source edited: the cases citing it are checked again and stored under their old keys,
-    # which the pack holds; the next build must take the new entries, not check them again.
+    # which an older pack holds; the newest pack's entry is the one read from then on.
     project.edit("sources/zimmermann-2019.yaml", "title: ", "title: Edited, ")
     project.build()
     assert project.cache.made("validate") >= 2
@@ -442,48 +445,108 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project, mon
     files = project.report.cases + len(list((project.root / "kb" / "sources").glob("*.yaml")))
     for damage in ("torn", "lying"):
         for stage in ("validate", "compile"):
-            pack = project.cache_dir / stage / "pack"
-            data = pack.read_bytes()
-            if damage == "torn":
-                pack.write_bytes(data[: len(data) // 2])
-            else:  # an index that points past the data
-                n = int.from_bytes(data[-8:], "big")
-                index = pickle.loads(data[-8 - n:-8])
-                index = {k: (off + len(data), length) for k, (off, length) in index.items()}
-                tail = pickle.dumps(index)
-                pack.write_bytes(data[: -8 - n] + tail + len(tail).to_bytes(8, "big"))
+            for pack in _packs(project.cache_dir, stage):
+                data = pack.read_bytes()
+                if damage == "torn":
+                    pack.write_bytes(data[: len(data) // 2])
+                else:  # an index that points past the data
+                    n = int.from_bytes(data[-8:], "big")
+                    index = pickle.loads(data[-8 - n:-8])
+                    index = {k: (off + len(data), length) for k, (off, length) in index.items()}
+                    tail = pickle.dumps(index)
+                    pack.write_bytes(data[: -8 - n] + tail + len(tail).to_bytes(8, "big"))
+        damaged = _packs(project.cache_dir, "compile")
         project.build()
         assert project.cache.made("validate") == files and project.cache.made("compile") == files, damage
-        assert not (project.cache_dir / "compile" / "pack").exists()  # the damaged pack is gone
-        project.build()  # packed again from the entries made instead
-        assert project.cache.misses == 0 and (project.cache_dir / "compile" / "pack").is_file()
+        assert not set(damaged) & set(_packs(project.cache_dir, "compile")), "the damaged packs are gone"
+        project.build()
+        assert project.cache.misses == 0 and len(_packs(project.cache_dir, "compile")) == 1
 
 
-def test_a_stage_is_packed_again_only_when_its_pack_lacks_many_entries(tmp_path):
-    def run(keys: list[str]) -> BuildCache:
+def test_packs_are_merged_when_there_are_many_or_most_entries_are_unused(tmp_path, monkeypatch):
+    monkeypatch.setattr(BuildCache, "MAX_PACKS", 3)
+
+    def run(keys: list[str], version: str = "") -> BuildCache:
         cache = BuildCache(tmp_path)
         for k in keys:
             if cache.get("validate", k) is None:
-                cache.put("validate", k, {"entry": k})
+                cache.put("validate", k, {"entry": k, "version": version})
         cache.prune()
         return cache
 
-    pack = tmp_path / "validate" / "pack"
     first = [f"{i:064x}" for i in range(100)]
     run(first)
-    assert not pack.exists()  # made, not read: no pack yet
-    run(first)
-    assert pack.is_file() and _singles(tmp_path, "validate") == []
-    inode = pack.stat().st_ino
-    cache = run(first + ["f" * 64])  # one new entry: not worth a new pack
-    assert cache.hits == 100 and pack.stat().st_ino == inode
-    assert [p.stem for p in _singles(tmp_path, "validate")] == ["f" * 64]
-    cache = run(first + ["f" * 64])  # read from its single file once: still not worth it
-    assert pack.stat().st_ino == inode
-    cache = run(first[:60])  # 40 of the 100 packed unused: not more than half, so no new pack
-    assert pack.stat().st_ino == inode
-    cache = run(first[:20] + [f"{i:064x}" for i in range(500, 520)])  # 40 used: most of the 100 packed are dead
-    assert pack.stat().st_ino != inode
+    (base,) = _packs(tmp_path, "validate")
+    inode = base.stat().st_ino
+    extra = [f"{i:064x}" for i in range(1000, 1010)]
+    for n in range(1, 3):  # one new entry per build: a pack each, up to MAX_PACKS
+        cache = run(first + extra[:n])
+        assert cache.hits == 99 + n and len(_packs(tmp_path, "validate")) == n + 1
+    # One more: the small packs, all newer than the largest, become one; the largest is kept.
+    cache = run(first + extra[:3])
+    packs = _packs(tmp_path, "validate")
+    assert len(packs) == 2 and packs[0] == base and base.stat().st_ino == inode
+    # A key made again with another value (as when a cited source changed) is read from the
+    # newest pack, before and after a merge.
     cache = BuildCache(tmp_path)
-    assert [cache.get("validate", k) for k in first[:20]] == [{"entry": k} for k in first[:20]] and cache.misses == 0
-    assert cache.get("validate", first[50]) is None  # dropped with the old pack
+    for k in first + extra[:3]:
+        cache.get("validate", k)
+    cache.put("validate", first[0], {"entry": first[0], "version": "new"})
+    cache.prune()
+    assert len(_packs(tmp_path, "validate")) == 3
+    assert BuildCache(tmp_path).get("validate", first[0])["version"] == "new"
+    # Builds that do not use that key add packs until they are merged: the merge keeps the new
+    # value, since it shadows the old one in the largest pack.
+    run(first[1:] + extra[:4])
+    assert len(_packs(tmp_path, "validate")) == 2
+    assert BuildCache(tmp_path).get("validate", first[0])["version"] == "new"
+    # Most of what the packs hold unused: the used entries are packed anew, alone.
+    cache = run(first[:20] + extra[:3])
+    assert cache.misses == 0 and len(_packs(tmp_path, "validate")) == 1
+    cache = BuildCache(tmp_path)
+    assert cache.get("validate", first[0])["version"] == "new"
+    assert [cache.get("validate", k) for k in first[1:20]] == [{"entry": k, "version": ""} for k in first[1:20]] and cache.misses == 0
+    assert cache.get("validate", first[50]) is None  # dropped with the old packs
+    assert _singles(tmp_path, "validate") == [] and not list((tmp_path / "validate").glob(".tmp-*"))
+
+
+def test_when_the_largest_pack_is_the_newest_every_pack_is_merged(tmp_path, monkeypatch):
+    monkeypatch.setattr(BuildCache, "MAX_PACKS", 1)
+    keys = [f"{i:064x}" for i in range(40)]
+    for upto in (10, 40):  # a pack of 10 entries, then a larger one of 30
+        cache = BuildCache(tmp_path)
+        for k in keys[:upto]:
+            if cache.get("validate", k) is None:
+                cache.put("validate", k, k)
+        cache.prune()
+    assert len(_packs(tmp_path, "validate")) == 1
+    cache = BuildCache(tmp_path)
+    assert [cache.get("validate", k) for k in keys] == keys and cache.misses == 0
+
+
+def test_a_pack_is_written_by_its_own_process_and_an_unsealed_one_is_never_read(tmp_path):
+    cache = BuildCache(tmp_path)
+    cache.put("compile", "a" * 64, "made here")
+    go, ready = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked worker: what it stores must not land in its parent's pack
+        os.read(go, 1)  # once the parent has written past the end the worker knows of
+        cache.put("compile", "b" * 64, "made in a worker, over the parent's entry")
+        os._exit(0)
+    cache.put("compile", "c" * 64, "made here too")
+    os.write(ready, b"x")
+    os.waitpid(pid, 0)
+    assert cache.get("compile", "a" * 64) == "made here", "what a build made is read back before the pack is sealed"
+    # An interrupted build: its pack has no index and no name, and is never read.
+    writing = set((tmp_path / "compile").glob(".tmp-pack-*"))
+    torn = BuildCache(tmp_path)
+    torn.put("compile", "d" * 64, "never sealed")
+    (unsealed,) = set((tmp_path / "compile").glob(".tmp-pack-*")) - writing
+    cache.prune()
+    again = BuildCache(tmp_path)
+    assert [again.get("compile", k * 64) for k in "abcd"] == ["made here", None, "made here too", None]
+    old = time.time() - 2 * 86400
+    os.utime(unsealed, (old, old))
+    torn._stages.clear()  # the interrupted build is gone without sealing its pack
+    BuildCache(tmp_path).prune()
+    assert not unsealed.exists(), "an interrupted build's pack is deleted once it is a day old"

@@ -11,12 +11,17 @@ are written to a temporary file and renamed, so an interrupted build leaves no t
 that cannot be read is treated as missing.
 
 The stages that every build reads whole (``PACKED_STAGES``: a checked model and a compiled part
-for each kb file) are kept in one *pack* per stage once a build has read many entries from single
-files (not those it made itself, so that a cold build does not pay for a pack): ``<stage>/pack``, the entries' pickles one after another and an index of their byte
-ranges at the end, read through one open file. Opening 20,000 single entries took 1.7 s of a
-10,000-case rebuild for each stage. A pack is written whole into a temporary file and renamed, like
-an entry; one that cannot be read is ignored. Entries made since are single files until the next
-pack.
+for each kb file) keep their entries in *packs*, not in single files: ``<stage>/pack-<time>-<pid>``,
+the entries' pickles one after another and an index of their byte ranges at the end, read through
+one open file each. Opening 20,000 single entries took 1.7 s of a 10,000-case rebuild for each
+stage. A build appends what it makes to a new pack as it goes (a temporary file, sealed with its
+index and renamed when the build ends, successful or not), so a cold build writes one file per
+stage instead of 20,000, and the first rebuild after it reads them as fast as any other. A key is
+looked up in the newest pack first. One that cannot be read is ignored, and deleted by the next
+build that prunes; an interrupted build leaves its entries unsealed, never read, and deleted once a
+day old. When a stage has more than ``MAX_PACKS`` packs, those newer than its largest are merged
+into one; when at least half the entries its packs hold are unused, the used ones are packed anew
+(see :meth:`BuildCache.prune`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import hashlib
 import os
 import pickle
 import tempfile
+import time
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -88,10 +95,11 @@ def code_digest(extra: Iterable[Path] = ()) -> str:
 class BuildCache:
     """Entries by key; ``None`` as the folder is a cache that keeps nothing."""
 
-    # A stage is packed again when this many of the entries a build used are not in its pack
-    # (and they are at least PACK_SHARE of those used), or when most of the pack is unused.
+    # A stage's packs are merged when it has more than MAX_PACKS of them (those newer than the
+    # largest: the edits since it was written), and its used entries packed anew when fewer than
+    # half of its entries were used and at least PACK_FROM were not.
+    MAX_PACKS = 8
     PACK_FROM = 64
-    PACK_SHARE = 0.02
 
     def __init__(self, folder: Path | None):
         self.folder = folder
@@ -99,9 +107,10 @@ class BuildCache:
         self.misses = 0
         self.used: set[tuple[str, str]] = set()
         self._made: dict[str, int] = {}
-        self._packs: dict[str, _Pack | None] = {}
-        self._replaced: set[tuple[str, str]] = set()  # packed entries that a single file overrides
-        self._from_files: dict[str, int] = {}  # entries of a packed stage read from single files
+        self._stages: dict[str, _Stage] = {}
+        # A cache dropped without close() (compile_kb(kb, BuildCache(folder)), say) still keeps
+        # what it made; in a forked worker this does nothing (a pack is its writer's own).
+        weakref.finalize(self, _close_stages, self._stages)
 
     @classmethod
     def for_root(cls, root: Path) -> BuildCache:
@@ -118,34 +127,32 @@ class BuildCache:
         assert self.folder is not None
         return self.folder / stage / key[:2] / f"{key}.pickle"
 
+    def _packed(self, stage: str) -> _Stage:
+        got = self._stages.get(stage)
+        if got is None:
+            assert self.folder is not None
+            got = self._stages[stage] = _Stage(self.folder / stage)
+        return got
+
     def get(self, stage: str, key: str) -> Any:
         """The entry, or ``None`` if there is none (or it cannot be read)."""
         if self.folder is None:
             return None
         self.used.add((stage, key))
         try:
-            raw = self._pack(stage).read(key) if stage in PACKED_STAGES and (stage, key) not in self._replaced else None
-            if raw is not None:
-                try:
-                    value = pickle.loads(raw)
-                except _UNREADABLE:
-                    self._replaced.add((stage, key))  # a damaged packed entry: the single file, or a miss
-                    raw = None
-            if raw is None:
+            if stage in PACKED_STAGES:
+                raw = self._packed(stage).read(key)
+                if raw is None:
+                    raise OSError("not in a pack")
+                value = pickle.loads(raw)  # a damaged entry is a miss: the one made again is newer
+            else:
                 with open(self._path(stage, key), "rb") as fh:
                     value = pickle.load(fh)
-                self._from_files[stage] = self._from_files.get(stage, 0) + 1
         except _UNREADABLE:
             self.misses += 1
             return None
         self.hits += 1
         return value
-
-    def _pack(self, stage: str) -> _Pack:
-        if stage not in self._packs:
-            assert self.folder is not None
-            self._packs[stage] = _Pack.open(self.folder / stage / "pack")
-        return self._packs[stage] or _NO_PACK
 
     def touch(self, stage: str, key: str) -> None:
         """Keep an entry that this build did not need to read (see :meth:`prune`)."""
@@ -157,10 +164,9 @@ class BuildCache:
             return
         self.used.add((stage, key))
         self._made[stage] = self._made.get(stage, 0) + 1
-        if stage in PACKED_STAGES and key in self._pack(stage).index:
-            # Made again under a key the pack holds (a validated file whose cited sources
-            # changed): the single file is the entry now, and the next pack takes it.
-            self._replaced.add((stage, key))
+        if stage in PACKED_STAGES:
+            self._packed(stage).write(key, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            return
         path = self._path(stage, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,18 +185,27 @@ class BuildCache:
         """How many entries of ``stage`` this cache object has had to make (and store)."""
         return self._made.get(stage, 0)
 
+    def close(self) -> None:
+        """Seal the packs being written (their entries are kept for the next build) and close
+        every pack. :meth:`prune` calls it, ``pipeline.build`` calls it when it ends (whether
+        the build succeeded or not), and so does the garbage collector for a cache dropped
+        without it."""
+        _close_stages(self._stages)
+
     def prune(self) -> int:
         """Delete every entry this build did not use (call after a build that succeeded), so the
-        folder holds one build's worth, not every build's; return how many were deleted. The
-        records of site folders (stage ``outputs``, one small entry per folder built into) stay,
-        so that builds into two folders do not undo each other's. A packed stage is packed again
-        first when this build read many of its entries from single files, when an entry of its
-        pack was made again, or when less than half of the pack was used (see the module's text);
+        folder holds one build's worth, not every build's; return how many single entries were
+        deleted. The records of site folders (stage ``outputs``, one small entry per folder built
+        into) stay, so that builds into two folders do not undo each other's. A packed stage's
+        packs are merged or packed anew by the rules of :data:`MAX_PACKS` and :data:`PACK_FROM`;
         until then a pack may hold entries that this build did not use."""
         if self.folder is None or not self.folder.is_dir():
             return 0
         for stage in PACKED_STAGES:
-            self._repack(stage)
+            if (self.folder / stage).is_dir():
+                used = {key for st, key in self.used if st == stage}
+                self._packed(stage).compact(used, self.MAX_PACKS, self.PACK_FROM)
+        self.close()
         gone = 0
         for path in self.folder.glob("*/*/*.pickle"):
             if path.parent.parent.name not in KEPT_STAGES and (path.parent.parent.name, path.stem) not in self.used:
@@ -201,93 +216,63 @@ class BuildCache:
                     pass
         return gone
 
-    def _repack(self, stage: str) -> None:
-        """Write a new pack of the entries of ``stage`` this build used, when it is worth it."""
-        assert self.folder is not None
-        used = sorted(key for st, key in self.used if st == stage)
-        pack = self._pack(stage)
-        if pack is _NO_PACK and (self.folder / stage / "pack").exists():
-            try:  # a pack that cannot be read: the entries made instead are single files now
-                (self.folder / stage / "pack").unlink()
-            except OSError:
-                pass
-        replaced = {key for st, key in self._replaced if st == stage}
-        # Entries this build made are not counted: a cold build (every build in CI) does not pay
-        # for a pack (about 8 s at 10,000 cases); the first build that reads them does.
-        read = self._from_files.get(stage, 0)
-        if not used or not (replaced or read >= max(self.PACK_FROM, self.PACK_SHARE * len(used))
-                            or len(pack.index) > 2 * len(used) >= self.PACK_FROM):
-            return
-        folder = self.folder / stage
-        try:
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-pack-")
-        except OSError:
-            return
-        try:
-            index: dict[str, tuple[int, int]] = {}
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_PACK_MAGIC)
-                for key in used:
-                    raw = pack.read(key) if key not in replaced else None
-                    if raw is None:
-                        try:
-                            raw = self._path(stage, key).read_bytes()
-                        except OSError:
-                            continue  # used, but not kept (a cache that could not be written)
-                    index[key] = (fh.tell(), len(raw))
-                    fh.write(raw)
-                tail = pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL)
-                fh.write(tail)
-                fh.write(len(tail).to_bytes(8, "big"))
-            os.replace(tmp, folder / "pack")
-        except BaseException as exc:  # an interrupted or failed pack leaves no temporary file
+
+def _close_stages(stages: dict[str, _Stage]) -> None:
+    try:
+        for st in list(stages.values()):
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, (OSError, ValueError)):
-                return  # a cache that cannot be written only costs speed
-            raise
-        pack.close()
-        self._packs.pop(stage, None)
-        for path in folder.glob("*/*.pickle"):  # every entry used is in the pack now, the rest unused
-            try:
-                path.unlink()
-            except OSError:
-                pass
+                st.seal()
+            finally:
+                st.close()
+    finally:
+        stages.clear()
 
 
 _UNREADABLE = (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError, ValueError)
 
 
-class _Pack:
-    """A stage's pack (see the module's text): an open file and the byte range of each entry."""
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError("the cache's pack could not be written")
+        view, offset = view[n:], offset + n
 
-    def __init__(self, fd: int | None = None, index: dict[str, tuple[int, int]] | None = None):
-        self.fd = fd
-        self.index = index or {}
+
+class _Pack:
+    """A sealed pack (see the module's text): an open file and the byte range of each entry."""
+
+    def __init__(self, path: Path, fd: int, index: dict[str, tuple[int, int]]):
+        self.path = path
+        self.fd: int | None = fd
+        self.index = index
 
     @classmethod
     def open(cls, path: Path) -> _Pack | None:
-        """The pack at ``path``; None if there is none or it cannot be read whole."""
+        """The pack at ``path``; None if it cannot be opened (see :meth:`damaged`)."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None
-        try:
-            size = os.fstat(fd).st_size
-            if os.pread(fd, len(_PACK_MAGIC), 0) != _PACK_MAGIC or size < len(_PACK_MAGIC) + 8:
-                raise ValueError("not a pack")
-            n = int.from_bytes(os.pread(fd, 8, size - 8), "big")
-            if n > size - 8 - len(_PACK_MAGIC):
-                raise ValueError("a torn pack")
-            index = pickle.loads(os.pread(fd, n, size - 8 - n))
-            if not isinstance(index, dict) or any(off < len(_PACK_MAGIC) or length < 0 or off + length > size - 8 - n for off, length in index.values()):
-                raise ValueError("an entry lies outside the pack")
-        except _UNREADABLE:
+        index = _index_of(fd)
+        if index is None:
             os.close(fd)
             return None
-        return cls(fd, index)
+        return cls(path, fd, index)
+
+    @staticmethod
+    def damaged(path: Path) -> bool:
+        """True when the file at ``path`` opens but is not a whole pack (torn, or lying about
+        where its entries are); False when it is one, or cannot be opened at all."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            return _index_of(fd) is None
+        finally:
+            os.close(fd)
 
     def read(self, key: str) -> bytes | None:
         where = self.index.get(key)
@@ -297,12 +282,213 @@ class _Pack:
         return raw if len(raw) == where[1] else None
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
 
     def __del__(self) -> None:
         self.close()
 
 
-_NO_PACK = _Pack()
+def _index_of(fd: int) -> dict[str, tuple[int, int]] | None:
+    """The index of the pack open as ``fd``; None if it is not a whole pack."""
+    try:
+        size = os.fstat(fd).st_size
+        if os.pread(fd, len(_PACK_MAGIC), 0) != _PACK_MAGIC or size < len(_PACK_MAGIC) + 8:
+            return None
+        n = int.from_bytes(os.pread(fd, 8, size - 8), "big")
+        if n > size - 8 - len(_PACK_MAGIC):
+            return None  # torn
+        index = pickle.loads(os.pread(fd, n, size - 8 - n))
+        if not isinstance(index, dict) or any(off < len(_PACK_MAGIC) or length < 0 or off + length > size - 8 - n for off, length in index.values()):
+            return None  # an entry lies outside the pack
+    except _UNREADABLE:
+        return None
+    return index
+
+
+class _Writer:
+    """The pack a build is writing: entries are appended as they are made and can be read back
+    at once; :meth:`seal` adds the index and gives the file its name."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-pack-")
+        self.folder = folder
+        self.pid = os.getpid()  # a forked worker never writes into its parent's pack
+        self.index: dict[str, tuple[int, int]] = {}
+        self.end = 0
+        try:
+            self.add_raw(_PACK_MAGIC)
+        except BaseException:
+            self.discard()
+            raise
+
+    def add_raw(self, data: bytes) -> int:
+        at = self.end
+        _write_all(self.fd, data, at)
+        self.end += len(data)
+        return at
+
+    def add(self, key: str, raw: bytes) -> None:
+        self.index[key] = (self.add_raw(raw), len(raw))
+
+    def read(self, key: str) -> bytes | None:
+        where = self.index.get(key)
+        return os.pread(self.fd, where[1], where[0]) if where is not None else None
+
+    def seal(self, name: str) -> Path:
+        """Write the index and rename the file to ``name``; on any failure or interrupt, the
+        temporary file is deleted and the error raised."""
+        try:
+            tail = pickle.dumps(self.index, protocol=pickle.HIGHEST_PROTOCOL)
+            self.add_raw(tail + len(tail).to_bytes(8, "big"))
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+            path = self.folder / name
+            os.replace(self.tmp, path)
+        except BaseException:
+            self.discard()
+            raise
+        return path
+
+    def discard(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+
+class _Stage:
+    """The packs of one packed stage, newest first, and the one this build is writing."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.packs: list[_Pack] = []
+        for path in sorted(folder.glob("pack-*"), reverse=True) if folder.is_dir() else []:
+            pack = _Pack.open(path)
+            if pack is not None:
+                self.packs.append(pack)
+        self.writer: _Writer | None = None
+        self.failed = False  # the pack could not be written: this build keeps nothing more
+
+    def read(self, key: str) -> bytes | None:
+        if self.writer is not None and key in self.writer.index:
+            return self.writer.read(key)
+        for pack in self.packs:
+            raw = pack.read(key)
+            if raw is not None:
+                return raw
+        return None
+
+    def write(self, key: str, raw: bytes) -> None:
+        if self.failed:
+            return
+        try:
+            if self.writer is None:
+                self.writer = _Writer(self.folder)
+            if self.writer.pid != os.getpid():
+                return
+            self.writer.add(key, raw)
+        except OSError:  # a cache that cannot be written (read-only checkout, full disk) only costs speed
+            self.failed = True
+            if self.writer is not None:
+                self.writer.discard()
+                self.writer = None
+
+    def _name(self, after: _Pack | None = None) -> str:
+        """A new pack's name (``pack-<time ns>-<pid>``), which sorts after every pack's; with
+        ``after``, one that sorts right after that pack's (a merge of it and older packs, which
+        must stay older than any pack another build sealed since)."""
+        if after is not None:
+            return after.path.name + "m"
+        newest = max((int(p.path.name.split("-")[1]) for p in self.packs if p.path.name.split("-")[1:2] != [] and p.path.name.split("-")[1].isdigit()), default=0)
+        return f"pack-{max(time.time_ns(), newest + 1):020d}-{os.getpid()}"
+
+    def seal(self) -> None:
+        """Give the pack being written its index and name (it becomes the newest)."""
+        w, self.writer = self.writer, None
+        if w is None or w.pid != os.getpid():
+            return
+        if not w.index:
+            w.discard()
+            return
+        try:
+            path = w.seal(self._name())
+        except OSError:
+            return
+        pack = _Pack.open(path)
+        if pack is not None:
+            self.packs.insert(0, pack)
+
+    def compact(self, used: set[str], max_packs: int, pack_from: int) -> None:
+        """Seal, then merge: every pack into one of the used entries when at least half the
+        entries held (and ``pack_from``) are unused; else, past ``max_packs`` packs, those newer
+        than the largest (or all, when fewer than two are newer). Damaged packs, the pack of the
+        cache's earlier format and the temporary files of interrupted builds (a day old) are
+        deleted."""
+        self.seal()
+        for path in [*self.folder.glob("pack-*"), self.folder / "pack"]:
+            if path.name == "pack" or _Pack.damaged(path):
+                _unlink(path)
+        now = time.time()
+        for path in self.folder.glob(".tmp-pack-*"):
+            try:
+                if now - path.stat().st_mtime > 86400:
+                    path.unlink()
+            except OSError:
+                pass
+        if not self.packs:
+            return
+        held = set().union(*(p.index for p in self.packs))
+        if len(held) - len(held & used) >= max(pack_from, len(held) / 2):
+            self._merge(self.packs, used)
+        elif len(self.packs) > max_packs:
+            largest = max(range(len(self.packs)), key=lambda i: len(self.packs[i].index))
+            newer = self.packs[:largest]  # all newer than the largest: merged, they still shadow it
+            self._merge(newer if len(newer) >= 2 else self.packs, used)
+
+    def _merge(self, packs: list[_Pack], used: set[str]) -> None:
+        """Replace ``packs`` (the newest of this stage's) by one pack of their entries that were
+        used or that shadow an entry of an older pack, each as the newest of them holds it."""
+        rest = [p for p in self.packs if p not in packs]
+        shadowing = set().union(*(p.index for p in rest))
+        keys = sorted(set().union(*(p.index for p in packs)) & (used | shadowing))
+        try:
+            w = _Writer(self.folder)
+        except OSError:
+            return
+        try:
+            for key in keys:
+                raw = next((r for r in (p.read(key) for p in packs) if r is not None), None)
+                if raw is not None:
+                    w.add(key, raw)
+            path = w.seal(self._name(after=packs[0]))
+        except OSError:  # a cache that cannot be written only costs speed
+            w.discard()
+            return
+        except BaseException:  # an interrupted merge leaves no temporary file
+            w.discard()
+            raise
+        for p in packs:
+            p.close()
+            _unlink(p.path)
+        merged = _Pack.open(path)
+        self.packs = ([merged] if merged is not None else []) + rest
+
+    def close(self) -> None:
+        for p in self.packs:
+            p.close()
+        if self.writer is not None and self.writer.pid == os.getpid():
+            self.writer.discard()
+        self.writer = None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

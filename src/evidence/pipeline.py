@@ -105,14 +105,17 @@ def build(config: Config, out: Path, templates: Path | None = None, cache: Build
     ``cache`` (default: ``.cache/build`` under the project root, see :mod:`evidence.cache`) keeps
     what each stage made from each file, keyed by content, so a rebuild works only on what changed.
     """
-    with frozen_heap():
-        return _build(config, out, templates, cache)
+    cache = cache if cache is not None else BuildCache.for_root(config.root)
+    try:
+        with frozen_heap():
+            return _build(config, out, templates, cache)
+    finally:
+        cache.close()  # what a failed build made is kept (a successful one has pruned already)
 
 
-def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache | None) -> BuildReport:
+def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache) -> BuildReport:
     from .render import render_site
 
-    cache = cache if cache is not None else BuildCache.for_root(config.root)
     report = BuildReport(out=out)
     t = time.perf_counter()
     kb = load_and_validate(config, cache=cache)
