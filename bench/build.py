@@ -10,8 +10,8 @@ that its peak memory (ru_maxrss) is its own:
 
 1. a cold build, with an empty build cache;
 2. the same child then edits one case (its title) and builds again with the cache: the rebuild
-   after one edit; then edits it again and builds again (the second rebuild, after the first has
-   written the cache's packs); the case file is put back afterwards;
+   after one edit; then edits it again and builds again (the second rebuild, as in a curator's
+   edit-build loop); the case file is put back afterwards;
 3. it runs every query of the library once on the compiled graph (the query library time).
 
 Prints medians per stage (validate, compile, SHACL, export, render, search index, swap), total
@@ -66,8 +66,8 @@ try:
     t = time.perf_counter()
     again = build(config, Path({out!r}), templates=Path({templates!r}), cache=BuildCache(cache))
     rebuild = time.perf_counter() - t
-    # A second edit of the same case: the rebuild after the first one (the first writes the
-    # cache's packs, see evidence.cache), as a curator's edit-build loop sees it.
+    # A second edit of the same case: the rebuild after the first one, as a curator's edit-build
+    # loop sees it. (Until session 7 the first rebuild also packed the cache's entries.)
     case.write_bytes(original.replace(b"title: ", b"title: Edited again, ", 1))
     t = time.perf_counter()
     third = build(config, Path({out!r}), templates=Path({templates!r}), cache=BuildCache(cache))
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, quads, med, wall, peak, pss in rows:
         print(f"| {n:,} | {quads:,} | " + " | ".join(f"{med.get(k, 0):.2f}" for k in stages) + f" | {wall:.2f} | {pss:,.0f} | {peak:,.0f} |")
     print("\n## rebuild after editing one case, with the build cache (medians, seconds)\n")
-    print("first: the first rebuild after the cold build (it also writes the cache's packs, outside the stages);")
+    print("first: the first rebuild after the cold build;")
     print("second: the case edited again and built again, as in a curator's edit-build loop.\n")
     print("| cases | rebuild | wall | stages |")
     print("| ---: | --- | ---: | --- |")
