@@ -96,6 +96,12 @@ class SitePages:
         self.out: Path = writer.out
         self.base_downloads = downloads
         self.timings = timings
+        # The related cases come from the network alone, so they are ranked first: while the
+        # GraphML child (forked at the end of the exports) may still be reading its copy of the
+        # network, and before the site model, the render's largest allocation, is made. At
+        # 10,000 cases the child and the site model together were the build's peak.
+        self.g = evidence_graph(compiled)
+        self.rank_related()
         t = time.perf_counter()
         self.m = SiteModel(kb, compiled.ns, compiled.term_iris)
         self.timings["site model"] = time.perf_counter() - t
@@ -209,12 +215,11 @@ class SitePages:
         self.writer.text("vocabulary.json", json.dumps(vocab, indent=1, sort_keys=True, ensure_ascii=False) + "\n", "vocabulary downloads")
 
     # ------------------------------------------------------------------------------ network
-    def network(self) -> None:
-        m = self.m
-        self.g = evidence_graph(self.compiled)
+    def rank_related(self) -> None:
+        """Rank every case's related cases on the network. The previous build's answer is kept,
+        so that only the lists an edit can change are ranked again (exact:
+        site_related.related_scores); one entry per code version, replaced each build."""
         t = time.perf_counter()
-        # The previous build's answer, so that only the lists an edit can change are ranked again
-        # (exact: site_related.related_scores). One entry per code version, replaced each build.
         cache, state_key = self.writer.outputs.cache, digest("related", code_digest(), str(RELATED_LIMIT))
         previous = cache.get("related", state_key) if cache is not None else None
         valid = isinstance(previous, tuple) and len(previous) == 2 and all(isinstance(x, dict) for x in previous)
@@ -222,6 +227,9 @@ class SitePages:
         if cache is not None:
             cache.put("related", state_key, state)
         self.timings["site related cases"] = time.perf_counter() - t
+
+    def network(self) -> None:
+        m = self.m
         self.case_titles = {m.ns.case(cid): m.kb.cases[cid].title for cid in m.case_ids}
         labels: dict[str, tuple[str, str]] = {}
         for iri, (kind, key) in m.iri_entity.items():
