@@ -368,10 +368,13 @@ class _Stage:
     def __init__(self, folder: Path):
         self.folder = folder
         self.packs: list[_Pack] = []
+        self.unread: list[Path] = []  # packs that could not be opened: damaged, or (EMFILE ...) not
         for path in sorted(folder.glob("pack-*"), reverse=True) if folder.is_dir() else []:
             pack = _Pack.open(path)
             if pack is not None:
                 self.packs.append(pack)
+            else:
+                self.unread.append(path)
         self.writer: _Writer | None = None
         self.failed = False  # the pack could not be written: this build keeps nothing more
 
@@ -405,7 +408,8 @@ class _Stage:
         must stay older than any pack another build sealed since)."""
         if after is not None:
             return after.path.name + "m"
-        newest = max((int(p.path.name.split("-")[1]) for p in self.packs if p.path.name.split("-")[1:2] != [] and p.path.name.split("-")[1].isdigit()), default=0)
+        times = (p.path.name.split("-")[1] for p in self.packs)  # pack-<time>-<pid>[m...]
+        newest = max((int(x) for x in times if x.isdigit()), default=0)
         return f"pack-{max(time.time_ns(), newest + 1):020d}-{os.getpid()}"
 
     def seal(self) -> None:
@@ -431,8 +435,9 @@ class _Stage:
         cache's earlier format and the temporary files of interrupted builds (a day old) are
         deleted."""
         self.seal()
-        for path in [*self.folder.glob("pack-*"), self.folder / "pack"]:
-            if path.name == "pack" or _Pack.damaged(path):
+        _unlink(self.folder / "pack")  # the cache's earlier format
+        for path in self.unread:  # only these: the packs read at the start are whole
+            if _Pack.damaged(path):
                 _unlink(path)
         now = time.time()
         for path in self.folder.glob(".tmp-pack-*"):
