@@ -177,3 +177,12 @@ def test_without_a_cache_files_are_compared_byte_for_byte(tmp_path):
     assert (new / "a.html").stat().st_ino == (site / "a.html").stat().st_ino
     assert (new / "b.html").read_bytes() == b"new" and (site / "b.html").read_bytes() == b"old"
     assert sorted(p.name for p in new.iterdir()) == ["a.html", "b.html"]  # no link file left behind
+
+
+def test_relative_name_is_relative_to_without_pathlib(tmp_path):
+    from evidence.outputs import relative_name
+
+    assert relative_name(tmp_path / "cases" / "a.html", tmp_path) == "cases/a.html"
+    assert relative_name(str(tmp_path / "index.html"), tmp_path) == "index.html"
+    with pytest.raises(ValueError):  # a sibling folder whose name starts like this one's is not inside it
+        relative_name(tmp_path.parent / (tmp_path.name + "2") / "a.html", tmp_path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +20,7 @@ import pyoxigraph as ox
 from .cache import BuildCache, code_digest, digest
 from .compile import Compiled
 from .errors import RenderError
-from .outputs import Outputs, Splice
+from .outputs import Outputs, Splice, relative_name
 from .perf import Background, parallel_imap
 
 __all__ = ["FORMATS", "serialize", "jsonld_context", "write_exports", "iter_pieces", "graph_file", "prefix_header"]
@@ -251,12 +250,10 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
             if fmt != "nq":
                 needed.update(g for g in graphs if before.get(g, ("",))[0] != keys[g])
         alone: dict[str, list[tuple[str, Path, str]]] = {}
-        prefix = str(out) + os.sep
         for g, base in graph_files.items():
             for fmt in ("ttl", "jsonld"):
                 p = Path(f"{base}.{fmt}")
-                # relative_to, without 20,000 of pathlib's parses
-                rel = str(p)[len(prefix):].replace(os.sep, "/") if str(p).startswith(prefix) else p.relative_to(out).as_posix()
+                rel = relative_name(p, out)
                 key = digest("graph file", fkeys[fmt], keys[g])
                 written.append(p)
                 if not outputs.link(p, rel, key):

@@ -21,7 +21,7 @@ import pyoxigraph as ox
 if TYPE_CHECKING:
     from .compile import Compiled
 
-__all__ = ["evidence_graph", "graphml_bytes", "related_cases", "case_entities", "Fragment", "network_fragment", "network_from_fragments"]
+__all__ = ["evidence_graph", "forget_evidence_graph", "graphml_bytes", "related_cases", "case_entities", "Fragment", "network_fragment", "network_from_fragments"]
 
 # (subject kind, edge label, object kind, SPARQL pattern binding ?s ?o)
 _EDGES: list[tuple[str, str, str, str]] = [
@@ -91,6 +91,11 @@ def evidence_graph(compiled: Compiled) -> nx.MultiDiGraph:
     if made is None:
         made = compiled.views["evidence_graph"] = network_from_fragments(_fragments(compiled))
     return made
+
+
+def forget_evidence_graph(compiled: Compiled) -> None:
+    """Drop the network made by :func:`evidence_graph` (it is made again if asked for)."""
+    compiled.views.pop("evidence_graph", None)
 
 
 def _fragments(compiled: Compiled) -> list[Fragment]:

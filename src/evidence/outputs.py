@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 
 from .cache import BuildCache, digest
 
-__all__ = ["Outputs", "Splice", "content_key"]
+__all__ = ["Outputs", "Splice", "content_key", "relative_name"]
 
 _STAGE = "outputs"
 _RECORD_VERSION = 1
@@ -181,6 +181,15 @@ class Outputs:
             return
         layouts = {rel: lay for rel, lay in self.layouts.items() if rel in self.record}
         self.cache.put(_STAGE, self._key(), {"version": _RECORD_VERSION, "files": self.record, "layouts": layouts})
+
+
+def relative_name(path: Path | str, folder: Path) -> str:
+    """``path``'s name under ``folder``, with ``/`` (``Path.relative_to(folder).as_posix()``, without
+    pathlib's parsing: a build names 60,000 files at 10,000 cases)."""
+    text, prefix = str(path), str(folder) + os.sep
+    if text.startswith(prefix):
+        return text[len(prefix):].replace(os.sep, "/")
+    return Path(path).relative_to(folder).as_posix()
 
 
 def _replace_with_link(old: str, p: str) -> bool:

@@ -20,7 +20,7 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
 from .export import FORMATS, Finishing, write_exports
-from .outputs import Outputs
+from .outputs import Outputs, relative_name
 from .perf import freeze_heap, frozen_heap
 from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_compiled
@@ -173,7 +173,6 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
     if old.exists():
         shutil.rmtree(old, ignore_errors=True)
     cache.prune()
-    start = len(str(tmp)) + 1
-    report.written = sorted(str(f)[start:].replace(os.sep, "/") for f in files)
+    report.written = sorted(relative_name(f, tmp) for f in files)
     assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
     return report

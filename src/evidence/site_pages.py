@@ -21,7 +21,7 @@ from jinja2 import Environment
 from . import schema as S
 from .cache import code_digest, digest
 from .errors import QueryError, RenderError
-from .graph import evidence_graph
+from .graph import evidence_graph, forget_evidence_graph
 from .library import load_library
 from .perf import parallel_imap, trim_heap
 from .query import run_query
@@ -244,7 +244,7 @@ class SitePages:
                   paths=view.paths(), adjacency=view.adjacency(), kinds=sorted({n.kind for n in view.nodes}))
         # Nothing after this page reads the network (its GraphML child has its own copy): at 10,000
         # cases it was 300 MB that every render worker would fork with.
-        self.compiled.views.pop("evidence_graph", None)
+        forget_evidence_graph(self.compiled)
         del self.g
 
     # ------------------------------------------------------------------------------ cases
