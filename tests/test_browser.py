@@ -276,13 +276,15 @@ def served_sharded(config, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served_paged(config, tmp_path_factory):
-    """The founding kb built with its evidence table on pages of 3 rows, served like ``served``."""
+    """The founding kb built with its evidence table on pages of 3 rows and its lists on pages of
+    one row, served like ``served``."""
     _need(_missing())
     import evidence.site_pages as site_pages
 
     docroot = tmp_path_factory.mktemp("paged")
-    server, url = _build_and_serve(config, docroot, site_pages, EVIDENCE_ROWS=3)
+    server, url = _build_and_serve(config, docroot, site_pages, EVIDENCE_ROWS=3, LIST_ROWS=1)
     assert (docroot / "evidence" / "evidence" / "2.html").is_file()
+    assert (docroot / "evidence" / "cases-3.html").is_file()
     try:
         yield url, docroot / "evidence"
     finally:
@@ -332,6 +334,46 @@ def test_filters_of_a_paged_evidence_table_search_every_page(browser, served, se
     page = context.new_page()
     page.goto(folder.resolve().as_uri() + "/evidence.html?drug=baricitinib")
     page.locator("#filter-scope", has_text="this page only").wait_for()
+    context.close()
+
+
+def test_sorting_a_paged_list_sorts_the_rows_of_every_page(browser, served_paged):
+    """The list of cases is on pages of one row here: sorting a column on any page fetches the
+    other pages and orders every row, whose links still lead to their cases; opened from a file,
+    the sort orders this page's rows only and says so."""
+    base, folder = served_paged
+    context = browser.new_context()
+    watch = Watch(base)
+    watch.attach(context)
+    page = context.new_page()
+    for start in ("cases.html", "cases-2.html", "cases-3.html"):
+        page.goto(base + start)
+        rows = page.locator("table.sortable tbody tr")
+        assert rows.count() == 1 and page.locator("nav.pager").first.is_visible()
+        page.locator("table.sortable thead th", has_text="Case report").locator("button").click()
+        page.locator("table.sortable[data-sorted]").wait_for()
+        ids = [r.inner_text() for r in page.locator("table.sortable tbody tr th .small").all()]
+        assert ids == ["zimmermann-2019", "briand-2019", "wenzel-2016"], (start, ids)  # by title: "Baricitinib", "Ruxolitinib on", "... reduced"
+        assert page.locator("nav.pager:visible").count() == 0
+        assert "Every page of the list is shown here: 3 rows." in page.locator(".sort-scope").inner_text()
+        hrefs = [a.evaluate("a => a.href") for a in rows.locator("th a").all()]
+        assert sorted(hrefs) == [base + f"cases/{c}.html" for c in ("briand-2019", "wenzel-2016", "zimmermann-2019")], hrefs
+        page.locator("table.sortable thead th", has_text="Case report").locator("button").click()  # descending
+        page.wait_for_function("document.querySelector('table.sortable thead th[aria-sort=descending]') !== null")
+        assert [r.inner_text() for r in page.locator("table.sortable tbody tr th .small").all()] == list(reversed(ids))
+    page.goto(base + "cases-2.html")
+    page.locator("table.sortable thead th", has_text="Curated").locator("button").click()
+    page.locator("table.sortable[data-sorted]").wait_for()
+    page.locator("table.sortable tbody tr th a").first.click()
+    page.wait_for_url(base + "cases/*.html")
+    context.close()
+    watch.check()
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(folder.resolve().as_uri() + "/cases-2.html")
+    page.locator("table.sortable thead th", has_text="Case report").locator("button").click()
+    page.locator(".sort-scope", has_text="this page only").wait_for()
+    assert page.locator("table.sortable tbody tr").count() == 1
     context.close()
 
 

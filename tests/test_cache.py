@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import time
 from pathlib import Path
@@ -365,6 +366,27 @@ def test_an_edit_remakes_only_the_evidence_table_pages_whose_rows_changed(projec
     cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first
     changed = sorted(rel for rel in tables if before[rel] != after[rel])
     assert changed and sorted(rel for rel in cached if rel in tables) == changed
+
+
+def test_an_edit_remakes_only_the_list_pages_whose_rows_changed(project, monkeypatch):
+    """The lists of cases, drugs, sources ... are on pages of LIST_ROWS rows, each made from a key
+    over what it shows: after a case's title is edited, exactly the list pages whose bytes changed
+    (the one with that case's row) are rendered again."""
+    import evidence.site_pages as site_pages
+
+    monkeypatch.setattr(site_pages, "LIST_ROWS", 1)
+    before = project.build()
+    lists = sorted(rel for rel in before if "/" not in rel and re.fullmatch(r"(cases|drugs|genes|variants|diseases|measures|phenotypes|sources)(-\d+)?\.html", rel))
+    assert "cases-3.html" in lists and len(lists) > 10, lists
+    rendered: list[str] = []
+    real = site_pages.SitePages.render
+    monkeypatch.setattr(site_pages.SitePages, "render", lambda self, rel, template, ctx: (rendered.append(rel), real(self, rel, template, ctx))[1])
+    project.edit("zimmermann-2019.yaml", "title: ", "title: Edited, ")
+    after = project.build()  # checked byte for byte against a build without cache
+    cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first
+    changed = sorted(rel for rel in lists if before[rel] != after[rel])
+    assert changed == ["cases-3.html"], changed
+    assert sorted(rel for rel in cached if rel in lists) == changed
 
 
 def test_an_edit_checks_the_shapes_of_that_case_only(project, monkeypatch):

@@ -574,10 +574,9 @@ def _list_pages(site: Path, kind: str, key: str, anchor: str, row: str) -> tuple
     return main, more, found
 
 
-def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypatch):
-    """A list longer than PAGE_ROWS rows keeps its first rows on the entity page and the rest on
-    numbered pages, linked both ways by a pager: every row is on exactly one page, in order, and
-    every link and anchor of the site still resolves."""
+def _synthetic_site(tmp_path: Path, monkeypatch, **settings):
+    """A 30-case synthetic kb built with ``evidence.site_pages``'s ``settings`` (rows per page);
+    checks that every link and anchor resolves and every page parses. Returns (site, kb)."""
     import sys
 
     import evidence.site_pages as site_pages
@@ -586,14 +585,22 @@ def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypat
     import synth
 
     synth.generate(tmp_path / "kb", 30, seed=5)
-    rows_per = 5
-    monkeypatch.setattr(site_pages, "PAGE_ROWS", rows_per)
+    for name, value in settings.items():
+        monkeypatch.setattr(site_pages, name, value)
     build(load_config(tmp_path / "kb"), tmp_path / "site", templates=ROOT / "site_templates")
     site = tmp_path / "site"
     pages = parse_site(site)
     assert check_links(site, pages) == []
     assert [f"{r}: {e}" for r, page in pages.items() for e in page.errors] == []
-    kb = load_and_validate(load_config(tmp_path / "kb"))
+    return site, load_and_validate(load_config(tmp_path / "kb"))
+
+
+def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypatch):
+    """A list longer than PAGE_ROWS rows keeps its first rows on the entity page and the rest on
+    numbered pages, linked both ways by a pager: every row is on exactly one page, in order, and
+    every link and anchor of the site still resolves."""
+    rows_per = 5
+    site, kb = _synthetic_site(tmp_path, monkeypatch, PAGE_ROWS=rows_per)
     checked = 0
     for drug in sorted({t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}):
         main, more, rows = _list_pages(site, "drugs", drug, "patients", r'<td><a href="[^"]*cases/([a-z0-9-]+)\.html#patient-([A-Za-z0-9-]+)">')
@@ -621,6 +628,28 @@ def test_long_lists_go_on_numbered_pages_with_every_row_once(tmp_path, monkeypat
         _main, more, found = _list_pages(site, "phenotypes", term, "cohort", r'<li><a href="[^"]*cases/([a-z0-9-]+)\.html#cohort">')
         expected = [c.id for c in kb.cases.values() if c.cohort for ac in c.cohort.adverse_event_counts if ac.term == term]
         assert found == expected and len(more) == (len(expected) - 1) // rows_per, term
+
+
+def test_long_lists_of_cases_and_sources_go_on_numbered_pages(tmp_path, monkeypatch):
+    """The list of every case (and of every source, drug ...) is on pages of LIST_ROWS rows:
+    cases.html, then cases-2.html ...; every row is on exactly one page, in the order of the
+    list, each page names its rows and links every page, and every link of the site resolves."""
+    rows_per = 7
+    site, kb = _synthetic_site(tmp_path, monkeypatch, LIST_ROWS=rows_per)
+    for kind, ids in (("cases", sorted(kb.cases)), ("sources", None)):
+        files = [site / f"{kind}.html", *sorted(site.glob(f"{kind}-*.html"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))]
+        found = [m for f in files for m in re.findall(rf'<th scope="row"><a href="{kind}/([a-z0-9-]+)\.html">', f.read_text(encoding="utf-8"))]
+        total = len(kb.cases) if kind == "cases" else len(kb.sources)
+        assert len(found) == total and len(set(found)) == total, kind  # every row once
+        if ids is not None:
+            assert found == ids  # in the list's order
+        assert len(files) == -(-total // rows_per) > 1, kind
+        for k, f in enumerate(files, start=1):
+            text = f.read_text(encoding="utf-8")
+            last = min(k * rows_per, total)
+            assert f"Rows {(k - 1) * rows_per + 1}–{last} of {total}. Page" in text, f.name
+            assert f'data-pages="{" ".join(p.name for p in files)}" data-page="{k}"' in text, f.name
+            assert all(f'href="{p.name}"' in text for p in files if p != f), f.name  # the pager links every other page
 
 
 def test_two_pages_that_would_write_one_file_fail_the_build(tmp_path):

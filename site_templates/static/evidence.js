@@ -31,23 +31,10 @@
   function fetchOthers() {
     if (others) { return others; }
     var first = rows[0] || null;
-    others = Promise.all(pages.map(function (u, i) {
-      if (i + 1 === here) { return null; }
-      var url = new URL(u, location.href);
-      return fetch(url.href).then(function (r) {
-        if (!r.ok) { throw new Error(url.pathname + ": " + r.status); }
-        return r.text();
-      }).then(function (html) {
-        var b = new DOMParser().parseFromString(html, "text/html").querySelector("table.evidence-table tbody");
-        return { before: i + 1 < here, url: url, rows: b ? Array.prototype.slice.call(b.rows) : [] };
-      });
-    })).then(function (parts) {
+    others = window.evidenceSite.otherRows(pages, here, "table.evidence-table tbody").then(function (parts) {
       parts.forEach(function (part) {
         if (!part) { return; }
-        part.rows.forEach(function (r) {
-          var row = document.importNode(r, true);
-          // Links are relative to the page they came from.
-          Array.prototype.forEach.call(row.querySelectorAll("a[href]"), function (a) { a.href = new URL(a.getAttribute("href"), part.url).href; });
+        part.rows.forEach(function (row) {
           row.hidden = true;
           if (part.before && first) { body.insertBefore(row, first); } else { body.appendChild(row); }
           index.push(entry(row, true));

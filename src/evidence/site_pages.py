@@ -71,6 +71,7 @@ def _csv_cell(value: str) -> str:
 
 PAGE_ROWS = 250  # rows of a long list per page: the rest go on numbered pages (see SitePages.paged)
 EVIDENCE_ROWS = 1000  # rows of the evidence table per page (see SitePages.evidence)
+LIST_ROWS = 500  # rows of a list of cases, drugs, sources ... per page (see SitePages.lists)
 
 
 @dataclasses.dataclass
@@ -460,8 +461,20 @@ class SitePages:
                        "sources": ["Source", "Title", "Kind", "Cases", "Identifiers"]}[kind]
             if kind == "cases":
                 rows.sort(key=lambda r: r["sort"])
-            self.page(f"{kind}.html", "list.html", f"the list of {many}", title=many[:1].upper() + many[1:], page_kind=kind,
-                      headers=headers, rows=rows, kind=kind, one=one, many=many)
+            # A long list is on pages of LIST_ROWS rows (cases.html, cases-2.html ...): at 10,000
+            # cases the one page was 3 MB. Sorting a column of a paged list sorts every page's rows
+            # (static/site.js fetches the others). Each page is made from a key over what it shows,
+            # so an edit remakes only the pages whose rows changed.
+            chunks = _split(rows, LIST_ROWS)
+            urls = [f"{kind}.html"] + [f"{kind}-{k}.html" for k in range(2, len(chunks) + 1)]
+            title = many[:1].upper() + many[1:]
+            shared = digest(self.pages_key, "list", kind, repr(headers), repr(urls), str(len(rows)))
+            for k, chunk in enumerate(chunks, start=1):
+                pg = Paged(chunk, len(rows), (k - 1) * LIST_ROWS, k, urls)
+                key = "page:" + digest(shared, str(k), repr([(r["url"], r["label"], r["sub"], r["cells"]) for r in chunk]))
+                self.page(urls[k - 1], "list.html", f"page {k} of the list of {many}", cache_key=key,
+                          title=title if k == 1 else f"{title}, page {k}", page_kind=kind, headers=headers, rows=chunk, pg=pg, kind=kind,
+                          one=one, many=many, page_rows=LIST_ROWS)
 
     def _list_row(self, kind: str, key: str) -> dict[str, Any]:
         m = self.m
