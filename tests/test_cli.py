@@ -191,6 +191,46 @@ def test_query_errors_name_line_column_and_prefix():
     assert r.returncode == 1 and "line 1, column" in r.stderr
 
 
+# (query, the token the mistake is in): the error shows the line with a caret at the column where
+# Oxigraph's parser stopped, which is at the end of that token or after it.
+MALFORMED_QUERIES = [
+    ("SELECT ?x WHRE { ?x ?y ?z }", "WHRE"),
+    ("SELECT ?s\nWHERE {\n  ?s ?p \n}", "}"),
+    ("SELECT ?x WHERE {\n  ?x ?y ?z .\n  FILTER(?x = ) }", ")"),
+    ("SELECT * WHERE {\n ?x foo:bar ?y }", "foo:bar"),
+    ("SELEC ?x", "SELEC"),
+    ("SELECT ?x WHERE { " + "?x <https://example.org/p> ?y . " * 10 + "?x ?y }", "}"),
+    ("SELECT ?x WHERE {\t?x \x1b[31m ?y }", "\x1b"),
+]
+
+
+@pytest.mark.parametrize("query,token", MALFORMED_QUERIES)
+def test_a_query_syntax_error_shows_the_line_and_a_caret_at_its_column(compiled, query, token):
+    from evidence.errors import QueryError
+    from evidence.query import run_query
+
+    with pytest.raises(QueryError) as err:
+        run_query(compiled, query)
+    head, shown, caret = err.value.message.split("\n")
+    m = re.match(r"line (\d+), column (\d+): ", head)
+    assert m, head
+    line, col = int(m.group(1)), int(m.group(2))
+    text = query.split("\n")[line - 1]
+    assert token in text, (token, text)
+    assert shown.startswith("  ") and caret.startswith("  ") and caret.endswith("^ where the parser stopped (the mistake is at or before it)")
+    at = caret.index("^") - 2
+    assert caret[2:2 + at].strip(" \t") == ""  # only blanks (and the line's own tabs) before the caret
+    if shown.startswith("  ..."):  # a long line: a window around the column
+        assert len(shown) <= 2 + 3 + 72 and shown[5:] in text
+        window = text.index(shown[5:])
+        assert at - 3 == col - 1 - window
+    else:
+        assert shown[2:] == "".join(c if c.isprintable() or c == "\t" else "\ufffd" for c in text)
+        assert at == col - 1, (at, col)
+        assert text.index(token) < col  # the mistake is at or before the caret
+    assert all(c.isprintable() or c == "\t" for c in shown)  # nothing that would act on a terminal
+
+
 def test_query_parameter_is_bound_as_a_term_not_pasted():
     """A value that would break out of the query if it were pasted is only a literal."""
     rows = _csv("kb/queries/drugs-by-gene.rq", "--param", 'gene=TREX1" } UNION { ?patient ?p ?o } #')

@@ -58,19 +58,41 @@ def read_query(text_or_path: str) -> str:
 
 
 def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> str:
-    """A parser error in words: line and column, and for an unknown prefix, which one."""
+    """A parser error in words: line and column, and for an unknown prefix, which one; then the
+    line itself with a caret under that column.
+
+    The column is where Oxigraph's parser stopped, which is at the end of the token it could not
+    use or after it (``SELEC ?x`` stops at the end of the line): the caret says so, and the
+    mistake is read on the line shown, at or before the caret."""
     m = re.match(r"error at (\d+):(\d+)", message)
-    if m and "Prefix not found" in message:
-        line, col = int(m.group(1)), int(m.group(2))
-        text_line = query.splitlines()[line - 1] if line - 1 < len(query.splitlines()) else ""
+    if not m:
+        return message
+    line, col = int(m.group(1)), int(m.group(2))
+    lines = query.splitlines()
+    text_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    if "Prefix not found" in message:
         before = text_line[: col - 1]
         pm = re.search(r"([A-Za-z][\w.-]*)?:$", before) or re.search(r"([A-Za-z][\w.-]*)?:", text_line[col - 1 - 20 if col > 20 else 0 :])
         name = (pm.group(1) or "") if pm else "?"
-        return (f"line {line}, column {col}: unknown prefix '{name}:'; declare it with PREFIX {name}: <...>, "
+        head = (f"line {line}, column {col}: unknown prefix '{name}:'; declare it with PREFIX {name}: <...>, "
                 f"or use one of the predeclared prefixes: {', '.join(sorted(prefixes))}")
-    if m:
-        return f"line {m.group(1)}, column {m.group(2)}: SPARQL syntax error: {message[m.end():].lstrip(': ').splitlines()[0]}"
-    return message
+    else:
+        head = f"line {line}, column {col}: SPARQL syntax error: {message[m.end():].lstrip(': ').splitlines()[0]}"
+    return head + _caret(text_line, col) if 0 < line <= len(lines) else head
+
+
+_SHOWN = 72  # characters of a long query line shown around the caret
+
+
+def _caret(text: str, col: int) -> str:
+    """The query's line (a window of it, if long) and a caret under ``col`` (1-based); characters
+    that would not print are shown as U+FFFD, so that the caret stays under its column."""
+    at = max(0, min(col - 1, len(text)))
+    start = max(0, at - _SHOWN // 2) if len(text) > _SHOWN else 0
+    shown = "".join(ch if ch.isprintable() or ch == "\t" else "\ufffd" for ch in text[start:start + _SHOWN])
+    lead = "".join("\t" if ch == "\t" else " " for ch in shown[: at - start])
+    dots = "..." if start else ""
+    return f"\n  {dots}{shown}\n  {' ' * len(dots)}{lead}^ where the parser stopped (the mistake is at or before it)"
 
 
 def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | ox.Literal] | None = None, store: ox.Store | None = None,
