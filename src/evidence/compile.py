@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -106,6 +107,7 @@ class Part:
     shared: bytes = b""  # quads it adds to the shared graph (variants, curators), canonical
     concepts: tuple[tuple[str, str, str], ...] = ()  # (iri, scheme, label) of the concepts it uses
     sources: tuple[str, ...] = ()  # the sources it cites
+    claims: tuple[tuple[str, int], ...] = ()  # (source, how many of its claims cite it), by source
     network: Fragment | None = None  # its piece of the evidence network (graph.network_fragment)
     sha: bytes = b""  # SHA-256 of ``nquads`` (see Compiled.chunk_digests)
     lines: int = 0  # quads in ``nquads``
@@ -218,6 +220,7 @@ class _Builder:
         self.shared_quads: list[ox.Quad] = []  # what it adds to the shared graph
         self.used_concepts: dict[str, tuple[str, str]] = {}
         self.cited: set[str] = set()  # sources the current file points to
+        self.claim_sources: dict[str, int] = defaultdict(int)  # the current file's claims, by the source each cites
         self._nodes: dict[str, ox.NamedNode] = {}
         self.case_sources: dict[str, str] = {}
         for kind, terms in kb.vocab.items():
@@ -319,6 +322,7 @@ class _Builder:
             self.add(node, self.ev("about"), record)
             self.add(node, self.std("prov:wasDerivedFrom"), self.iri(self.ns.source(c.source)))
             self.cited.add(c.source)
+            self.claim_sources[c.source] += 1
             self.lit(node, "locator", c.locator)
             self.lit(node, "quote", c.quote)
             self.lit(node, "rdfs:comment", c.note)
@@ -675,7 +679,7 @@ class _Builder:
         """Run ``emit`` for one file and return its part (checked: no undefined ev: term), with
         its network fragment unless ``network`` is false (the vocabulary and the ontology, whose
         graphs are only whole once the concepts are in: see graph.evidence_graph)."""
-        self.quads, self.shared_quads, self.used_concepts, self.cited = [], [], {}, set()
+        self.quads, self.shared_quads, self.used_concepts, self.cited, self.claim_sources = [], [], {}, set(), defaultdict(int)
         emit()
         assert isinstance(self.graph, ox.NamedNode)
         _check_terms(self.quads + self.shared_quads, self.ns)
@@ -689,6 +693,7 @@ class _Builder:
             network=network_fragment(own + shared, self.ns.ev) if network else None,
             concepts=tuple(sorted((iri, sc, label) for iri, (sc, label) in self.used_concepts.items())),
             sources=tuple(sorted(self.cited)),
+            claims=tuple(sorted(self.claim_sources.items())),
         )
 
 

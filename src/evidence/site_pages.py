@@ -104,7 +104,8 @@ class SitePages:
         self.g = evidence_graph(compiled)
         self.rank_related()
         t = time.perf_counter()
-        self.m = SiteModel(kb, compiled.ns, compiled.term_iris)
+        parts = ((cid, compiled.parts.get(compiled.ns.graph("case", cid))) for cid in kb.cases)
+        self.m = SiteModel(kb, compiled.ns, compiled.term_iris, claim_counts={cid: dict(p.claims) for cid, p in parts if p is not None})
         self.timings["site model"] = time.perf_counter() - t
         cov = self.m.coverage()
         what = ", ".join(f"{c}s" for c in cov["classes"]) if cov["classes"] else ", ".join(self.m.label("drugs", d) for d in cov["drugs"])
