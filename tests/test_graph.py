@@ -103,3 +103,29 @@ def test_fragments_keep_the_first_kind_and_the_best_label():
             "p": {"kind": "patient", "label": "p"},
         }
         assert sorted(g.edges(keys=True)) == [("c", "d", "condition"), ("p", "d", "diagnosis")]
+
+
+def test_the_network_is_made_with_the_collector_paused():
+    """A large network is a million objects that all stay alive: no collection runs while it is
+    made (each walked every object made since the models were frozen), and the collector is
+    running again afterwards (its first allocation may start one: the count went on rising)."""
+    import gc
+
+    from evidence.graph import Fragment, network_from_fragments
+
+    fragments = [Fragment(edges=tuple((0, f"case{i}", f"case{i}/p{j}") for j in range(20)), labels=((f"case{i}", 1, f"Case {i}"),))
+                 for i in range(500)]
+    runs: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            runs.append(info["generation"])
+
+    assert gc.isenabled()
+    gc.callbacks.append(count)
+    try:
+        g = network_from_fragments(fragments)
+    finally:
+        gc.callbacks.remove(count)
+    assert g.number_of_edges() == 10_000 and g.number_of_nodes() == 10_500
+    assert len(runs) <= 1 and gc.isenabled(), runs  # unpaused: 88 collections

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import networkx as nx
 import pyoxigraph as ox
 
+from .perf import gc_paused
+
 if TYPE_CHECKING:
     from .compile import Compiled
 
@@ -112,7 +114,16 @@ def _fragments(compiled: Compiled) -> list[Fragment]:
 
 def network_from_fragments(fragments: list[Fragment]) -> nx.MultiDiGraph:
     """The network the fragments make together: a node's kind comes from the first edge pattern
-    (subject before object) that reaches it, its label is the best-ranked, smallest one."""
+    (subject before object) that reaches it, its label is the best-ranked, smallest one.
+
+    Made with the collector paused (perf.gc_paused): at 10,000 cases it is a million dicts and
+    tuples that all stay alive, and the collections it set off walked the compiled parts made
+    since the models were frozen; measured in a rebuild, 3.4 to 3.6 s, and 1.9 to 2.1 s paused."""
+    with gc_paused():
+        return _network(fragments)
+
+
+def _network(fragments: list[Fragment]) -> nx.MultiDiGraph:
     kinds: dict[str, int] = {}
     edges: set[tuple[str, str, str]] = set()
     for f in fragments:
