@@ -329,6 +329,21 @@ def test_search_bundles_split_by_path_in_powers_of_two():
     assert {d[0]: s.folder for s in more for d in s.docs if d[0] in where} == {r: f for r, f in where.items() if r in {d[0] for d in docs[:45]}}
 
 
+def _rebuilt(project: Project, monkeypatch, *edit: str) -> tuple[dict[str, bytes], list[str]]:
+    """Make ``edit`` (Project.edit's arguments) and build again: the site (checked byte for byte
+    against a build without cache) and the pages that the cached build rendered (it renders
+    first, up to its search page) rather than linked from the previous build."""
+    import evidence.site_pages as site_pages
+
+    rendered: list[str] = []
+    real = site_pages.SitePages.render
+    monkeypatch.setattr(site_pages.SitePages, "render", lambda self, rel, template, ctx: (rendered.append(rel), real(self, rel, template, ctx))[1])
+    project.edit(*edit)
+    after = project.build()
+    monkeypatch.setattr(site_pages.SitePages, "render", real)
+    return after, rendered[: rendered.index("search.html") + 1]
+
+
 def test_an_edit_remakes_only_the_numbered_pages_that_show_the_edited_case(project, monkeypatch):
     """Long lists go on numbered pages (site_pages.SitePages.paged), each made from a key over its
     rows' case files: after one case is edited, exactly the numbered pages with a row of it are
@@ -337,14 +352,9 @@ def test_an_edit_remakes_only_the_numbered_pages_that_show_the_edited_case(proje
 
     monkeypatch.setattr(site_pages, "PAGE_ROWS", 1)  # the founding kb's lists on many pages
     project.build()
-    rendered: list[str] = []
-    real = site_pages.SitePages.render
-    monkeypatch.setattr(site_pages.SitePages, "render", lambda self, rel, template, ctx: (rendered.append(rel), real(self, rel, template, ctx))[1])
-    project.edit("zimmermann-2019.yaml", "title: ", "title: Edited, ")
-    project.build()
+    _after, cached = _rebuilt(project, monkeypatch, "zimmermann-2019.yaml", "title: ", "title: Edited, ")
     numbered = sorted(p.relative_to(project.out).as_posix() for p in project.out.glob("*/*/*-[0-9]*.html"))
     showing = [rel for rel in numbered if "cases/zimmermann-2019.html" in (project.out / rel).read_text(encoding="utf-8")]
-    cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first, up to its search page
     assert sorted(rel for rel in cached if rel in numbered) == showing
     assert showing and len(numbered) > len(showing), (showing, numbered)
 
@@ -358,12 +368,7 @@ def test_an_edit_remakes_only_the_evidence_table_pages_whose_rows_changed(projec
     before = project.build()
     tables = sorted(rel for rel in before if rel == "evidence.html" or rel.startswith("evidence/"))
     assert len(tables) > 2, tables
-    rendered: list[str] = []
-    real = site_pages.SitePages.render
-    monkeypatch.setattr(site_pages.SitePages, "render", lambda self, rel, template, ctx: (rendered.append(rel), real(self, rel, template, ctx))[1])
-    project.edit("zimmermann-2019.yaml", "    sex: not reported", "    sex: female")  # patient P1's rows
-    after = project.build()  # checked byte for byte against a build without cache
-    cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first
+    after, cached = _rebuilt(project, monkeypatch, "zimmermann-2019.yaml", "    sex: not reported", "    sex: female")
     changed = sorted(rel for rel in tables if before[rel] != after[rel])
     assert changed and sorted(rel for rel in cached if rel in tables) == changed
 
@@ -378,15 +383,28 @@ def test_an_edit_remakes_only_the_list_pages_whose_rows_changed(project, monkeyp
     before = project.build()
     lists = sorted(rel for rel in before if "/" not in rel and re.fullmatch(r"(cases|drugs|genes|variants|diseases|measures|phenotypes|sources)(-\d+)?\.html", rel))
     assert "cases-3.html" in lists and len(lists) > 10, lists
-    rendered: list[str] = []
-    real = site_pages.SitePages.render
-    monkeypatch.setattr(site_pages.SitePages, "render", lambda self, rel, template, ctx: (rendered.append(rel), real(self, rel, template, ctx))[1])
-    project.edit("zimmermann-2019.yaml", "title: ", "title: Edited, ")
-    after = project.build()  # checked byte for byte against a build without cache
-    cached = rendered[: rendered.index("search.html") + 1]  # the cached build renders first
+    after, cached = _rebuilt(project, monkeypatch, "zimmermann-2019.yaml", "title: ", "title: Edited, ")
     changed = sorted(rel for rel in lists if before[rel] != after[rel])
     assert changed == ["cases-3.html"], changed
     assert sorted(rel for rel in cached if rel in lists) == changed
+
+
+def test_an_edit_remakes_only_the_entity_pages_that_list_the_edited_case(project, monkeypatch):
+    """A drug, gene, variant, condition, measure or phenotype page is made from a key over what
+    it shows: after one case is edited, exactly the entity pages that list that case are
+    rendered again (the build is still byte-identical to one without cache), and an edit of a
+    source, whose citation any entity page may show, renders every entity page again."""
+
+    before = project.build()
+    kinds = ("drugs", "genes", "variants", "diseases", "measures", "phenotypes")
+    entities = sorted(rel for rel in before if rel.count("/") == 1 and rel.split("/")[0] in kinds)
+    after, cached = _rebuilt(project, monkeypatch, "zimmermann-2019.yaml", "title: ", "title: Edited, ")
+    showing = sorted(rel for rel in entities if "cases/zimmermann-2019.html" in after[rel].decode("utf-8"))
+    assert showing and len(showing) < len(entities), showing
+    assert sorted(rel for rel in cached if rel in entities) == showing
+    assert all(rel in showing for rel in entities if before[rel] != after[rel])
+    _after, cached = _rebuilt(project, monkeypatch, "sources/briand-2019.yaml", "title: ", "title: Edited, ")
+    assert sorted(rel for rel in cached if rel in entities) == entities
 
 
 def test_an_edit_checks_the_shapes_of_that_case_only(project, monkeypatch):

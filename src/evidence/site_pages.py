@@ -128,6 +128,7 @@ class SitePages:
         self.search_docs: list[tuple[str, str, str, str]] = []  # (path, title, kind, text) for the search index
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
         self.search_shards: list[Shard] = []  # the bundles of the search index (made by search())
+        self._shared: str | None = None  # see _shared_key
 
     # ------------------------------------------------------------------------------ plumbing
     def page(self, rel: str, template: str, origin: str, cache_key: str | None = None, **ctx: Any) -> None:
@@ -330,7 +331,7 @@ class SitePages:
                     aes[a.term] += 1
             rel, label = m.url("drugs", key), m.label("drugs", key)
             exps_page = self.paged(rel, "patients", "exposures", exps, ("drugs", "Drugs", label), f"Patients treated with {label}", "Patients treated")
-            self.page(rel, "drug.html", f"drug {key}", title=label, page_kind="drugs", indexed=True,
+            self.entity_page(rel, "drug.html", f"drug {key}", title=label, page_kind="drugs", indexed=True,
                       key=key, t=m.term("drugs", key), exps=exps, exps_page=exps_page, doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
                       outcomes=sorted(outcomes.items(), key=lambda kv: (m.label("measures", kv[0][0]).lower(), RESPONSE_ORDER.index(kv[0][1]))),
                       aes=sorted(aes.items()), prior=m.prior.get(key, []))
@@ -344,19 +345,19 @@ class SitePages:
             rel, label = m.url("genes", key), m.label("genes", key)
             carriers_page = self.paged(rel, "patients", "carriers", carriers, ("genes", "Genes", label), f"Patients genotyped at {label}",
                                        f"Patients with a genotype at {label}")
-            self.page(rel, "gene.html", f"gene {key}", title=label, page_kind="genes", indexed=True,
+            self.entity_page(rel, "gene.html", f"gene {key}", title=label, page_kind="genes", indexed=True,
                       key=key, t=m.term("genes", key), carriers=carriers, carriers_page=carriers_page, variants=variants,
                       drugs=sorted(((d, len(ps)) for d, ps in drugs.items()), key=lambda x: (-x[1], x[0])),
                       targeted_by=m.targeted_by.get(key, []))
         for hgvs in m.pages("variants"):
             v = m.variants[hgvs]
-            self.page(m.url("variants", hgvs), "variant.html", f"variant {hgvs}", title=m.label("variants", hgvs), page_kind="variants", indexed=True,
+            self.entity_page(m.url("variants", hgvs), "variant.html", f"variant {hgvs}", title=m.label("variants", hgvs), page_kind="variants", indexed=True,
                       v=v, hgvs=hgvs, iri=m.ns.variant(hgvs))
         for key in m.pages("diseases"):
             treated = [e for e in m.exposures if key in e.conditions] if len(m.exposures) < 5000 else self._by_condition().get(key, [])
             rel, label = m.url("diseases", key), m.label("diseases", key)
             parent = ("diseases", "Conditions", label)
-            self.page(rel, "disease.html", f"condition {key}", title=label, page_kind="diseases", indexed=True, key=key, t=m.term("diseases", key),
+            self.entity_page(rel, "disease.html", f"condition {key}", title=label, page_kind="diseases", indexed=True, key=key, t=m.term("diseases", key),
                       cases=self.paged(rel, "cases", "cases", m.case_conditions.get(key, []), parent, "", "Case reports about it"),
                       diagnosed=self.paged(rel, "diagnosed", "patients", m.diagnosed.get(key, []), parent, "", "Patients diagnosed with it"),
                       comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"),
@@ -364,7 +365,7 @@ class SitePages:
                       drug_summary=_drug_summary(treated))
         for key in m.pages("measures"):
             rel, label = m.url("measures", key), m.label("measures", key)
-            self.page(rel, "measure.html", f"measure {key}", title=label, page_kind="measures", indexed=True, key=key, t=m.term("measures", key),
+            self.entity_page(rel, "measure.html", f"measure {key}", title=label, page_kind="measures", indexed=True, key=key, t=m.term("measures", key),
                       outcomes=self.paged(rel, "outcomes", "outcomes", m.outcomes_by_measure.get(key, []), ("measures", "Outcome measures", label),
                                           f"Outcomes measured by {label}", "Outcomes recorded with it"),
                       cohort=self.paged(rel, "cohort", "cohort-outcomes", m.cohort_outcomes.get(key, []), ("measures", "Outcome measures", label), "",
@@ -372,7 +373,7 @@ class SitePages:
         for key in m.pages("phenotypes"):
             rel, label = m.url("phenotypes", key), m.label("phenotypes", key)
             parent = ("phenotypes", "Phenotypes and adverse events", label)
-            self.page(rel, "phenotype.html", f"phenotype {key}", title=label, page_kind="phenotypes", indexed=True, key=key, t=m.term("phenotypes", key),
+            self.entity_page(rel, "phenotype.html", f"phenotype {key}", title=label, page_kind="phenotypes", indexed=True, key=key, t=m.term("phenotypes", key),
                       events=self.paged(rel, "adverse-events", "events", m.ae_by_term.get(key, []), parent, f"Adverse events: {label}", "As an adverse event"),
                       cohort=self.paged(rel, "cohort", "cohort-events", m.cohort_aes.get(key, []), parent, "", "Cohort-level counts"),
                       comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"))
@@ -382,6 +383,35 @@ class SitePages:
             self.page(m.url("sources", sid), "source.html", f"source {sid}", cache_key=self._source_key(s, cases, claims, retold_by),
                       title=short_citation(s), description=citation_text(s), page_kind="sources", indexed=True, s=s, cases=cases,
                       claims=claims, retold_by=retold_by)
+
+    def entity_page(self, rel: str, template: str, origin: str, **ctx: Any) -> None:
+        """A drug, gene, variant, condition, measure or phenotype page, made from a key over what
+        it shows (see :meth:`_context_key`): an edit of a case remakes the pages that list it, not
+        the 440 entity pages of a 10,000-case kb."""
+        self.page(rel, template, origin, cache_key=self._context_key(rel, template, ctx), **ctx)
+
+    def _context_key(self, rel: str, template: str, ctx: dict[str, Any]) -> str:
+        """A key over a page's context: its values as text, where each case record (an exposure, a
+        case, or a row beside its case) stands as its case's id and the hash of the case's file;
+        the vocabulary, templates and settings are in ``pages_key``; what a page may show of
+        other files (source citations, variant names) is in :meth:`_shared_key`."""
+        out: list[str] = []
+        cases: dict[str, None] = {}
+        _fingerprint(ctx, out, cases)
+        files = self.m.kb.files
+        shas = [f.sha if (f := files.get(f"case:{cid}")) is not None else "" for cid in cases]
+        return "page:" + digest(self.pages_key, self._shared_key(), rel, template, "".join(out), " ".join(cases), " ".join(shas))
+
+    def _shared_key(self) -> str:
+        """What any entity page may show of files other than the cases it lists: a claim's source
+        (its citation, and whether it retells another), and a variant's name (gene and protein
+        change, taken from its first carrier). Worked out once."""
+        if self._shared is None:
+            m = self.m
+            sources = sorted((f.display, f.sha) for k, f in m.kb.files.items() if k.startswith("source:"))
+            variants = sorted((h, v["gene"], v["protein"] or "", v["legacy"] or "") for h, v in m.variants.items())
+            self._shared = digest("entity pages", repr(sources), repr(variants))
+        return self._shared
 
     def paged(self, rel: str, anchor: str, name: str, items: list, parent: tuple[str, str, str], label: str, heading: str,
               show_drug: bool = False) -> Paged:
@@ -698,6 +728,39 @@ def _render_chunk(job: tuple[SitePages, list], bounds: tuple[int, int]) -> str:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
+
+
+def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
+    """``x`` as text into ``out``, for a page's key; each case met is added to ``cases``. A record
+    inside a case (a patient, genotype, outcome ...) stands as its kind and id: in a page's
+    context it is always beside its case or its exposure, whose file's hash the key holds. A
+    vocabulary term is in the key through the vocabulary's digest. A value of another type is a
+    TypeError: a page key that left something out would serve a stale page."""
+    if x is None or isinstance(x, (str, int, float)):
+        out.append(repr(x))
+    elif isinstance(x, Exposure):
+        cases[x.case.id] = None
+        out.append(f"E{x.case.id}/{x.patient.id}/{x.treatment.id}")
+    elif isinstance(x, S.CaseReport):
+        cases[x.id] = None
+        out.append(f"C{x.id}")
+    elif isinstance(x, (list, tuple)):
+        out.append("(")
+        for y in x:
+            _fingerprint(y, out, cases)
+        out.append(")")
+    elif isinstance(x, dict):
+        out.append("{")
+        for k, v in x.items():
+            out.append(repr(k))
+            _fingerprint(v, out, cases)
+        out.append("}")
+    elif isinstance(x, Paged):
+        _fingerprint((x.items, x.total, x.start, x.page, x.urls), out, cases)
+    elif isinstance(x, S._Model):
+        out.append(f"M{type(x).__name__}:{getattr(x, 'id', '')}")
+    else:
+        raise TypeError(f"a page's key cannot stand for a {type(x).__name__}")
 
 
 def _term_text(term: Any) -> str:
