@@ -407,6 +407,20 @@ def test_an_edit_remakes_only_the_entity_pages_that_list_the_edited_case(project
     assert sorted(rel for rel in cached if rel in entities) == entities
 
 
+def test_a_page_key_refuses_a_value_it_cannot_stand_for():
+    """A context value the entity pages' key does not know is an error, never left out of the
+    key (a key that leaves something out would serve a stale page); a str subclass is text."""
+    from markupsafe import Markup
+
+    from evidence.site_pages import _fingerprint
+
+    out: list[str] = []
+    _fingerprint({"title": Markup("<b>x</b>"), "n": 3, "rows": [("a", 1.5, None, True)]}, out, {})
+    assert "".join(out) == "{'title'Markup('<b>x</b>')'n'3'rows'(('a'1.5NoneTrue))}"
+    with pytest.raises(TypeError, match="cannot stand for a object"):
+        _fingerprint({"rows": [object()]}, [], {})
+
+
 def test_an_edit_checks_the_shapes_of_that_case_only(project, monkeypatch):
     """SHACL checks a file's unit again only when its bytes changed: after one case is edited the
     data checked holds that case's graph and no other case's."""
