@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from evidence.cache import BuildCache
+from evidence.cache import PACKED_STAGES, BuildCache
 from evidence.config import load_config
 from evidence.errors import ValidationError
 from evidence.pipeline import build
@@ -477,7 +477,7 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project):
     as it goes, an edit adds a small one, and a torn or lying pack is never trusted. Every build
     is checked byte for byte against a build without cache (Project.build)."""
     project.build()
-    for stage in ("validate", "compile"):
+    for stage in PACKED_STAGES:
         assert len(_packs(project.cache_dir, stage)) == 1, "a cold build writes one pack per stage"
         assert _singles(project.cache_dir, stage) == [] and not list((project.cache_dir / stage).glob(".tmp-*"))
     project.build()
@@ -485,7 +485,7 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project):
     assert len(_packs(project.cache_dir, "compile")) == 1, "a build that makes nothing writes no pack"
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     project.build()
-    assert project.cache.made("validate") == 1 and project.cache.made("compile") == 1
+    assert project.cache.made("validate") == project.cache.made("compile") == project.cache.made("evidence-rows") == 1
     assert len(_packs(project.cache_dir, "compile")) == 2
     project.build()
     assert project.cache.misses == 0
@@ -494,11 +494,12 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project):
     project.edit("sources/zimmermann-2019.yaml", "title: ", "title: Edited, ")
     project.build()
     assert project.cache.made("validate") >= 2
+    assert project.cache.made("evidence-rows") == 0  # a case's rows show nothing of its sources
     project.build()
     assert project.cache.made("validate") == 0 and project.cache.misses == 0
     files = project.report.cases + len(list((project.root / "kb" / "sources").glob("*.yaml")))
     for damage in ("torn", "lying"):
-        for stage in ("validate", "compile"):
+        for stage in PACKED_STAGES:
             for pack in _packs(project.cache_dir, stage):
                 data = pack.read_bytes()
                 if damage == "torn":

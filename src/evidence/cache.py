@@ -11,10 +11,10 @@ are written to a temporary file and renamed, so an interrupted build leaves no t
 that cannot be read is treated as missing.
 
 The stages that every build reads whole (``PACKED_STAGES``: a checked model and a compiled part
-for each kb file) keep their entries in *packs*, not in single files: ``<stage>/pack-<time>-<pid>``,
-the entries' pickles one after another and an index of their byte ranges at the end, read through
-one open file each. Opening 20,000 single entries took 1.7 s of a 10,000-case rebuild for each
-stage. A build appends what it makes to a new pack as it goes (a temporary file, sealed with its
+for each kb file, the evidence-table rows of each case) keep their entries in *packs*, not in
+single files: ``<stage>/pack-<time>-<pid>``, the entries' pickles one after another and an
+index of their byte ranges at the end, read through one open file each. Opening 20,000 single
+entries took 1.7 s of a 10,000-case rebuild for each stage. A build appends what it makes to a new pack as it goes (a temporary file, sealed with its
 index and renamed when the build ends, successful or not), so a cold build writes one file per
 stage instead of 20,000, and the first rebuild after it reads them as fast as any other. A key is
 looked up in the newest pack first. One that cannot be read is ignored, and deleted by the next
@@ -40,7 +40,7 @@ __all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES"]
 
 CACHE_ENV = "EVIDENCE_CACHE"
 KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
-PACKED_STAGES = ("validate", "compile")  # read whole by every build: kept in packs
+PACKED_STAGES = ("validate", "compile", "evidence-rows")  # read whole by every build (a file's checked model, compiled part, evidence-table rows): kept in packs
 _PACK_MAGIC = b"evidence-pack 1\n"
 _PACKAGE = Path(__file__).resolve().parent
 

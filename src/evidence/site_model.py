@@ -387,8 +387,18 @@ class SiteModel:
     def evidence_rows(self) -> list[EvidenceRow]:
         """Every patient x treatment x outcome (a treatment without outcomes gives one row), then
         the cohort-level counts."""
+        per_case = [self.case_evidence_rows(cid) for cid in self.case_ids]
+        return [r for rows, _ in per_case for r in rows] + [r for _, cohort in per_case for r in cohort]
+
+    def case_evidence_rows(self, cid: str) -> tuple[list[EvidenceRow], list[EvidenceRow]]:
+        """One case's rows of the evidence table: its patient rows, and its cohort-level rows. They
+        depend on nothing but the case's file, the vocabulary and the code (site_pages caches
+        them by those)."""
+        return self._patient_rows(self.exposures_by_case.get(cid, [])), self._cohort_rows(self.kb.cases[cid])
+
+    def _patient_rows(self, exposures: list[Exposure]) -> list[EvidenceRow]:
         rows: list[EvidenceRow] = []
-        for e in self.exposures:
+        for e in exposures:
             c, p, t = e.case, e.patient, e.treatment
             base = {
                 "case": c.id,
@@ -439,10 +449,11 @@ class SiteModel:
                     row_links["measure"] = self.url("measures", o.measure) or ""
                 rows.append(EvidenceRow(cells, row_links, {**filters, "response": resp}, "patient",
                                         {k for k, v in cells.items() if v == NR}))
-        for cid in self.case_ids:
-            c = self.kb.cases[cid]
-            if not c.cohort:
-                continue
+        return rows
+
+    def _cohort_rows(self, c: S.CaseReport) -> list[EvidenceRow]:
+        rows: list[EvidenceRow] = []
+        if c.cohort:
             drugs = self.case_drugs(c)
             drug_labels = [self.label("drugs", d) for d in drugs]
             genes = self.case_genes(c)

