@@ -486,6 +486,7 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project):
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     project.build()
     assert project.cache.made("validate") == project.cache.made("compile") == project.cache.made("evidence-rows") == 1
+    assert project.cache.made("search-text") == 1  # the case's words; its sources' did not change
     assert len(_packs(project.cache_dir, "compile")) == 2
     project.build()
     assert project.cache.misses == 0
@@ -495,6 +496,8 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project):
     project.build()
     assert project.cache.made("validate") >= 2
     assert project.cache.made("evidence-rows") == 0  # a case's rows show nothing of its sources
+    citing = [c for c in ("zimmermann-2019", "briand-2019", "wenzel-2016") if "source: zimmermann-2019" in (project.root / "kb" / f"{c}.yaml").read_text(encoding="utf-8")]
+    assert citing and project.cache.made("search-text") == 1 + len(citing)  # the source's words, and those of the cases citing it
     project.build()
     assert project.cache.made("validate") == 0 and project.cache.misses == 0
     files = project.report.cases + len(list((project.root / "kb" / "sources").glob("*.yaml")))
