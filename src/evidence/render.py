@@ -16,6 +16,7 @@ The modules: :mod:`~evidence.site_model` (what each page shows), :mod:`~evidence
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from urllib.parse import urlparse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
 
 from .errors import RenderError
-from .outputs import Outputs
+from .outputs import Outputs, relative_name
 from .perf import gc_paused
 from .site_format import NR, age_text, dose_text, human_duration, measurement_text, num
 
@@ -79,9 +80,12 @@ class SiteWriter:
         self.owner: dict[str, tuple[str, str]] = {}
         self.files: list[Path] = []
         self.folders: set[str] = set()  # made by claim()
-        for p in sorted(out.rglob("*")):
-            if p.is_file():
-                rel = p.relative_to(out).as_posix()
+        # What is already in the folder (the exports): listed with os.walk and names as strings
+        # (a glob, a sort and a relative path per file took 1 s at 10,000 cases, 20,000 files).
+        for dirpath, _dirs, names in os.walk(out):
+            folder = relative_name(dirpath, out) + "/" if dirpath != str(out) else ""
+            for name in names:
+                rel = folder + name
                 self.owner[rel.casefold()] = (rel, "the exports")
 
     def claim(self, rel: str, origin: str) -> Path:
