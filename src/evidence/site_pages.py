@@ -395,12 +395,7 @@ class SitePages:
         case, or a row beside its case) stands as its case's id and the hash of the case's file;
         the vocabulary, templates and settings are in ``pages_key``; what a page may show of
         other files (source citations, variant names) is in :meth:`_shared_key`."""
-        out: list[str] = []
-        cases: dict[str, None] = {}
-        _fingerprint(ctx, out, cases)
-        files = self.m.kb.files
-        shas = [f.sha if (f := files.get(f"case:{cid}")) is not None else "" for cid in cases]
-        return "page:" + digest(self.pages_key, self._shared_key(), rel, template, "".join(out), " ".join(cases), " ".join(shas))
+        return "page:" + digest(self.pages_key, self._shared_key(), rel, template, self._rows_text(ctx))
 
     def _shared_key(self) -> str:
         """What any entity page may show of files other than the cases it lists: a claim's source
@@ -430,32 +425,24 @@ class SitePages:
             pg = Paged(chunks[k - 1], len(items), (k - 1) * PAGE_ROWS, k, urls)
             at = urls[k - 1]
             key = "page:" + digest(self.pages_key, at, name, label, heading, repr(parent), str(show_drug), repr(urls), str(pg.start),
-                                   str(pg.total), repr([self._row_id(x) for x in pg.items]))
+                                   str(pg.total), self._rows_text(pg.items))
             self.page(at, "rows.html", f"page {k} of the list '{heading}' of {rel}", cache_key=key, title=f"{title}: {heading.lower()}, page {k}",
                       page_kind=kind, pg=pg, name=name, label=label, heading=heading, parent=(f"{kind}.html", list_title, rel, title),
                       show_drug=show_drug)
         return Paged(chunks[0], len(items), 0, 1, urls)
 
-    def _row_id(self, row: Any) -> tuple:
-        """What a row of a long list is (case, patient, treatment, outcome ...), with the hash of
-        its case's file: a row shows nothing but its case's facts and vocabulary labels. Within a
-        case, ids (or a genotype's gene and variant) tell the rows apart: the file's hash stands
-        for everything else they show."""
-        out: list[Any] = []
-        case_id = ""
-        for x in row if type(row) is tuple else (row,):
-            if isinstance(x, Exposure):
-                case_id = x.case.id
-                out += [case_id, x.patient.id, x.treatment.id]
-            elif isinstance(x, S.CaseReport):
-                case_id = x.id
-                out.append(case_id)
-            elif isinstance(x, S.Genotype):
-                out.append((x.gene, getattr(x.variant, "hgvs", str(x.variant))))
-            else:  # a patient, outcome or adverse event (an id), or a cohort-level count (its whole value)
-                out.append(getattr(x, "id", None) or repr(x))
-        f = self.m.kb.files.get(f"case:{case_id}")
-        return (*out, f.sha if f is not None else "")
+    def _rows_text(self, rows: Any) -> str:
+        """What some rows of a long list (or a page's whole context) are, as text for a key: each
+        row's case, patient, treatment, outcome ... ids (see :func:`_fingerprint`), then the id
+        and file hash of every case they come from. A row shows nothing but its case's facts and
+        vocabulary labels, so within a case the ids tell the rows apart and the file's hash
+        stands for everything else they show."""
+        out: list[str] = []
+        cases: dict[str, None] = {}
+        _fingerprint(rows, out, cases)
+        files = self.m.kb.files
+        shas = [f.sha if (f := files.get(f"case:{cid}")) is not None else "" for cid in cases]
+        return "".join(out) + "\0" + " ".join(cases) + "\0" + " ".join(shas)
 
     def _source_key(self, s: S.Source, cases: list, claims: int, retold_by: list[str]) -> str:
         """Everything a source page shows: its file, the files of the sources it retells, is
