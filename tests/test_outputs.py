@@ -186,3 +186,20 @@ def test_relative_name_is_relative_to_without_pathlib(tmp_path):
     assert relative_name(str(tmp_path / "index.html"), tmp_path) == "index.html"
     with pytest.raises(ValueError):  # a sibling folder whose name starts like this one's is not inside it
         relative_name(tmp_path.parent / (tmp_path.name + "2") / "a.html", tmp_path)
+
+
+def test_walk_names_lists_every_file_with_its_name_under_the_folder(tmp_path):
+    """The names are those of a glob made relative with pathlib; folders are not listed, and a
+    link to a folder is not followed."""
+    import os
+
+    from evidence.outputs import walk_names
+
+    for rel in ("index.html", "cases/a.html", "cases/a.ttl", "drugs/x/patients-2.html", ".hidden"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / "empty").mkdir()
+    os.symlink(tmp_path / "cases", tmp_path / "linked")
+    got = sorted(walk_names(tmp_path))
+    assert [rel for _p, rel in got] == sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and "linked" not in p.parts)
+    assert all(Path(p).read_text() == rel for p, rel in got)
