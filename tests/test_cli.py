@@ -201,6 +201,8 @@ MALFORMED_QUERIES = [
     ("SELEC ?x", "SELEC"),
     ("SELECT ?x WHERE { " + "?x <https://example.org/p> ?y . " * 10 + "?x ?y }", "}"),
     ("SELECT ?x WHERE {\t?x \x1b[31m ?y }", "\x1b"),
+    ("# a form feed\x0c and a line separator\u2028 are not line breaks\nSELECT ?x WHERE { ?x ?p ?o !! }", "!!"),
+    ("SELECT ?x\r\nWHERE {\r\n  ?x ?y\r\n}", "}"),
 ]
 
 
@@ -215,7 +217,7 @@ def test_a_query_syntax_error_shows_the_line_and_a_caret_at_its_column(compiled,
     m = re.match(r"line (\d+), column (\d+): ", head)
     assert m, head
     line, col = int(m.group(1)), int(m.group(2))
-    text = query.split("\n")[line - 1]
+    text = query.split("\n")[line - 1].removesuffix("\r")
     assert token in text, (token, text)
     assert shown.startswith("  ") and caret.startswith("  ") and caret.endswith("^ where the parser stopped (the mistake is at or before it)")
     at = caret.index("^") - 2
@@ -229,6 +231,15 @@ def test_a_query_syntax_error_shows_the_line_and_a_caret_at_its_column(compiled,
         assert at == col - 1, (at, col)
         assert text.index(token) < col  # the mistake is at or before the caret
     assert all(c.isprintable() or c == "\t" for c in shown)  # nothing that would act on a terminal
+
+
+def test_a_parser_message_with_a_position_and_nothing_else_is_explained():
+    from evidence.query import explain_syntax_error
+
+    assert explain_syntax_error("ab\ncd", "error at 2:2", {}) == (
+        "line 2, column 2: SPARQL syntax error\n  cd\n   ^ where the parser stopped (the mistake is at or before it)")
+    assert explain_syntax_error("ab", "error at 5:1: expected WHERE", {}) == "line 5, column 1: SPARQL syntax error: expected WHERE"
+    assert explain_syntax_error("ab", "something else", {}) == "something else"
 
 
 def test_query_parameter_is_bound_as_a_term_not_pasted():

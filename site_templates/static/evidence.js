@@ -30,8 +30,10 @@
 
   function fetchOthers() {
     if (others) { return others; }
-    var first = rows[0] || null;
-    others = window.evidenceSite.otherRows(pages, here, "table.evidence-table tbody").then(function (parts) {
+    var site = window.evidenceSite;  // site.js, loaded before this script (an older cached copy may lack it)
+    if (!site || !site.otherRows) { return (others = Promise.reject(new Error("site.js is not loaded"))); }
+    others = site.otherRows(pages, here, "table.evidence-table tbody").then(function (parts) {
+      var first = body.rows[0] || null;  // read now: the rows may have been sorted meanwhile
       parts.forEach(function (part) {
         if (!part) { return; }
         part.rows.forEach(function (row) {

@@ -158,7 +158,7 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
         try:
             with os.scandir(where) as listing:
                 entries = sorted((e for e in listing if e.name.endswith(".yaml") and e.name != ".yaml"), key=lambda e: e.name)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):  # as a glob would: no such folder, no file of it
+        except OSError:  # as a glob would: a folder that is missing or cannot be listed has no file
             continue
         for e in entries:
             p = where / e.name
@@ -189,7 +189,7 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None) -> tuple[
         if prefix == "?":
             try:
                 rel = str(resolve(p.parent).relative_to(resolve(base)))
-                prefix = prefixes[p.parent] = "" if rel == "." else rel + "/"
+                prefix = prefixes[p.parent] = "" if rel == "." else rel + os.sep  # as str(Path) joins
             except ValueError:
                 prefix = prefixes[p.parent] = None
         return str(p) if prefix is None else prefix + p.name

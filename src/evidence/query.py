@@ -68,8 +68,8 @@ def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> 
     if not m:
         return message
     line, col = int(m.group(1)), int(m.group(2))
-    lines = query.splitlines()
-    text_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    lines = query.split("\n")  # as the parser counts lines (str.splitlines also splits at \r, \f, U+2028 ...)
+    text_line = lines[line - 1].removesuffix("\r") if 0 < line <= len(lines) else ""
     if "Prefix not found" in message:
         before = text_line[: col - 1]
         pm = re.search(r"([A-Za-z][\w.-]*)?:$", before) or re.search(r"([A-Za-z][\w.-]*)?:", text_line[col - 1 - 20 if col > 20 else 0 :])
@@ -77,7 +77,8 @@ def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> 
         head = (f"line {line}, column {col}: unknown prefix '{name}:'; declare it with PREFIX {name}: <...>, "
                 f"or use one of the predeclared prefixes: {', '.join(sorted(prefixes))}")
     else:
-        head = f"line {line}, column {col}: SPARQL syntax error: {message[m.end():].lstrip(': ').splitlines()[0]}"
+        said = (message[m.end():].lstrip(": ").splitlines() or [""])[0]  # a bare position says nothing more
+        head = f"line {line}, column {col}: SPARQL syntax error" + (f": {said}" if said else "")
     return head + _caret(text_line, col) if 0 < line <= len(lines) else head
 
 

@@ -435,8 +435,9 @@ class SitePages:
         """What some rows of a long list (or a page's whole context) are, as text for a key: each
         row's case, patient, treatment, outcome ... ids (see :func:`_fingerprint`), then the id
         and file hash of every case they come from. A row shows nothing but its case's facts and
-        vocabulary labels, so within a case the ids tell the rows apart and the file's hash
-        stands for everything else they show."""
+        vocabulary labels, so the file's hash stands for everything the rows show, and within a
+        case the ids (for a record without one, such as a genotype or a cohort-level count, its
+        place in the list) tell the rows apart."""
         out: list[str] = []
         cases: dict[str, None] = {}
         _fingerprint(rows, out, cases)
@@ -755,8 +756,9 @@ def _render_chunk(job: tuple[SitePages, list], bounds: tuple[int, int]) -> str:
 
 def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
     """``x`` as text into ``out``, for a page's key; each case met is added to ``cases``. A record
-    inside a case (a patient, genotype, outcome ...) stands as its kind and id: in a page's
-    context it is always beside its case or its exposure, whose file's hash the key holds. A
+    inside a case (a patient, genotype, outcome ...) stands as its kind and id (a genotype or a
+    cohort-level count has none: its kind and place): in a page's context it is always beside
+    its case or its exposure, whose file's hash the key holds. A
     vocabulary term is in the key through the vocabulary's digest. A value of another type is a
     TypeError: a page key that left something out would serve a stale page."""
     t = type(x)
