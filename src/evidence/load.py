@@ -185,13 +185,13 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None) -> tuple[
     def display(p: Path) -> str:
         if p in resolve.done:  # a symbolic link, or a file named on the command line
             return _display(p, base, resolve)
-        prefix = prefixes.get(p.parent, "?")
-        if prefix == "?":
+        if p.parent not in prefixes:
             try:
                 rel = str(resolve(p.parent).relative_to(resolve(base)))
-                prefix = prefixes[p.parent] = "" if rel == "." else rel + os.sep  # as str(Path) joins
+                prefixes[p.parent] = "" if rel == "." else rel + os.sep  # as str(Path) joins
             except ValueError:
-                prefix = prefixes[p.parent] = None
+                prefixes[p.parent] = None
+        prefix = prefixes[p.parent]
         return str(p) if prefix is None else prefix + p.name
 
     for kind, p in discover(kb_dir, extra, resolve):

@@ -384,16 +384,11 @@ class SiteModel:
                 out.append(f"{gene} (variant not reported)")
         return "; ".join(out)
 
-    def evidence_rows(self) -> list[EvidenceRow]:
-        """Every patient x treatment x outcome (a treatment without outcomes gives one row), then
-        the cohort-level counts."""
-        per_case = [self.case_evidence_rows(cid) for cid in self.case_ids]
-        return [r for rows, _ in per_case for r in rows] + [r for _, cohort in per_case for r in cohort]
-
     def case_evidence_rows(self, cid: str) -> tuple[list[EvidenceRow], list[EvidenceRow]]:
-        """One case's rows of the evidence table: its patient rows, and its cohort-level rows. They
-        depend on nothing but the case's file, the vocabulary and the code (site_pages caches
-        them by those)."""
+        """One case's rows of the evidence table: every patient x treatment x outcome (a treatment
+        without outcomes gives one row), and its cohort-level counts. They depend on nothing but
+        the case's file, the vocabulary and the code (site_pages caches them by those, and puts
+        the table together: every case's patient rows, then every case's cohort rows)."""
         return self._patient_rows(self.exposures_by_case.get(cid, [])), self._cohort_rows(self.kb.cases[cid])
 
     def _patient_rows(self, exposures: list[Exposure]) -> list[EvidenceRow]:

@@ -561,39 +561,40 @@ class SitePages:
 
     def _case_rows(self, cid: str, context: str) -> tuple[list, list, str, str]:
         """A case's rows of the evidence table (patient rows, cohort rows) and their CSV lines,
-        from the build cache when the case's file, the vocabulary and the code (``context``) are
-        the same: at 1,000 cases the table's step took 0.23 s working them out, 0.11 s reading them."""
-        cache, m = self.writer.outputs.cache, self.m
-        f = m.kb.files.get(f"case:{cid}")
-        key = digest(context, cid, f.sha) if (cache is not None and f is not None and f.sha) else None
-        got = cache.get("evidence-rows", key) if key else None
-        if isinstance(got, tuple) and len(got) == 4:
-            return got
-        patient, cohort = m.case_evidence_rows(cid)
-        columns = EVIDENCE_COLUMNS
-        made = (patient, cohort, *(_csv_text([[r.scope, *(_csv_cell(r.cells.get(c, "")) for c in columns)] for r in part]) for part in (patient, cohort)))
-        if key:
-            cache.put("evidence-rows", key, made)
-        return made  # type: ignore[return-value]
+        kept in the build cache under the case's file, the vocabulary and the code (``context``):
+        at 1,000 cases the table's step took 0.23 s working them out, 0.11 s reading them."""
+        def make() -> tuple[list, list, str, str]:
+            patient, cohort = self.m.case_evidence_rows(cid)
+            lines = [_csv_text([[r.scope, *(_csv_cell(r.cells.get(c, "")) for c in EVIDENCE_COLUMNS)] for r in part]) for part in (patient, cohort)]
+            return patient, cohort, lines[0], lines[1]
+
+        return self._cached("evidence-rows", context, [f"case:{cid}"], make, lambda got: isinstance(got, tuple) and len(got) == 4)
 
     def _search_text(self, kind: str, key: str, context: str) -> tuple[str, str]:
         """A page's (title, words) for the search index (site_model.search_text). A case's or a
-        source's is kept in the build cache under a key over its file, the files of the sources a
-        case cites, the vocabulary and the code (``context``): at 10,000 cases working them out
-        took about 1.2 s of every build, most of it walking the cases for their quotes."""
-        m, cache = self.m, self.writer.outputs.cache
-        if kind not in ("cases", "sources") or cache is None:
-            return search_text(m, kind, key)
-        names = [f"case:{key}", *(f"source:{ref.source}" for ref in m.kb.cases[key].sources)] if kind == "cases" else [f"source:{key}"]
-        files = [m.kb.files.get(n) for n in names]
-        if any(f is None or not f.sha for f in files):
-            return search_text(m, kind, key)
-        entry = digest(context, kind, key, *(f"{n}\0{f.sha}" for n, f in zip(names, files)))  # type: ignore[union-attr]
-        got = cache.get("search-text", entry)
-        if isinstance(got, tuple) and len(got) == 2 and all(isinstance(x, str) for x in got):
+        source's is kept in the build cache under its file, the files of the sources a case cites,
+        the vocabulary and the code (``context``): at 10,000 cases working them out took about
+        1.2 s of every build, most of it walking the cases for their quotes."""
+        if kind not in ("cases", "sources"):
+            return search_text(self.m, kind, key)
+        names = [f"case:{key}", *(f"source:{ref.source}" for ref in self.m.kb.cases[key].sources)] if kind == "cases" else [f"source:{key}"]
+        return self._cached("search-text", context, names, lambda: search_text(self.m, kind, key),
+                            lambda got: isinstance(got, tuple) and len(got) == 2 and all(isinstance(x, str) for x in got))
+
+    def _cached(self, stage: str, context: str, files: list[str], make: Callable[[], Any], valid: Callable[[Any], bool]) -> Any:
+        """What ``make`` makes from some kb files (``files``: their kb keys, such as ``case:<id>``),
+        kept in the build cache's ``stage`` under a key over those files' hashes and ``context``;
+        made without the cache when there is none or a file's bytes are not known."""
+        cache = self.writer.outputs.cache
+        found = [self.m.kb.files.get(n) for n in files]
+        if cache is None or any(f is None or not f.sha for f in found):
+            return make()
+        key = digest(context, *(f"{n}\0{f.sha}" for n, f in zip(files, found)))  # type: ignore[union-attr]
+        got = cache.get(stage, key)
+        if valid(got):
             return got
-        made = search_text(m, kind, key)
-        cache.put("search-text", entry, made)
+        made = make()
+        cache.put(stage, key, made)
         return made
 
     # ------------------------------------------------------------------------------ query library
