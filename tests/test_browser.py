@@ -13,6 +13,7 @@ On a developer's machine without chromium these tests skip and say how to instal
 from __future__ import annotations
 
 import functools
+import gzip
 import http.server
 import json
 import os
@@ -404,8 +405,8 @@ def test_a_download_opens(http_page):
     page.goto(base + "downloads.html")
     shot(page, "downloads")
     with page.expect_download() as dl:
-        page.locator("a[href='evidence.ttl']").click()
-    text = Path(dl.value.path()).read_text(encoding="utf-8")
+        page.locator("a[href='evidence.ttl.gz']").click()
+    text = gzip.decompress(Path(dl.value.path()).read_bytes()).decode("utf-8")
     assert text.startswith("@prefix") and "wenzel-2016" in text
     resp = page.request.get(base + "cases/wenzel-2016.jsonld")
     assert resp.ok and json.loads(resp.text())

@@ -9,6 +9,7 @@ served show that it was used: after one case is edited, only that case is compil
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import re
@@ -90,7 +91,7 @@ def test_editing_one_case_remakes_that_case_and_what_shows_it(project):
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     after = project.build()
     changed = _changed(before, after)
-    assert {"cases/briand-2019.html", "cases/briand-2019.ttl", "cases/briand-2019.jsonld", "evidence.nq", "evidence.ttl"} <= changed
+    assert {"cases/briand-2019.html", "cases/briand-2019.ttl", "cases/briand-2019.jsonld", "evidence.nq.gz", "evidence.ttl.gz"} <= changed
     assert "sources/briand-2019.html" in changed  # it lists the cases citing it, by title
     # What does not show the case is untouched: another case's graph files and its page.
     assert not changed & {"cases/zimmermann-2019.ttl", "cases/zimmermann-2019.jsonld", "cases/wenzel-2016.ttl"}
@@ -105,7 +106,7 @@ def test_editing_a_vocabulary_label_reaches_every_case(project):
     project.edit("vocabulary/drugs.yaml", "label: ruxolitinib", "label: ruxolitinib (edited)")
     after = project.build()
     changed = _changed(before, after)
-    assert {"cases/briand-2019.html", "cases/wenzel-2016.html", "evidence.ttl"} <= changed
+    assert {"cases/briand-2019.html", "cases/wenzel-2016.html", "evidence.ttl.gz"} <= changed
 
 
 def test_editing_a_source_record_remakes_the_case_pages_citing_it(project):
@@ -153,7 +154,8 @@ def test_renaming_a_case_moves_its_outputs(project):
     after = project.build()
     assert "cases/briand-2019.html" in before and "cases/briand-2019.html" not in after
     assert "cases/briand-2019-renamed.html" in after and "cases/briand-2019-renamed.ttl" in after
-    assert b"case/briand-2019>" not in after["evidence.nq"] and b"case/briand-2019-renamed>" in after["evidence.nq"]
+    nquads = gzip.decompress(after["evidence.nq.gz"])
+    assert b"case/briand-2019>" not in nquads and b"case/briand-2019-renamed>" in nquads
 
 
 def test_deleting_a_case_removes_it_everywhere(project):
@@ -162,7 +164,7 @@ def test_deleting_a_case_removes_it_everywhere(project):
     after = project.build()
     gone = {n for n in before if "zimmermann-2019" in n and n.startswith("cases/")}
     assert gone and not gone & set(after)
-    assert b"/case/zimmermann-2019" not in after["evidence.nq"]
+    assert b"/case/zimmermann-2019" not in gzip.decompress(after["evidence.nq.gz"])
     # The query library sees the same graph: no row of the deleted case.
     from evidence.pipeline import compile_checked, load_and_validate
 
@@ -204,7 +206,7 @@ def test_a_rebuild_after_an_edit_shares_what_did_not_change(project):
     project.build()  # byte-identical to a build without cache (checked in build)
     after = _inodes(project.out)
     assert after["cases/briand-2019.ttl"] != before["cases/briand-2019.ttl"]
-    assert after["evidence.nq"] != before["evidence.nq"]  # spliced into a new file, never changed in place
+    assert after["evidence.nq.gz"] != before["evidence.nq.gz"]  # spliced into a new file, never changed in place
     assert after["cases/zimmermann-2019.ttl"] == before["cases/zimmermann-2019.ttl"]
     assert after["ontology.ttl"] == before["ontology.ttl"]
 
@@ -214,7 +216,7 @@ def test_an_output_changed_by_hand_is_never_reused(project, damage):
     """The previous build's files are trusted only while inode, size and time are as recorded: a
     whole-graph file or a page changed after the build is written again, not spliced from."""
     project.build()
-    for rel in ("evidence.nq", "evidence.jsonld", "cases/briand-2019.html", "cases/zimmermann-2019.ttl"):
+    for rel in ("evidence.nq.gz", "evidence.jsonld.gz", "cases/briand-2019.html", "cases/zimmermann-2019.ttl"):
         p = project.out / rel
         data = p.read_bytes()
         if damage == "same size":

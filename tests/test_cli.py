@@ -108,7 +108,7 @@ def test_build_writes_the_site_and_build_py_does_the_same(tmp_path):
     assert r.returncode == 0, r.stderr
     r2 = subprocess.run([sys.executable, "build.py", "--out", str(b)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr
-    for name in ("index.html", "evidence.ttl", "evidence.nt", "evidence.jsonld", "evidence.trig", "evidence.graphml",
+    for name in ("index.html", "evidence.ttl.gz", "evidence.nt.gz", "evidence.nq.gz", "evidence.jsonld.gz", "evidence.trig.gz", "evidence.graphml",
                  "shapes.ttl", "ontology.ttl", "context.jsonld", "schema/case.schema.json", "cases/wenzel-2016.ttl"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     html = (a / "index.html").read_text()

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from evidence.export import serialize
 from evidence.library import load_library
 from evidence.query import run_query, run_remote
 from evidence.serve_process import free_port
@@ -33,11 +32,10 @@ def _oxigraph() -> str:
 
 
 @pytest.fixture(scope="module")
-def endpoint(compiled, tmp_path_factory):
+def endpoint(site, tmp_path_factory):
     binary = _oxigraph()
     work = tmp_path_factory.mktemp("oxigraph")
-    nq = work / "evidence.nq"
-    nq.write_bytes(serialize(compiled, "nq"))
+    nq = site / "evidence.nq.gz"  # the site's download, gzip, as a researcher loads it
     store = work / "store"
     subprocess.run([binary, "load", "--location", str(store), "--file", str(nq)], check=True, capture_output=True, timeout=120)
     port = free_port()

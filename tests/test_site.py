@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import csv
 import filecmp
+import gzip
 import io
 import json
 import re
 import shutil
+import zlib
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pyoxigraph as ox
 import pytest
 from markupsafe import escape
 
 from evidence import schema as S
 from evidence.config import load_config
 from evidence.errors import RenderError
+from evidence.export import DUMPS, FORMATS, serialize
 from evidence.graph import evidence_graph, related_cases
 from evidence.library import load_library
 from evidence.pipeline import build, compile_checked, load_and_validate
@@ -280,8 +284,12 @@ def test_home_counts_matrix_newest_downloads_and_dataset_description(site, pages
     dcat = next(b for b in blocks if "dcat" in b.get("@context", {}))
     ds = dcat["@graph"][0]
     assert "dcat:Dataset" in ds["@type"] and "void:Dataset" in ds["@type"]
-    assert ds["void:triples"] == (site / "evidence.nt").read_bytes().count(b"\n")
-    assert {"evidence.ttl", "evidence.nt"} <= {d["@id"] for d in ds["void:dataDump"]}
+    assert ds["void:triples"] == gzip.decompress((site / "evidence.nt.gz").read_bytes()).count(b"\n")
+    assert {"evidence.ttl.gz", "evidence.nt.gz"} <= {d["@id"] for d in ds["void:dataDump"]}
+    dumps = {d["dcat:downloadURL"]["@id"]: d for d in ds["dcat:distribution"]}
+    assert dumps["evidence.ttl.gz"]["dcat:mediaType"] == "text/turtle"
+    assert dumps["evidence.ttl.gz"]["dcat:compressFormat"] == "application/gzip"
+    assert "dcat:compressFormat" not in dumps["evidence.graphml"]
 
 
 # ------------------------------------------------------------------------------------ case pages
@@ -529,10 +537,49 @@ def test_vocabulary_docs_list_every_term_and_fixed_list(site, kb):
 
 def test_downloads_page_lists_every_format(site):
     text = html(site, "downloads.html")
-    for name in ("evidence.ttl", "evidence.nt", "evidence.jsonld", "evidence.trig", "evidence.csv", "evidence.graphml", "shapes.ttl",
+    for name in ("evidence.ttl.gz", "evidence.nt.gz", "evidence.nq.gz", "evidence.jsonld.gz", "evidence.trig.gz", "evidence.csv", "evidence.graphml",
+                 "shapes.ttl",
                  "ontology.ttl", "schema/case.schema.json", "vocabulary.json", "vocabulary/drugs.yaml"):
         assert f'href="{name}"' in text, name
         assert (site / name).is_file()
+
+
+_PARSERS = {"ttl": ox.RdfFormat.TURTLE, "nt": ox.RdfFormat.N_TRIPLES, "nq": ox.RdfFormat.N_QUADS, "trig": ox.RdfFormat.TRIG,
+            "jsonld": ox.RdfFormat.JSON_LD}
+
+
+@pytest.mark.parametrize("fmt", DUMPS)
+def test_whole_graph_files_are_gzip_of_the_whole_graph(site, compiled, fmt):
+    """Each whole-graph file is gzip (one member per graph, see export.py): unpacked, it is what
+    `evidence export` writes, and it parses to every quad of the compiled graph."""
+    path = site / FORMATS[fmt][0]
+    assert path.name == f"evidence.{fmt}.gz"
+    data = path.read_bytes()
+    assert data[:2] == b"\x1f\x8b"  # the gzip magic
+    text = gzip.decompress(data)
+    assert text == serialize(compiled, fmt)
+    parsed = list(ox.parse(text, format=_PARSERS[fmt]))
+    wanted = {(q.subject, q.predicate, q.object, q.graph_name) for q in ox.parse(compiled.nquads(), format=ox.RdfFormat.N_QUADS)}
+    if fmt in ("ttl", "nt"):
+        assert {(q.subject, q.predicate, q.object) for q in parsed} == {w[:3] for w in wanted}
+    else:
+        assert {(q.subject, q.predicate, q.object, q.graph_name) for q in parsed} == wanted
+    assert len(parsed) == len(wanted)  # no triple twice
+    # More than one member: the graphs' pieces are gzip members of their own.
+    members, rest = 0, data
+    while rest:
+        d = zlib.decompressobj(31)
+        d.decompress(rest)
+        rest, members = d.unused_data, members + 1
+    assert members >= len([g for g in compiled.graphs() if compiled.chunks[g]]) > 1
+
+
+def test_downloads_page_names_the_content_type_and_the_compression(site):
+    text = html(site, "downloads.html")
+    row = re.search(r'<a href="evidence.ttl.gz" download>.*?</tr>', text, re.S)
+    assert row and "<code>text/turtle</code>, gzip" in row.group(0)
+    row = re.search(r'<a href="evidence.graphml" download>.*?</tr>', text, re.S)
+    assert row and "gzip" not in row.group(0)
 
 
 def test_search_index_and_offline_titles(site, kb):

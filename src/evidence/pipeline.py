@@ -31,13 +31,13 @@ __all__ = ["BuildReport", "load_and_validate", "compile_checked", "build", "shap
 log = logging.getLogger("evidence")
 
 _DOWNLOADS = [
-    ("evidence.ttl", "the whole graph, Turtle"),
-    ("evidence.nt", "the whole graph, N-Triples"),
-    ("evidence.nq", "every named graph, N-Quads"),
-    ("evidence.trig", "every named graph (one per kb file), TriG"),
-    ("evidence.jsonld", "every named graph, JSON-LD"),
+    (FORMATS["ttl"][0], "the whole graph, Turtle (gzip)"),
+    (FORMATS["nt"][0], "the whole graph, N-Triples (gzip)"),
+    (FORMATS["nq"][0], "every named graph, N-Quads (gzip)"),
+    (FORMATS["trig"][0], "every named graph (one per kb file), TriG (gzip)"),
+    (FORMATS["jsonld"][0], "every named graph, JSON-LD (gzip)"),
     ("context.jsonld", "the JSON-LD context"),
-    ("evidence.graphml", "the evidence network, GraphML (Cytoscape, Gephi)"),
+    (FORMATS["graphml"][0], "the evidence network, GraphML (Cytoscape, Gephi)"),
     ("ontology.ttl", "the project vocabulary (ev:), with a label and comment for every term"),
     ("shapes.ttl", "SHACL shapes that the graph conforms to"),
     ("schema/case.schema.json", "JSON Schema of a case file"),

@@ -536,7 +536,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         logging.getLogger("evidence").addHandler(handler)
     with tempfile.TemporaryDirectory(prefix="evidence-serve-") as tmp:
-        nquads = site / "evidence.nq"
+        from .export import FORMATS
+
+        nquads = site / FORMATS["nq"][0]
         if nquads.is_file():
             newer = _stale(config.kb_dir, nquads)
             if newer:
@@ -546,7 +548,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .export import serialize
             from .pipeline import compile_checked, load_and_validate
 
-            print(f"{site} has no evidence.nq: compiling the kb", file=sys.stderr)
+            print(f"{site} has no {nquads.name}: compiling the kb", file=sys.stderr)
             nquads = Path(tmp) / "evidence.nq"
             nquads.write_bytes(serialize(compile_checked(load_and_validate(config)), "nq"))
         settings = Settings(
@@ -595,8 +597,8 @@ requests to other hosts. It listens on 127.0.0.1, this machine only, unless --ho
 
 Limits: each query runs in a worker process (--workers) and is stopped after --timeout seconds
 (HTTP 503, and the worker is replaced); a result with more than --max-results rows or triples is
-refused (HTTP 413); a request body may be at most 1 MiB. The graph is the site's evidence.nq (if
-the site has none, the kb is compiled); a missing site is built first."""
+refused (HTTP 413); a request body may be at most 1 MiB. The graph is the site's evidence.nq.gz
+(if the site has none, the kb is compiled); a missing site is built first."""
 
 EPILOG = """\
 examples:

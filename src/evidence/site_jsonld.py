@@ -71,7 +71,8 @@ def dcat_void_jsonld(name: str, description: str, base_iri: str, ev_ns: str, dow
         "void:vocabulary": {"@id": ev_ns},
         "dcat:distribution": [
             {"@type": "dcat:Distribution", "dcterms:title": d["name"], "dcterms:description": d["description"],
-             "dcat:downloadURL": {"@id": d["href"]}, "dcat:mediaType": d["media"]}
+             "dcat:downloadURL": {"@id": d["href"]}, "dcat:mediaType": d["media"],
+             **({"dcat:compressFormat": d["compress"]} if d.get("compress") else {})}
             for d in downloads if d.get("media")
         ],
         "void:dataDump": [{"@id": d["href"]} for d in downloads if d.get("rdf")],

@@ -21,6 +21,7 @@ from jinja2 import Environment
 from . import schema as S
 from .cache import code_digest, digest
 from .errors import QueryError, RenderError
+from .export import DUMPS, FORMATS
 from .graph import evidence_graph, forget_evidence_graph
 from .library import load_library
 from .perf import parallel_imap, trim_heap
@@ -55,8 +56,8 @@ MEDIA_TYPES = {
     ".jsonld": "application/ld+json", ".graphml": "application/graphml+xml", ".json": "application/schema+json",
     ".csv": "text/csv", ".rq": "application/sparql-query", ".yaml": "application/yaml", ".txt": "text/plain",
 }
-RDF_FILES = {"evidence.ttl", "evidence.nt", "evidence.nq", "evidence.trig", "evidence.jsonld"}
-_SHORT_DOWNLOADS = ("evidence.ttl", "evidence.jsonld", "evidence.csv", "evidence.graphml", "shapes.ttl", "ontology.ttl")
+RDF_FILES = {FORMATS[fmt][0] for fmt in DUMPS}
+_SHORT_DOWNLOADS = (FORMATS["ttl"][0], FORMATS["jsonld"][0], "evidence.csv", FORMATS["graphml"][0], "shapes.ttl", "ontology.ttl")
 
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
@@ -671,7 +672,9 @@ class SitePages:
             p = self.out / d["href"]
             if not p.is_file():
                 continue
-            out.append({**d, "media": MEDIA_TYPES.get(p.suffix, "application/octet-stream"), "size": human_bytes(p.stat().st_size),
+            packed = p.suffix == ".gz"  # the media type of what is inside, and the compression (as DCAT has them)
+            media = MEDIA_TYPES.get(Path(p.stem).suffix if packed else p.suffix, "application/octet-stream")
+            out.append({**d, "media": media, "compress": "application/gzip" if packed else None, "size": human_bytes(p.stat().st_size),
                         "bytes": p.stat().st_size, "rdf": d["href"] in RDF_FILES})
         return out
 
@@ -693,9 +696,9 @@ class SitePages:
                 curators.setdefault((cur.name, cur.orcid), cur)
         modified = max((m.case_date(m.kb.cases[cid]) for cid in m.case_ids), default=None)
         mod = modified.isoformat() if modified else ""
-        # No triple stands in two graphs (see export.chunk_exports): evidence.nt has one line per
-        # quad. Counted from the chunks, since the file may still be being written (outputs.Splice).
-        triples = self.compiled.quad_count() if (self.out / "evidence.nt").is_file() else None
+        # No triple stands in two graphs (see export.chunk_exports): the N-Triples file has one line
+        # per quad. Counted from the chunks, since the file may still be being written (outputs.Splice).
+        triples = self.compiled.quad_count() if (self.out / FORMATS["nt"][0]).is_file() else None
         base = m.kb.config.base_iri
         schema_org = home_jsonld(self.site_name, self.description, base, self.all_downloads, keywords, list(curators.values()), mod)
         dcat = dcat_void_jsonld(self.site_name, self.description, base, m.ns.ev, self.all_downloads, triples,
