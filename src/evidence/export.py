@@ -8,8 +8,8 @@ that did not change is taken from the build cache, and no list of every quad is 
 The five whole-graph files are gzip files (``evidence.ttl.gz`` ...), as large knowledge graphs
 publish their dumps: each graph's piece is a gzip member of its own, and gzip files put one after
 another are one valid gzip file, so a rebuild splices the members of the graphs that did not change
-from the previous file as it spliced plain text before, a tenth or less of the bytes. At 10,000
-synthetic cases the plain files were 2.87 GB, all of it copied again after every edit.
+from the previous file as it spliced plain text before, 8 to 17 times fewer bytes. At 10,000
+synthetic cases the plain files were 2.87 GB, all of it copied again after every edit; gzip, 231 MB.
 """
 
 from __future__ import annotations
