@@ -233,6 +233,28 @@ def test_a_query_syntax_error_shows_the_line_and_a_caret_at_its_column(compiled,
     assert all(c.isprintable() or c == "\t" for c in shown)  # nothing that would act on a terminal
 
 
+# A query line with characters that a terminal shows wider or narrower than one place, and how
+# many places the line before the parser's column takes beyond (or short of) one per character.
+WIDE_QUERIES = [
+    ('SELECT ?x WHERE { ?x ?y "漢字" FILTR }', 2),  # two CJK characters, two places each
+    ('SELECT ?x WHERE { ?x ?y "🙂" FILTR }', 1),  # an emoji, two places
+    ('SELECT ?x WHERE { ?x ?y "e\u0301" FILTR }', -1),  # a combining accent, drawn on the e
+]
+
+
+@pytest.mark.parametrize("query,extra", WIDE_QUERIES)
+def test_the_caret_stands_under_its_column_after_wide_characters(compiled, query, extra):
+    from evidence.errors import QueryError
+    from evidence.query import run_query
+
+    with pytest.raises(QueryError) as err:
+        run_query(compiled, query)
+    head, shown, caret = err.value.message.split("\n")
+    col = int(re.match(r"line 1, column (\d+): ", head).group(1))
+    assert shown == "  " + query
+    assert caret.index("^") - 2 == col - 1 + extra
+
+
 def test_a_parser_message_with_a_position_and_nothing_else_is_explained():
     from evidence.query import explain_syntax_error
 

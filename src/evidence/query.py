@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,24 @@ def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> 
 _SHOWN = 72  # characters of a long query line shown around the caret
 
 
+def _blank(ch: str) -> str:
+    """What stands under ``ch`` in the line below it: a tab, or as many spaces as it is wide."""
+    if ch == "\t":
+        return "\t"
+    if unicodedata.category(ch) in ("Mn", "Me"):  # a mark drawn on the character before it
+        return ""
+    return "  " if unicodedata.east_asian_width(ch) in ("W", "F") else " "
+
+
 def _caret(text: str, col: int) -> str:
     """The query's line (a window of it, if long) and a caret under ``col`` (1-based); characters
-    that would not print are shown as U+FFFD, so that the caret stays under its column."""
+    that would not print are shown as U+FFFD, so that the caret stays under its column. The caret
+    is placed by display width, as a terminal or a monospace box shows the line: a wide character
+    (CJK, most emoji) takes two places, a combining mark none."""
     at = max(0, min(col - 1, len(text)))
     start = max(0, at - _SHOWN // 2) if len(text) > _SHOWN else 0
     shown = "".join(ch if ch.isprintable() or ch == "\t" else "\ufffd" for ch in text[start:start + _SHOWN])
-    lead = "".join("\t" if ch == "\t" else " " for ch in shown[: at - start])
+    lead = "".join(_blank(ch) for ch in shown[: at - start])
     dots = "..." if start else ""
     return f"\n  {dots}{shown}\n  {' ' * len(dots)}{lead}^ where the parser stopped (the mistake is at or before it)"
 
