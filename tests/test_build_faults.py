@@ -3,8 +3,6 @@ and no partial folder behind (the build writes into a temporary folder, then swa
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from evidence import pipeline
@@ -41,42 +39,34 @@ def test_failure_on_a_first_build_leaves_nothing(config, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-_ONE_CORE = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="with one core the GraphML is written in the build's own process")
-
-
-@pytest.mark.parametrize("forked", [pytest.param(True, marks=_ONE_CORE), False], ids=["forked", "here"])
-def test_a_graphml_that_cannot_be_written_fails_the_build_cleanly(config, site, tmp_path, monkeypatch, forked):
-    """The GraphML is written by a forked process while the site renders (export.Finishing): its
-    failure is the build's, with the file named, and the previous site stays as it was."""
-    from evidence import errors, export, graph
+def test_a_graphml_that_cannot_be_written_fails_the_build_cleanly(config, site, tmp_path, monkeypatch):
+    """The GraphML is spliced from pieces (export._write_graphml): a failure to make one is the
+    build's, and the previous site stays as it was."""
+    from evidence import graph
 
     out = tmp_path / "_site"
     build(config, out)
     before = _snapshot(out)
-    monkeypatch.setattr(export, "GRAPHML_FORK_FROM", 0 if forked else 10**9)
-    monkeypatch.setattr(graph, "write_graphml", lambda g, fh: (_ for _ in ()).throw(MemoryError("out of memory")))
-    with pytest.raises(errors.RenderError, match="cannot write evidence.graphml: MemoryError: out of memory") if forked else pytest.raises(MemoryError):
-        build(config, out)
+    monkeypatch.setattr(graph, "case_graphml", lambda *a: (_ for _ in ()).throw(MemoryError("out of memory")))
+    with pytest.raises(MemoryError):
+        build(config, out, cache=BuildCache(None))  # no record of the old file: every piece is made
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"]
 
 
-@_ONE_CORE
 def test_a_render_that_fails_stops_the_exports_still_being_written(config, site, tmp_path, monkeypatch):
     import multiprocessing
     import threading
+    import time
 
-    from evidence import export, render
+    from evidence import render
+    from evidence.outputs import Splice
 
     out = tmp_path / "_site"
     build(config, out)
     before = _snapshot(out)
-    import time
-
-    from evidence import graph
-
-    monkeypatch.setattr(export, "GRAPHML_FORK_FROM", 0)
-    monkeypatch.setattr(graph, "write_graphml", lambda g, fh: time.sleep(60))  # a large network
+    slow = Splice._run
+    monkeypatch.setattr(Splice, "_run", lambda self, *a: (time.sleep(0.2), slow(self, *a)))  # large files: still being written
     seen = {}
 
     def broken(*args, **kwargs):
@@ -88,9 +78,9 @@ def test_a_render_that_fails_stops_the_exports_still_being_written(config, site,
     t = time.perf_counter()
     with pytest.raises(RuntimeError, match="a template broke"):
         build(config, out, cache=BuildCache(None))  # no record of the old files: every dump is written by its thread
-    assert time.perf_counter() - t < 30, "the build waited for the GraphML it no longer needs"
-    assert seen["children"] == 1  # the GraphML was being written when the render failed
-    assert seen["splices"] == 5  # and the five whole-graph files by their threads
+    assert time.perf_counter() - t < 30, "the build waited for the exports it no longer needs"
+    assert seen["children"] == 0  # no forked writer: the GraphML is spliced too
+    assert seen["splices"] == 6  # the five whole-graph files and the GraphML, each by its thread
     assert multiprocessing.active_children() == []
     assert not [t for t in threading.enumerate() if t.name == "splice"]
     assert _snapshot(out) == before

@@ -91,7 +91,8 @@ def test_editing_one_case_remakes_that_case_and_what_shows_it(project):
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     after = project.build()
     changed = _changed(before, after)
-    assert {"cases/briand-2019.html", "cases/briand-2019.ttl", "cases/briand-2019.jsonld", "evidence.nq.gz", "evidence.ttl.gz"} <= changed
+    assert {"cases/briand-2019.html", "cases/briand-2019.ttl", "cases/briand-2019.jsonld", "evidence.nq.gz", "evidence.ttl.gz",
+            "evidence.graphml"} <= changed  # the case's node is labelled with its title
     assert "sources/briand-2019.html" in changed  # it lists the cases citing it, by title
     # What does not show the case is untouched: another case's graph files and its page.
     assert not changed & {"cases/zimmermann-2019.ttl", "cases/zimmermann-2019.jsonld", "cases/wenzel-2016.ttl"}

@@ -14,7 +14,9 @@ synthetic cases the plain files were 2.87 GB, all of it copied again after every
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -29,7 +31,7 @@ from .cache import BuildCache, code_digest, digest
 from .compile import Compiled
 from .errors import RenderError
 from .outputs import Outputs, Splice, relative_name
-from .perf import Background, parallel_imap
+from .perf import parallel_imap
 
 __all__ = ["FORMATS", "DUMPS", "GZIP_LEVEL", "serialize", "jsonld_context", "write_exports", "iter_pieces", "graph_file", "prefix_header",
            "read_dump"]
@@ -197,9 +199,9 @@ def _pieces_of(job: tuple[Mapping[str, bytes], dict[str, str]], graph: str) -> P
 def serialize(compiled: Compiled, fmt: str, cache: BuildCache | None = None) -> bytes:
     """The whole graph in one of FORMATS, as text (the whole-graph files are these bytes, gzip)."""
     if fmt == "graphml":
-        from .graph import evidence_graph, graphml_bytes
+        from .graph import GRAPHML_HEAD, GRAPHML_TAIL
 
-        return graphml_bytes(evidence_graph(compiled))
+        return GRAPHML_HEAD + b"".join(make() for _n, _k, make in _graphml_pieces(compiled)) + GRAPHML_TAIL
     if fmt == "nq":
         return compiled.nquads()
     if fmt not in FORMATS:
@@ -259,9 +261,9 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
     memory, never all of them. With ``outputs`` (the previous build's record, see
     :mod:`evidence.outputs`), what did not change is linked or copied from the previous build.
 
-    With ``finish``, the five whole-graph files are completed by threads of their own and the
-    GraphML by a forked process, while the caller goes on (to render the site): see
-    :class:`Finishing`. Without it, every file is whole when this returns.
+    With ``finish``, the five whole-graph files and the GraphML are completed by threads of their
+    own while the caller goes on (to render the site): see :class:`Finishing`. Without it, every
+    file is whole when this returns.
     """
     out.mkdir(parents=True, exist_ok=True)
     outputs = outputs or Outputs(out=out)
@@ -316,31 +318,21 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
         for fmt, (sp, _before) in splices.items():
             outputs.layouts[FORMATS[fmt][0]] = {"frames": fkeys[fmt], "pieces": sp.pieces}
     graphml = out / FORMATS["graphml"][0]
-    if finish is None:
-        outputs.link_or_write(graphml, graphml.name, serialize(compiled, "graphml"))
-    else:
-        finish.graphml = finish.stack.enter_context(_GraphmlLater(compiled, graphml))
+    with ExitStack() as local:
+        _write_graphml(compiled, graphml, outputs, finish.stack if finish is not None else local, background=finish is not None)
     context = (json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n").encode("utf-8")
     outputs.link_or_write(out / "context.jsonld", "context.jsonld", context)
     return written + [graphml, out / "context.jsonld"]
 
 
 class Finishing:
-    """The export files that :func:`write_exports` leaves to finish while the caller goes on.
-
-    The whole-graph files are completed by threads (:class:`~evidence.outputs.Splice`), and have
-    their final size once write_exports returns; the GraphML is written by a forked process. :meth:`ready`
-    waits until every file exists whole or with its final size (the downloads page shows the
-    sizes); leaving the ``with`` block waits for everything, or, on an error, stops it.
-    """
+    """The export files that :func:`write_exports` leaves to finish while the caller goes on: the
+    whole-graph files and the GraphML are completed by threads (:class:`~evidence.outputs.Splice`),
+    and have their final size once write_exports returns. Leaving the ``with`` block waits for
+    them, or, on an error, stops them."""
 
     def __init__(self) -> None:
         self.stack = ExitStack()
-        self.graphml: _GraphmlLater | None = None
-
-    def ready(self) -> None:
-        if self.graphml is not None:
-            self.graphml.write()
 
     def __enter__(self) -> Finishing:
         self.stack.__enter__()
@@ -350,52 +342,60 @@ class Finishing:
         return self.stack.__exit__(exc_type, exc, tb)
 
 
-GRAPHML_FORK_FROM = 20_000  # edges; below this, forking costs more than writing the GraphML here
+def _graphml_pieces(compiled: Compiled) -> list[tuple[str, str, Callable[[], bytes]]]:
+    """The GraphML file's pieces in order: (name, key, how to make it). First what is under no
+    case (made from the whole network, keyed by its bytes), then each case file's own nodes and
+    edges, keyed by the file's graph and its share of the shared graph (which its network
+    fragment is made from)."""
+    from .graph import case_graphml, common_graphml, evidence_graph, network_fragment
+
+    ns = compiled.ns
+    common = common_graphml(evidence_graph(compiled), ns.case(""))
+    context = digest("graphml", code_digest())
+    pieces: list[tuple[str, str, Callable[[], bytes]]] = [("common", digest(context, common), lambda: common)]
+    sha = compiled.chunk_digests()
+    prefix = ns.graph("case") + "/"
+    for g in compiled.graphs():
+        part = compiled.parts.get(g)
+        if not g.startswith(prefix):
+            continue
+        case_iri = ns.case(g[len(prefix):])
+        if part is None or part.network is None:  # a graph made without parts: its chunk alone
+            fragment = network_fragment(compiled.chunks[g], ns.ev)
+            pieces.append((g, digest(context, sha[g], repr(fragment)), functools.partial(case_graphml, fragment, case_iri)))
+        else:
+            key = digest(context, sha[g], hashlib.sha256(part.shared).digest())
+            pieces.append((g, key, functools.partial(case_graphml, part.network, case_iri)))
+    return pieces
 
 
-class _GraphmlLater:
-    """GraphML of the network, written by a forked process while the caller renders the site
-    (networkx took 4 s at 10,000 cases, on the main process's critical path), and waited for by
-    :meth:`write`: at Finishing.ready(), or at the latest when the caller's stack is left
-    without an error. The network itself is made here: the site needs it too. A failure to write
-    it is a RenderError naming the file, in the child or here."""
+def _write_graphml(compiled: Compiled, path: Path, outputs: Outputs, stack: ExitStack, background: bool) -> None:
+    """The GraphML of the evidence network, spliced like the whole-graph files: a case whose
+    piece has the same key as in the previous file is copied from it, the others are written.
+    networkx wrote the whole file each build (3 s at 10,000 cases, in a forked process whose
+    copy-on-write pages slowed the build's own process by as much again)."""
+    from .graph import GRAPHML_HEAD, GRAPHML_TAIL
 
-    def __init__(self, compiled: Compiled, path: Path):
-        from .graph import evidence_graph
-
-        self.path = path
-        network = evidence_graph(compiled)
-        # The child writes the file itself and ends: answering through a pipe, it lived on
-        # (holding a copy of the network, 3 GB at 10,000 cases) until read. The file has no key:
-        # Outputs.finish hashes it, and links the previous build's if the bytes are the same.
-        try:
-            small = network.number_of_edges() < GRAPHML_FORK_FROM
-            self.job: Background | None = Background(_graphml_of_network, str(path), network, workers=1 if small else None)
-        except OSError as e:  # written here: its own error
-            raise RenderError(f"cannot write {path.name}: {type(e).__name__}: {e}") from None
-
-    def write(self) -> None:
-        """Wait for the child to have written the file (once)."""
-        if self.job is None:
-            return
-        job, self.job = self.job, None
-        try:
-            job.result()
-        except RuntimeError as e:
-            raise RenderError(f"cannot write {self.path.name}: {e}") from None
-
-    def __enter__(self) -> _GraphmlLater:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.write()
-        elif self.job is not None:
-            self.job.cancel()
-
-
-def _graphml_of_network(path: str, network: Any) -> None:
-    from .graph import write_graphml
-
-    with open(path, "xb") as fh:  # a new file, as Outputs.link_or_write writes them
-        write_graphml(network, fh)
+    name = path.name
+    pieces = _graphml_pieces(compiled)
+    frames = digest("graphml frames", GRAPHML_HEAD, GRAPHML_TAIL)
+    whole = digest("graphml file", frames, *(f"{n}\0{k}" for n, k, _ in pieces))
+    if outputs.link(path, name, whole):
+        outputs.layouts[name] = outputs.previous_layouts.get(name, {})
+        return
+    layout = outputs.previous_layouts.get(name, {})
+    old = outputs.old(name) if layout.get("frames") == frames else None
+    before = layout.get("pieces", {}) if old is not None else {}
+    fh = stack.enter_context(open(path, "xb", buffering=0))
+    sp = stack.enter_context(Splice(fh, old, b"", background=background))
+    sp.write(GRAPHML_HEAD)
+    for n, key, make in pieces:
+        was = before.get(n)
+        if was is not None and was[0] == key:
+            sp.copy(n, key, was[1], was[2])
+        else:
+            sp.piece(n, key, make())
+    sp.write(GRAPHML_TAIL)
+    sp.settle()
+    outputs.keys[name] = whole
+    outputs.layouts[name] = {"frames": frames, "pieces": sp.pieces}

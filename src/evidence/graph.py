@@ -10,10 +10,12 @@ not change instead of loading and querying the whole graph.
 
 from __future__ import annotations
 
-import io
+import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
 
 import networkx as nx
 import pyoxigraph as ox
@@ -23,7 +25,8 @@ from .perf import gc_paused
 if TYPE_CHECKING:
     from .compile import Compiled
 
-__all__ = ["evidence_graph", "forget_evidence_graph", "graphml_bytes", "related_cases", "case_entities", "Fragment", "network_fragment", "network_from_fragments"]
+__all__ = ["evidence_graph", "forget_evidence_graph", "related_cases", "case_entities", "Fragment", "network_fragment", "network_from_fragments",
+           "GRAPHML_HEAD", "GRAPHML_TAIL", "graphml_piece", "case_graphml", "common_graphml"]
 
 # (subject kind, edge label, object kind, SPARQL pattern binding ?s ?o)
 _EDGES: list[tuple[str, str, str, str]] = [
@@ -123,7 +126,10 @@ def network_from_fragments(fragments: list[Fragment]) -> nx.MultiDiGraph:
         return _network(fragments)
 
 
-def _network(fragments: list[Fragment]) -> nx.MultiDiGraph:
+def _resolve(fragments: list[Fragment]) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str, str]]]:
+    """The nodes (IRI -> (kind, label)) and edges (subject, object, label) that the fragments make
+    together, both sorted: a node's kind comes from the first edge pattern (subject before
+    object) that reaches it, its label is the best-ranked, smallest one."""
     kinds: dict[str, int] = {}
     edges: set[tuple[str, str, str]] = set()
     for f in fragments:
@@ -138,28 +144,75 @@ def _network(fragments: list[Fragment]) -> nx.MultiDiGraph:
         for iri, rank, label in f.labels:
             if iri in kinds and (rank, label) < labels.get(iri, (3, "")):
                 labels[iri] = (rank, label)
-    g = nx.MultiDiGraph(name="evidence")
-    for iri in sorted(kinds):  # sorted, so that GraphML output is byte-identical between builds
+    nodes = {}
+    for iri in sorted(kinds):  # sorted, so that the GraphML is byte-identical between builds
         rank = kinds[iri]
         edge = _EDGES[rank // 2]
         label = labels.get(iri)
-        g.add_node(iri, kind=edge[2] if rank % 2 else edge[0], label=label[1] if label else iri.rsplit("/", 1)[-1])
-    for s, o, label in sorted(edges):
+        nodes[iri] = (edge[2] if rank % 2 else edge[0], label[1] if label else iri.rsplit("/", 1)[-1])
+    return nodes, sorted(edges)
+
+
+def _network(fragments: list[Fragment]) -> nx.MultiDiGraph:
+    nodes, edges = _resolve(fragments)
+    g = nx.MultiDiGraph(name="evidence")
+    for iri, (kind, label) in nodes.items():
+        g.add_node(iri, kind=kind, label=label)
+    for s, o, label in edges:
         g.add_edge(s, o, key=label, label=label)
     return g
 
 
-def graphml_bytes(g: nx.MultiDiGraph) -> bytes:
-    """GraphML of the network (networkx writes it with lxml, a dependency for that reason)."""
-    buf = io.BytesIO()
-    write_graphml(g, buf)
-    return buf.getvalue()
+# The GraphML file: GRAPHML_HEAD, pieces of nodes and edges, GRAPHML_TAIL. The keys are those
+# networkx declares for this network (it reads the file back as the same graph, tested).
+GRAPHML_HEAD = (
+    b"<?xml version='1.0' encoding='utf-8'?>\n"
+    b'<graphml xmlns="http://graphml.graphdrawing.org/xmlns" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    b'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">\n'
+    b'<key id="d3" for="edge" attr.name="label" attr.type="string"/>\n'
+    b'<key id="d2" for="node" attr.name="label" attr.type="string"/>\n'
+    b'<key id="d1" for="node" attr.name="kind" attr.type="string"/>\n'
+    b'<key id="d0" for="graph" attr.name="name" attr.type="string"/>\n'
+    b'<graph edgedefault="directed"><data key="d0">evidence</data>\n'
+)
+GRAPHML_TAIL = b"</graph></graphml>\n"
+# What XML 1.0 cannot hold (a validated kb has none of these; a graph from elsewhere might).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
-def write_graphml(g: nx.MultiDiGraph, fh: BinaryIO) -> None:
-    """GraphML of the network into an open binary file, element by element (lxml's incremental
-    writer): at 10,000 cases the file is 80 MB, which graphml_bytes holds twice."""
-    nx.write_graphml(g, fh, encoding="utf-8", prettyprint=True)
+def _xml(text: str) -> str:
+    return escape(_NOT_XML.sub("\ufffd", text), {'"': "&quot;"})
+
+
+def graphml_piece(nodes: Iterable[tuple[str, tuple[str, str]]], edges: Iterable[tuple[str, str, str]]) -> bytes:
+    """GraphML elements of some nodes ((IRI, (kind, label))) and edges ((subject, object, label)),
+    to stand between GRAPHML_HEAD and GRAPHML_TAIL. Each edge has its label as id, as networkx
+    writes a multigraph's edge keys (GraphML allows nodes and edges in any order)."""
+    out = [f'<node id="{_xml(iri)}">\n  <data key="d1">{_xml(kind)}</data>\n  <data key="d2">{_xml(label)}</data>\n</node>\n'
+           for iri, (kind, label) in nodes]
+    out += [f'<edge source="{_xml(s)}" target="{_xml(o)}" id="{_xml(label)}">\n  <data key="d3">{_xml(label)}</data>\n</edge>\n'
+            for s, o, label in edges]
+    return "".join(out).encode("utf-8")
+
+
+def case_graphml(fragment: Fragment, case_iri: str) -> bytes:
+    """The GraphML piece of one case file: the nodes under the case's IRI (the case, its
+    patients, their outcomes) and the edges that start from them, all of them in the case's own
+    fragment. No other file's edges reach these nodes, so their kind and label are the ones of
+    the whole network (tests/test_graph.py checks it)."""
+    nodes, edges = _resolve([fragment])
+    inside = case_iri + "/"
+    return graphml_piece(((iri, v) for iri, v in nodes.items() if iri == case_iri or iri.startswith(inside)),
+                         (e for e in edges if e[0] == case_iri or e[0].startswith(inside)))
+
+
+def common_graphml(g: nx.MultiDiGraph, case_prefix: str) -> bytes:
+    """The GraphML piece of what is under no case's IRI (drugs, genes, variants, diseases,
+    measures, phenotypes, sources) and the edges that start there, from the whole network."""
+    common = sorted(iri for iri in g.nodes if not iri.startswith(case_prefix))
+    edges = sorted((s, o, k) for s in common for _, o, k in g.out_edges(s, keys=True))  # a few, not every edge of every case
+    nodes = g.nodes
+    return graphml_piece(((iri, (nodes[iri]["kind"], nodes[iri]["label"])) for iri in common), edges)
 
 
 def case_entities(g: nx.MultiDiGraph, case: str) -> set[str]:

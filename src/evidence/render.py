@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -111,15 +110,13 @@ class SiteWriter:
 
 
 def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict], search: bool = True,
-                timings: dict[str, float] | None = None, outputs: Outputs | None = None,
-                ready: Callable[[], None] | None = None) -> list[Path]:
+                timings: dict[str, float] | None = None, outputs: Outputs | None = None) -> list[Path]:
     """Write every page, the assets and the search index into ``out``; return the files written.
 
     ``outputs`` is the previous build's record (:mod:`evidence.outputs`): a case or source page
     whose inputs did not change is linked from the previous build without being rendered, and any
-    other file with the same bytes as before is linked instead of written. ``ready`` is called
-    before the pages that show the downloads' sizes (the exports may still be being written:
-    export.Finishing)."""
+    other file with the same bytes as before is linked instead of written. The exports may still
+    be being written (export.Finishing), with their final sizes already."""
     from .site_pages import SitePages
 
     if not (templates / "base.html").is_file():
@@ -128,7 +125,7 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
     writer = SiteWriter(out, outputs)
     # Pages make millions of short-lived strings and no cycles worth collecting (see perf.py).
     with gc_paused():
-        pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings, ready)
+        pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings)
         pages.write_all()
     if search:
         from .site_search import write_index

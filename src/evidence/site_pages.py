@@ -87,10 +87,8 @@ class Paged:
 
 
 class SitePages:
-    def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float],
-                 ready: Callable[[], None] | None = None):
+    def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float]):
         self.kb = kb
-        self.ready = ready or (lambda: None)
         self.compiled = compiled
         self.env = env
         self.templates = templates
@@ -98,10 +96,8 @@ class SitePages:
         self.out: Path = writer.out
         self.base_downloads = downloads
         self.timings = timings
-        # The related cases come from the network alone, so they are ranked first: while the
-        # GraphML child (forked at the end of the exports) may still be reading its copy of the
-        # network, and before the site model, the render's largest allocation, is made. At
-        # 10,000 cases the child and the site model together were the build's peak.
+        # The related cases come from the network alone, so they are ranked first, before the
+        # site model, the render's largest allocation, is made.
         self.g = evidence_graph(compiled)
         self.rank_related()
         t = time.perf_counter()
@@ -246,8 +242,8 @@ class SitePages:
         view = graph_view(self.g, m.iri_url, labels)
         self.page("graph.html", "graph.html", "the network view", title="Evidence network", page_kind="graph", view=view,
                   paths=view.paths(), adjacency=view.adjacency(), kinds=sorted({n.kind for n in view.nodes}))
-        # Nothing after this page reads the network (its GraphML child has its own copy): at 10,000
-        # cases it was 300 MB that every render worker would fork with.
+        # Nothing after this page reads the network: at 10,000 cases it was 300 MB that every
+        # render worker would fork with.
         forget_evidence_graph(self.compiled)
         del self.g
 
@@ -679,7 +675,6 @@ class SitePages:
         return out
 
     def downloads(self) -> None:
-        self.ready()  # every download has its final size (the exports may still be being written)
         self.all_downloads = self.download_list()
         case_files = [(cid, self.m.url("cases", cid)) for cid in self.m.case_ids[:5]]
         self.page("downloads.html", "downloads.html", "the downloads page", title="Downloads", page_kind="downloads",
