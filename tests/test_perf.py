@@ -113,3 +113,25 @@ def test_trim_heap_frees_cycles_left_while_the_collector_is_paused():
         trim_heap()
         assert alive() is None
     assert gc.isenabled()
+
+
+def test_a_build_freezes_the_models_and_parts_before_the_collector_runs_again(config, tmp_path, monkeypatch):
+    """The models (after validation) and the compiled parts (after compiling) live until the
+    build ends: they are moved out of the collector's sight while it is still paused, so no
+    collection walks them first (that walk took about 1 s of a 10,000-case rebuild). After the
+    build, nothing stays frozen and the collector runs."""
+    import gc
+
+    from evidence import pipeline
+
+    seen: list[bool] = []  # was the collector running when the heap was frozen?
+    freeze = pipeline.freeze_heap
+
+    def watched() -> None:
+        seen.append(gc.isenabled())
+        freeze()
+
+    monkeypatch.setattr(pipeline, "freeze_heap", watched)
+    pipeline.build(config, tmp_path / "_site")
+    assert seen == [False, False]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
