@@ -129,15 +129,15 @@ def test_graphml_pieces_escape_what_xml_cannot_hold_as_it_is():
 
     from evidence.graph import GRAPHML_HEAD, GRAPHML_TAIL, graphml_piece
 
-    label = 'a <b> & "c" \x01 \ufffe end'
-    piece = graphml_piece([('node "1" <&>', ("case", label))], [('node "1" <&>', "x&y", "has <patient>")])
+    label = 'a <b> & "c" \x01 \ufffe\r\nnext\tline'
+    piece = graphml_piece([('node "1" <&>\t\n', ("case", label))], [('node "1" <&>\t\n', "x&y", "has <patient>")])
     root = ET.parse(io.BytesIO(GRAPHML_HEAD + piece + GRAPHML_TAIL)).getroot()
     ns = {"g": "http://graphml.graphdrawing.org/xmlns"}
     node = root.find("g:graph/g:node", ns)
-    assert node.get("id") == 'node "1" <&>'
-    assert [d.text for d in node.findall("g:data", ns)] == ["case", 'a <b> & "c" \ufffd \ufffd end']
+    assert node.get("id") == 'node "1" <&>\t\n'
+    assert [d.text for d in node.findall("g:data", ns)] == ["case", 'a <b> & "c" \ufffd \ufffd\r\nnext\tline']
     edge = root.find("g:graph/g:edge", ns)
-    assert (edge.get("source"), edge.get("target"), edge.find("g:data", ns).text) == ('node "1" <&>', "x&y", "has <patient>")
+    assert (edge.get("source"), edge.get("target"), edge.find("g:data", ns).text) == ('node "1" <&>\t\n', "x&y", "has <patient>")
 
 
 def test_fragments_keep_the_first_kind_and_the_best_label():

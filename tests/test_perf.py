@@ -1,29 +1,14 @@
-"""perf.Background (a job in a forked process while the caller goes on) and perf.parallel_imap's
-shared object (what forked workers see without its being pickled)."""
+"""perf.parallel_imap's shared object (what forked workers see without its being pickled), and the
+build's use of the collector (perf.gc_paused, perf.freeze_heap, perf.trim_heap)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import time
 
 import pytest
 
-from evidence.perf import Background, parallel_imap, parallel_map
-
-_SEEN = None  # set before forking: the child sees it without its being pickled
-
-
-def _add(a, b):
-    return a + b + (_SEEN or 0)
-
-
-def _pid():
-    return os.getpid()
-
-
-def _len_of(obj):
-    return len(obj["items"]), os.getpid()
+from evidence.perf import parallel_imap, parallel_map
 
 
 def _item_of(shared, i):
@@ -33,50 +18,10 @@ def _item_of(shared, i):
     return shared["double"](shared["items"][i]), os.getpid()
 
 
-def _fail():
-    raise ValueError("no such graph")
-
-
-def _sleep():
-    time.sleep(60)
-    return "late"
-
-
-def test_the_child_sees_the_callers_objects_and_returns_its_result(monkeypatch):
-    monkeypatch.setattr(f"{__name__}._SEEN", 100)
-    assert Background(_add, 1, 2, workers=2).result() == 103
-    assert Background(_pid, workers=2).result() != os.getpid()
-
-
-def test_with_one_core_the_job_runs_here():
-    assert Background(_pid, workers=1).result() == os.getpid()
-
-
-def test_what_the_child_raises_is_raised_with_its_message():
-    with pytest.raises(RuntimeError, match="ValueError: no such graph"):
-        Background(_fail, workers=2).result()
-    assert multiprocessing.active_children() == []
-
-
-def test_a_cancelled_job_is_stopped_at_once():
-    t = time.perf_counter()
-    with pytest.raises(KeyError):
-        with Background(_sleep, workers=2):
-            raise KeyError("the build failed")
-    assert time.perf_counter() - t < 10
-    assert multiprocessing.active_children() == []
-
-
 def _unpicklable(n):
     import threading
 
     return {"items": list(range(n)), "lock": threading.Lock(), "double": lambda x: 2 * x}
-
-
-def test_background_args_reach_the_child_without_pickling():
-    shared = _unpicklable(5)
-    n, pid = Background(_len_of, shared, workers=2).result()
-    assert (n, pid != os.getpid()) == (5, True)
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="forked workers need two cores")

@@ -377,8 +377,9 @@ def test_site_is_served(server, site):
     status, headers, body = http(f"{server.url}/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert body == (site / "index.html").read_bytes()
-    status, _, body = http(f"{server.url}/evidence.ttl.gz")
+    status, gz_headers, body = http(f"{server.url}/evidence.ttl.gz")
     assert status == 200 and body == (site / "evidence.ttl.gz").read_bytes()
+    assert gz_headers["content-type"] == "application/gzip" and "content-encoding" not in gz_headers
     assert http(f"{server.url}/no-such-page.html")[0] == 404
     assert http(f"{server.url}/..%2F..%2Fetc%2Fpasswd")[0] == 404
     assert headers.get("x-content-type-options") == "nosniff"

@@ -280,6 +280,8 @@ def test_home_counts_matrix_newest_downloads_and_dataset_description(site, pages
     blocks = [json.loads(t) for a, t in page.script_texts if a.get("type") == "application/ld+json"]
     schema_org = next(b for b in blocks if b.get("@context") == "https://schema.org/")
     assert schema_org["@type"] == "Dataset" and schema_org["distribution"]
+    formats = {d["contentUrl"]: d["encodingFormat"] for d in schema_org["distribution"]}
+    assert formats["evidence.ttl.gz"] == "application/gzip" and formats["shapes.ttl"] == "text/turtle"
     assert all(not urlparse(d["contentUrl"]).scheme for d in schema_org["distribution"])
     dcat = next(b for b in blocks if "dcat" in b.get("@context", {}))
     ds = dcat["@graph"][0]

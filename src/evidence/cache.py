@@ -60,13 +60,18 @@ def digest(*parts: bytes | str) -> str:
 _CODE: dict[tuple, str] = {}
 # Libraries whose output ends up in what the cache keeps (models, graphs, pages, RDF pieces): a new
 # version of one may change it, so their versions are part of every key.
-_LIBRARIES = ("jinja2", "lxml", "markupsafe", "networkx", "pagefind", "pagefind_bin_extended", "pydantic", "pydantic_core", "pyoxigraph", "pyshacl_turbo", "PyYAML")
+_LIBRARIES = ("jinja2", "markupsafe", "networkx", "pagefind", "pagefind_bin_extended", "pydantic", "pydantic_core", "pyoxigraph", "pyshacl_turbo", "PyYAML")
 
 
 def _versions() -> str:
+    """The libraries' versions, and the interpreter's and zlib's: the whole-graph files' gzip
+    members carry an OS byte that Python 3.13 writes differently from 3.11, and another zlib
+    may compress the same bytes differently."""
+    import sys
+    import zlib
     from importlib.metadata import PackageNotFoundError, version
 
-    out = []
+    out = [f"python={sys.version_info[0]}.{sys.version_info[1]}", f"zlib={zlib.ZLIB_RUNTIME_VERSION}"]
     for name in _LIBRARIES:
         try:
             out.append(f"{name}={version(name)}")

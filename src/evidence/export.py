@@ -33,8 +33,7 @@ from .errors import RenderError
 from .outputs import Outputs, Splice, relative_name
 from .perf import parallel_imap
 
-__all__ = ["FORMATS", "DUMPS", "GZIP_LEVEL", "serialize", "jsonld_context", "write_exports", "iter_pieces", "graph_file", "prefix_header",
-           "read_dump"]
+__all__ = ["FORMATS", "DUMPS", "GZIP_LEVEL", "serialize", "jsonld_context", "write_exports", "iter_pieces", "graph_file", "prefix_header"]
 
 # format name -> (file name, media type of the content); the whole-graph files (DUMPS) are gzip
 FORMATS: dict[str, tuple[str, str]] = {
@@ -58,12 +57,6 @@ GZIP_LEVEL = 3
 def _gz(data: bytes) -> bytes:
     """``data`` as one gzip member (no time stamp: the same bytes every build); nothing for nothing."""
     return gzip.compress(data, GZIP_LEVEL, mtime=0) if data else b""
-
-
-def read_dump(path: str | Path) -> bytes:
-    """The content of a whole-graph file, unpacked."""
-    with gzip.open(path, "rb") as fh:
-        return fh.read()
 
 
 def _sort_prefix_header(data: bytes) -> bytes:
@@ -94,7 +87,8 @@ def jsonld_context(compiled: Compiled) -> dict:
 
 
 def chunk_exports(chunk: bytes, prefixes: dict[str, str], graph: str) -> dict[str, bytes]:
-    """One named graph (canonical N-Quads) in every chunked format, without headers.
+    """One named graph (canonical N-Quads) as Turtle, N-Triples, TriG and JSON-LD text, without
+    headers (the N-Quads piece is the chunk itself).
 
     No triple stands in two graphs (the compiler sees to it), so the whole graph in Turtle or
     N-Triples is the graphs' triples one after another, and no triple is written twice. N-Triples

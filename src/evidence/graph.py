@@ -181,16 +181,24 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def _xml(text: str) -> str:
-    return escape(_NOT_XML.sub("\ufffd", text), {'"': "&quot;"})
+    """Element text: a carriage return as a character reference (a parser reads a bare one as a
+    line break), as networkx's lxml writer wrote it."""
+    return escape(_NOT_XML.sub("\ufffd", text), {"\r": "&#13;"})
+
+
+def _attr(text: str) -> str:
+    """An attribute value: also quotes, line breaks and tabs as references (a parser reads them
+    as spaces)."""
+    return escape(_NOT_XML.sub("\ufffd", text), {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#9;"})
 
 
 def graphml_piece(nodes: Iterable[tuple[str, tuple[str, str]]], edges: Iterable[tuple[str, str, str]]) -> bytes:
     """GraphML elements of some nodes ((IRI, (kind, label))) and edges ((subject, object, label)),
     to stand between GRAPHML_HEAD and GRAPHML_TAIL. Each edge has its label as id, as networkx
     writes a multigraph's edge keys (GraphML allows nodes and edges in any order)."""
-    out = [f'<node id="{_xml(iri)}">\n  <data key="d1">{_xml(kind)}</data>\n  <data key="d2">{_xml(label)}</data>\n</node>\n'
+    out = [f'<node id="{_attr(iri)}">\n  <data key="d1">{_xml(kind)}</data>\n  <data key="d2">{_xml(label)}</data>\n</node>\n'
            for iri, (kind, label) in nodes]
-    out += [f'<edge source="{_xml(s)}" target="{_xml(o)}" id="{_xml(label)}">\n  <data key="d3">{_xml(label)}</data>\n</edge>\n'
+    out += [f'<edge source="{_attr(s)}" target="{_attr(o)}" id="{_attr(label)}">\n  <data key="d3">{_xml(label)}</data>\n</edge>\n'
             for s, o, label in edges]
     return "".join(out).encode("utf-8")
 

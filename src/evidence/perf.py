@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "trim_heap", "parallel_map", "parallel_imap", "Background"]
+__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "trim_heap", "parallel_map", "parallel_imap"]
 
 
 @contextmanager
@@ -128,73 +128,3 @@ def _worker_call(item: Any) -> Any:
     assert _JOB is not None
     fn, shared = _JOB
     return fn(item) if shared is _ALONE else fn(shared, item)
-
-
-class Background:
-    """``fn(*args)`` in one forked process while the caller goes on; :meth:`result` waits for it.
-
-    The child is forked when this is made, so it sees the caller's objects as they are then,
-    ``args`` included, without their being pickled; only the result is.
-    With one core, it runs here and now. Use it as a
-    context manager, or call :meth:`cancel` on every path that does not take the result: a child
-    whose result is not wanted is stopped.
-    """
-
-    def __init__(self, fn: Callable[..., Any], *args: Any, workers: int | None = None):
-        self._proc: Any = None
-        self._value: Any = None
-        if (workers or os.cpu_count() or 1) < 2:
-            self._value = fn(*args)
-            return
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("fork")
-        self._recv, send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_background_child, args=(send, fn, args), daemon=True)
-        self._proc.start()
-        send.close()
-
-    def result(self) -> Any:
-        """The value of ``fn(*args)``. In a child, what it raised is raised here as a RuntimeError
-        with its message (an exception may not survive pickling); run here (one core), as itself,
-        from the constructor."""
-        if self._proc is not None:
-            try:
-                ok, value = self._recv.recv()
-            except EOFError:
-                ok, value = False, f"the worker process ended without an answer (exit code {self._proc.exitcode})"
-            except BaseException:  # interrupted while waiting: the child's work is not wanted
-                self._proc.terminate()
-                raise
-            finally:
-                self._close()
-            if not ok:
-                raise RuntimeError(value)
-            self._value = value
-        return self._value
-
-    def cancel(self) -> None:
-        """Stop the child if it is still working, and forget its result."""
-        if self._proc is not None:
-            self._proc.terminate()
-            self._close()
-
-    def _close(self) -> None:
-        self._proc.join()
-        self._recv.close()
-        self._proc = None
-
-    def __enter__(self) -> Background:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.cancel()
-
-
-def _background_child(send: Any, fn: Callable[..., Any], args: tuple) -> None:
-    try:
-        answer = (True, fn(*args))
-    except BaseException as exc:
-        answer = (False, f"{type(exc).__name__}: {exc}")
-    send.send(answer)
-    send.close()

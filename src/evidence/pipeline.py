@@ -87,11 +87,18 @@ def ontology_turtle(compiled: Compiled) -> str:
     return _turtle(ontology_triples(compiled.ns), prefixes)
 
 
-def compile_checked(kb: Kb, timings: dict[str, float] | None = None, cache: BuildCache | None = None) -> Compiled:
-    """Compile and validate the result against the SHACL shapes (CompileError on a violation)."""
+def compile_checked(kb: Kb, timings: dict[str, float] | None = None, cache: BuildCache | None = None, freeze: bool = False) -> Compiled:
+    """Compile and validate the result against the SHACL shapes (CompileError on a violation).
+
+    With ``freeze`` (a build, which holds the compiled parts to its end), the parts are moved out
+    of the collector's sight (perf.freeze_heap) before it runs again: the first collection after
+    compile_kb walked them all (0.3 s of a 10,000-case rebuild)."""
     timings = timings if timings is not None else {}
     t = time.perf_counter()
-    compiled = compile_kb(kb, cache)
+    with gc_paused():
+        compiled = compile_kb(kb, cache)
+        if freeze:
+            freeze_heap()
     timings["compile"] = time.perf_counter() - t
     t = time.perf_counter()
     validate_compiled(compiled, shapes_turtle(compiled), cache=cache)
@@ -125,9 +132,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
         kb = load_and_validate(config, cache=cache)
         freeze_heap()
     report.timings["validate"] = time.perf_counter() - t
-    with gc_paused():  # the compiled parts too (the collection after compile_kb walked them)
-        compiled = compile_checked(kb, report.timings, cache)
-        freeze_heap()
+    compiled = compile_checked(kb, report.timings, cache, freeze=True)
     report.cases = len(kb.cases)
     report.patients = sum(len(c.patients) for c in kb.cases.values())
     report.quads = compiled.quad_count()

@@ -120,6 +120,17 @@ def create_app(settings: Settings):
 
     from .render import environment
 
+    class SiteFiles(StaticFiles):
+        """The site's files. A gzip download (evidence.ttl.gz ...) is sent as application/gzip:
+        Python's mimetypes names what is inside (text/turtle), and with nosniff and no
+        Content-Encoding a client would take the gzip bytes for Turtle."""
+
+        def file_response(self, full_path, *args: Any, **kwargs: Any) -> Response:
+            response = super().file_response(full_path, *args, **kwargs)
+            if str(full_path).endswith(".gz"):
+                response.headers["content-type"] = "application/gzip"
+            return response
+
     state: dict[str, Any] = {"pool": None, "vendor": "not installed"}
     vendor = settings.vendor or vendor_folder(settings.root)
     env = environment(settings.templates) if settings.templates else None
@@ -299,7 +310,7 @@ def create_app(settings: Settings):
         Route("/sparql", sparql, methods=["GET", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"]),
         Route("/query", query_page, methods=["GET"]),
         Mount("/vendor/yasgui", app=StaticFiles(directory=str(vendor), check_dir=False), name="vendor"),
-        Mount("/", app=StaticFiles(directory=str(settings.site), html=True), name="site"),
+        Mount("/", app=SiteFiles(directory=str(settings.site), html=True), name="site"),
     ]
     middleware = [
         Middleware(_SecurityHeaders),
@@ -539,6 +550,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .export import FORMATS
 
         nquads = site / FORMATS["nq"][0]
+        if not nquads.is_file() and (site / "evidence.nq").is_file():
+            nquads = site / "evidence.nq"  # a site built before the downloads were gzip (session 9)
         if nquads.is_file():
             newer = _stale(config.kb_dir, nquads)
             if newer:

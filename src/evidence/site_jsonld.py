@@ -54,7 +54,7 @@ def home_jsonld(name: str, description: str, base_iri: str, downloads: list[dict
         "creator": [_person(c) for c in creators],
         "dateModified": modified,
         "isAccessibleForFree": True,
-        "distribution": [{"@type": "DataDownload", "name": d["name"], "encodingFormat": d["media"], "contentUrl": d["href"]}
+        "distribution": [{"@type": "DataDownload", "name": d["name"], "encodingFormat": d.get("compress") or d["media"], "contentUrl": d["href"]}
                          for d in downloads if d.get("media")],
     }
 
