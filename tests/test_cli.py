@@ -296,3 +296,11 @@ def test_query_refuses_service_unless_allowed(tmp_path):
     r = run("build", "--out", str(tmp_path / "_site"), cwd=tmp_path)
     assert r.returncode == 1 and "SERVICE (federated query) is not allowed" in r.stderr, r.stderr
     assert not (tmp_path / "_site").exists()
+
+
+def test_an_ask_query_answers_true_or_false():
+    """pyoxigraph answers ASK with a QueryBoolean, not a bool: it was taken for solutions (an
+    internal error) until session 9."""
+    for query, answer in (("ASK { ?c a ev:CaseReport }", "true"), ("ASK { ?c a ev:NoSuchClass }", "false")):
+        r = run("query", query)
+        assert r.returncode == 0 and r.stdout.strip() == answer, (query, r.stdout, r.stderr)

@@ -26,6 +26,7 @@ __all__ = [
     "QueryResult",
     "explain_syntax_error",
     "run_query",
+    "refuse_service",
     "run_remote",
     "read_query",
     "format_result",
@@ -83,7 +84,7 @@ def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> 
     return head + _caret(text_line, col) if 0 < line <= len(lines) else head
 
 
-_SHOWN = 72  # characters of a long query line shown around the caret
+_SHOWN = 72  # code points of a long query line shown around the caret (a line of wide ones shows twice as wide)
 
 
 def _blank(ch: str) -> str:
@@ -108,6 +109,16 @@ def _caret(text: str, col: int) -> str:
     return f"\n  {dots}{shown}\n  {' ' * len(dots)}{lead}^ where the parser stopped (the mistake is at or before it)"
 
 
+def refuse_service(query: str) -> None:
+    """Raise QueryError if the query may use SERVICE (see :func:`run_query`)."""
+    from .serve_protocol import uses_service
+
+    if uses_service(query):
+        raise QueryError("SERVICE (federated query) is not allowed: the query would make this machine fetch from another server; "
+                         "`evidence query --allow-service` permits it for a query you run yourself (the check is on the word, "
+                         "so write a string or IRI that contains 'service' another way)")
+
+
 def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | ox.Literal] | None = None, store: ox.Store | None = None,
               allow_service: bool = False) -> QueryResult:
     """Run a SPARQL query over the union of all graphs.
@@ -116,12 +127,8 @@ def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | o
     HTTP request to any address the query names, and a query can come from a contribution (the
     library in kb/queries is run by every build, in CI too).
     """
-    from .serve_protocol import uses_service
-
-    if not allow_service and uses_service(query):
-        raise QueryError("SERVICE (federated query) is not allowed: the query would make this machine fetch from another server; "
-                         "`evidence query --allow-service` permits it for a query you run yourself (the check is on the word, "
-                         "so write a string or IRI that contains 'service' another way)")
+    if not allow_service:
+        refuse_service(query)
     store = store or compiled.store()
     prefixes = compiled.ns.prefixes()
     subs = {ox.Variable(k): v for k, v in (params or {}).items()}
@@ -135,8 +142,8 @@ def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | o
             raise QueryError(f"parameter '{m.group(1)}' is not a variable that the query selects; "
                              "a parameter binds one of the SELECT variables (see the query's header)") from None
         raise QueryError(f"the query failed: {exc}") from None
-    if isinstance(res, bool):
-        return QueryResult("ask", [], [], boolean=res)
+    if isinstance(res, (bool, ox.QueryBoolean)):  # pyoxigraph 0.5 answers ASK with a QueryBoolean
+        return QueryResult("ask", [], [], boolean=bool(res))
     if isinstance(res, ox.QuerySolutions):
         variables = [v.value for v in res.variables]
         rows = [{v: sol[v] for v in variables} for sol in res]

@@ -117,15 +117,18 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
     whose inputs did not change is linked from the previous build without being rendered, and any
     other file with the same bytes as before is linked instead of written. The exports may still
     be being written (export.Finishing), with their final sizes already."""
+    from .library import load_library
+    from .library_run import LibraryAnswers
     from .site_pages import SitePages
 
     if not (templates / "base.html").is_file():
         raise RenderError(f"no site templates in {templates} (expected base.html and the page templates there)")
     timings = timings if timings is not None else {}
     writer = SiteWriter(out, outputs)
+    # The query library is answered by a worker process while the pages render (see library_run).
     # Pages make millions of short-lived strings and no cycles worth collecting (see perf.py).
-    with gc_paused():
-        pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings)
+    with LibraryAnswers(compiled, load_library(kb.config.kb_dir / "queries")) as library, gc_paused():
+        pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings, library)
         pages.write_all()
     if search:
         from .site_search import write_index

@@ -23,9 +23,8 @@ from .cache import code_digest, digest
 from .errors import QueryError, RenderError
 from .export import DUMPS, FORMATS
 from .graph import evidence_graph, forget_evidence_graph
-from .library import load_library
+from .library_run import LibraryAnswers
 from .perf import parallel_imap, trim_heap
-from .query import run_query
 from .site_docs import fixed_lists, format_docs
 from .site_format import NR, citation_text, dose_text, human_bytes, human_duration, json_script, short_citation
 from .site_graph import graph_view
@@ -87,8 +86,10 @@ class Paged:
 
 
 class SitePages:
-    def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float]):
+    def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float],
+                 library: LibraryAnswers):
         self.kb = kb
+        self.library_answers = library
         self.compiled = compiled
         self.env = env
         self.templates = templates
@@ -597,14 +598,11 @@ class SitePages:
     # ------------------------------------------------------------------------------ query library
     def queries(self) -> None:
         m = self.m
-        lib = load_library(self.kb.config.kb_dir / "queries")
         prefixes = m.ns.prefixes()
         shown = []
-        for q in lib:
-            try:
-                res = run_query(self.compiled, q.text)
-            except QueryError as exc:
-                raise RenderError(f"{q.path}: the library query failed: {exc.message}") from None
+        for q, res in self.library_answers.result():
+            if isinstance(res, QueryError):
+                raise RenderError(f"{q.path}: the library query failed: {res.message}")
             self.writer.data(f"queries/{q.name}.rq", q.path.read_bytes(), f"query {q.name}")
             rows: list[list[dict[str, str]]] = []
             csv_buf = io.StringIO()

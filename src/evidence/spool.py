@@ -55,6 +55,11 @@ class Spool(Mapping[str, bytes]):
         """Put the names in sorted order (the bytes stay where they are)."""
         self._at = dict(sorted(self._at.items()))
 
+    def fileno(self) -> int:
+        """The descriptor of the spool's file, which holds the values back to back in the order
+        they were added (a process that inherits it can read them all as one stream)."""
+        return self._fh.fileno()
+
     def size(self, name: str) -> int:
         """The length of ``name``'s bytes, without reading them."""
         return self._at[name][1]
