@@ -218,12 +218,13 @@ def graph_file(compiled: Compiled, fmt: str, piece: Pieces, frames: dict[str, tu
 
 def _write_dumps(compiled: Compiled, splices: dict[str, tuple[Splice, dict[str, tuple[str, int, int]]]],
                  pieces: Iterator[tuple[str, Pieces]], keys: dict[str, str],
-                 on_piece: Callable[[str, Pieces], None] | None = None) -> None:
+                 on_piece: Callable[[str, Pieces], None] | None = None, frames: dict[str, tuple[bytes, bytes, bytes]] | None = None) -> None:
     """Write the files in ``splices`` (format -> (writer, the old file's pieces)), graph by graph,
     as gzip members: a graph whose old piece has the same key is copied from the old file, the
     others are written from ``pieces`` (which must hold every graph that is not copied in every
-    format). The caller closes the writers."""
-    frames = _frames(compiled, packed=True)
+    format). The caller closes the writers. ``frames`` is ``_frames(compiled, packed=True)``,
+    when the caller has it."""
+    frames = frames or _frames(compiled, packed=True)
     for fmt, (sp, _old) in splices.items():
         sp.write(frames[fmt][0])
     nxt = next(pieces, None)
@@ -276,18 +277,11 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
         for fmt in DUMPS:
             name = FORMATS[fmt][0]
             written.append(out / name)
-            fkey = fkeys[fmt]
-            whole = digest("dump", fkey, *(f"{g}\0{keys[g]}" for g in graphs))
-            if outputs.link(out / name, name, whole):
-                outputs.layouts[name] = outputs.previous_layouts.get(name, {})
+            whole = digest("dump", fkeys[fmt], *(f"{g}\0{keys[g]}" for g in graphs))
+            opened = _open_splice(outputs, out / name, fkeys[fmt], whole, packed[fmt][1], stack, background=True)
+            if opened is None:
                 continue
-            layout = outputs.previous_layouts.get(name, {})
-            old = outputs.old(name) if layout.get("frames") == fkey else None
-            before = layout.get("pieces", {}) if old is not None else {}
-            fh = stack.enter_context(open(out / name, "xb", buffering=0))
-            sp = stack.enter_context(Splice(fh, old, packed[fmt][1], background=True))
-            splices[fmt] = (sp, before)
-            outputs.keys[name] = whole
+            sp, before = splices[fmt] = opened
             needed.update(g for g in graphs if before.get(g, ("",))[0] != keys[g])
         alone: dict[str, list[tuple[str, Path, str]]] = {}
         for g, base in graph_files.items():
@@ -308,7 +302,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
                 outputs.link_or_write(p, p.relative_to(out).as_posix(), graph_file(compiled, fmt, piece, frames), key)
 
         pieces = iter_pieces(compiled, cache, graphs=[g for g in graphs if g in needed], keys=keys)
-        _write_dumps(compiled, splices, pieces, keys, write_alone)
+        _write_dumps(compiled, splices, pieces, keys, write_alone, packed)
         for fmt, (sp, _before) in splices.items():
             outputs.layouts[FORMATS[fmt][0]] = {"frames": fkeys[fmt], "pieces": sp.pieces}
     graphml = out / FORMATS["graphml"][0]
@@ -370,18 +364,13 @@ def _write_graphml(compiled: Compiled, path: Path, outputs: Outputs, stack: Exit
     copy-on-write pages slowed the build's own process by as much again)."""
     from .graph import GRAPHML_HEAD, GRAPHML_TAIL
 
-    name = path.name
     pieces = _graphml_pieces(compiled)
     frames = digest("graphml frames", GRAPHML_HEAD, GRAPHML_TAIL)
     whole = digest("graphml file", frames, *(f"{n}\0{k}" for n, k, _ in pieces))
-    if outputs.link(path, name, whole):
-        outputs.layouts[name] = outputs.previous_layouts.get(name, {})
+    opened = _open_splice(outputs, path, frames, whole, b"", stack, background)
+    if opened is None:
         return
-    layout = outputs.previous_layouts.get(name, {})
-    old = outputs.old(name) if layout.get("frames") == frames else None
-    before = layout.get("pieces", {}) if old is not None else {}
-    fh = stack.enter_context(open(path, "xb", buffering=0))
-    sp = stack.enter_context(Splice(fh, old, b"", background=background))
+    sp, before = opened
     sp.write(GRAPHML_HEAD)
     for n, key, make in pieces:
         was = before.get(n)
@@ -391,5 +380,24 @@ def _write_graphml(compiled: Compiled, path: Path, outputs: Outputs, stack: Exit
             sp.piece(n, key, make())
     sp.write(GRAPHML_TAIL)
     sp.settle()
+    outputs.layouts[path.name] = {"frames": frames, "pieces": sp.pieces}
+
+
+def _open_splice(outputs: Outputs, path: Path, frames_key: str, whole: str, sep: bytes, stack: ExitStack,
+                 background: bool) -> tuple[Splice, dict[str, tuple[str, int, int]]] | None:
+    """The writer of a spliced export file (a whole-graph file or the GraphML), and where each
+    piece lies in the previous build's file, usable only if that file was put together the same
+    way (``frames_key``); None when the previous build's file, whose key is ``whole``, is linked
+    instead. The caller records ``{"frames": frames_key, "pieces": writer.pieces}`` as the
+    file's layout once every piece is written."""
+    name = path.name
+    if outputs.link(path, name, whole):
+        outputs.layouts[name] = outputs.previous_layouts.get(name, {})
+        return None
+    layout = outputs.previous_layouts.get(name, {})
+    old = outputs.old(name) if layout.get("frames") == frames_key else None
+    before = layout.get("pieces", {}) if old is not None else {}
+    fh = stack.enter_context(open(path, "xb", buffering=0))
+    sp = stack.enter_context(Splice(fh, old, sep, background=background))
     outputs.keys[name] = whole
-    outputs.layouts[name] = {"frames": frames, "pieces": sp.pieces}
+    return sp, before

@@ -668,8 +668,9 @@ class SitePages:
                 continue
             packed = p.suffix == ".gz"  # the media type of what is inside, and the compression (as DCAT has them)
             media = MEDIA_TYPES.get(Path(p.stem).suffix if packed else p.suffix, "application/octet-stream")
-            out.append({**d, "media": media, "compress": "application/gzip" if packed else None, "size": human_bytes(p.stat().st_size),
-                        "bytes": p.stat().st_size, "rdf": d["href"] in RDF_FILES})
+            size = p.stat().st_size
+            out.append({**d, "media": media, "compress": "application/gzip" if packed else None, "size": human_bytes(size),
+                        "bytes": size, "rdf": d["href"] in RDF_FILES})
         return out
 
     def downloads(self) -> None:
