@@ -10,10 +10,9 @@ never read from a contribution, so unpickling it runs only what this build itsel
 are written to a temporary file and renamed, so an interrupted build leaves no torn entry; one
 that cannot be read is treated as missing.
 
-The stages that every build reads whole (``PACKED_STAGES``: a checked model and a compiled part
-for each kb file, the evidence-table rows of each case, the words of each case and source for the
-search index) keep their entries in *packs*, not in
-single files: ``<stage>/pack-<time>-<pid>``, the entries' pickles one after another and an
+The stages that every build reads (``PACKED_STAGES``: a checked model and a compiled part for
+each kb file, what the evidence table needs of each case and its rows, the words of each case and
+source for the search index) keep their entries in *packs*, not in single files: ``<stage>/pack-<time>-<pid>``, the entries' pickles one after another and an
 index of their byte ranges at the end, read through one open file each. Opening 20,000 single
 entries took 1.7 s of a 10,000-case rebuild for each stage. A build appends what it makes to a new pack as it goes (a temporary file, sealed with its
 index and renamed when the build ends, successful or not), so a cold build writes one file per
@@ -41,8 +40,8 @@ __all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES"]
 
 CACHE_ENV = "EVIDENCE_CACHE"
 KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
-PACKED_STAGES = ("validate", "compile", "evidence-rows", "search-text")  # read whole by every build (a file's checked model and compiled
-# part, a case's evidence-table rows, a case's or source's words for the search index): kept in packs
+PACKED_STAGES = ("validate", "compile", "evidence-summary", "evidence-rows", "search-text")  # read by every build (a file's checked
+# model and compiled part, what the evidence table needs of a case and its rows, a case's or source's words for the search index): kept in packs
 _PACK_MAGIC = b"evidence-pack 1\n"
 _PACKAGE = Path(__file__).resolve().parent
 

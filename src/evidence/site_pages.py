@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import hashlib
 import io
 import json
 import os
@@ -74,6 +75,23 @@ EVIDENCE_ROWS = 1000  # rows of the evidence table per page (see SitePages.evide
 LIST_ROWS = 500  # rows of a list of cases, drugs, sources ... per page (see SitePages.lists)
 
 
+_ROW_HASH = 16  # bytes of a row's hash, in the keys of the evidence table's pages
+
+
+@dataclasses.dataclass(frozen=True)
+class _CaseRows:
+    """What the evidence table needs of one case besides its rows (see SitePages.evidence)."""
+
+    cid: str
+    n_patient: int
+    n_cohort: int
+    patient_hashes: bytes  # _ROW_HASH bytes per row
+    cohort_hashes: bytes
+    filters: tuple[tuple[str, tuple[str, ...]], ...]  # (filter, its values in the case's rows)
+    patient_csv: str
+    cohort_csv: str
+
+
 @dataclasses.dataclass
 class Paged:
     """One page of a long list: its rows, where they start, and every page of the list."""
@@ -127,6 +145,7 @@ class SitePages:
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
         self.search_shards: list[Shard] = []  # the bundles of the search index (made by search())
         self._shared: str | None = None  # see _shared_key
+        self._made_rows: dict[str, tuple[list, list]] = {}  # evidence-table rows made by this build (see _case_summary)
 
     # ------------------------------------------------------------------------------ plumbing
     def page(self, rel: str, template: str, origin: str, cache_key: str | None = None, **ctx: Any) -> None:
@@ -528,45 +547,89 @@ class SitePages:
 
     # ------------------------------------------------------------------------------ evidence table
     def evidence(self) -> None:
+        """The evidence table (evidence.html, evidence/2.html ...) and evidence.csv, put together
+        from each case's summary (:meth:`_case_summary`): a page whose rows did not change is
+        linked from the previous build, and only the cases on a page that is rendered have their
+        rows read (at 10,000 cases, reading every case's rows and hashing the table took 2 s of
+        a rebuild after one edit)."""
         m = self.m
         context = digest("evidence rows", code_digest(), m.kb.vocab_digest)
-        per_case = [self._case_rows(cid, context) for cid in m.case_ids]
-        rows = [r for patient, _c, _pc, _cc in per_case for r in patient] + [r for _p, cohort, _pc, _cc in per_case for r in cohort]
+        per_case = [self._case_summary(cid, context) for cid in m.case_ids]
         columns = EVIDENCE_COLUMNS
-        self.writer.text("evidence.csv", "".join([_csv_text([["scope", *columns]]), *(pc for _p, _c, pc, _cc in per_case),
-                                                  *(cc for _p, _c, _pc, cc in per_case)]), "the evidence table CSV")
+        self.writer.text("evidence.csv", "".join([_csv_text([["scope", *columns]]), *(s.patient_csv for s in per_case),
+                                                  *(s.cohort_csv for s in per_case)]), "the evidence table CSV")
+        found: dict[str, set[str]] = defaultdict(set)
+        for s in per_case:
+            for f, vals in s.filters:
+                found[f].update(vals)
         options: dict[str, list[str]] = {}
         for f in ("drug", "gene", "condition", "response", "level"):
-            vals = sorted({v for r in rows for v in r.filters.get(f, [])}, key=lambda v: (v == NR, v.lower()))
+            vals = sorted(found.get(f, ()), key=lambda v: (v == NR, v.lower()))
             if f == "response":
                 order = [*RESPONSE_ORDER, "not graded", "no outcome recorded"]
                 vals = sorted(vals, key=lambda v: order.index(v) if v in order else 99)
             options[f] = vals
+        # Every row of the table in order (every case's patient rows, then every case's cohort
+        # rows) as (case, scope, its place in the case's rows), and each row's hash.
+        where = [(s.cid, "patient", i) for s in per_case for i in range(s.n_patient)] + [(s.cid, "cohort", i) for s in per_case for i in range(s.n_cohort)]
+        hashes = b"".join([s.patient_hashes for s in per_case] + [s.cohort_hashes for s in per_case])
+        n_rows, n_patient_rows = len(where), sum(s.n_patient for s in per_case)
         # The table on pages of EVIDENCE_ROWS rows (evidence.html, evidence/2.html ...): the first
         # page's filters search every page (static/evidence.js fetches the others when a filter is
-        # set). Each page is made from a key over what it shows, so an edit remakes only the pages
-        # whose rows changed.
-        chunks = _split(rows, EVIDENCE_ROWS)
-        urls = ["evidence.html"] + [f"evidence/{k}.html" for k in range(2, len(chunks) + 1)]
-        n_patient_rows = sum(1 for r in rows if r.scope == "patient")
-        shared = digest(self.pages_key, json.dumps(columns), json.dumps(options, sort_keys=True), repr(urls), str(len(rows)), str(n_patient_rows))
-        for k, chunk in enumerate(chunks, start=1):
-            pg = Paged(chunk, len(rows), (k - 1) * EVIDENCE_ROWS, k, urls)
-            key = "page:" + digest(shared, str(k), repr([(r.scope, r.cells, r.links, r.filters, sorted(r.nr)) for r in chunk]))
+        # set). Each page is made from a key over the rows it shows (their hashes), so an edit
+        # remakes only the pages whose rows changed.
+        n_pages = max(1, -(-n_rows // EVIDENCE_ROWS))
+        urls = ["evidence.html"] + [f"evidence/{k}.html" for k in range(2, n_pages + 1)]
+        shared = digest(self.pages_key, json.dumps(columns), json.dumps(options, sort_keys=True), repr(urls), str(n_rows), str(n_patient_rows))
+        for k in range(1, n_pages + 1):
+            start, end = (k - 1) * EVIDENCE_ROWS, min(k * EVIDENCE_ROWS, n_rows)
+            key = "page:" + digest(shared, str(k), hashes[start * _ROW_HASH:end * _ROW_HASH])
             self.page(urls[k - 1], "evidence.html", f"page {k} of the evidence table", cache_key=key,
-                      title="Evidence table" if k == 1 else f"Evidence table, page {k}", page_kind="evidence", rows=chunk, pg=pg,
-                      columns=columns, options=options, n_rows=len(rows), n_patient_rows=n_patient_rows, page_rows=EVIDENCE_ROWS)
+                      title="Evidence table" if k == 1 else f"Evidence table, page {k}", page_kind="evidence",
+                      columns=columns, options=options, n_rows=n_rows, n_patient_rows=n_patient_rows, page_rows=EVIDENCE_ROWS,
+                      lazy=functools.partial(self._evidence_page_rows, where[start:end], Paged([], n_rows, start, k, urls), context))
 
-    def _case_rows(self, cid: str, context: str) -> tuple[list, list, str, str]:
-        """A case's rows of the evidence table (patient rows, cohort rows) and their CSV lines,
-        kept in the build cache under the case's file, the vocabulary and the code (``context``):
-        at 1,000 cases the table's step took 0.23 s working them out, 0.11 s reading them."""
-        def make() -> tuple[list, list, str, str]:
-            patient, cohort = self.m.case_evidence_rows(cid)
-            lines = [_csv_text([[r.scope, *(_csv_cell(r.cells.get(c, "")) for c in EVIDENCE_COLUMNS)] for r in part]) for part in (patient, cohort)]
-            return patient, cohort, lines[0], lines[1]
+    def _evidence_page_rows(self, where: list[tuple[str, str, int]], pg: Paged, context: str) -> dict[str, Any]:
+        """The rows of one page of the evidence table, read where the page is rendered."""
+        rows: dict[str, tuple[list, list]] = {}
+        for cid, _scope, _i in where:
+            if cid not in rows:
+                rows[cid] = self._made_rows.get(cid) or self._case_rows(cid, context)
+        chunk = [rows[cid][0 if scope == "patient" else 1][i] for cid, scope, i in where]
+        return {"rows": chunk, "pg": dataclasses.replace(pg, items=chunk)}
 
-        return self._cached("evidence-rows", context, [f"case:{cid}"], make, lambda got: isinstance(got, tuple) and len(got) == 4)
+    def _case_summary(self, cid: str, context: str) -> _CaseRows:
+        """What the evidence table needs of a case besides its rows: their number, hashes, filter
+        values and CSV lines, kept in the build cache under the case's file, the vocabulary and
+        the code (``context``); its rows are kept beside it (:meth:`_case_rows`)."""
+        def make() -> _CaseRows:
+            rows = self._made_rows[cid] = self._case_rows(cid, context)  # a page will show them: not read back
+            return self._summarise_rows(cid, *rows)
+
+        key = self._files_key(context, [f"case:{cid}"])
+        if key is not None:  # the rows are read only for a page that is rendered, and kept for the next build
+            self.writer.outputs.cache.touch("evidence-rows", key)
+        return self._cached("evidence-summary", context, [f"case:{cid}"], make, lambda got: isinstance(got, _CaseRows))
+
+    @staticmethod
+    def _summarise_rows(cid: str, patient: list, cohort: list) -> _CaseRows:
+        def hashes(rows: list) -> bytes:
+            return b"".join(hashlib.sha256(repr((r.scope, r.cells, r.links, r.filters, sorted(r.nr))).encode("utf-8")).digest()[:_ROW_HASH]
+                            for r in rows)
+
+        filters: dict[str, set[str]] = defaultdict(set)
+        for r in (*patient, *cohort):
+            for f, vals in r.filters.items():
+                filters[f].update(vals)
+        lines = [_csv_text([[r.scope, *(_csv_cell(r.cells.get(c, "")) for c in EVIDENCE_COLUMNS)] for r in part]) for part in (patient, cohort)]
+        return _CaseRows(cid, len(patient), len(cohort), hashes(patient), hashes(cohort),
+                         tuple((f, tuple(sorted(v))) for f, v in sorted(filters.items())), lines[0], lines[1])
+
+    def _case_rows(self, cid: str, context: str) -> tuple[list, list]:
+        """A case's rows of the evidence table (patient rows, cohort rows), kept in the build cache
+        under the case's file, the vocabulary and the code (``context``)."""
+        return self._cached("evidence-rows", context, [f"case:{cid}"], lambda: self.m.case_evidence_rows(cid),
+                            lambda got: isinstance(got, tuple) and len(got) == 2)
 
     def _search_text(self, kind: str, key: str, context: str) -> tuple[str, str]:
         """A page's (title, words) for the search index (site_model.search_text). A case's or a
@@ -584,16 +647,23 @@ class SitePages:
         kept in the build cache's ``stage`` under a key over those files' hashes and ``context``;
         made without the cache when there is none or a file's bytes are not known."""
         cache = self.writer.outputs.cache
-        found = [self.m.kb.files.get(n) for n in files]
-        if cache is None or any(f is None or not f.sha for f in found):
+        key = self._files_key(context, files)
+        if key is None:
             return make()
-        key = digest(context, *(f"{n}\0{f.sha}" for n, f in zip(files, found)))  # type: ignore[union-attr]
         got = cache.get(stage, key)
         if valid(got):
             return got
         made = make()
         cache.put(stage, key, made)
         return made
+
+    def _files_key(self, context: str, files: list[str]) -> str | None:
+        """The key of what is made from some kb files (see :meth:`_cached`); None without a cache,
+        or when a file's bytes are not known."""
+        found = [self.m.kb.files.get(n) for n in files]
+        if self.writer.outputs.cache is None or any(f is None or not f.sha for f in found):
+            return None
+        return digest(context, *(f"{n}\0{f.sha}" for n, f in zip(files, found)))  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------------------ query library
     def queries(self) -> None:
