@@ -87,7 +87,7 @@ def test_valid_cases_exercise_the_forms_the_kb_does_not_use() -> None:
 def test_a_pickled_model_is_the_same_and_shares_its_set_of_given_fields():
     """The build cache and the validation workers pickle models: what comes back equals the model,
     dumps the same (exclude_unset uses the set of given fields), and the sets of given fields are
-    one object per distinct set, across separately pickled files (schema._Model.__getstate__)."""
+    one object per distinct set, across separately pickled files (schema._Model.__reduce_ex__)."""
     import pickle
 
     cases = sorted(_kb().cases.values(), key=lambda c: c.id)
@@ -114,6 +114,25 @@ def test_a_pickled_model_is_the_same_and_shares_its_set_of_given_fields():
     copied = back[0].model_copy(update={"title": "a copy"})  # a copy is a model of its own
     assert copied.title == "a copy" and back[0].title == cases[0].title
     assert [set(b.model_fields_set) for b in back] == [set(c.model_fields_set) for c in cases]  # no shared set changed
+
+
+def test_a_model_pickles_as_its_values_and_a_model_of_another_shape_as_pydantic_does():
+    """A validated model pickles as (class, values in the class's field order, given names); one
+    whose fields are not the class's (model_construct without some) falls back to pydantic's way
+    and still comes back equal; values that do not fit the class are an unreadable entry."""
+    import pickle
+
+    case = sorted(_kb().cases.values(), key=lambda c: c.id)[0]
+    data = pickle.dumps(case)
+    assert b"_restore" in data and b"__pydantic_fields_set__" not in data
+    partial = S.Curator.model_construct(name="A. Curator")
+    object.__setattr__(partial, "__dict__", {"name": "A. Curator"})  # no orcid: not the class's fields
+    data = pickle.dumps(partial)
+    assert b"_restore" not in data
+    back = pickle.loads(data)
+    assert back.__dict__ == {"name": "A. Curator"} and back.model_fields_set == {"name"}
+    with pytest.raises(TypeError, match="has 1 fields"):
+        S._restore(S.Curator, ("A. Curator",), ("name",))
 
 
 def test_a_validated_file_forgets_its_bytes_and_reads_them_again_when_asked(tmp_path):
