@@ -643,3 +643,64 @@ def test_a_pack_is_written_by_its_own_process_and_an_unsealed_one_is_never_read(
     torn._stages.clear()  # the interrupted build is gone without sealing its pack
     BuildCache(tmp_path).prune()
     assert not unsealed.exists(), "an interrupted build's pack is deleted once it is a day old"
+
+
+def _noting_reads(monkeypatch) -> list[str]:
+    """The names of the kb files that a cached build reads (FileShas notes each one it reads)."""
+    from evidence.load import FileShas
+
+    noted: list[str] = []
+    note = FileShas.note
+    monkeypatch.setattr(FileShas, "note", lambda self, path, st, sha: (noted.append(path.name), note(self, path, st, sha))[1])
+    return noted
+
+
+def test_a_kb_file_whose_identity_did_not_change_is_not_read_again(project, monkeypatch):
+    from evidence.load import FileShas
+
+    monkeypatch.setattr(FileShas, "SETTLE_NS", 0)  # the project's files were all written before the first build
+    project.build()
+    noted = _noting_reads(monkeypatch)
+    project.edit("zimmermann-2019.yaml", "title: ", "title: Edited, ")
+    project.build()  # byte-identical to a build without cache
+    assert noted == ["zimmermann-2019.yaml"], "only the edited file is read"
+
+
+def test_an_edit_that_keeps_the_size_and_puts_the_times_back_is_seen(project, monkeypatch):
+    """The change time, which a write sets and nothing can set back, tells the edit apart."""
+    from evidence.load import FileShas
+
+    monkeypatch.setattr(FileShas, "SETTLE_NS", 0)
+    project.build()
+    p = project.root / "kb" / "zimmermann-2019.yaml"
+    st = p.stat()
+    text = p.read_text(encoding="utf-8")
+    title = re.search(r"^title: (.)", text, re.M)
+    assert title
+    swapped = "X" if title.group(1) != "X" else "Y"
+    p.write_text(text[: title.start(1)] + swapped + text[title.end(1):], encoding="utf-8")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert p.stat().st_size == st.st_size and p.stat().st_mtime_ns == st.st_mtime_ns
+    noted = _noting_reads(monkeypatch)
+    after = project.build()  # byte-identical to a build without cache
+    assert noted == ["zimmermann-2019.yaml"]
+    assert re.search(rf"<h1[^>]*>{swapped}", after["cases/zimmermann-2019.html"].decode()), "the page shows the edit"
+
+
+def test_a_file_changed_just_before_a_build_is_read_again_by_the_next(project, monkeypatch):
+    """On a file system whose clock is coarser than two writes (here: one that gives no times at
+    all), a file changed less than FileShas.SETTLE_NS before a build is read again by the next:
+    without that, the second edit below (same inode, same size) would be served stale."""
+    from evidence.load import FileShas
+
+    monkeypatch.setattr(FileShas, "_identity", staticmethod(lambda st: (st.st_ino, st.st_size, 0, 0)))
+    p = project.root / "kb" / "zimmermann-2019.yaml"
+    text = p.read_text(encoding="utf-8")
+    project.build()
+    p.write_text(text.replace("title: ", "title: Z", 1), encoding="utf-8")
+    project.build()
+    p.write_text(text.replace("title: ", "title: W", 1), encoding="utf-8")  # the same size as the one before
+    noted = _noting_reads(monkeypatch)
+    after = project.build()  # byte-identical to a build without cache
+    assert "zimmermann-2019.yaml" in noted
+    assert re.search(r"<h1[^>]*>W", after["cases/zimmermann-2019.html"].decode()), "the page shows the second edit"

@@ -154,6 +154,12 @@ def test_a_validated_file_forgets_its_bytes_and_reads_them_again_when_asked(tmp_
     g.forget_bytes()
     path.write_bytes(b"id: case-x\n\ntitle: Changed since\n")
     assert g.doc is None and g.problems == []  # changed since it was checked: no positions
+    # A file the build did not read (its hash was known, see load.FileShas) that changed since it
+    # was listed: an error that names it, never a file silently left out.
+    h = KbFile("case", path, "kb/case-x.yaml", sha=hashlib.sha256(data).hexdigest(), unread=True)
+    assert h.doc is None and [(d.path, d.rule) for d in h.problems] == [("kb/case-x.yaml", "file-read")]
+    path.write_bytes(data)
+    assert KbFile("case", path, "kb/case-x.yaml", sha=hashlib.sha256(data).hexdigest(), unread=True).doc.where(("title",)) == (2, 8)
 
 
 def test_the_kb_holds_no_file_bytes_after_validation():

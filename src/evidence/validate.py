@@ -23,7 +23,7 @@ from .cache import BuildCache, code_digest, digest
 from .config import Config
 from .duplicates import check_duplicates
 from .errors import Diagnostic, sort_diagnostics
-from .load import KbFile, read_kb
+from .load import FileShas, KbFile, read_kb
 from .perf import gc_paused, parallel_imap
 from .yamlio import YamlDoc
 
@@ -674,7 +674,11 @@ def _texts_digest(config: Config) -> str:
 
 
 def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) -> Kb:
-    raw, diags = read_kb(config.kb_dir, config.root, paths)
+    shas_key = digest("file-shas", str(config.kb_dir.resolve()))
+    shas = FileShas.from_state(cache.get("file-shas", shas_key)) if cache.enabled else None
+    raw, diags = read_kb(config.kb_dir, config.root, paths, shas)
+    if shas is not None:
+        cache.put("file-shas", shas_key, shas.state())
     kb = Kb(config=config)
     kb.vocab_digest = digest(*(f"{f.kind}\0{f.sha}" for f in sorted(raw.files, key=lambda f: f.kind) if f.kind.startswith("vocabulary:")))
     context = digest("validate", code_digest(), kb.vocab_digest, _texts_digest(config)) if cache.enabled else ""
