@@ -645,6 +645,31 @@ def test_a_pack_is_written_by_its_own_process_and_an_unsealed_one_is_never_read(
     assert not unsealed.exists(), "an interrupted build's pack is deleted once it is a day old"
 
 
+def test_a_raw_entry_is_copied_from_its_pack_as_it_was_stored(tmp_path):
+    """put_raw keeps bytes unpickled in a packed stage; raw_range says where they are, in the pack
+    being written and, after sealing, in the pack on disk; one that is not there is a miss."""
+
+    def read(where):
+        fd, offset, length = where
+        return os.pread(fd, length, offset)
+
+    data = os.urandom(100_000)
+    cache = BuildCache(tmp_path)
+    cache.put("compile", "a" * 64, "the entry")
+    written = cache.put_raw("compile", "a" * 64 + "/chunk", data)
+    assert written is not None and read(written) == data
+    assert cache.made("compile") == 1, "a raw entry belongs to an entry: it is not counted"
+
+    assert read(cache.raw_range("compile", "a" * 64 + "/chunk")) == data
+    assert cache.raw_range("compile", "b" * 64 + "/chunk") is None and cache.misses == 1
+    cache.prune()
+    again = BuildCache(tmp_path)
+    assert read(again.raw_range("compile", "a" * 64 + "/chunk")) == data and again.get("compile", "a" * 64) == "the entry"
+    with pytest.raises(AssertionError, match="not a packed stage"):
+        again.put_raw("shacl", "c" * 64, b"x")
+    assert BuildCache(None).raw_range("compile", "a" * 64 + "/chunk") is None
+
+
 def _noting_reads(monkeypatch) -> list[str]:
     """The names of the kb files that a cached build reads (FileShas notes each one it reads)."""
     from evidence.load import FileShas

@@ -113,3 +113,49 @@ def test_a_worker_that_dies_is_a_clear_error(compiled, monkeypatch):
         (_, res), = answers.result()
     assert isinstance(res, QueryError) and "the query worker stopped (exit status 2)" in res.message
     assert "can't open file" in res.message  # what the interpreter said, not a traceback on the terminal
+
+
+def _spool_of_refs(compiled, path: Path):
+    """The compiled graph with its chunks in ``path`` (as a build's are in the cache's packs),
+    named in a spool by reference."""
+    import dataclasses
+
+    from evidence.spool import Spool
+
+    names = list(compiled.chunks)
+    path.write_bytes(b"".join(compiled.chunks[g] for g in names))
+    spool, at = Spool(), 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for g in names:
+            size = len(compiled.chunks[g])
+            spool.add_ref(g, fd, at, size)
+            at += size
+    finally:
+        os.close(fd)  # the spool keeps its own descriptor
+    return dataclasses.replace(compiled, chunks=spool, views={}, _store=None, _quads=None)
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "read-and-write"])
+def test_chunks_named_by_reference_reach_the_worker_whole(compiled, config, tmp_path, monkeypatch, splice):
+    if not splice:
+        monkeypatch.delattr(os, "splice", raising=False)
+    by_ref = _spool_of_refs(compiled, tmp_path / "pack")
+    (tmp_path / "pack").rename(tmp_path / "renamed")  # as a pack merged or pruned meanwhile
+    lib = load_library(config.kb_dir / "queries")
+    with LibraryAnswers(by_ref, lib) as answers:
+        got = answers.result()
+    for q, res in got:
+        assert not isinstance(res, QueryError), (q.name, res)
+        _same(res, run_query(compiled, q.text))
+
+
+def test_a_chunk_that_cannot_be_read_fails_every_answer_never_answers_over_part_of_the_graph(compiled, tmp_path):
+    by_ref = _spool_of_refs(compiled, tmp_path / "pack")
+    os.truncate(tmp_path / "pack", 1000)  # the file is cut short after the spool named its chunks
+    query = _q("count", "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }")
+    answers = LibraryAnswers(by_ref, [query])
+    pid = answers._proc.pid
+    (_, res), = answers.result()
+    assert isinstance(res, QueryError) and "could not be given the graph" in res.message and "ended early" in res.message
+    assert _gone(pid)

@@ -69,3 +69,32 @@ def test_a_pickled_spool_is_its_bytes_and_a_collected_one_closes_its_file():
     gc.collect()
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_bytes_named_by_reference_outlive_the_file_name_and_descriptor_they_came_from(tmp_path):
+    src = tmp_path / "pack"
+    data = os.urandom(3 << 20)
+    src.write_bytes(data)
+    fd = os.open(src, os.O_RDONLY)
+    sp = Spool([("first", b"abc")])
+    sp.add_ref("ref", fd, 1000, len(data) - 2000)
+    sp.add_ref("ref2", fd, 0, 10)
+    sp.add("after", b"xyz")
+    with pytest.raises(OSError, match="past the end"):
+        sp.add_ref("past the end", fd, len(data) - 10, 20)
+    with pytest.raises(KeyError, match="already in the spool"):
+        sp.add_ref("first", fd, 0, 1)
+    os.close(fd)
+    src.unlink()  # as a pack that a later build merged away
+    assert "past the end" not in sp and len(sp) == 4
+    assert sp["ref"] == data[1000:-1000] and sp["ref2"] == data[:10] and sp["first"] == b"abc" and sp["after"] == b"xyz"
+    assert sp.size("ref") == len(data) - 2000
+    own = sp._fds[:]
+    assert len(own) == 2, "one descriptor of its own per file"
+    segments = sp.segments()
+    assert [os.pread(f, n, at) for f, at, n in segments] == [b"abc", data[1000:-1000], data[:10], b"xyz"]
+    sp.sort()
+    assert list(sp) == ["after", "first", "ref", "ref2"] and sp.segments() == segments, "the segments stay in the order added"
+    sp.close()
+    with pytest.raises(OSError):
+        os.fstat(own[1])

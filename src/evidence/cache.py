@@ -160,6 +160,33 @@ class BuildCache:
         self.hits += 1
         return value
 
+    def put_raw(self, stage: str, key: str, data: bytes) -> tuple[int, int, int] | None:
+        """Keep ``data`` as it is (not pickled) under ``key`` in a packed stage, to be named where
+        it is in the pack without being read into the process (:meth:`raw_range`). Returns where
+        it was written, as :meth:`raw_range` does (None if it was not). It belongs to an entry
+        made with :meth:`put`, so it is not counted in :meth:`made`."""
+        assert stage in PACKED_STAGES, f"raw entries live in packs, and {stage!r} is not a packed stage"
+        if self.folder is None:
+            return None
+        self.used.add((stage, key))
+        return self._packed(stage).write(key, data)
+
+    def raw_range(self, stage: str, key: str) -> tuple[int, int, int] | None:
+        """Where a raw entry (:meth:`put_raw`) lies: (an open descriptor, offset, length), valid
+        until the cache is closed (a :class:`~evidence.spool.Spool` keeps a descriptor of its
+        own); None if there is none. A pack's index was checked when it was opened (every entry
+        lies inside it), and a pack is never written again once sealed."""
+        if self.folder is None:
+            return None
+        assert stage in PACKED_STAGES, f"raw entries live in packs, and {stage!r} is not a packed stage"
+        self.used.add((stage, key))
+        where = self._packed(stage).where(key)
+        if where is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return where
+
     def touch(self, stage: str, key: str) -> None:
         """Keep an entry that this build did not need to read (see :meth:`prune`)."""
         if self.folder is not None:
@@ -287,6 +314,10 @@ class _Pack:
         raw = os.pread(self.fd, where[1], where[0])
         return raw if len(raw) == where[1] else None
 
+    def where(self, key: str) -> tuple[int, int, int] | None:
+        at = self.index.get(key)
+        return (self.fd, at[0], at[1]) if at is not None and self.fd is not None else None
+
     def close(self) -> None:
         fd, self.fd = self.fd, None
         if fd is not None:
@@ -343,6 +374,10 @@ class _Writer:
         where = self.index.get(key)
         return os.pread(self.fd, where[1], where[0]) if where is not None else None
 
+    def where(self, key: str) -> tuple[int, int, int] | None:
+        at = self.index.get(key)
+        return (self.fd, at[0], at[1]) if at is not None and self.fd >= 0 else None
+
     def seal(self, name: str) -> Path:
         """Write the index and rename the file to ``name``; on any failure or interrupt, the
         temporary file is deleted and the error raised."""
@@ -393,20 +428,34 @@ class _Stage:
                 return raw
         return None
 
-    def write(self, key: str, raw: bytes) -> None:
+    def where(self, key: str) -> tuple[int, int, int] | None:
+        """(descriptor, offset, length) of ``key``'s bytes, in the newest pack that has it."""
+        if self.writer is not None and self.writer.pid == os.getpid() and key in self.writer.index:
+            return self.writer.where(key)
+        for pack in self.packs:
+            found = pack.where(key)
+            if found is not None:
+                return found
+        return None
+
+    def write(self, key: str, raw: bytes) -> tuple[int, int, int] | None:
+        """Append an entry to the pack being written; where it is (see :meth:`where`), or None
+        if it was not written (a forked worker's, or a cache that cannot be written)."""
         if self.failed:
-            return
+            return None
         try:
             if self.writer is None:
                 self.writer = _Writer(self.folder)
             if self.writer.pid != os.getpid():
-                return
+                return None
             self.writer.add(key, raw)
+            return self.writer.where(key)
         except OSError:  # a cache that cannot be written (read-only checkout, full disk) only costs speed
             self.failed = True
             if self.writer is not None:
                 self.writer.discard()
                 self.writer = None
+            return None
 
     def _name(self, after: _Pack | None = None) -> str:
         """A new pack's name (``pack-<time ns>-<pid>``), which sorts after every pack's; with

@@ -1,10 +1,13 @@
-"""Named byte strings kept in a temporary file instead of memory, read back when asked for.
+"""Named byte strings kept in files instead of memory, read back when asked for.
 
 The compiled graph is about 100 KB of N-Quads per case: 1 GB at 10,000 cases, which the build's
 process held from compiling to the end, through the SHACL check, the exports and the site. A
-:class:`Spool` holds the same bytes in an unlinked temporary file; each reader reads the chunk it
-needs and lets it go. Reading uses ``pread``, which does not move a shared file offset, so threads
-and forked workers (which inherit the descriptor) read at once safely.
+:class:`Spool` holds the same bytes in an unlinked temporary file, or, for a value that is
+already in a file (a chunk in the build cache's pack), where it is there: it keeps a descriptor of
+that file of its own, so the bytes stay readable even if the file is renamed, merged or deleted
+meanwhile. Each reader reads the value it needs and lets it go. Reading uses ``pread``, which does
+not move a shared file offset, so threads and forked workers (which inherit the descriptors) read
+at once safely.
 """
 
 from __future__ import annotations
@@ -19,35 +22,62 @@ __all__ = ["Spool"]
 
 class Spool(Mapping[str, bytes]):
     """A read-only mapping from name to bytes, whose values live in an unlinked temporary file
-    (in ``dir``, or the system's temporary folder). Names keep the order they were added in. The
-    file goes when the spool is closed or collected, or at the latest when the process ends."""
+    (in ``dir``, or the system's temporary folder) or in other files (:meth:`add_ref`). Names keep
+    the order they were added in until :meth:`sort`. The files go when the spool is closed or
+    collected, or at the latest when the process ends."""
 
     def __init__(self, items: Iterable[tuple[str, bytes]] = (), dir: str | None = None):
         self._fh = tempfile.TemporaryFile(prefix="evidence-spool-", dir=dir)
-        self._closed = weakref.finalize(self, self._fh.close)  # the file goes with the spool
-        self._at: dict[str, tuple[int, int]] = {}
+        self._fds: list[int] = [self._fh.fileno()]  # where values are: the spool's own file, then copies of others' descriptors
+        self._files: dict[tuple[int, int], int] = {}  # (device, inode) of another file -> its index in _fds
+        self._closed = weakref.finalize(self, _close, self._fh, self._fds)  # the files go with the spool
+        self._at: dict[str, tuple[int, int, int]] = {}  # name -> (index in _fds, offset, length)
+        self._added: list[str] = []
         self._end = 0
         for name, data in items:
             self.add(name, data)
 
     def add(self, name: str, data: bytes) -> None:
         """Write ``data`` under a new ``name`` (a name is written once: values never change)."""
-        if name in self._at:
-            raise KeyError(f"{name!r} is already in the spool")
-        fd, view, at = self._fh.fileno(), memoryview(data), self._end
+        self._new(name)
+        fd, view, at = self._fds[0], memoryview(data), self._end
         while view:
             n = os.pwrite(fd, view, at)
             view, at = view[n:], at + n
-        self._at[name] = (self._end, len(data))
+        self._put(name, (0, self._end, len(data)))
         self._end = at
 
+    def add_ref(self, name: str, fd: int, offset: int, length: int) -> None:
+        """Name ``length`` bytes at ``offset`` of the open file ``fd`` without copying them. The
+        spool keeps a descriptor of the file of its own (one per file), so ``fd`` may be closed
+        and the file renamed or deleted; the bytes must not be overwritten (the build cache's
+        packs are written once). OSError if the file is shorter; the name is not added then."""
+        self._new(name)
+        st = os.fstat(fd)
+        if offset < 0 or length < 0 or offset + length > st.st_size:
+            raise OSError(f"{name!r}: bytes {offset}-{offset + length} are past the end of the file ({st.st_size} bytes)")
+        at = self._files.get((st.st_dev, st.st_ino))
+        if at is None:
+            self._fds.append(os.dup(fd))
+            at = self._files[(st.st_dev, st.st_ino)] = len(self._fds) - 1
+        self._put(name, (at, offset, length))
+
+    def _new(self, name: str) -> None:
+        if name in self._at:
+            raise KeyError(f"{name!r} is already in the spool")
+
+    def _put(self, name: str, where: tuple[int, int, int]) -> None:
+        self._at[name] = where
+        self._added.append(name)
+
     def __getitem__(self, name: str) -> bytes:
-        start, size = self._at[name]
-        data = os.pread(self._fh.fileno(), size, start)
-        while len(data) < size:  # a short read is allowed; the file does not shrink
-            more = os.pread(self._fh.fileno(), size - len(data), start + len(data))
+        at, start, size = self._at[name]
+        fd = self._fds[at]
+        data = os.pread(fd, size, start)
+        while len(data) < size:  # a short read is allowed; the files do not shrink
+            more = os.pread(fd, size - len(data), start + len(data))
             if not more:
-                raise OSError(f"the spool file ended early reading {name!r}")
+                raise OSError(f"the spool's file ended early reading {name!r}")
             data += more
         return data
 
@@ -55,14 +85,15 @@ class Spool(Mapping[str, bytes]):
         """Put the names in sorted order (the bytes stay where they are)."""
         self._at = dict(sorted(self._at.items()))
 
-    def fileno(self) -> int:
-        """The descriptor of the spool's file, which holds the values back to back in the order
-        they were added (a process that inherits it can read them all as one stream)."""
-        return self._fh.fileno()
+    def segments(self) -> list[tuple[int, int, int]]:
+        """Where every value is, in the order they were added: (descriptor, offset, length). The
+        descriptors are the spool's own (valid while it is open). Read one after another, they
+        are the values back to back (see library_run)."""
+        return [(self._fds[at], start, size) for at, start, size in (self._at[n] for n in self._added)]
 
     def size(self, name: str) -> int:
         """The length of ``name``'s bytes, without reading them."""
-        return self._at[name][1]
+        return self._at[name][2]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._at)
@@ -78,3 +109,13 @@ class Spool(Mapping[str, bytes]):
 
     def __reduce__(self):  # pickled (a copy to another process): the bytes themselves
         return (dict, (dict(self.items()),))
+
+
+def _close(fh, fds: list[int]) -> None:
+    fh.close()
+    for fd in fds[1:]:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    del fds[:]
