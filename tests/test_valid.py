@@ -156,8 +156,12 @@ def test_a_validated_file_forgets_its_bytes_and_reads_them_again_when_asked(tmp_
     assert g.doc is None and g.problems == []  # changed since it was checked: no positions
     # A file the build did not read (its hash was known, see load.FileShas) that changed since it
     # was listed: an error that names it, never a file silently left out.
+    from evidence.errors import LoadError
+
     h = KbFile("case", path, "kb/case-x.yaml", sha=hashlib.sha256(data).hexdigest(), unread=True)
-    assert h.doc is None and [(d.path, d.rule) for d in h.problems] == [("kb/case-x.yaml", "file-read")]
+    with pytest.raises(LoadError) as changed:
+        _ = h.doc
+    assert [(d.path, d.rule) for d in changed.value.diagnostics] == [("kb/case-x.yaml", "file-read")]
     path.write_bytes(data)
     assert KbFile("case", path, "kb/case-x.yaml", sha=hashlib.sha256(data).hexdigest(), unread=True).doc.where(("title",)) == (2, 8)
 

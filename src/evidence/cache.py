@@ -21,7 +21,12 @@ looked up in the newest pack first. One that cannot be read is ignored, and dele
 build that prunes; an interrupted build leaves its entries unsealed, never read, and deleted once a
 day old. When a stage has more than ``MAX_PACKS`` packs, those newer than its largest are merged
 into one; when at least half the entries its packs hold are unused, the used ones are packed anew
-(see :meth:`BuildCache.prune`).
+(see :meth:`BuildCache.prune`). A packed stage may also hold *raw* entries, bytes kept as they are
+(:meth:`BuildCache.put_raw`): a compiled chunk, which the build names where it lies in the pack
+(:meth:`BuildCache.raw_range`, :meth:`evidence.spool.Spool.add_ref`) instead of reading it.
+
+Only the process that made a cache writes into it: in a forked worker :meth:`BuildCache.put` keeps
+nothing (a pack is its writer's own, and a worker's would never be sealed).
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ class BuildCache:
 
     def __init__(self, folder: Path | None):
         self.folder = folder
+        self.pid = os.getpid()  # the process that keeps what is made (see put)
         self.hits = 0
         self.misses = 0
         self.used: set[tuple[str, str]] = set()
@@ -166,26 +172,23 @@ class BuildCache:
         it was written, as :meth:`raw_range` does (None if it was not). It belongs to an entry
         made with :meth:`put`, so it is not counted in :meth:`made`."""
         assert stage in PACKED_STAGES, f"raw entries live in packs, and {stage!r} is not a packed stage"
-        if self.folder is None:
+        if self.folder is None or os.getpid() != self.pid:
             return None
         self.used.add((stage, key))
         return self._packed(stage).write(key, data)
 
     def raw_range(self, stage: str, key: str) -> tuple[int, int, int] | None:
-        """Where a raw entry (:meth:`put_raw`) lies: (an open descriptor, offset, length), valid
-        until the cache is closed (a :class:`~evidence.spool.Spool` keeps a descriptor of its
-        own); None if there is none. A pack's index was checked when it was opened (every entry
-        lies inside it), and a pack is never written again once sealed."""
+        """Where a raw entry (:meth:`put_raw`) lies: (an open descriptor, offset, length); None if
+        there is none. The descriptor is the cache's: it may be closed by the next write that
+        fails, or when the cache is closed, so use it at once (a :class:`~evidence.spool.Spool`
+        takes a descriptor of its own). A pack's index was checked when it was opened (every
+        entry lies inside it), and a pack is never written again once sealed. Not counted in
+        :attr:`hits` and :attr:`misses`: it belongs to an entry, which is."""
+        assert stage in PACKED_STAGES, f"raw entries live in packs, and {stage!r} is not a packed stage"
         if self.folder is None:
             return None
-        assert stage in PACKED_STAGES, f"raw entries live in packs, and {stage!r} is not a packed stage"
         self.used.add((stage, key))
-        where = self._packed(stage).where(key)
-        if where is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return where
+        return self._packed(stage).where(key)
 
     def touch(self, stage: str, key: str) -> None:
         """Keep an entry that this build did not need to read (see :meth:`prune`)."""
@@ -193,7 +196,10 @@ class BuildCache:
             self.used.add((stage, key))
 
     def put(self, stage: str, key: str, value: Any) -> None:
-        if self.folder is None:
+        """Keep ``value`` under ``key``. In a process forked from the one that made the cache
+        (a render or validation worker), nothing is kept: a pack is its writer's own, and a
+        worker's would never be sealed."""
+        if self.folder is None or os.getpid() != self.pid:
             return
         self.used.add((stage, key))
         self._made[stage] = self._made.get(stage, 0) + 1

@@ -780,13 +780,7 @@ def _cached_part(cache: BuildCache, key: str, spool: _PartSpool) -> Part | None:
     if not isinstance(part, Part) or part.nquads:
         return None
     where = cache.raw_range("compile", key + _CHUNK)
-    if where is None:
-        return None
-    try:
-        spool.chunks.add_ref(part.graph, *where)
-    except OSError:  # a pack cut short since it was opened: made again
-        return None
-    return part
+    return part if where is not None and spool.refer(part, where) else None
 
 
 class _PartSpool:
@@ -805,15 +799,19 @@ class _PartSpool:
         """The part without its chunk, which goes into the spool: named where it is (``where``,
         in the build cache's pack, so that a cold build does not write every chunk twice), or
         written."""
-        if where is not None:
-            try:
-                self.chunks.add_ref(part.graph, *where)
-                return replace(part, nquads=b"")
-            except OSError:
-                pass
-        if part.nquads:
+        if not (where is not None and self.refer(part, where)) and part.nquads:
             self.add(part.graph, part.nquads)
         return replace(part, nquads=b"")
+
+    def refer(self, part: Part, where: tuple[int, int, int]) -> bool:
+        """Name the part's chunk where it is, (descriptor, offset, length); False if it cannot be
+        (a file cut short). An empty chunk is not named, as it is not written."""
+        try:
+            if where[2]:
+                self.chunks.add_ref(part.graph, *where)
+            return True
+        except OSError:
+            return False
 
     def add(self, graph: str, chunk: bytes) -> None:
         try:

@@ -10,9 +10,9 @@ fresh interpreter: a forked child would make every page the render writes a copy
 starts, hands it every query at once, and a thread collects the answers as they come, so loading
 and querying go on beside the render. The worker loads the compiled graph from the build's spool
 (each chunk is canonical N-Quads ending in a line break, so the chunks back to back are one
-N-Quads document) through a pipe it inherits, which a thread here fills from the spool's files
-(in the kernel, ``splice``: the chunks are not read into this process); a graph without a spool
-is written to a temporary file first. Answers come back as TSV (ASK: ``true``/``false``; CONSTRUCT and DESCRIBE:
+N-Quads document): it is given the spool's descriptors and the byte range of every chunk, and
+reads them itself (the chunks are never read into this process); a graph without a spool is
+written to a temporary file first. Answers come back as TSV (ASK: ``true``/``false``; CONSTRUCT and DESCRIBE:
 N-Triples), and are read back into the :class:`~evidence.query.QueryResult` that
 :func:`~evidence.query.run_query` gives, with the same errors.
 """
@@ -20,7 +20,6 @@ N-Triples), and are read back into the :class:`~evidence.query.QueryResult` that
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -53,8 +52,6 @@ class LibraryAnswers:
         self._failure: str | None = None
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
-        self._feeder: threading.Thread | None = None
-        self._feed_failure: str | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._stderr: Any = None
         self._refused = {q.name: _refusal(q.text) for q in queries}
@@ -62,32 +59,24 @@ class LibraryAnswers:
         if not asked:
             return
         chunks = compiled.chunks
-        feed: tuple[int, list[tuple[int, int, int]]] | None = None
-        if isinstance(chunks, Spool):  # the worker reads the chunks through a pipe that a thread here fills
-            r, w = os.pipe()
-            path, fds, feed = f"/proc/self/fd/{r}" if os.path.isdir("/proc/self/fd") else f"/dev/fd/{r}", (r,), (w, chunks.segments())
+        hello: dict[str, Any] = {"prefixes": self.prefixes}
+        if isinstance(chunks, Spool):  # the worker reads the chunks where they are, through descriptors it inherits
+            hello["segments"] = chunks.segments()
+            arg, fds = "--segments", tuple(sorted({fd for fd, _at, _n in hello["segments"]}))
         else:  # a graph made in memory (Compiled.from_quads): its N-Quads in a file of their own
             self._tmp = tempfile.TemporaryDirectory(prefix="evidence-library-")
-            path, fds = str(Path(self._tmp.name) / "graph.nq"), ()
-            Path(path).write_bytes(compiled.nquads())
+            arg, fds = str(Path(self._tmp.name) / "graph.nq"), ()
+            Path(arg).write_bytes(compiled.nquads())
         # What the worker says on stderr (a traceback, if it fails) goes into the error, not onto the
         # build's terminal.
         self._stderr = tempfile.TemporaryFile()
         try:
-            self._proc = subprocess.Popen([sys.executable, "-P", str(WORKER_SCRIPT), path], stdin=subprocess.PIPE,
+            self._proc = subprocess.Popen([sys.executable, "-P", str(WORKER_SCRIPT), arg], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._stderr, pass_fds=fds)
         except OSError as e:
             self._failure = f"the query worker could not start: {e}"
-            if feed is not None:
-                os.close(feed[0])
             return
-        finally:
-            for fd in fds:
-                os.close(fd)  # the worker's end of the pipe is the worker's
-        if feed is not None:
-            self._feeder = threading.Thread(target=self._feed, args=feed, name="library-graph", daemon=True)
-            self._feeder.start()
-        jobs = [json.dumps({"prefixes": self.prefixes})]
+        jobs = [json.dumps(hello)]
         jobs += [json.dumps({"query": q.text, "select": "tsv", "graph": "ntriples", "max": _NO_CAP}) for q in asked]
         self._thread = threading.Thread(target=self._talk, args=("\n".join(jobs) + "\n", len(asked)), name="library", daemon=True)
         self._thread.start()
@@ -112,49 +101,13 @@ class LibraryAnswers:
         except (OSError, ValueError) as e:
             self._failure = str(e)
 
-    def _feed(self, pipe: int, segments: list[tuple[int, int, int]]) -> None:
-        """Write the segments (descriptor, offset, length) one after another into ``pipe``, then
-        close it: in the kernel (``splice``) where it can, else read and written here. A worker
-        that stops reading (it failed, or was stopped) ends the feed, and the reader thread says
-        why; a chunk that cannot be read is a failure of every answer (the worker would answer
-        over part of the graph)."""
-        try:
-            fast = hasattr(os, "splice")
-            for fd, offset, length in segments:
-                done = 0
-                while done < length:
-                    if fast:
-                        try:
-                            n = os.splice(fd, pipe, length - done, offset_src=offset + done)
-                        except BrokenPipeError:
-                            raise
-                        except OSError:  # a kernel or file that cannot splice
-                            fast = False
-                            continue
-                    else:
-                        n = os.write(pipe, os.pread(fd, min(length - done, 1 << 20), offset + done))
-                    if n <= 0:
-                        raise ValueError(f"the compiled graph's chunk at byte {offset} of its file ended early")
-                    done += n
-        except BrokenPipeError:
-            pass  # the worker is gone: the reader thread says how
-        except (OSError, ValueError) as e:
-            self._feed_failure = f"the query worker could not be given the graph: {e}"
-            if self._proc is not None and self._proc.poll() is None:
-                self._proc.kill()  # never an answer over part of the graph
-        finally:
-            os.close(pipe)
-
     def result(self) -> list[tuple[LibraryQuery, QueryResult | QueryError]]:
         """Each query with its answer, or the QueryError that running it met, in library order."""
         if self._thread is not None:
             self._thread.join()
-        if self._feeder is not None:
-            self._feeder.join()
         replies = iter(self._replies[1:])
         if self._replies and self._replies[0][0].get("status") != "ready":
             self._failure = f"the query worker could not load the graph: {self._replies[0][0]}"
-        self._failure = self._feed_failure or self._failure
         out: list[tuple[LibraryQuery, QueryResult | QueryError]] = []
         for q in self.queries:
             refused = self._refused[q.name]
@@ -193,8 +146,6 @@ class LibraryAnswers:
             proc.wait()
         if self._thread is not None:
             self._thread.join()  # the pipe ends with the worker: the thread sees it and stops
-        if self._feeder is not None:
-            self._feeder.join()  # the same: its pipe has no reader any more
         if proc is not None:
             for f in (proc.stdin, proc.stdout):
                 if f is not None and not f.closed:

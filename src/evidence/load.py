@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Diagnostic
+from .errors import Diagnostic, LoadError
 from .schema import VOCABULARY_KINDS
 from .yamlio import MAX_BYTES, YamlDoc, load_yaml_bytes
 
@@ -36,7 +36,8 @@ class KbFile:
     def __init__(self, kind: str, path: Path, display: str, doc: YamlDoc | None = None, sha: str = "", raw: bytes | None = None,
                  unread: bool = False):
         """``unread``: the file was not read, its ``sha`` is known (see :class:`FileShas`); it is
-        read when its YAML is asked for, as a file whose bytes were forgotten is."""
+        read when its YAML is asked for, as a file whose bytes were forgotten is, and if its bytes
+        are not those any more, asking for its YAML is a LoadError (validate_kb reports it)."""
         self.kind = kind  # "case" | "source" | "vocabulary:<kind>"
         self.path = path
         self.display = display
@@ -52,11 +53,12 @@ class KbFile:
     def doc(self) -> YamlDoc | None:
         if not self._parsed:
             data = self._raw if self._raw is not None else self._read_again()
-            if data is None:  # changed or gone since it was validated (or, never read, since it was listed)
+            if data is None and self._unread:  # never read, and changed or gone since it was listed
+                raise LoadError(f"{self.display}: the file changed or went while the build read it", [
+                    Diagnostic(self.display, 1, 1, "the file changed or went while the build read it", rule="file-read",
+                               hint="build again once nothing is writing to the kb")])
+            if data is None:  # changed or gone since it was validated: no positions
                 self._doc = None
-                if self._unread:  # not yet validated: an error, or the file would be left out
-                    self.problems = [Diagnostic(self.display, 1, 1, "the file changed or went while the build read it", rule="file-read",
-                                                hint="build again once nothing is writing to the kb")]
             else:
                 self._doc, self.problems = load_yaml_bytes(data, self.display)
             self._parsed = True
@@ -79,7 +81,7 @@ class KbFile:
 
     def release(self) -> None:
         """Drop the parsed YAML (it is most of a kb's memory); it is parsed again if needed."""
-        if self._raw is not None:
+        if self._raw is not None or self._unread:
             self._doc, self._parsed = None, False
 
     def __repr__(self) -> str:
@@ -196,29 +198,37 @@ class FileShas:
 
     SETTLE_NS = 2_000_000_000
 
-    def __init__(self, previous: dict[str, tuple[int, int, int, int, str]] | None = None, made_ns: int = 0):
-        self.previous = previous or {}
+    def __init__(self, previous: dict[str, tuple] | None = None, made_ns: int = 0):
+        self.previous = previous or {}  # path -> (*identity, sha)
         self.made_ns = made_ns  # when the previous record was begun
-        self.now_ns = time.time_ns()  # this record's
-        self.record: dict[str, tuple[int, int, int, int, str]] = {}
+        self.now_ns = self._now()  # this record's
+        self.record: dict[str, tuple] = {}
 
     @staticmethod
-    def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    def _identity(st: os.stat_result) -> tuple[int, ...]:
+        """(device, inode, size, modification time, change time): the change time last."""
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @staticmethod
+    def _now() -> int:
+        return time.time_ns()
 
     def known(self, path: Path, st: os.stat_result) -> str | None:
         """The SHA-256 of the file at ``path`` if its identity is the one recorded and it had
         settled when the record was made; None otherwise (read it)."""
         rec = self.previous.get(str(path))
-        if rec is None or rec[:4] != self._identity(st) or st.st_ctime_ns >= self.made_ns - self.SETTLE_NS:
+        if rec is None:
+            return None
+        identity = self._identity(st)
+        if rec[:-1] != identity or identity[-1] >= self.made_ns - self.SETTLE_NS:
             return None
         self.record[str(path)] = rec
-        return rec[4]
+        return rec[-1]
 
     def note(self, path: Path, st: os.stat_result, sha: str) -> None:
         self.record[str(path)] = (*self._identity(st), sha)
 
-    def state(self) -> tuple[int, dict[str, tuple[int, int, int, int, str]]]:
+    def state(self) -> tuple[int, dict[str, tuple]]:
         """What to keep for the next build (see :meth:`from_state`)."""
         return (self.now_ns, self.record)
 

@@ -160,9 +160,7 @@ class _Model(BaseModel):
         (250 MB of the 900 MB the models took)."""
         cls = type(self)
         values = self.__dict__
-        names = _FIELD_NAMES.get(cls)
-        if names is None:
-            names = _FIELD_NAMES[cls] = tuple(cls.model_fields)
+        names = _field_names(cls)
         if self.__pydantic_extra__ or self.__pydantic_private__ or len(values) != len(names) or tuple(values) != names:
             return super().__reduce_ex__(protocol)  # not a model as validation makes them: pydantic's way
         given = self.__pydantic_fields_set__
@@ -223,13 +221,18 @@ def _given_fields(names: Any) -> _GivenFields:
     return found
 
 
+def _field_names(cls: type[_Model]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(cls.model_fields)
+    return names
+
+
 def _restore(cls: type[_Model], values: tuple, given: tuple[str, ...]) -> _Model:
     """A model pickled by :meth:`_Model.__reduce_ex__`. The cache keys every entry by the code, so
     the class has the fields it had when it was pickled; a count that differs is an unreadable
     entry (a TypeError, which the cache takes for a miss)."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(cls.model_fields)
+    names = _field_names(cls)
     if len(values) != len(names):
         raise TypeError(f"a pickled {cls.__name__} has {len(values)} fields, the class {len(names)}")
     shared = _GIVEN.get(given)

@@ -29,10 +29,9 @@ class Spool(Mapping[str, bytes]):
     def __init__(self, items: Iterable[tuple[str, bytes]] = (), dir: str | None = None):
         self._fh = tempfile.TemporaryFile(prefix="evidence-spool-", dir=dir)
         self._fds: list[int] = [self._fh.fileno()]  # where values are: the spool's own file, then copies of others' descriptors
-        self._files: dict[tuple[int, int], int] = {}  # (device, inode) of another file -> its index in _fds
+        self._files: dict[tuple[int, int, int], int] = {}  # (descriptor, device, inode) of another file -> its index in _fds
         self._closed = weakref.finalize(self, _close, self._fh, self._fds)  # the files go with the spool
         self._at: dict[str, tuple[int, int, int]] = {}  # name -> (index in _fds, offset, length)
-        self._added: list[str] = []
         self._end = 0
         for name, data in items:
             self.add(name, data)
@@ -44,31 +43,30 @@ class Spool(Mapping[str, bytes]):
         while view:
             n = os.pwrite(fd, view, at)
             view, at = view[n:], at + n
-        self._put(name, (0, self._end, len(data)))
+        self._at[name] = (0, self._end, len(data))
         self._end = at
 
     def add_ref(self, name: str, fd: int, offset: int, length: int) -> None:
         """Name ``length`` bytes at ``offset`` of the open file ``fd`` without copying them. The
         spool keeps a descriptor of the file of its own (one per file), so ``fd`` may be closed
         and the file renamed or deleted; the bytes must not be overwritten (the build cache's
-        packs are written once). OSError if the file is shorter; the name is not added then."""
+        packs are written once). OSError if the file is shorter; the name is not added then.
+        Files are told apart by the descriptor given and its device and inode, so a descriptor
+        number used again for another file gets a copy of its own."""
         self._new(name)
         st = os.fstat(fd)
         if offset < 0 or length < 0 or offset + length > st.st_size:
             raise OSError(f"{name!r}: bytes {offset}-{offset + length} are past the end of the file ({st.st_size} bytes)")
-        at = self._files.get((st.st_dev, st.st_ino))
+        which = (fd, st.st_dev, st.st_ino)
+        at = self._files.get(which)
         if at is None:
             self._fds.append(os.dup(fd))
-            at = self._files[(st.st_dev, st.st_ino)] = len(self._fds) - 1
-        self._put(name, (at, offset, length))
+            at = self._files[which] = len(self._fds) - 1
+        self._at[name] = (at, offset, length)
 
     def _new(self, name: str) -> None:
         if name in self._at:
             raise KeyError(f"{name!r} is already in the spool")
-
-    def _put(self, name: str, where: tuple[int, int, int]) -> None:
-        self._at[name] = where
-        self._added.append(name)
 
     def __getitem__(self, name: str) -> bytes:
         at, start, size = self._at[name]
@@ -86,10 +84,11 @@ class Spool(Mapping[str, bytes]):
         self._at = dict(sorted(self._at.items()))
 
     def segments(self) -> list[tuple[int, int, int]]:
-        """Where every value is, in the order they were added: (descriptor, offset, length). The
-        descriptors are the spool's own (valid while it is open). Read one after another, they
-        are the values back to back (see library_run)."""
-        return [(self._fds[at], start, size) for at, start, size in (self._at[n] for n in self._added)]
+        """Where every value is, in the names' order (see :meth:`sort`): (descriptor, offset,
+        length). The descriptors are the spool's own (valid while it is open). Read one after
+        another, they are the values back to back (see library_run), in an order that does not
+        depend on which values were named where they were and which were written."""
+        return [(self._fds[at], start, size) for at, start, size in self._at.values()]
 
     def size(self, name: str) -> int:
         """The length of ``name``'s bytes, without reading them."""

@@ -22,7 +22,7 @@ from .annotations import MapOf, accepts_not_reported, unwrap
 from .cache import BuildCache, code_digest, digest
 from .config import Config
 from .duplicates import check_duplicates
-from .errors import Diagnostic, sort_diagnostics
+from .errors import Diagnostic, LoadError, sort_diagnostics
 from .load import FileShas, KbFile, read_kb
 from .perf import gc_paused, parallel_imap
 from .yamlio import YamlDoc
@@ -600,7 +600,11 @@ def _read_and_parse_at(files: list[KbFile], i: int) -> tuple[bool, Any, list[Dia
 def _read_and_parse_file(f: KbFile) -> tuple[bool, Any, list[Diagnostic], list[Diagnostic]]:
     """Parse a file and check it against the schema: (whether its YAML could be read, the model
     or None, what the schema found, what reading found)."""
-    if f.doc is None:
+    try:
+        doc = f.doc
+    except LoadError as e:  # a file not read that changed since it was listed
+        return False, None, [], list(e.diagnostics)
+    if doc is None:
         return False, None, [], f.problems
     model, problems = _parse(f)
     if model is not None and f.kind in ("case", "source"):
@@ -662,7 +666,12 @@ def validate_kb(config: Config, paths: list[Path] | None = None, cache: BuildCac
     checked model and its warnings come from the cache. Checks across files always run.
     """
     with gc_paused():
-        return _validate_kb(config, paths, cache or BuildCache(None))
+        try:
+            return _validate_kb(config, paths, cache or BuildCache(None))
+        except LoadError as e:  # a file not read (load.FileShas) changed while the build read the kb
+            kb = Kb(config=config)
+            kb.diagnostics = list(e.diagnostics)
+            return kb
 
 
 def _texts_digest(config: Config) -> str:
