@@ -63,6 +63,10 @@ class Exposure:
     course: list[str]  # the phase kinds, in order
     dechallenge: bool
     rechallenge: bool
+    ref: str = field(init=False, repr=False, compare=False)  # what stands for it in a page's key (site_pages._fingerprint)
+
+    def __post_init__(self) -> None:
+        self.ref = f"E{self.case.id}/{self.patient.id}/{self.treatment.id}"
 
     @property
     def anchor(self) -> str:
@@ -528,8 +532,16 @@ class SiteModel:
             ("conditions treated", len(conditions), "diseases.html"),
         ]
 
+    @functools.cached_property
+    def _coverage(self) -> dict[str, list[str]]:
+        return self._find_coverage()
+
     def coverage(self) -> dict[str, list[str]]:
-        """What the kb is about, from its cases: drug classes, drugs, conditions, genes."""
+        """What the kb is about, from its cases: drug classes, drugs, conditions, genes (worked
+        out once: the description of every page and the home page show it)."""
+        return {k: list(v) for k, v in self._coverage.items()}
+
+    def _find_coverage(self) -> dict[str, list[str]]:
         kb = self.kb
         drugs = sorted({t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}, key=str.lower)
         classes = sorted({d.drug_class for k in drugs if isinstance(d := self.term("drugs", k), S.Drug) and d.drug_class})

@@ -831,16 +831,29 @@ def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
     TypeError: a page key that left something out would serve a stale page."""
     t = type(x)
     if t is Exposure:
-        cid = x.case.id
-        cases[cid] = None
-        out.append(f"E{cid}/{x.patient.id}/{x.treatment.id}")
+        cases[x.case.id] = None
+        out.append(x.ref)
     elif t is list or t is tuple:
+        # A drug's list is 10,000 exposures, a gene's 10,000 rows of (case, patient, genotype):
+        # the common items are written here, without a call each.
         out.append("(")
-        for y in x:  # a drug's list is 10,000 exposures: the common items without a call each
-            if type(y) is Exposure:
-                cid = y.case.id
-                cases[cid] = None
-                out.append(f"E{cid}/{y.patient.id}/{y.treatment.id}")
+        for y in x:
+            ty = type(y)
+            if ty is Exposure:
+                cases[y.case.id] = None
+                out.append(y.ref)
+            elif ty is tuple:
+                out.append("(")
+                for z in y:
+                    prefix = _MODEL_TEXT.get(type(z))
+                    if prefix is None:
+                        _fingerprint(z, out, cases)
+                    elif prefix == "C":
+                        cases[z.id] = None
+                        out.append("C" + z.id)
+                    else:
+                        out.append(prefix + str(z.__dict__.get("id", "")))
+                out.append(")")
             else:
                 _fingerprint(y, out, cases)
         out.append(")")
@@ -849,8 +862,10 @@ def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
     elif isinstance(x, S.CaseReport):
         cases[x.id] = None
         out.append(f"C{x.id}")
+        _MODEL_TEXT.setdefault(t, "C")
     elif isinstance(x, S._Model):
         out.append(f"M{t.__name__}:{x.__dict__.get('id', '')}")
+        _MODEL_TEXT.setdefault(t, f"M{t.__name__}:")
     elif isinstance(x, dict):
         out.append("{")
         for k, v in x.items():
@@ -863,6 +878,9 @@ def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
         out.append(repr(x))
     else:
         raise TypeError(f"a page's key cannot stand for a {t.__name__}")
+
+
+_MODEL_TEXT: dict[type, str] = {}  # a model class met by _fingerprint -> how its records begin ("C": a case)
 
 
 def _csv_text(lines: list[list[str]]) -> str:
