@@ -85,3 +85,32 @@ def test_a_render_that_fails_stops_the_exports_still_being_written(config, site,
     assert not [t for t in threading.enumerate() if t.name == "splice"]
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"]
+
+
+def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(config, site, tmp_path, monkeypatch):
+    """Pagefind indexes while the last pages render (site_search.SearchIndex): a page that fails
+    then stops it, and leaves no staging folder and the previous site as it was."""
+    import os
+
+    from evidence import site_pages, site_search
+    from evidence.errors import RenderError
+
+    out = tmp_path / "_site"
+    build(config, out)
+    before = _snapshot(out)
+    pids: list[int] = []
+    real_run = site_search.run_pagefind
+
+    def noting(stage, bundle, timeout=600, admit=None):
+        return real_run(stage, bundle, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1])
+
+    monkeypatch.setattr(site_search, "run_pagefind", noting)
+    monkeypatch.setattr(site_pages.SitePages, "home", lambda self: (_ for _ in ()).throw(RenderError("the home page broke")))
+    with pytest.raises(RenderError, match="the home page broke"):
+        build(config, out, cache=BuildCache(None))  # no record of the old bundles: every one is indexed
+    assert pids, "Pagefind had started"
+    for pid in pids:
+        with pytest.raises((ProcessLookupError, ChildProcessError)):
+            os.kill(pid, 0)  # reaped, not left running
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"], "a staging folder or temporary build was left behind"

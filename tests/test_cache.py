@@ -303,7 +303,7 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     before = _inodes(project.out)
     staged.clear()
     runs: list[Path] = []
-    monkeypatch.setattr(site_search, "run_pagefind", lambda stage, bundle, timeout=600: (runs.append(bundle), real_run(stage, bundle, timeout))[1])
+    monkeypatch.setattr(site_search, "run_pagefind", lambda stage, bundle, timeout=600, admit=None: (runs.append(bundle), real_run(stage, bundle, timeout, admit))[1])
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     project.build()  # checked byte for byte against a build without cache
     mine = [b for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")]  # not the uncached build's

@@ -127,15 +127,18 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
     writer = SiteWriter(out, outputs)
     # The query library is answered by a worker process while the pages render (see library_run).
     # Pages make millions of short-lived strings and no cycles worth collecting (see perf.py).
+    # The search index is made by Pagefind processes started once the search page is written,
+    # while the last pages render (SitePages.search); they are stopped if the render fails.
     with LibraryAnswers(compiled, load_library(kb.config.kb_dir / "queries")) as library, gc_paused():
-        pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings, library)
-        pages.write_all()
-    if search:
-        from .site_search import write_index
-
+        pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings, library, search=search)
+        try:
+            pages.write_all()
+        except BaseException:
+            if pages.index is not None:
+                pages.index.close()
+            raise
+    if pages.index is not None:
         t = time.perf_counter()
-        for sh in pages.search_shards:
-            writer.claim(f"{sh.folder}/pagefind.js", "the search index")
-        writer.files += write_index(pages.search_shards, out, writer.outputs, pages.pages_key)
-        timings["search index"] = time.perf_counter() - t
+        writer.files += pages.index.result()
+        timings["search index"] = timings.get("search index", 0.0) + time.perf_counter() - t
     return writer.files

@@ -32,7 +32,7 @@ from .site_graph import graph_view
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
 from .site_related import all_related, related_view
-from .site_search import Shard, shards, titles_script
+from .site_search import SearchIndex, Shard, shards, titles_script
 from .site_timeline import timeline
 
 __all__ = ["SitePages", "NAV", "MEDIA_TYPES"]
@@ -105,7 +105,7 @@ class Paged:
 
 class SitePages:
     def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float],
-                 library: LibraryAnswers):
+                 library: LibraryAnswers, search: bool = True):
         self.kb = kb
         self.library_answers = library
         self.compiled = compiled
@@ -144,6 +144,8 @@ class SitePages:
         self.search_docs: list[tuple[str, str, str, str]] = []  # (path, title, kind, text) for the search index
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
         self.search_shards: list[Shard] = []  # the bundles of the search index (made by search())
+        self.make_index = search
+        self.index: SearchIndex | None = None  # the search index in the making (started by search())
         self._shared: str | None = None  # see _shared_key
         self._made_rows: dict[str, tuple[list, list]] = {}  # evidence-table rows made by this build (see _case_summary)
 
@@ -794,6 +796,12 @@ class SitePages:
         self.search_shards = shards(self.search_docs, self.search_copies)
         self.page("search.html", "search.html", "the search page", title="Search", page_kind="search",
                   bundles=[sh.folder for sh in self.search_shards])
+        if self.make_index:  # every page it indexes is known by now: Pagefind runs while the last pages render
+            t = time.perf_counter()
+            for sh in self.search_shards:
+                self.writer.claim(f"{sh.folder}/pagefind.js", "the search index")
+            self.index = SearchIndex(self.search_shards, self.out, self.writer.outputs, self.pages_key)
+            self.timings["search index"] = time.perf_counter() - t
 
 
 RELATED_LIMIT = 10  # related cases listed on a case page

@@ -26,6 +26,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ from .cache import digest
 from .errors import RenderError
 from .outputs import Outputs, content_key
 
-__all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "write_index", "SHARD_DOCS"]
+__all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "write_index", "SearchIndex", "SHARD_DOCS"]
 
 PAGEFIND_LICENCE_NAME = "pagefind.txt"
 SHARD_DOCS = 2000  # documents per search bundle: about 1.5 s of Pagefind each (bench/README.md)
@@ -81,43 +83,88 @@ def _bucket(rel: str, k: int) -> int:
     return int.from_bytes(hashlib.sha256(rel.encode("utf-8")).digest()[:4], "big") % k
 
 
-def write_index(parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600) -> list[Path]:
-    """Write every bundle into the site folder ``out``; return the files. A bundle whose key the
-    previous build's bundle had is linked from it (every file, or none: a bundle is remade whole);
-    the others are indexed, two Pagefind processes at a time (each uses several threads).
+class SearchIndex:
+    """The search index in the making: a bundle whose key the previous build's bundle had is linked
+    from it at once (every file, or none: a bundle is remade whole); the others are indexed by
+    Pagefind, two processes at a time (each uses several threads), while the caller goes on (the
+    render's last pages). :meth:`result` waits for them; :meth:`close` (or leaving the ``with``
+    block on an error) stops them.
 
     Each file of a bundle is recorded under the bundle's key and its own bytes' hash, so a file
     is only ever linked to the very file an earlier run of Pagefind wrote for the same bundle."""
-    cache = outputs.cache
-    files: list[Path] = []
-    todo: list[tuple[Shard, str]] = []
-    for sh in parts:
-        key = sh.key(context)
-        entry = cache.get(_STAGE, key) if cache is not None else None
-        if _valid_entry(entry) and _link_bundle(outputs, out, entry):
-            files += [out / rel for rel, _k in entry]
-        else:
-            _remove(out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
-            todo.append((sh, key))
 
-    def index(job: tuple[Shard, str]) -> list[Path]:
-        sh, _key = job
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.search-", dir=out.parent))
+    def __init__(self, parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600):
+        self.out, self.outputs, self.timeout = out, outputs, timeout
+        self.files: list[Path] = []
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+        cache = outputs.cache
+        self.todo: list[tuple[Shard, str]] = []
+        for sh in parts:
+            key = sh.key(context)
+            entry = cache.get(_STAGE, key) if cache is not None else None
+            if _valid_entry(entry) and _link_bundle(outputs, out, entry):
+                self.files += [out / rel for rel, _k in entry]
+            else:
+                _remove(out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
+                self.todo.append((sh, key))
+        self._pool = ThreadPoolExecutor(max(1, min(len(self.todo), 2)), thread_name_prefix="pagefind")
+        self._futures = [self._pool.submit(self._index, sh) for sh, _key in self.todo]
+
+    def _index(self, sh: Shard) -> list[Path]:
+        stage = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.search-", dir=self.out.parent))
         try:
             write_stage(stage, sh.docs, sh.copies)
-            return run_pagefind(stage, out / sh.folder, timeout)
+            return run_pagefind(stage, self.out / sh.folder, self.timeout, admit=self._admit)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
-    with ThreadPoolExecutor(max(1, min(len(todo), 2))) as pool:
-        for (_sh, key), written in zip(todo, pool.map(index, todo)):
-            made = [(p.relative_to(out).as_posix(), digest(key, content_key(p.read_bytes()))) for p in written]
-            for rel, file_key in made:
-                outputs.keys[rel] = file_key
-            if cache is not None:
-                cache.put(_STAGE, key, made)
-            files += written
-    return files
+    def _admit(self, proc: subprocess.Popen) -> bool:
+        """Note a Pagefind process so that close() can stop it; False once stopped."""
+        with self._lock:
+            if not self._stopped:
+                self._procs.append(proc)
+            return not self._stopped
+
+    def result(self) -> list[Path]:
+        """Every file of the index, once Pagefind has written its bundles (a RenderError if it
+        failed)."""
+        try:
+            cache = self.outputs.cache
+            for (_sh, key), future in zip(self.todo, self._futures):
+                written = future.result()
+                made = [(p.relative_to(self.out).as_posix(), digest(key, content_key(p.read_bytes()))) for p in written]
+                for rel, file_key in made:
+                    self.outputs.keys[rel] = file_key
+                if cache is not None:
+                    cache.put(_STAGE, key, made)
+                self.files += written
+        finally:
+            self.close()
+        return self.files
+
+    def close(self) -> None:
+        """Stop the Pagefind processes still running, and wait for their threads."""
+        with self._lock:
+            self._stopped = True
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.kill()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> SearchIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_index(parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600) -> list[Path]:
+    """Write every bundle into the site folder ``out`` and return the files (:class:`SearchIndex`,
+    waited for)."""
+    with SearchIndex(parts, out, outputs, context, timeout) as index:
+        return index.result()
 
 
 def _valid_entry(entry: object) -> bool:
@@ -156,19 +203,26 @@ def write_stage(stage: Path, docs: list[tuple[str, str, str, str]], copies: dict
         p.write_text(html, encoding="utf-8")
 
 
-def run_pagefind(stage: Path, bundle: Path, timeout: float = 600) -> list[Path]:
-    """Index the staging folder into ``bundle`` (the site's ``pagefind/``); return the files written."""
+def run_pagefind(stage: Path, bundle: Path, timeout: float = 600, admit: Callable[[subprocess.Popen], bool] | None = None) -> list[Path]:
+    """Index the staging folder into ``bundle`` (the site's ``pagefind/``); return the files written.
+    ``admit`` is told of the process once it runs (see SearchIndex.close); if it says no, the
+    process is stopped."""
     cmd = [sys.executable, "-m", "pagefind", "--site", str(stage), "--output-path", str(bundle), "--keep-index-url", "--silent"]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise RenderError(f"Pagefind did not finish indexing {stage} within {timeout:.0f} s") from None
-    if r.returncode != 0:
-        hint = " (install it with: pip install 'pagefind[extended]')" if "No module named" in r.stderr else ""
-        raise RenderError(f"Pagefind failed to index the site{hint}: {(r.stderr or r.stdout).strip()[-2000:]}")
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        if admit is not None and not admit(proc):
+            proc.kill()
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise RenderError(f"Pagefind did not finish indexing {stage} within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        hint = " (install it with: pip install 'pagefind[extended]')" if "No module named" in stderr else ""
+        raise RenderError(f"Pagefind failed to index the site{hint}: {(stderr or stdout).strip()[-2000:] or f'exit status {proc.returncode}'}")
     folder = bundle
     if not (folder / "pagefind.js").is_file():
-        raise RenderError(f"Pagefind wrote no index into {folder}: {(r.stderr or r.stdout).strip()[-2000:]}")
+        raise RenderError(f"Pagefind wrote no index into {folder}: {(stderr or stdout).strip()[-2000:]}")
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
