@@ -91,6 +91,7 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
     """Pagefind indexes while the last pages render (site_search.SearchIndex): a page that fails
     then stops it, and leaves no staging folder and the previous site as it was."""
     import os
+    import time
 
     from evidence import site_pages, site_search
     from evidence.errors import RenderError
@@ -105,7 +106,14 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
         return real_run(stage, bundle, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1])
 
     monkeypatch.setattr(site_search, "run_pagefind", noting)
-    monkeypatch.setattr(site_pages.SitePages, "home", lambda self: (_ for _ in ()).throw(RenderError("the home page broke")))
+
+    def broken_home(self):
+        deadline = time.monotonic() + 30
+        while not pids and time.monotonic() < deadline:  # fail once Pagefind runs
+            time.sleep(0.01)
+        raise RenderError("the home page broke")
+
+    monkeypatch.setattr(site_pages.SitePages, "home", broken_home)
     with pytest.raises(RenderError, match="the home page broke"):
         build(config, out, cache=BuildCache(None))  # no record of the old bundles: every one is indexed
     assert pids, "Pagefind had started"
@@ -114,3 +122,38 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
             os.kill(pid, 0)  # reaped, not left running
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"], "a staging folder or temporary build was left behind"
+
+
+def test_the_first_search_bundle_that_fails_stops_the_others_at_once(tmp_path, monkeypatch):
+    """SearchIndex.result reports the first failure as soon as it happens, and stops the Pagefind
+    processes still running (here one that would run for a minute)."""
+    import subprocess
+    import sys
+    import time
+
+    from evidence import site_search
+    from evidence.errors import RenderError
+    from evidence.outputs import Outputs
+
+    out = tmp_path / "_site"
+    out.mkdir()
+    parts = [site_search.Shard(folder=f"pagefind-{i}", docs=[(f"p{i}.html", "a title", "page", "words")]) for i in range(2)]
+    slow: list[subprocess.Popen] = []
+
+    def fake(stage, bundle, timeout=600, admit=None):
+        if bundle.name == "pagefind-0":
+            with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as proc:
+                slow.append(proc)
+                if not admit(proc):
+                    proc.kill()
+            raise RenderError(f"Pagefind stopped (status {proc.returncode})")
+        while not slow:
+            time.sleep(0.01)
+        raise RenderError("Pagefind failed on purpose")
+
+    monkeypatch.setattr(site_search, "run_pagefind", fake)
+    t = time.monotonic()
+    with pytest.raises(RenderError, match="failed on purpose"):
+        site_search.SearchIndex(parts, out, Outputs(out=out), "context").result()
+    assert time.monotonic() - t < 20 and slow[0].returncode is not None and slow[0].returncode < 0, "the slow one was killed"
+    assert [p.name for p in tmp_path.iterdir()] == ["_site"], "no staging folder is left"

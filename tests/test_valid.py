@@ -163,7 +163,13 @@ def test_a_validated_file_forgets_its_bytes_and_reads_them_again_when_asked(tmp_
         _ = h.doc
     assert [(d.path, d.rule) for d in changed.value.diagnostics] == [("kb/case-x.yaml", "file-read")]
     path.write_bytes(data)
-    assert KbFile("case", path, "kb/case-x.yaml", sha=hashlib.sha256(data).hexdigest(), unread=True).doc.where(("title",)) == (2, 8)
+    read = KbFile("case", path, "kb/case-x.yaml", sha=hashlib.sha256(data).hexdigest(), unread=True)
+    assert read.doc.where(("title",)) == (2, 8)
+    read.release()  # read once and as listed: a file like any other (its YAML can be dropped, its bytes forgotten)
+    assert read._doc is None and read.doc.where(("title",)) == (2, 8)
+    read.forget_bytes()
+    path.write_bytes(b"id: case-x\n\ntitle: Changed since\n")
+    assert read.doc is None, "checked already: a change since means no positions, not an error"
 
 
 def test_the_kb_holds_no_file_bytes_after_validation():

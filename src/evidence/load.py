@@ -60,6 +60,8 @@ class KbFile:
             if data is None:  # changed or gone since it was validated: no positions
                 self._doc = None
             else:
+                if self._unread:  # read now, and the bytes are those listed: a file like any other from here on
+                    self._raw, self._unread = data, False
                 self._doc, self.problems = load_yaml_bytes(data, self.display)
             self._parsed = True
         return self._doc

@@ -129,16 +129,16 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
     # Pages make millions of short-lived strings and no cycles worth collecting (see perf.py).
     # The search index is made by Pagefind processes started once the search page is written,
     # while the last pages render (SitePages.search); they are stopped if the render fails.
-    with LibraryAnswers(compiled, load_library(kb.config.kb_dir / "queries")) as library, gc_paused():
-        pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings, library, search=search)
-        try:
+    pages: SitePages | None = None
+    try:
+        with LibraryAnswers(compiled, load_library(kb.config.kb_dir / "queries")) as library, gc_paused():
+            pages = SitePages(kb, compiled, environment(templates), templates, writer, downloads, timings, library, search=search)
             pages.write_all()
-        except BaseException:
-            if pages.index is not None:
-                pages.index.close()
-            raise
-    if pages.index is not None:
-        t = time.perf_counter()
-        writer.files += pages.index.result()
-        timings["search index"] = timings.get("search index", 0.0) + time.perf_counter() - t
+        if pages.index is not None:
+            t = time.perf_counter()
+            writer.files += pages.index.result()
+            timings["search index"] = timings.get("search index", 0.0) + time.perf_counter() - t
+    finally:
+        if pages is not None and pages.index is not None:
+            pages.index.close()  # waited for already, or stopped: nothing writes into the site after this
     return writer.files

@@ -105,7 +105,7 @@ class Paged:
 
 class SitePages:
     def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float],
-                 library: LibraryAnswers, search: bool = True):
+                 library: LibraryAnswers, search: bool = False):
         self.kb = kb
         self.library_answers = library
         self.compiled = compiled
@@ -144,7 +144,7 @@ class SitePages:
         self.search_docs: list[tuple[str, str, str, str]] = []  # (path, title, kind, text) for the search index
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
         self.search_shards: list[Shard] = []  # the bundles of the search index (made by search())
-        self.make_index = search
+        self.make_index = search  # start the search index in search() (render_site waits for it, or stops it)
         self.index: SearchIndex | None = None  # the search index in the making (started by search())
         self._shared: str | None = None  # see _shared_key
         self._made_rows: dict[str, tuple[list, list]] = {}  # evidence-table rows made by this build (see _case_summary)
@@ -156,6 +156,8 @@ class SitePages:
         key, its file is linked instead (see :mod:`evidence.outputs`)."""
         ctx.setdefault("root", "../" * rel.count("/"))
         ctx.setdefault("indexed", False)
+        if ctx["indexed"] and self.index is not None:  # the index is being made: a page it should hold would be missing
+            raise RenderError(f"{rel} is to be indexed for search, but is written after the search page: write it before (SitePages.write_all)")
         if self._deferred is not None:  # rendered later, by run_deferred, maybe in parallel
             path = self.writer.claim(rel, origin)
             if cache_key is not None and self.writer.outputs.link(path, rel, cache_key):

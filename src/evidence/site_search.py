@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,9 +110,16 @@ class SearchIndex:
                 _remove(out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
                 self.todo.append((sh, key))
         self._pool = ThreadPoolExecutor(max(1, min(len(self.todo), 2)), thread_name_prefix="pagefind")
-        self._futures = [self._pool.submit(self._index, sh) for sh, _key in self.todo]
+        self._futures: list[Future[list[Path]]] = []
+        try:
+            self._futures += [self._pool.submit(self._index, sh) for sh, _key in self.todo]
+        except BaseException:
+            self.close()
+            raise
 
     def _index(self, sh: Shard) -> list[Path]:
+        if self._stopped:
+            raise RenderError("the search index was stopped")
         stage = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.search-", dir=self.out.parent))
         try:
             write_stage(stage, sh.docs, sh.copies)
@@ -131,6 +138,12 @@ class SearchIndex:
         """Every file of the index, once Pagefind has written its bundles (a RenderError if it
         failed)."""
         try:
+            # The first failure stops the rest at once (not after the bundles before it).
+            wait(self._futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in self._futures if f.done() and not f.cancelled() and f.exception() is not None), None)
+            if failed is not None:
+                self.close()
+                failed.result()
             cache = self.outputs.cache
             for (_sh, key), future in zip(self.todo, self._futures):
                 written = future.result()
@@ -219,7 +232,8 @@ def run_pagefind(stage: Path, bundle: Path, timeout: float = 600, admit: Callabl
             raise RenderError(f"Pagefind did not finish indexing {stage} within {timeout:.0f} s") from None
     if proc.returncode != 0:
         hint = " (install it with: pip install 'pagefind[extended]')" if "No module named" in stderr else ""
-        raise RenderError(f"Pagefind failed to index the site{hint}: {(stderr or stdout).strip()[-2000:] or f'exit status {proc.returncode}'}")
+        status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        raise RenderError(f"Pagefind failed to index the site{hint}: {(stderr or stdout).strip()[-2000:] or status}")
     folder = bundle
     if not (folder / "pagefind.js").is_file():
         raise RenderError(f"Pagefind wrote no index into {folder}: {(stderr or stdout).strip()[-2000:]}")

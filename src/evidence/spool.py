@@ -84,11 +84,10 @@ class Spool(Mapping[str, bytes]):
         self._at = dict(sorted(self._at.items()))
 
     def segments(self) -> list[tuple[int, int, int]]:
-        """Where every value is, in the names' order (see :meth:`sort`): (descriptor, offset,
-        length). The descriptors are the spool's own (valid while it is open). Read one after
+        """Where every value is, in sorted name order: (descriptor, offset, length). The descriptors are the spool's own (valid while it is open). Read one after
         another, they are the values back to back (see library_run), in an order that does not
         depend on which values were named where they were and which were written."""
-        return [(self._fds[at], start, size) for at, start, size in self._at.values()]
+        return [(self._fds[at], start, size) for at, start, size in (self._at[n] for n in sorted(self._at))]
 
     def size(self, name: str) -> int:
         """The length of ``name``'s bytes, without reading them."""
