@@ -279,7 +279,27 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-class _Pack:
+class _Indexed:
+    """A pack file open as ``fd`` (None once closed) and the byte range of each entry in it."""
+
+    fd: int | None
+    index: dict[str, tuple[int, int]]
+
+    def where(self, key: str) -> tuple[int, int, int] | None:
+        """(descriptor, offset, length) of the entry; None if there is none (or the file is closed)."""
+        at = self.index.get(key)
+        return (self.fd, at[0], at[1]) if at is not None and self.fd is not None else None
+
+    def read(self, key: str) -> bytes | None:
+        found = self.where(key)
+        if found is None:
+            return None
+        fd, offset, length = found
+        raw = os.pread(fd, length, offset)
+        return raw if len(raw) == length else None
+
+
+class _Pack(_Indexed):
     """A sealed pack (see the module's text): an open file and the byte range of each entry."""
 
     def __init__(self, path: Path, fd: int, index: dict[str, tuple[int, int]]):
@@ -313,17 +333,6 @@ class _Pack:
         finally:
             os.close(fd)
 
-    def read(self, key: str) -> bytes | None:
-        where = self.index.get(key)
-        if where is None or self.fd is None:
-            return None
-        raw = os.pread(self.fd, where[1], where[0])
-        return raw if len(raw) == where[1] else None
-
-    def where(self, key: str) -> tuple[int, int, int] | None:
-        at = self.index.get(key)
-        return (self.fd, at[0], at[1]) if at is not None and self.fd is not None else None
-
     def close(self) -> None:
         fd, self.fd = self.fd, None
         if fd is not None:
@@ -350,13 +359,14 @@ def _index_of(fd: int) -> dict[str, tuple[int, int]] | None:
     return index
 
 
-class _Writer:
+class _Writer(_Indexed):
     """The pack a build is writing: entries are appended as they are made and can be read back
     at once; :meth:`seal` adds the index and gives the file its name."""
 
     def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
-        self.fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-pack-")
+        fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-pack-")
+        self.fd = fd
         self.folder = folder
         self.pid = os.getpid()  # a forked worker never writes into its parent's pack
         self.index: dict[str, tuple[int, int]] = {}
@@ -369,6 +379,8 @@ class _Writer:
 
     def add_raw(self, data: bytes) -> int:
         at = self.end
+        if self.fd is None:
+            raise OSError("the cache's pack is closed")
         _write_all(self.fd, data, at)
         self.end += len(data)
         return at
@@ -376,22 +388,15 @@ class _Writer:
     def add(self, key: str, raw: bytes) -> None:
         self.index[key] = (self.add_raw(raw), len(raw))
 
-    def read(self, key: str) -> bytes | None:
-        where = self.index.get(key)
-        return os.pread(self.fd, where[1], where[0]) if where is not None else None
-
-    def where(self, key: str) -> tuple[int, int, int] | None:
-        at = self.index.get(key)
-        return (self.fd, at[0], at[1]) if at is not None and self.fd >= 0 else None
-
     def seal(self, name: str) -> Path:
         """Write the index and rename the file to ``name``; on any failure or interrupt, the
         temporary file is deleted and the error raised."""
         try:
             tail = pickle.dumps(self.index, protocol=pickle.HIGHEST_PROTOCOL)
             self.add_raw(tail + len(tail).to_bytes(8, "big"))
-            fd, self.fd = self.fd, -1
-            os.close(fd)
+            fd, self.fd = self.fd, None
+            if fd is not None:
+                os.close(fd)
             path = self.folder / name
             os.replace(self.tmp, path)
         except BaseException:
@@ -400,8 +405,8 @@ class _Writer:
         return path
 
     def discard(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
+        fd, self.fd = self.fd, None
+        if fd is not None:
             os.close(fd)
         try:
             os.unlink(self.tmp)
@@ -426,23 +431,23 @@ class _Stage:
         self.failed = False  # the pack could not be written: this build keeps nothing more
 
     def read(self, key: str) -> bytes | None:
-        if self.writer is not None and key in self.writer.index:
-            return self.writer.read(key)
-        for pack in self.packs:
+        """``key``'s bytes, from the pack being written or the newest pack that has them."""
+        for pack in self._newest_first():
             raw = pack.read(key)
             if raw is not None:
                 return raw
         return None
 
     def where(self, key: str) -> tuple[int, int, int] | None:
-        """(descriptor, offset, length) of ``key``'s bytes, in the newest pack that has it."""
-        if self.writer is not None and self.writer.pid == os.getpid() and key in self.writer.index:
-            return self.writer.where(key)
-        for pack in self.packs:
+        """(descriptor, offset, length) of ``key``'s bytes, in the newest pack that has them."""
+        for pack in self._newest_first():
             found = pack.where(key)
             if found is not None:
                 return found
         return None
+
+    def _newest_first(self) -> list[_Indexed]:
+        return ([self.writer] if self.writer is not None else []) + self.packs
 
     def write(self, key: str, raw: bytes) -> tuple[int, int, int] | None:
         """Append an entry to the pack being written; where it is (see :meth:`where`), or None
