@@ -83,7 +83,7 @@ class KbFile:
 
     def release(self) -> None:
         """Drop the parsed YAML (it is most of a kb's memory); it is parsed again if needed."""
-        if self._raw is not None or self._unread:
+        if self._raw is not None:
             self._doc, self._parsed = None, False
 
     def __repr__(self) -> str:

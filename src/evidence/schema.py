@@ -207,14 +207,13 @@ class _GivenFields(set):
     __ior__ = __iand__ = __isub__ = __ixor__ = _refuse  # type: ignore[assignment]
 
 
-_SHARED_FIELDS: dict[frozenset[str], _GivenFields] = {}  # see _Model.__reduce_ex__
-_GIVEN: dict[tuple[str, ...], _GivenFields] = {}  # the same, by the sorted names
+_SHARED_FIELDS: dict[tuple[str, ...], _GivenFields] = {}  # by the sorted names, see _Model.__reduce_ex__
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # a model class's fields, in order
 _set_attr = object.__setattr__
 
 
 def _given_fields(names: Any) -> _GivenFields:
-    key = frozenset(names)
+    key = tuple(sorted(set(names)))
     found = _SHARED_FIELDS.get(key)
     if found is None:
         found = _SHARED_FIELDS[key] = _GivenFields(key)
@@ -235,9 +234,7 @@ def _restore(cls: type[_Model], values: tuple, given: tuple[str, ...]) -> _Model
     names = _field_names(cls)
     if len(values) != len(names):
         raise TypeError(f"a pickled {cls.__name__} has {len(values)} fields, the class {len(names)}")
-    shared = _GIVEN.get(given)
-    if shared is None:
-        shared = _GIVEN[given] = _given_fields(given)
+    shared = _SHARED_FIELDS.get(given) or _given_fields(given)  # given: sorted names, as the key is
     self = cls.__new__(cls)
     _set_attr(self, "__dict__", dict(zip(names, values)))
     _set_attr(self, "__pydantic_fields_set__", shared)

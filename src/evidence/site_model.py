@@ -532,16 +532,13 @@ class SiteModel:
             ("conditions treated", len(conditions), "diseases.html"),
         ]
 
-    @functools.cached_property
-    def _coverage(self) -> dict[str, list[str]]:
-        return self._find_coverage()
-
     def coverage(self) -> dict[str, list[str]]:
         """What the kb is about, from its cases: drug classes, drugs, conditions, genes (worked
         out once: the description of every page and the home page show it)."""
         return {k: list(v) for k, v in self._coverage.items()}
 
-    def _find_coverage(self) -> dict[str, list[str]]:
+    @functools.cached_property
+    def _coverage(self) -> dict[str, list[str]]:
         kb = self.kb
         drugs = sorted({t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}, key=str.lower)
         classes = sorted({d.drug_class for k in drugs if isinstance(d := self.term("drugs", k), S.Drug) and d.drug_class})

@@ -613,7 +613,7 @@ class SitePages:
         key = self._files_key(context, [f"case:{cid}"])
         if key is not None:  # the rows are read only for a page that is rendered, and kept for the next build
             self.writer.outputs.cache.touch("evidence-rows", key)
-        return self._cached("evidence-summary", context, [f"case:{cid}"], make, lambda got: isinstance(got, _CaseRows))
+        return self._cached("evidence-summary", key, make, lambda got: isinstance(got, _CaseRows))
 
     @staticmethod
     def _summarise_rows(cid: str, patient: list, cohort: list) -> _CaseRows:
@@ -632,7 +632,7 @@ class SitePages:
     def _case_rows(self, cid: str, context: str) -> tuple[list, list]:
         """A case's rows of the evidence table (patient rows, cohort rows), kept in the build cache
         under the case's file, the vocabulary and the code (``context``)."""
-        return self._cached("evidence-rows", context, [f"case:{cid}"], lambda: self.m.case_evidence_rows(cid),
+        return self._cached("evidence-rows", self._files_key(context, [f"case:{cid}"]), lambda: self.m.case_evidence_rows(cid),
                             lambda got: isinstance(got, tuple) and len(got) == 2)
 
     def _search_text(self, kind: str, key: str, context: str) -> tuple[str, str]:
@@ -643,16 +643,15 @@ class SitePages:
         if kind not in ("cases", "sources"):
             return search_text(self.m, kind, key)
         names = [f"case:{key}", *(f"source:{ref.source}" for ref in self.m.kb.cases[key].sources)] if kind == "cases" else [f"source:{key}"]
-        return self._cached("search-text", context, names, lambda: search_text(self.m, kind, key),
+        return self._cached("search-text", self._files_key(context, names), lambda: search_text(self.m, kind, key),
                             lambda got: isinstance(got, tuple) and len(got) == 2 and all(isinstance(x, str) for x in got))
 
-    def _cached(self, stage: str, context: str, files: list[str], make: Callable[[], Any], valid: Callable[[Any], bool]) -> Any:
-        """What ``make`` makes from some kb files (``files``: their kb keys, such as ``case:<id>``),
-        kept in the build cache's ``stage`` under a key over those files' hashes and ``context``;
-        made without the cache when there is none or a file's bytes are not known."""
+    def _cached(self, stage: str, key: str | None, make: Callable[[], Any], valid: Callable[[Any], bool]) -> Any:
+        """What ``make`` makes from some kb files, kept in the build cache's ``stage`` under ``key``
+        (:meth:`_files_key`); made without the cache when there is none or the key is None (a
+        file's bytes are not known)."""
         cache = self.writer.outputs.cache
-        key = self._files_key(context, files)
-        if key is None:
+        if key is None or cache is None:
             return make()
         got = cache.get(stage, key)
         if valid(got):

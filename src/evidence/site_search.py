@@ -142,8 +142,7 @@ class SearchIndex:
             wait(self._futures, return_when=FIRST_EXCEPTION)
             failed = next((f for f in self._futures if f.done() and not f.cancelled() and f.exception() is not None), None)
             if failed is not None:
-                self.close()
-                failed.result()
+                failed.result()  # raised; leaving stops the others
             cache = self.outputs.cache
             for (_sh, key), future in zip(self.todo, self._futures):
                 written = future.result()
