@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evidence.graph import evidence_graph, related_cases
+from evidence.graph import evidence_graph, evidence_network, related_cases
 
 
 def test_graph_links_genes_variants_diseases_drugs_cases(compiled):
@@ -61,6 +61,12 @@ def _assert_same_network(compiled):
     assert {n: (d["kind"], d["label"]) for n, d in g.nodes(data=True)} == nodes
     assert {(s, o, k) for s, o, k in g.edges(keys=True)} == edges
     assert len(edges) == g.number_of_edges() and edges
+    # The build walks evidence_network: the same nodes and edges, in networkx's order.
+    net = evidence_network(compiled)
+    assert net.nodes == nodes and list(net.nodes) == sorted(nodes)
+    assert net.edges == sorted(edges)
+    for n in g:
+        assert net.out(n) == list(g.out_edges(n, keys=True)), n
 
 
 def test_network_from_fragments_equals_the_network_of_the_whole_store(compiled):
@@ -150,7 +156,10 @@ def test_fragments_keep_the_first_kind_and_the_best_label():
     b = Fragment(edges=((1, "c", "d"),), labels=(("d", 1, "title"), ("c", 1, "Case title")))
     c = Fragment(labels=(("d", 0, "zeta"), ("d", 0, "alpha"), ("x", 0, "not a node")))
     for order in ([a, b, c], [c, b, a]):
-        g = network_from_fragments(order)
+        net = network_from_fragments(order)
+        assert net.nodes == {"c": ("case", "Case title"), "d": ("disease", "alpha"), "p": ("patient", "p")}
+        assert net.edges == [("c", "d", "condition"), ("p", "d", "diagnosis")]
+        g = net.to_networkx()
         assert dict(g.nodes(data=True)) == {
             "c": {"kind": "case", "label": "Case title"},
             "d": {"kind": "disease", "label": "alpha"},
@@ -178,8 +187,8 @@ def test_the_network_is_made_with_the_collector_paused():
     assert gc.isenabled()
     gc.callbacks.append(count)
     try:
-        g = network_from_fragments(fragments)
+        net = network_from_fragments(fragments)
     finally:
         gc.callbacks.remove(count)
-    assert g.number_of_edges() == 10_000 and g.number_of_nodes() == 10_500
+    assert len(net.edges) == 10_000 and len(net) == 10_500
     assert len(runs) <= 1 and gc.isenabled(), runs  # unpaused: 88 collections

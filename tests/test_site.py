@@ -27,7 +27,7 @@ from evidence import schema as S
 from evidence.config import load_config
 from evidence.errors import RenderError
 from evidence.export import DUMPS, FORMATS, serialize
-from evidence.graph import evidence_graph, related_cases
+from evidence.graph import evidence_graph, evidence_network, related_cases
 from evidence.library import load_library
 from evidence.pipeline import build, compile_checked, load_and_validate
 from evidence.render import SiteWriter, safe_href
@@ -363,7 +363,7 @@ def test_case_jsonld_is_valid_and_describes_the_record(site, pages):
 
 def test_related_cases_on_the_page_match_graph_related_cases(site, compiled):
     g = evidence_graph(compiled)
-    fast, _state = all_related(g)
+    fast, _state = all_related(evidence_network(compiled))
     for cid in ("zimmermann-2019", "briand-2019", "wenzel-2016"):
         iri = compiled.ns.case(cid)
         assert fast[iri] == related_cases(g, iri)
@@ -380,7 +380,7 @@ def test_fast_related_cases_agree_on_a_synthetic_kb(tmp_path):
     compiled = compile_checked(kb)
     g = evidence_graph(compiled)
     for common_size in (48, 2):  # the grouping is exact whatever the split into common and rare
-        fast, _state = all_related(g, common_size=common_size)
+        fast, _state = all_related(evidence_network(compiled), common_size=common_size)
         for cid in sorted(kb.cases):
             iri = compiled.ns.case(cid)
             assert fast[iri] == related_cases(g, iri), cid

@@ -335,10 +335,10 @@ def _graphml_pieces(compiled: Compiled) -> list[tuple[str, str, Callable[[], byt
     case (made from the whole network, keyed by its bytes), then each case file's own nodes and
     edges, keyed by the file's graph and its share of the shared graph (which its network
     fragment is made from)."""
-    from .graph import case_graphml, common_graphml, evidence_graph, network_fragment
+    from .graph import case_graphml, common_graphml, evidence_network, network_fragment
 
     ns = compiled.ns
-    common = common_graphml(evidence_graph(compiled), ns.case(""))
+    common = common_graphml(evidence_network(compiled), ns.case(""))
     context = digest("graphml", code_digest())
     pieces: list[tuple[str, str, Callable[[], bytes]]] = [("common", digest(context, common), lambda: common)]
     sha = compiled.chunk_digests()

@@ -1,4 +1,4 @@
-"""The graph view: the evidence network of :func:`evidence.graph.evidence_graph`, laid out at build
+"""The graph view: the evidence network of :func:`evidence.graph.evidence_network`, laid out at build
 time as a static SVG.
 
 Patients and outcomes are contracted into their case (a case links to the drugs, genes, variants,
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import networkx as nx
+from .graph import Network
 
 __all__ = ["GraphView", "graph_view", "MAX_CASES"]
 
@@ -75,9 +75,9 @@ class GraphView:
         return [(n, sorted(nbrs[n.id], key=lambda x: (x[1].kind, x[1].label.lower(), x[1].iri))) for n in self.nodes]
 
 
-def _contract(g: nx.MultiDiGraph, with_cases: bool) -> tuple[dict[str, str], dict[tuple[str, str], tuple[str, int]]]:
+def _contract(net: Network, with_cases: bool) -> tuple[dict[str, str], dict[tuple[str, str], tuple[str, int]]]:
     """Nodes (IRI -> kind) and edges ((IRI, IRI) -> (label, weight)) of the picture."""
-    kinds = {n: d["kind"] for n, d in g.nodes(data=True)}
+    kinds = {n: k for n, (k, _l) in net.nodes.items()}
     nodes: dict[str, str] = {}
     edges: dict[tuple[str, str], tuple[str, int]] = {}
 
@@ -87,19 +87,19 @@ def _contract(g: nx.MultiDiGraph, with_cases: bool) -> tuple[dict[str, str], dic
         old = edges.get((a, b))
         edges[(a, b)] = (label, (old[1] if old else 0) + 1)
 
-    for case in sorted(n for n, k in kinds.items() if k == "case"):
+    for case in net.of_kind("case"):  # in IRI order
         linked: dict[str, str] = {}
-        for _, x, label in g.out_edges(case, keys=True):
+        for _, x, label in net.out(case):
             kx = kinds[x]
             if kx in ("disease", "source"):
                 linked.setdefault(x, "condition" if kx == "disease" else label)
             elif kx == "patient":
-                for _, y, plabel in g.out_edges(x, keys=True):
+                for _, y, plabel in net.out(x):
                     ky = kinds[y]
                     if ky in ("disease", "variant", "gene", "drug", "phenotype"):
                         linked.setdefault(y, plabel)
                     elif ky == "outcome":
-                        for _, z in g.out_edges(y):
+                        for _, z, _l in net.out(y):
                             if kinds[z] == "measure":
                                 linked.setdefault(z, "outcome measured by")
         if with_cases:
@@ -112,7 +112,7 @@ def _contract(g: nx.MultiDiGraph, with_cases: bool) -> tuple[dict[str, str], dic
                     if kinds[x] in ("disease", "gene", "variant", "measure", "phenotype"):
                         add(d, x, {"disease": "given in", "gene": "given to carriers of", "variant": "given to carriers of",
                                    "measure": "outcome measured by", "phenotype": "adverse event"}[kinds[x]])
-    for s, o, label in g.edges(keys=True):
+    for s, o, label in net.edges:
         if (kinds[s], kinds[o]) in (("variant", "gene"), ("drug", "gene")) and (s in nodes or o in nodes):
             if kinds[s] == "drug" and s not in nodes:
                 continue
@@ -120,11 +120,10 @@ def _contract(g: nx.MultiDiGraph, with_cases: bool) -> tuple[dict[str, str], dic
     return nodes, edges
 
 
-def graph_view(g: nx.MultiDiGraph, url_of: dict[str, str], label_of: dict[str, tuple[str, str]]) -> GraphView:
+def graph_view(net: Network, url_of: dict[str, str], label_of: dict[str, tuple[str, str]]) -> GraphView:
     """Lay out the network. ``label_of`` maps an IRI to (short label, full title)."""
-    n_cases = sum(1 for _, d in g.nodes(data=True) if d["kind"] == "case")
-    with_cases = n_cases <= MAX_CASES
-    nodes, edges = _contract(g, with_cases)
+    with_cases = len(net.of_kind("case")) <= MAX_CASES
+    nodes, edges = _contract(net, with_cases)
     hidden: dict[str, int] = {}
     if not with_cases:
         # Keep the most connected entities of each kind; say how many were left out.
@@ -195,7 +194,7 @@ def graph_view(g: nx.MultiDiGraph, url_of: dict[str, str], label_of: dict[str, t
             for iri in order[kind]:
                 nid = f"n{len(ids)}"
                 ids[iri] = nid
-                short, title = label_of.get(iri, (g.nodes[iri].get("label", iri), g.nodes[iri].get("label", iri)))
+                short, title = label_of.get(iri, (net.label(iri), net.label(iri)))
                 out_nodes.append(Node(nid, iri, kind, short, title, url_of.get(iri), col_x[ci], round(60 + (pos[iri] + offset) * row_h, 1)))
     out_edges = [(ids[a], ids[b], label, w) for (a, b), (label, w) in sorted(edges.items())]
     columns = [(col_x[i], KIND_LABELS[kinds[0]]) for i, kinds in enumerate(layout) if len(kinds) == 1]

@@ -23,7 +23,7 @@ from . import schema as S
 from .cache import code_digest, digest
 from .errors import QueryError, RenderError
 from .export import DUMPS, FORMATS
-from .graph import evidence_graph, forget_evidence_graph
+from .graph import evidence_network, forget_evidence_graph
 from .library_run import LibraryAnswers
 from .perf import parallel_imap, trim_heap
 from .site_docs import fixed_lists, format_docs
@@ -117,7 +117,7 @@ class SitePages:
         self.timings = timings
         # The related cases come from the network alone, so they are ranked first, before the
         # site model, the render's largest allocation, is made.
-        self.g = evidence_graph(compiled)
+        self.net = evidence_network(compiled)
         self.rank_related()
         t = time.perf_counter()
         parts = ((cid, compiled.parts.get(compiled.ns.graph("case", cid))) for cid in kb.cases)
@@ -247,7 +247,7 @@ class SitePages:
         cache, state_key = self.writer.outputs.cache, digest("related", code_digest(), str(RELATED_LIMIT))
         previous = cache.get("related", state_key) if cache is not None else None
         valid = isinstance(previous, tuple) and len(previous) == 2 and all(isinstance(x, dict) for x in previous)
-        self.related, state = all_related(self.g, RELATED_LIMIT, previous=previous if valid else None)
+        self.related, state = all_related(self.net, RELATED_LIMIT, previous=previous if valid else None)
         if cache is not None:
             cache.put("related", state_key, state)
         self.timings["site related cases"] = time.perf_counter() - t
@@ -263,13 +263,13 @@ class SitePages:
                 labels[iri] = (short_citation(m.kb.sources[key]), citation_text(m.kb.sources[key]))
             else:
                 labels[iri] = (m.label(kind, key), m.label(kind, key))
-        view = graph_view(self.g, m.iri_url, labels)
+        view = graph_view(self.net, m.iri_url, labels)
         self.page("graph.html", "graph.html", "the network view", title="Evidence network", page_kind="graph", view=view,
                   paths=view.paths(), adjacency=view.adjacency(), kinds=sorted({n.kind for n in view.nodes}))
         # Nothing after this page reads the network: at 10,000 cases it was 300 MB that every
         # render worker would fork with.
         forget_evidence_graph(self.compiled)
-        del self.g
+        del self.net
 
     # ------------------------------------------------------------------------------ cases
     def cases(self) -> None:

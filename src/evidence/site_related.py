@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import networkx as nx
+from .graph import Network
 
 __all__ = ["case_entities", "all_related", "related_scores", "Scores"]
 
@@ -31,34 +31,30 @@ Entities = dict[str, frozenset[str]]  # case IRI -> what it involves
 Scores = dict[str, list[tuple[str, float]]]  # case IRI -> [(case IRI, Jaccard score)], best first, ties by IRI
 
 
-def case_entities(g: nx.MultiDiGraph) -> Entities:
+def case_entities(net: Network) -> Entities:
     """Case IRI -> the drugs, genes, variants and diseases it involves (as ``related_cases`` sees them)."""
-    kinds = g.nodes
+    nodes = net.nodes
     out: dict[str, frozenset[str]] = {}
-    for case, data in g.nodes(data=True):
-        if data.get("kind") != "case":
-            continue
+    for case in net.of_kind("case"):
         found: set[str] = set()
-        for _, x in g.out_edges(case):
-            kx = kinds[x]["kind"]
+        for _, x, _l in net.out(case):
+            kx = nodes[x][0]
             if kx == "disease":
                 found.add(x)
             elif kx == "patient":
-                for _, y in g.out_edges(x):
-                    if kinds[y]["kind"] in _PATIENT_KINDS:
-                        found.add(y)
+                found.update(y for _, y, _l in net.out(x) if nodes[y][0] in _PATIENT_KINDS)
         out[case] = frozenset(found)
     return out
 
 
-def all_related(g: nx.MultiDiGraph, limit: int = 10, common_size: int = 48, max_common: int = 24,
+def all_related(net: Network, limit: int = 10, common_size: int = 48, max_common: int = 24,
                 previous: tuple[Entities, Scores] | None = None) -> tuple[dict[str, list[tuple[str, float, list[str]]]], tuple[Entities, Scores]]:
     """Case IRI -> [(case IRI, Jaccard score, labels of what they share)], best first, ties by IRI;
     and the state to pass as ``previous`` to the next build's call."""
-    ents = case_entities(g)
+    ents = case_entities(net)
     scores = related_scores(ents, limit, previous, common_size, max_common)
-    labels = {n: d.get("label", n) for n, d in g.nodes(data=True)}
-    result = {a: [(b, s, sorted(labels[x] for x in (ents[a] & ents[b]))) for b, s in scores[a]] for a in sorted(ents)}
+    nodes = net.nodes
+    result = {a: [(b, s, sorted(nodes[x][1] for x in (ents[a] & ents[b]))) for b, s in scores[a]] for a in sorted(ents)}
     return result, (ents, scores)
 
 
