@@ -203,3 +203,91 @@ def test_walk_names_lists_every_file_with_its_name_under_the_folder(tmp_path):
     got = sorted(walk_names(tmp_path))
     assert [rel for _p, rel in got] == sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and "linked" not in p.parts)
     assert all(Path(p).read_text() == rel for p, rel in got)
+
+
+# ------------------------------------------------------------------ the replaced site folder
+
+def _tree(root: Path, n: int = 30) -> Path:
+    for i in range(n):
+        (root / "cases" / f"c{i}").mkdir(parents=True, exist_ok=True)
+        (root / "cases" / f"c{i}" / "index.html").write_text(f"case {i}")
+    return root
+
+
+def _gone(path: Path, timeout: float = 30.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    return not path.exists()
+
+
+def test_a_replaced_site_folder_is_deleted_by_a_process_of_its_own(tmp_path, monkeypatch):
+    """The build does not wait for the old site to be deleted: it is moved into the cache's trash
+    at once (so the site's parent folder holds only the site), and deleted there with whatever an
+    earlier deleter left, by another process (nothing is deleted in this one)."""
+    import shutil
+
+    from evidence.cache import BuildCache
+    from evidence.outputs import TRASH, discard_tree
+
+    here: list[str] = []
+    monkeypatch.setattr(shutil, "rmtree", lambda path, *a, **k: here.append(str(path)))
+
+    cache = BuildCache(tmp_path / "cache")
+    site = tmp_path / "out"
+    site.mkdir()
+    left = _tree(tmp_path / "cache" / TRASH / "left-by-a-stopped-deleter", 3)
+    old = _tree(site / ".site.old-1")
+    discard_tree(old, cache)
+    assert not old.exists() and list(site.iterdir()) == []
+    trash = tmp_path / "cache" / TRASH
+    assert _gone(left) and all(_gone(p) for p in list(trash.iterdir())), sorted(trash.rglob("*"))
+    assert here == []
+
+
+def test_a_replaced_site_folder_is_deleted_at_once_without_a_cache_or_a_rename(tmp_path, monkeypatch):
+    from evidence.cache import BuildCache
+    from evidence.outputs import discard_tree
+
+    old = _tree(tmp_path / ".site.old-1")
+    discard_tree(old, BuildCache(None))
+    assert not old.exists()
+
+    old = _tree(tmp_path / ".site.old-2")
+    real = Path.rename
+
+    def across_devices(self, target):  # the cache on another file system: the rename fails
+        if self == old:
+            raise OSError(18, "Invalid cross-device link")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", across_devices)
+    discard_tree(old, BuildCache(tmp_path / "cache"))
+    assert not old.exists()
+
+
+def test_a_rebuild_leaves_only_the_site_and_deletes_the_old_one(tmp_path):
+    """End to end: the old site's files are gone from the disk (the trash empties) and the new
+    site is whole, while its unchanged files were linked from the old one."""
+    import shutil
+
+    from evidence.cache import BuildCache
+    from evidence.config import load_config
+    from evidence.outputs import TRASH
+    from evidence.pipeline import build
+
+    root = Path(__file__).resolve().parents[1]
+    project = tmp_path / "project"
+    shutil.copytree(root / "kb", project / "kb")
+    shutil.copy(root / "evidence.toml", project / "evidence.toml")
+    out, cache = tmp_path / "site" / "_site", tmp_path / "cache"
+    config = load_config(project)
+    build(config, out, templates=root / "site_templates", cache=BuildCache(cache))
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    report = build(config, out, templates=root / "site_templates", cache=BuildCache(cache))
+    assert report.reused > 0
+    assert [p.name for p in out.parent.iterdir()] == ["_site"]
+    assert _gone(cache / TRASH / "x") and all(_gone(p) for p in list((cache / TRASH).iterdir()))
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first

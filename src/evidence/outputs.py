@@ -28,6 +28,8 @@ import filecmp
 import hashlib
 import os
 import queue
+import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,10 +38,57 @@ from typing import Any, BinaryIO
 
 from .cache import BuildCache, digest
 
-__all__ = ["Outputs", "Splice", "content_key", "relative_name", "walk_names"]
+__all__ = ["Outputs", "Splice", "content_key", "discard_tree", "relative_name", "walk_names"]
 
 _STAGE = "outputs"
 _RECORD_VERSION = 1
+
+
+TRASH = "trash"  # in the build cache's folder: replaced site folders, being deleted (see discard_tree)
+_DELETER = "import shutil, sys\nfor p in sys.argv[1:]:\n    shutil.rmtree(p, ignore_errors=True)\n"
+
+
+def discard_tree(tree: Path, cache: BuildCache) -> None:
+    """Delete a site folder that a build has replaced, without the build waiting for it.
+
+    The folder is moved (renamed) into the build cache's ``trash`` folder, and a process of its
+    own, detached from the build, deletes everything there: at 10,000 cases that is 60,000
+    unlinks, 0.5 to 0.8 s that a rebuild no longer waits for. Whatever an earlier deleter left
+    (a machine stopped midway) is deleted with it. Without a cache folder, when the rename fails
+    (the cache on another file system) or the process cannot be started, the folder is deleted
+    here, as before."""
+    if cache.folder is not None:
+        trash = cache.folder / TRASH
+        try:
+            trash.mkdir(parents=True, exist_ok=True)
+            tree.rename(trash / f"{tree.name}-{os.getpid()}-{os.urandom(4).hex()}")
+        except OSError:
+            pass
+        else:
+            _reap()
+            try:
+                quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+                _DELETERS.append(os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _DELETER, *sorted(str(p) for p in trash.iterdir())],
+                                                os.environ, file_actions=quiet, setsid=True))
+            except OSError:
+                shutil.rmtree(trash, ignore_errors=True)
+            return
+    shutil.rmtree(tree, ignore_errors=True)
+
+
+_DELETERS: list[int] = []  # deleters started by this process and not yet waited for
+
+
+def _reap() -> None:
+    """Wait for the deleters that have ended (a long-lived process, such as a test run, would
+    otherwise keep one finished process entry per build)."""
+    for pid in list(_DELETERS):
+        try:
+            ended = os.waitpid(pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            ended = True
+        if ended:
+            _DELETERS.remove(pid)
 
 
 def content_key(data: bytes) -> str:

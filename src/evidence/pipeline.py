@@ -20,7 +20,7 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
 from .export import FORMATS, Finishing, write_exports
-from .outputs import Outputs, relative_name
+from .outputs import Outputs, discard_tree, relative_name
 from .perf import freeze_heap, frozen_heap, gc_paused
 from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_compiled
@@ -181,7 +181,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
     outputs.save()
     report.timings["swap"] = time.perf_counter() - t
     if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        discard_tree(old, cache)  # deleted by a process of its own: the build does not wait for it
     cache.prune()
     report.written = sorted(relative_name(f, tmp) for f in files)
     assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
