@@ -691,6 +691,29 @@ def test_a_kb_file_whose_identity_did_not_change_is_not_read_again(project, monk
     assert noted == ["zimmermann-2019.yaml"], "only the edited file is read"
 
 
+def test_a_source_text_whose_identity_did_not_change_is_not_read_again(project, monkeypatch):
+    """The source texts are part of every validate key; like the kb files, a text is read only
+    when its identity on disk changed. One that changed in place, with its size and times put
+    back, is read again (by its change time), and the quote checked against it fails."""
+    from evidence.load import FileShas
+
+    monkeypatch.setattr(FileShas, "SETTLE_NS", -(10**18))  # only the identity tells an edit apart
+    project.build()
+    noted = _noting_reads(monkeypatch)
+    project.build()
+    assert noted == [], "nothing changed: no kb file and no source text is read"
+    text_file = project.texts / "001_51c7163df5526276.txt"
+    st = text_file.stat()
+    data = text_file.read_bytes()
+    text_file.write_bytes(bytes(b if b in b"\n\r " else ord("x") for b in data))  # every quoted word gone, same size
+    os.utime(text_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert text_file.stat().st_size == st.st_size and text_file.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(ValidationError) as err:
+        build(load_config(project.root), project.out, templates=ROOT / "site_templates", cache=BuildCache(project.cache_dir))
+    assert noted == [text_file.name]
+    assert any(d.rule == "quote-not-found" and "briand-2019" in d.path for d in err.value.diagnostics)
+
+
 def _swap_first_title_letter(p: Path) -> str:
     """Change one letter of the case's title in place (the file keeps its size); the new letter."""
     text = p.read_text(encoding="utf-8")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
+import stat
 import typing
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -674,23 +676,41 @@ def validate_kb(config: Config, paths: list[Path] | None = None, cache: BuildCac
             return kb
 
 
-def _texts_digest(config: Config) -> str:
+def _texts_digest(config: Config, shas: FileShas | None) -> str:
+    """A digest of the source texts (their names and SHA-256s), part of every validate key: a
+    quote is checked against them. With ``shas`` a text whose identity on disk did not change is
+    not read again (as the kb files are not, see load.FileShas)."""
     folder = config.texts_dir()
     if folder is None:
         return "no texts"
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return digest(str(folder.resolve()), *(f"{p.name}\0".encode() + hashlib.sha256(p.read_bytes()).digest() for p in files))
+    parts = []
+    for p in sorted(folder.iterdir()):
+        try:
+            st = p.stat()
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            sha = shas.known(p, st) if shas is not None else None
+            if sha is None:
+                with open(p, "rb") as fh:  # the identity noted is never newer than the bytes read
+                    st = os.fstat(fh.fileno())
+                    sha = hashlib.file_digest(fh, "sha256").hexdigest()
+                if shas is not None:
+                    shas.note(p, st, sha)
+        except OSError:
+            sha = "unreadable"  # the quote check says so, naming the file
+        parts.append(f"{p.name}\0{sha}")
+    return digest(str(folder.resolve()), *parts)
 
 
 def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) -> Kb:
     shas_key = digest("file-shas", str(config.kb_dir.resolve()))
     shas = FileShas.from_state(cache.get("file-shas", shas_key)) if cache.enabled else None
     raw, diags = read_kb(config.kb_dir, config.root, paths, shas)
-    if shas is not None:
-        cache.put("file-shas", shas_key, shas.state())
     kb = Kb(config=config)
     kb.vocab_digest = digest(*(f"{f.kind}\0{f.sha}" for f in sorted(raw.files, key=lambda f: f.kind) if f.kind.startswith("vocabulary:")))
-    context = digest("validate", code_digest(), kb.vocab_digest, _texts_digest(config)) if cache.enabled else ""
+    context = digest("validate", code_digest(), kb.vocab_digest, _texts_digest(config, shas)) if cache.enabled else ""
+    if shas is not None:
+        cache.put("file-shas", shas_key, shas.state())
     # Sources are named by their file names (a source whose id differs is an error, never cached).
     source_sha = {f.path.stem: f.sha for f in raw.files if f.kind == "source"}
     cached: dict[int, tuple[Any, list[Diagnostic]]] = {}
