@@ -157,3 +157,83 @@ def test_the_first_search_bundle_that_fails_stops_the_others_at_once(tmp_path, m
         site_search.SearchIndex(parts, out, Outputs(out=out), "context").result()
     assert time.monotonic() - t < 20 and slow[0].returncode is not None and slow[0].returncode < 0, "the slow one was killed"
     assert [p.name for p in tmp_path.iterdir()] == ["_site"], "no staging folder is left"
+
+
+# ------------------------------------------------------------------ the search index begins early
+
+def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_library(config, tmp_path, monkeypatch):
+    """The search page comes before the case pages (SitePages.write_all): Pagefind is already at
+    work when they render. The bundle that holds the query library (written last, it waits for
+    the library's answers) is indexed only once that page is written, from its HTML."""
+    from evidence import site_pages, site_search
+
+    monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # several bundles
+    started: list[str] = []  # the bundles handed to Pagefind, in order
+    copies: dict[str, dict[str, str]] = {}
+    real_stage = site_search.write_stage
+
+    def staging(stage, docs, pages):
+        copies[str(stage)] = dict(pages)
+        return real_stage(stage, docs, pages)
+
+    real_index = site_search.SearchIndex._index
+
+    def noting(self, sh):
+        started.append(sh.folder)
+        return real_index(self, sh)
+
+    monkeypatch.setattr(site_search, "write_stage", staging)
+    monkeypatch.setattr(site_search.SearchIndex, "_index", noting)
+    seen: dict[str, object] = {}
+    real_cases, real_queries = site_pages.SitePages.cases, site_pages.SitePages.queries
+
+    def cases(self):
+        seen["index at the case pages"] = self.index
+        seen["bundles started by then"] = list(started)
+        return real_cases(self)
+
+    def queries(self):
+        seen["waiting before the query library"] = [sh.folder for sh in self._waiting]
+        return real_queries(self)
+
+    monkeypatch.setattr(site_pages.SitePages, "cases", cases)
+    monkeypatch.setattr(site_pages.SitePages, "queries", queries)
+    out = tmp_path / "_site"
+    build(config, out, cache=BuildCache(None))
+    assert seen["index at the case pages"] is not None
+    waiting = seen["waiting before the query library"]
+    assert len(waiting) == 1 and waiting[0] not in seen["bundles started by then"]
+    assert started[-1] == waiting[0], "the query library's bundle is the last one indexed"
+    library = [c for c in copies.values() if "queries.html" in c]
+    assert len(library) == 1 and library[0]["queries.html"] == (out / "queries.html").read_text(encoding="utf-8")
+
+
+def test_a_page_indexed_as_it_is_written_after_the_search_page_is_an_error(config, tmp_path, monkeypatch):
+    """Its bundle might already be made without it: a RenderError that names the fix, and the
+    previous site stays."""
+    from evidence import site_pages
+    from evidence.errors import RenderError
+
+    out = tmp_path / "_site"
+    build(config, out)
+    before = _snapshot(out)
+    real_home = site_pages.SitePages.home
+
+    def home(self):
+        self.page("late.html", "contributors.html", "a late page", title="Late", page_kind="contributors", indexed=True, people=[])
+        return real_home(self)
+
+    monkeypatch.setattr(site_pages.SitePages, "home", home)
+    with pytest.raises(RenderError, match="late.html is to be indexed for search, but is written after the search page"):
+        build(config, out)
+    assert _snapshot(out) == before
+
+
+def test_a_late_page_that_no_step_writes_is_an_error(config, tmp_path, monkeypatch):
+    from evidence import site_pages
+    from evidence.errors import RenderError
+
+    monkeypatch.setattr(site_pages.SitePages, "LATE_COPIES", ("queries.html", "never-written.html"))
+    with pytest.raises(RenderError, match="the search index waits for never-written.html"):
+        build(config, tmp_path / "_site", cache=BuildCache(None))
+    assert list(tmp_path.iterdir()) == []

@@ -335,7 +335,7 @@ def test_search_bundles_split_by_path_in_powers_of_two():
 def _rebuilt(project: Project, monkeypatch, *edit: str) -> tuple[dict[str, bytes], list[str]]:
     """Make ``edit`` (Project.edit's arguments) and build again: the site (checked byte for byte
     against a build without cache) and the pages that the cached build rendered (it renders
-    first, up to its search page) rather than linked from the previous build."""
+    first, up to its home page, the last one) rather than linked from the previous build."""
     import evidence.site_pages as site_pages
 
     rendered: list[str] = []
@@ -344,7 +344,7 @@ def _rebuilt(project: Project, monkeypatch, *edit: str) -> tuple[dict[str, bytes
     project.edit(*edit)
     after = project.build()
     monkeypatch.setattr(site_pages.SitePages, "render", real)
-    return after, rendered[: rendered.index("search.html") + 1]
+    return after, rendered[: rendered.index("index.html") + 1]
 
 
 def test_an_edit_remakes_only_the_numbered_pages_that_show_the_edited_case(project, monkeypatch):

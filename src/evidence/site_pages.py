@@ -104,6 +104,10 @@ class Paged:
 
 
 class SitePages:
+    # Pages indexed as they are, written after the search page: the query library waits for the
+    # library's answers (a worker, see library_run), and so is written after the other pages.
+    LATE_COPIES = ("queries.html",)
+
     def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float],
                  library: LibraryAnswers, search: bool = False):
         self.kb = kb
@@ -146,6 +150,8 @@ class SitePages:
         self.search_shards: list[Shard] = []  # the bundles of the search index (made by search())
         self.make_index = search  # start the search index in search() (render_site waits for it, or stops it)
         self.index: SearchIndex | None = None  # the search index in the making (started by search())
+        self.late_copies: set[str] = set()  # pages of LATE_COPIES the search index still waits for
+        self._waiting: list[Shard] = []  # bundles that hold one of them
         self._shared: str | None = None  # see _shared_key
         self._made_rows: dict[str, tuple[list, list]] = {}  # evidence-table rows made by this build (see _case_summary)
 
@@ -156,8 +162,6 @@ class SitePages:
         key, its file is linked instead (see :mod:`evidence.outputs`)."""
         ctx.setdefault("root", "../" * rel.count("/"))
         ctx.setdefault("indexed", False)
-        if ctx["indexed"] and self.index is not None:  # the index is being made: a page it should hold would be missing
-            raise RenderError(f"{rel} is to be indexed for search, but is written after the search page: write it before (SitePages.write_all)")
         if self._deferred is not None:  # rendered later, by run_deferred, maybe in parallel
             path = self.writer.claim(rel, origin)
             if cache_key is not None and self.writer.outputs.link(path, rel, cache_key):
@@ -165,9 +169,16 @@ class SitePages:
                 return
             self._deferred.append((rel, template, ctx, cache_key))
             return
+        # A page indexed as it is (not a deferred one: its words come from the model, see search())
+        # must be known when its bundle of the index is made.
+        if ctx["indexed"] and self.index is not None and rel not in self.late_copies:
+            raise RenderError(f"{rel} is to be indexed for search, but is written after the search page: write it before "
+                              "(SitePages.write_all), or name it in LATE_COPIES")
         html = self.render(rel, template, ctx)
         if ctx["indexed"]:
             self.search_copies[rel] = html
+            if rel in self.late_copies:
+                self._late_copy(rel, html)
         self.writer.text(rel, html, origin)
 
     def render(self, rel: str, template: str, ctx: dict[str, Any]) -> str:
@@ -205,10 +216,13 @@ class SitePages:
                 self.writer.outputs.keys[rel] = key
 
     def write_all(self) -> None:
+        # The search page comes early: what it indexes is known from the model and the pages
+        # indexed as they are (docs, contributors; the query library, which waits for the
+        # library's answers, follows in LATE_COPIES), so Pagefind runs while the other pages render.
         steps = [
-            ("assets", self.assets), ("graph", self.network), ("cases", self.cases), ("entities", self.entities),
-            ("evidence table", self.evidence), ("lists", self.lists), ("queries", self.queries), ("docs", self.docs),
-            ("contributors", self.contributors), ("search page", self.search), ("downloads", self.downloads), ("home", self.home),
+            ("assets", self.assets), ("docs", self.docs), ("contributors", self.contributors), ("search page", self.search),
+            ("graph", self.network), ("cases", self.cases), ("entities", self.entities), ("evidence table", self.evidence),
+            ("lists", self.lists), ("queries", self.queries), ("downloads", self.downloads), ("home", self.home),
         ]
         for name, step in steps:
             t = time.perf_counter()
@@ -218,6 +232,8 @@ class SitePages:
             if name == "lists":
                 self.run_deferred()
             self.timings[f"site {name}"] = time.perf_counter() - t
+        if self.late_copies:  # a late page was not written: its bundle would be missing from the index
+            raise RenderError(f"the search index waits for {', '.join(sorted(self.late_copies))}, which no step wrote (SitePages.LATE_COPIES)")
 
     # ------------------------------------------------------------------------------ assets
     def assets(self) -> None:
@@ -794,15 +810,31 @@ class SitePages:
                 title, words = self._search_text(kind, key, context)
                 self.search_docs.append((m.url(kind, key) or "", title, one, words))
         self.writer.text("search-titles.js", titles_script(entries), "the search page")
-        self.search_shards = shards(self.search_docs, self.search_copies)
+        # The pages indexed as they are that are not written yet hold their place (the bundles are
+        # split by path); a bundle holding one is indexed once it is written (_late_copy).
+        self.late_copies = {rel for rel in self.LATE_COPIES if rel not in self.search_copies}
+        self.search_shards = shards(self.search_docs, {**self.search_copies, **dict.fromkeys(self.late_copies, "")})
         self.page("search.html", "search.html", "the search page", title="Search", page_kind="search",
                   bundles=[sh.folder for sh in self.search_shards])
-        if self.make_index:  # every page it indexes is known by now: Pagefind runs while the last pages render
+        if self.make_index:  # Pagefind runs while the other pages render
             t = time.perf_counter()
             for sh in self.search_shards:
                 self.writer.claim(f"{sh.folder}/pagefind.js", "the search index")
-            self.index = SearchIndex(self.search_shards, self.out, self.writer.outputs, self.pages_key)
+            ready = [sh for sh in self.search_shards if not self.late_copies & sh.copies.keys()]
+            self._waiting = [sh for sh in self.search_shards if self.late_copies & sh.copies.keys()]
+            self.index = SearchIndex(ready, self.out, self.writer.outputs, self.pages_key)
             self.timings["search index"] = time.perf_counter() - t
+
+    def _late_copy(self, rel: str, html: str) -> None:
+        """A page of LATE_COPIES is written: its bundle is indexed once it waits for no other."""
+        self.late_copies.discard(rel)
+        for sh in self._waiting:
+            if rel in sh.copies:
+                sh.copies[rel] = html
+        ready = [sh for sh in self._waiting if not self.late_copies & sh.copies.keys()]
+        self._waiting = [sh for sh in self._waiting if sh not in ready]
+        if ready and self.index is not None:
+            self.index.add(ready)
 
 
 RELATED_LIMIT = 10  # related cases listed on a case page

@@ -13,6 +13,8 @@ The index is split into bundles of about ``SHARD_DOCS`` documents by a hash of e
 (Pagefind's ``mergeIndex``). A bundle is made from a key over everything it indexes; a rebuild
 links the bundles whose key did not change from the previous build and runs Pagefind only over
 the others (one, after a one-case edit), since Pagefind has no incremental mode of its own.
+The index begins before most pages are rendered (:meth:`SearchIndex.add` takes a bundle whose
+last page was written later), so Pagefind runs while they render.
 
 A browser cannot load Pagefind's index from ``file://``, so the search page falls back to
 ``search-titles.js``: every page's title, kind and address.
@@ -99,20 +101,25 @@ class SearchIndex:
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
         self._stopped = False
-        cache = outputs.cache
+        self.context = context
         self.todo: list[tuple[Shard, str]] = []
-        for sh in parts:
-            key = sh.key(context)
-            entry = cache.get(_STAGE, key) if cache is not None else None
-            if _valid_entry(entry) and _link_bundle(outputs, out, entry):
-                self.files += [out / rel for rel, _k in entry]
-            else:
-                _remove(out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
-                self.todo.append((sh, key))
-        self._pool = ThreadPoolExecutor(max(1, min(len(self.todo), 2)), thread_name_prefix="pagefind")
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="pagefind")
         self._futures: list[Future[list[Path]]] = []
+        self.add(parts)
+
+    def add(self, parts: list[Shard]) -> None:
+        """Link or index more bundles (one whose pages were not all known when the index began)."""
+        cache = self.outputs.cache
         try:
-            self._futures += [self._pool.submit(self._index, sh) for sh, _key in self.todo]
+            for sh in parts:
+                key = sh.key(self.context)
+                entry = cache.get(_STAGE, key) if cache is not None else None
+                if _valid_entry(entry) and _link_bundle(self.outputs, self.out, entry):
+                    self.files += [self.out / rel for rel, _k in entry]
+                else:
+                    _remove(self.out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
+                    self.todo.append((sh, key))
+                    self._futures.append(self._pool.submit(self._index, sh))
         except BaseException:
             self.close()
             raise
