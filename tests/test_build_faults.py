@@ -88,7 +88,7 @@ def test_a_render_that_fails_stops_the_exports_still_being_written(config, site,
 
 
 def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(config, site, tmp_path, monkeypatch):
-    """Pagefind indexes while the last pages render (site_search.SearchIndex): a page that fails
+    """Pagefind indexes while the pages render (site_search.SearchIndex): a page that fails
     then stops it, and leaves no staging folder and the previous site as it was."""
     import os
     import time
@@ -200,7 +200,7 @@ def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_libra
     monkeypatch.setattr(site_pages.SitePages, "queries", queries)
     out = tmp_path / "_site"
     build(config, out, cache=BuildCache(None))
-    assert seen["index at the case pages"] is not None
+    assert seen["index at the case pages"] is not None and seen["bundles started by then"], "Pagefind runs while the case pages render"
     waiting = seen["waiting before the query library"]
     assert len(waiting) == 1 and waiting[0] not in seen["bundles started by then"]
     assert started[-1] == waiting[0], "the query library's bundle is the last one indexed"

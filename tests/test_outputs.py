@@ -229,8 +229,8 @@ def test_a_replaced_site_folder_is_deleted_by_a_process_of_its_own(tmp_path, mon
     earlier deleter left, by another process (nothing is deleted in this one)."""
     import shutil
 
-    from evidence.cache import BuildCache
-    from evidence.outputs import TRASH, discard_tree
+    from evidence.cache import TRASH, BuildCache
+    from evidence.outputs import discard_tree
 
     here: list[str] = []
     monkeypatch.setattr(shutil, "rmtree", lambda path, *a, **k: here.append(str(path)))
@@ -266,6 +266,30 @@ def test_a_replaced_site_folder_is_deleted_at_once_without_a_cache_or_a_rename(t
     monkeypatch.setattr(Path, "rename", across_devices)
     discard_tree(old, BuildCache(tmp_path / "cache"))
     assert not old.exists()
+    monkeypatch.setattr(Path, "rename", real)
+
+    import os
+
+    for failure in (OSError(11, "Resource temporarily unavailable"), NotImplementedError("no setsid here")):
+        def no_process(*args, failure=failure, **kwargs):
+            raise failure
+
+        monkeypatch.setattr(os, "posix_spawn", no_process)
+        old = _tree(tmp_path / ".site.old-3")
+        discard_tree(old, BuildCache(tmp_path / "cache"))
+        assert not old.exists() and not (tmp_path / "cache" / "trash").exists()
+
+
+def test_pruning_the_cache_passes_over_the_trash(tmp_path):
+    """The trash is not a stage: prune neither deletes in it nor fails while a deleter empties it."""
+    from evidence.cache import TRASH, BuildCache
+
+    cache = BuildCache(tmp_path / "cache")
+    cache.put("export", "k", b"kept")
+    tree = _tree(tmp_path / "cache" / TRASH / "old-site", 2)
+    (tree / "entry.pickle").write_bytes(b"not an entry")
+    assert cache.prune() == 0
+    assert (tree / "entry.pickle").exists()
 
 
 def test_a_rebuild_leaves_only_the_site_and_deletes_the_old_one(tmp_path):
@@ -273,9 +297,8 @@ def test_a_rebuild_leaves_only_the_site_and_deletes_the_old_one(tmp_path):
     site is whole, while its unchanged files were linked from the old one."""
     import shutil
 
-    from evidence.cache import BuildCache
+    from evidence.cache import TRASH, BuildCache
     from evidence.config import load_config
-    from evidence.outputs import TRASH
     from evidence.pipeline import build
 
     root = Path(__file__).resolve().parents[1]
@@ -286,8 +309,10 @@ def test_a_rebuild_leaves_only_the_site_and_deletes_the_old_one(tmp_path):
     config = load_config(project)
     build(config, out, templates=root / "site_templates", cache=BuildCache(cache))
     first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    inode = (out / "static" / "site.css").stat().st_ino
     report = build(config, out, templates=root / "site_templates", cache=BuildCache(cache))
-    assert report.reused > 0
+    assert report.reused > 0 and (out / "static" / "site.css").stat().st_ino == inode, "an unchanged file is the old one, linked"
     assert [p.name for p in out.parent.iterdir()] == ["_site"]
-    assert _gone(cache / TRASH / "x") and all(_gone(p) for p in list((cache / TRASH).iterdir()))
+    trash = list((cache / TRASH).iterdir())
+    assert all(_gone(p) for p in trash)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first

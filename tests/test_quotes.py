@@ -69,3 +69,28 @@ def test_facts_retold_by_heymann_cite_the_commentary(kb):
     assert sources == {"heymann-2016"}
     assert kb.sources["heymann-2016"].reports_on == "wenzel-2016"
     assert kb.sources["wenzel-2016"].text_held == "none"
+
+
+def test_a_source_text_that_cannot_be_read_is_a_warning_naming_it_never_a_traceback(config, monkeypatch):
+    """A text in the folder that cannot be read (its permissions, a disk error): each quote checked
+    against it gets the quote-text-missing warning, and validation goes on."""
+    from pathlib import Path
+
+    from evidence.cache import BuildCache
+    from evidence.validate import validate_kb
+
+    if not texts_required() and config.texts_dir() is None:
+        pytest.skip("the source texts are not here")
+    real = Path.read_text
+    name = "001_51c7163df5526276.txt"  # Briand et al. 2019
+
+    def unreadable(self, *args, **kwargs):
+        if self.name == name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    kb = validate_kb(config, cache=BuildCache(None))
+    missing = [d for d in kb.diagnostics if d.rule == "quote-text-missing"]
+    assert missing and all(d.level == "warning" and name in d.message and "cannot be read" in d.message for d in missing)
+    assert kb.ok, "warnings only"

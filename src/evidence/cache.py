@@ -41,10 +41,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES"]
+__all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES", "TRASH"]
 
 CACHE_ENV = "EVIDENCE_CACHE"
 KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
+TRASH = "trash"  # replaced site folders being deleted, not a stage (see outputs.discard_tree)
 PACKED_STAGES = ("validate", "compile", "evidence-summary", "evidence-rows", "search-text")  # read by every build (a file's checked
 # model and compiled part, what the evidence table needs of a case and its rows, a case's or source's words for the search index): kept in packs
 _PACK_MAGIC = b"evidence-pack 1\n"
@@ -246,13 +247,22 @@ class BuildCache:
                 self._packed(stage).compact(used, self.MAX_PACKS, self.PACK_FROM)
         self.close()
         gone = 0
-        for path in self.folder.glob("*/*/*.pickle"):
-            if path.parent.parent.name not in KEPT_STAGES and (path.parent.parent.name, path.stem) not in self.used:
-                try:
-                    path.unlink()
-                    gone += 1
-                except OSError:
-                    pass
+        try:
+            stages = [p for p in self.folder.iterdir() if p.name not in KEPT_STAGES and p.name != TRASH]
+        except OSError:
+            stages = []
+        for folder in stages:
+            try:
+                found = list(folder.glob("*/*.pickle"))
+            except OSError:  # a folder going while it is listed
+                continue
+            for path in found:
+                if (folder.name, path.stem) not in self.used:
+                    try:
+                        path.unlink()
+                        gone += 1
+                    except OSError:
+                        pass
         return gone
 
 

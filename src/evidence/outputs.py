@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .cache import BuildCache, digest
+from .cache import TRASH, BuildCache, digest
 
 __all__ = ["Outputs", "Splice", "content_key", "discard_tree", "relative_name", "walk_names"]
 
@@ -44,7 +44,6 @@ _STAGE = "outputs"
 _RECORD_VERSION = 1
 
 
-TRASH = "trash"  # in the build cache's folder: replaced site folders, being deleted (see discard_tree)
 _DELETER = "import shutil, sys\nfor p in sys.argv[1:]:\n    shutil.rmtree(p, ignore_errors=True)\n"
 
 
@@ -70,7 +69,7 @@ def discard_tree(tree: Path, cache: BuildCache) -> None:
                 quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
                 _DELETERS.append(os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _DELETER, *sorted(str(p) for p in trash.iterdir())],
                                                 os.environ, file_actions=quiet, setsid=True))
-            except OSError:
+            except (OSError, ValueError, TypeError, NotImplementedError, AttributeError):  # no process of its own: here, then
                 shutil.rmtree(trash, ignore_errors=True)
             return
     shutil.rmtree(tree, ignore_errors=True)

@@ -128,7 +128,7 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
     # The query library is answered by a worker process while the pages render (see library_run).
     # Pages make millions of short-lived strings and no cycles worth collecting (see perf.py).
     # The search index is made by Pagefind processes started once the search page is written,
-    # while the last pages render (SitePages.search); they are stopped if the render fails.
+    # while the other pages render (SitePages.search); they are stopped if the render fails.
     pages: SitePages | None = None
     try:
         with LibraryAnswers(compiled, load_library(kb.config.kb_dir / "queries")) as library, gc_paused():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -89,7 +90,7 @@ class SearchIndex:
     """The search index in the making: a bundle whose key the previous build's bundle had is linked
     from it at once (every file, or none: a bundle is remade whole); the others are indexed by
     Pagefind, two processes at a time (each uses several threads), while the caller goes on (the
-    render's last pages). :meth:`result` waits for them; :meth:`close` (or leaving the ``with``
+    render's other pages). :meth:`result` waits for them; :meth:`close` (or leaving the ``with``
     block on an error) stops them.
 
     Each file of a bundle is recorded under the bundle's key and its own bytes' hash, so a file
@@ -222,12 +223,23 @@ def write_stage(stage: Path, docs: list[tuple[str, str, str, str]], copies: dict
         p.write_text(html, encoding="utf-8")
 
 
+# Pagefind is started from threads while the build's process forks render workers. A worker
+# forked while Popen is starting a process holds a copy of the pipes Popen is waiting on (the one
+# that reports a failed exec, and the write ends of stdout and stderr), so Popen, and then the
+# reading of Pagefind's output, would wait until that worker ended. A fork waits for a start in
+# progress, and a start waits for a fork (os.register_at_fork).
+_STARTING = threading.RLock()
+os.register_at_fork(before=_STARTING.acquire, after_in_parent=_STARTING.release, after_in_child=_STARTING.release)
+
+
 def run_pagefind(stage: Path, bundle: Path, timeout: float = 600, admit: Callable[[subprocess.Popen], bool] | None = None) -> list[Path]:
     """Index the staging folder into ``bundle`` (the site's ``pagefind/``); return the files written.
     ``admit`` is told of the process once it runs (see SearchIndex.close); if it says no, the
     process is stopped."""
     cmd = [sys.executable, "-m", "pagefind", "--site", str(stage), "--output-path", str(bundle), "--keep-index-url", "--silent"]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    with _STARTING:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with proc:
         if admit is not None and not admit(proc):
             proc.kill()
         try:

@@ -377,7 +377,10 @@ class _Checker:
         if folder and source.text_file:
             p = folder / source.text_file
             if p.is_file() and p.resolve().parent == folder.resolve():
-                text = normalise_text(p.read_text(encoding="utf-8", errors="replace"))
+                try:
+                    text = normalise_text(p.read_text(encoding="utf-8", errors="replace"))
+                except OSError:  # not readable (permissions): as if it were not there, which the warning says
+                    text = None
         self._texts[source.id] = text
         return text
 
@@ -406,7 +409,7 @@ class _Checker:
             return  # the texts are not available here; the check runs where they are
         text = self.text_of(src)
         if text is None:
-            self.add(f, loc + ("quote",), f"{field_name(f.doc.data, loc)}: the text of '{c.source}' ({src.text_file}) is not in {folder}", "quote-text-missing",
+            self.add(f, loc + ("quote",), f"{field_name(f.doc.data, loc)}: the text of '{c.source}' ({src.text_file}) is not in {folder}, or cannot be read", "quote-text-missing",
                      level="warning", hint="add the text file, or correct text_file in the source record")
             return
         needle = normalise_text(c.quote or "")
@@ -697,7 +700,7 @@ def _texts_digest(config: Config, shas: FileShas | None) -> str:
                 if shas is not None:
                     shas.note(p, st, sha)
         except OSError:
-            sha = "unreadable"  # the quote check says so, naming the file
+            sha = "unreadable"  # a quote checked against it gets the quote-text-missing warning, naming the file
         parts.append(f"{p.name}\0{sha}")
     return digest(str(folder.resolve()), *parts)
 
