@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -325,38 +326,117 @@ def _claim_text(c: tuple) -> tuple[str, str]:
     return f"{owner} {where}", what
 
 
-def render_text(d: EvidenceDiff) -> str:
-    out = [f"evidence diff: {d.base.label} -> {d.head.label}", ""]
-    out += [f"  {p}" for p in d.base.problems + d.head.problems]
-    if d.empty:
-        return "\n".join(out + ["No change to the evidence."]) + "\n"
-    out.append(f"{'':18}{'added':>7}{'removed':>9}{'changed':>9}")
-    for kind, a, r, c in d.counts():
-        if a or r or c:
-            out.append(f"{_PLURAL[kind]:18}{a:>7}{r:>9}{c:>9}")
-    if d.claims_added or d.claims_removed:
-        out.append(f"{'claims':18}{len(d.claims_added):>7}{len(d.claims_removed):>9}")
-    if d.quads_added is not None:
-        out.append(f"{'RDF quads':18}{'+' + str(d.quads_added):>7}{'-' + str(d.quads_removed):>9}")
-    for kind in KINDS:
-        lines = [f"  + {r.key}: {_show(r.summary, 200)}" for r in d.added if r.kind == kind]
-        lines += [f"  - {r.key}: {_show(r.summary, 200)}" for r in d.removed if r.kind == kind]
-        for r, changes in d.changed:
-            if r.kind == kind:
-                lines.append(f"  ~ {r.key}")
-                lines += [f"      {f}: {_show(a)} -> {_show(b)}" for f, a, b in changes]
-        if lines:
-            out += ["", _PLURAL[kind].capitalize(), *lines]
-    if d.claims_added or d.claims_removed:
-        out += ["", "Claims (where a fact comes from)"]
-        for sign, claims in (("+", d.claims_added), ("-", d.claims_removed)):
-            for c in claims:
-                where, what = _claim_text(c)
-                out.append(f"  {sign} {where}: {what}")
-    if d.graphs:
-        out += ["", "RDF quads by named graph"]
-        out += [f"  {g}: +{a} -{r}" for g, a, r in d.graphs]
-    return "\n".join(out) + "\n"
+class _Report(ABC):
+    """The report of a diff, in one walk (:meth:`render`); a subclass says how each part is
+    written (plain text for a terminal, Markdown for a pull-request comment)."""
+
+    def render(self, d: EvidenceDiff) -> str:
+        out = self.intro(d)
+        for p in d.base.problems + d.head.problems:
+            out += self.problem(p)
+        if d.empty:
+            return self.finish(out + ["No change to the evidence."])
+        rows: list[tuple[str, Any, Any, Any]] = [(_PLURAL[kind], a, r, c) for kind, a, r, c in d.counts() if a or r or c]
+        if d.claims_added or d.claims_removed:
+            rows.append(("claims", len(d.claims_added), len(d.claims_removed), None))
+        if d.quads_added is not None:
+            rows.append(("RDF quads", f"+{d.quads_added}", f"-{d.quads_removed}", None))
+        out += self.table(rows)
+        for kind in KINDS:
+            lines = [self.record("added", r) for r in d.added if r.kind == kind]
+            lines += [self.record("removed", r) for r in d.removed if r.kind == kind]
+            for r, changes in d.changed:
+                if r.kind == kind:
+                    lines.append(self.record("changed", r))
+                    lines += [self.change(f, a, b) for f, a, b in changes]
+            if lines:
+                out += self.section(_PLURAL[kind].capitalize(), lines)
+        if d.claims_added or d.claims_removed:
+            lines = [self.claim(sign, *_claim_text(c)) for sign, claims in (("added", d.claims_added), ("removed", d.claims_removed)) for c in claims]
+            out += self.claims(d, lines)
+        if d.graphs:
+            out += self.graphs([self.graph(g, a, r) for g, a, r in d.graphs])
+        return self.finish(out)
+
+    @abstractmethod
+    def intro(self, d: EvidenceDiff) -> list[str]:
+        ...
+
+    @abstractmethod
+    def problem(self, p: str) -> list[str]:
+        ...
+
+    @abstractmethod
+    def table(self, rows: list[tuple[str, Any, Any, Any]]) -> list[str]:
+        """Rows of (what, added, removed, changed or None)."""
+        ...
+
+    @abstractmethod
+    def record(self, how: str, r: Record) -> str:
+        """A record added, removed or changed (its changes follow)."""
+        ...
+
+    @abstractmethod
+    def change(self, field_name: str, before: Any, after: Any) -> str:
+        ...
+
+    @abstractmethod
+    def section(self, title: str, lines: list[str]) -> list[str]:
+        ...
+
+    @abstractmethod
+    def claim(self, how: str, where: str, what: str) -> str:
+        ...
+
+    @abstractmethod
+    def claims(self, d: EvidenceDiff, lines: list[str]) -> list[str]:
+        ...
+
+    @abstractmethod
+    def graph(self, g: str, added: int, removed: int) -> str:
+        ...
+
+    @abstractmethod
+    def graphs(self, lines: list[str]) -> list[str]:
+        ...
+
+    def finish(self, out: list[str]) -> str:
+        return "\n".join(out) + "\n"
+
+
+class _TextReport(_Report):
+    SIGN = {"added": "+", "removed": "-", "changed": "~"}
+
+    def intro(self, d: EvidenceDiff) -> list[str]:
+        return [f"evidence diff: {d.base.label} -> {d.head.label}", ""]
+
+    def problem(self, p: str) -> list[str]:
+        return [f"  {p}"]
+
+    def table(self, rows: list[tuple[str, Any, Any, Any]]) -> list[str]:
+        return [f"{'':18}{'added':>7}{'removed':>9}{'changed':>9}"] + [
+            f"{name:18}{a:>7}{r:>9}" + (f"{c:>9}" if c is not None else "") for name, a, r, c in rows]
+
+    def record(self, how: str, r: Record) -> str:
+        return f"  ~ {r.key}" if how == "changed" else f"  {self.SIGN[how]} {r.key}: {_show(r.summary, 200)}"
+
+    def change(self, field_name: str, before: Any, after: Any) -> str:
+        return f"      {field_name}: {_show(before)} -> {_show(after)}"
+
+    def section(self, title: str, lines: list[str]) -> list[str]:
+        return ["", title, *lines]
+
+    def claim(self, how: str, where: str, what: str) -> str:
+        return f"  {self.SIGN[how]} {where}: {what}"
+
+    def claims(self, d: EvidenceDiff, lines: list[str]) -> list[str]:
+        return ["", "Claims (where a fact comes from)", *lines]
+
+    def graph(self, g: str, added: int, removed: int) -> str:
+        return f"  {g}: +{added} -{removed}"
+
+    def graphs(self, lines: list[str]) -> list[str]:
+        return ["", "RDF quads by named graph", *lines]
 
 
 _MD_SPECIAL = set("\\`*_[]<>|~#")
@@ -371,45 +451,54 @@ def _md(text: Any, limit: int = 160) -> str:
 MARKDOWN_LIMIT = 60000  # GitHub refuses comments over 65,536 characters
 
 
+class _MarkdownReport(_Report):
+    def intro(self, d: EvidenceDiff) -> list[str]:
+        return ["<!-- evidence-diff -->", "### What this change does to the evidence", "", f"Compared {_md(d.base.label)} with {_md(d.head.label)}.", ""]
+
+    def problem(self, p: str) -> list[str]:
+        return [f"> :warning: {_md(p, 400)}", ""]
+
+    def table(self, rows: list[tuple[str, Any, Any, Any]]) -> list[str]:
+        return ["| | added | removed | changed |", "|---|---:|---:|---:|"] + [
+            f"| {name} | {a} | {r} | {c} |" if c is not None else f"| {name} | {a} | {r} | |" for name, a, r, c in rows]
+
+    def record(self, how: str, r: Record) -> str:
+        return f"- **changed** `{r.key}`" if how == "changed" else f"- **{how}** `{r.key}`: {_md(r.summary, 240)}"
+
+    def change(self, field_name: str, before: Any, after: Any) -> str:
+        return f"  - `{field_name}`: {_md(before)} → {_md(after)}"
+
+    def section(self, title: str, lines: list[str]) -> list[str]:
+        return ["", f"#### {title}", *lines]
+
+    def claim(self, how: str, where: str, what: str) -> str:
+        return f"- {how} `{where.replace('`', '')}`: {_md(what, 300)}"
+
+    def claims(self, d: EvidenceDiff, lines: list[str]) -> list[str]:
+        return ["", f"<details><summary>Claims: {len(d.claims_added)} added, {len(d.claims_removed)} removed</summary>", "", *lines, "", "</details>"]
+
+    def graph(self, g: str, added: int, removed: int) -> str:
+        return f"- `{g}`: +{added} −{removed}"
+
+    def graphs(self, lines: list[str]) -> list[str]:
+        return ["", "<details><summary>RDF quads by named graph</summary>", "", *lines, "", "</details>"]
+
+    def finish(self, out: list[str]) -> str:
+        text = super().finish(out)
+        if len(text) > MARKDOWN_LIMIT:
+            text = text[:MARKDOWN_LIMIT].rsplit("\n", 1)[0] + "\n\n… (cut short; run `evidence diff` for all of it)\n"
+        return text
+
+
+def render_text(d: EvidenceDiff) -> str:
+    """The report for a terminal."""
+    return _TextReport().render(d)
+
+
 def render_markdown(d: EvidenceDiff) -> str:
-    out = ["<!-- evidence-diff -->", "### What this change does to the evidence", "",
-           f"Compared {_md(d.base.label)} with {_md(d.head.label)}.", ""]
-    for p in d.base.problems + d.head.problems:
-        out += [f"> :warning: {_md(p, 400)}", ""]
-    if d.empty:
-        return "\n".join(out + ["No change to the evidence."]) + "\n"
-    out += ["| | added | removed | changed |", "|---|---:|---:|---:|"]
-    for kind, a, r, c in d.counts():
-        if a or r or c:
-            out.append(f"| {_PLURAL[kind]} | {a} | {r} | {c} |")
-    if d.claims_added or d.claims_removed:
-        out.append(f"| claims | {len(d.claims_added)} | {len(d.claims_removed)} | |")
-    if d.quads_added is not None:
-        out.append(f"| RDF quads | +{d.quads_added} | -{d.quads_removed} | |")
-    for kind in KINDS:
-        lines = [f"- **added** `{r.key}`: {_md(r.summary, 240)}" for r in d.added if r.kind == kind]
-        lines += [f"- **removed** `{r.key}`: {_md(r.summary, 240)}" for r in d.removed if r.kind == kind]
-        for r, changes in d.changed:
-            if r.kind == kind:
-                lines.append(f"- **changed** `{r.key}`")
-                lines += [f"  - `{f}`: {_md(a)} → {_md(b)}" for f, a, b in changes]
-        if lines:
-            out += ["", f"#### {_PLURAL[kind].capitalize()}", *lines]
-    if d.claims_added or d.claims_removed:
-        out += ["", f"<details><summary>Claims: {len(d.claims_added)} added, {len(d.claims_removed)} removed</summary>", ""]
-        for sign, claims in (("added", d.claims_added), ("removed", d.claims_removed)):
-            for c in claims:
-                where, what = _claim_text(c)
-                out.append(f"- {sign} `{where.replace('`', '')}`: {_md(what, 300)}")
-        out += ["", "</details>"]
-    if d.graphs:
-        out += ["", "<details><summary>RDF quads by named graph</summary>", ""]
-        out += [f"- `{g}`: +{a} −{r}" for g, a, r in d.graphs]
-        out += ["", "</details>"]
-    text = "\n".join(out) + "\n"
-    if len(text) > MARKDOWN_LIMIT:
-        text = text[:MARKDOWN_LIMIT].rsplit("\n", 1)[0] + "\n\n… (cut short; run `evidence diff` for all of it)\n"
-    return text
+    """The report for a pull-request comment: everything from the change made inert, cut short
+    under GitHub's limit."""
+    return _MarkdownReport().render(d)
 
 
 # ============================================================================ the command
