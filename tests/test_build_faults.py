@@ -237,3 +237,35 @@ def test_a_late_page_that_no_step_writes_is_an_error(config, tmp_path, monkeypat
     with pytest.raises(RenderError, match="the search index waits for never-written.html"):
         build(config, tmp_path / "_site", cache=BuildCache(None))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fork_waits_for_a_pagefind_start_in_progress():
+    """A worker forked while Pagefind is being started would keep the pipes the start waits on
+    (site_search._STARTING): a fork waits until the start is done."""
+    import os
+    import threading
+    import time
+
+    from evidence import site_search
+
+    started, release = threading.Event(), threading.Event()
+
+    def starting():
+        with site_search._STARTING:  # as run_pagefind holds it around Popen
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=starting)
+    t.start()
+    started.wait(10)
+    threading.Timer(0.5, release.set).start()
+    begun = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    waited = time.monotonic() - begun
+    os.waitpid(pid, 0)
+    t.join(10)
+    assert waited >= 0.4, f"the fork went on while Pagefind was being started ({waited:.2f} s)"
+    assert site_search._STARTING.acquire(blocking=False), "the lock is free again after the fork"
+    site_search._STARTING.release()

@@ -56,7 +56,7 @@ def discard_tree(tree: Path, cache: BuildCache) -> None:
     (a machine stopped midway) is deleted with it. Without a cache folder, when the rename fails
     (the cache on another file system) or the process cannot be started, the folder is deleted
     here, as before."""
-    if cache.folder is not None:
+    if cache.folder is not None and hasattr(os, "posix_spawn"):
         trash = cache.folder / TRASH
         try:
             trash.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def discard_tree(tree: Path, cache: BuildCache) -> None:
                 quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
                 _DELETERS.append(os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _DELETER, *sorted(str(p) for p in trash.iterdir())],
                                                 os.environ, file_actions=quiet, setsid=True))
-            except (OSError, ValueError, TypeError, NotImplementedError, AttributeError):  # no process of its own: here, then
+            except (OSError, ValueError, NotImplementedError):  # no process of its own (no setsid here, say): here, then
                 shutil.rmtree(trash, ignore_errors=True)
             return
     shutil.rmtree(tree, ignore_errors=True)

@@ -229,7 +229,21 @@ def write_stage(stage: Path, docs: list[tuple[str, str, str, str]], copies: dict
 # reading of Pagefind's output, would wait until that worker ended. A fork waits for a start in
 # progress, and a start waits for a fork (os.register_at_fork).
 _STARTING = threading.RLock()
-os.register_at_fork(before=_STARTING.acquire, after_in_parent=_STARTING.release, after_in_child=_STARTING.release)
+_FORKING = threading.local()  # whether this thread's fork holds _STARTING
+
+
+def _before_fork() -> None:
+    _STARTING.acquire()  # an interrupt here is reported and the fork goes on, without the lock
+    _FORKING.held = True
+
+
+def _after_fork() -> None:
+    if getattr(_FORKING, "held", False):
+        _FORKING.held = False
+        _STARTING.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 def run_pagefind(stage: Path, bundle: Path, timeout: float = 600, admit: Callable[[subprocess.Popen], bool] | None = None) -> list[Path]:
