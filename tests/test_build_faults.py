@@ -162,12 +162,14 @@ def test_the_first_search_bundle_that_fails_stops_the_others_at_once(tmp_path, m
 # ------------------------------------------------------------------ the search index begins early
 
 def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_library(config, tmp_path, monkeypatch):
-    """The search page comes before the case pages (SitePages.write_all): Pagefind is already at
-    work when they render. The bundle that holds the query library (written last, it waits for
-    the library's answers) is indexed only once that page is written, from its HTML."""
+    """The search page comes before the case pages (SitePages.write_all): with the few bundles an
+    edit remakes, Pagefind is already at work when they render. The bundle that holds the query
+    library (written last, it waits for the library's answers) is indexed only once that page is
+    written, from its HTML."""
     from evidence import site_pages, site_search
 
     monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # several bundles
+    monkeypatch.setattr(site_pages, "EARLY_BUNDLES", 1000)  # as few as an edit remakes
     started: list[str] = []  # the bundles handed to Pagefind, in order
     copies: dict[str, dict[str, str]] = {}
     real_stage = site_search.write_stage
@@ -269,3 +271,27 @@ def test_a_fork_waits_for_a_pagefind_start_in_progress():
     assert waited >= 0.4, f"the fork went on while Pagefind was being started ({waited:.2f} s)"
     assert site_search._STARTING.acquire(blocking=False), "the lock is free again after the fork"
     site_search._STARTING.release()
+
+
+def test_a_cold_build_holds_its_many_bundles_until_the_render_workers_are_done(config, tmp_path, monkeypatch):
+    """More bundles than an edit remakes (a cold build) wait until the deferred pages are written
+    (the render workers), so that Pagefind's processes do not add to their memory."""
+    from evidence import site_pages, site_search
+
+    monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # 16 bundles, all to be made
+    started: list[str] = []
+    real_index = site_search.SearchIndex._index
+    monkeypatch.setattr(site_search.SearchIndex, "_index", lambda self, sh: (started.append(sh.folder), real_index(self, sh))[1])
+    seen: dict[str, list[str]] = {}
+    real_deferred = site_pages.SitePages.run_deferred
+
+    def deferred(self):
+        seen["before the deferred pages"] = list(started)
+        real_deferred(self)
+        seen["held"] = [sh.folder for sh, _k in self.index.todo]
+
+    monkeypatch.setattr(site_pages.SitePages, "run_deferred", deferred)
+    build(config, tmp_path / "_site", cache=BuildCache(None))
+    assert len(seen["held"]) > site_pages.EARLY_BUNDLES
+    assert seen["before the deferred pages"] == [], "no bundle was handed to Pagefind before the render workers were done"
+    assert set(seen["held"]) < set(started), "then every one, and the query library's once it is written"

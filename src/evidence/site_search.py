@@ -96,16 +96,17 @@ class SearchIndex:
     Each file of a bundle is recorded under the bundle's key and its own bytes' hash, so a file
     is only ever linked to the very file an earlier run of Pagefind wrote for the same bundle."""
 
-    def __init__(self, parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600):
+    def __init__(self, parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600, hold: bool = False):
         self.out, self.outputs, self.timeout = out, outputs, timeout
         self.files: list[Path] = []
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
         self._stopped = False
         self.context = context
-        self.todo: list[tuple[Shard, str]] = []
+        self.todo: list[tuple[Shard, str]] = []  # the bundles Pagefind makes, in order
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="pagefind")
-        self._futures: list[Future[list[Path]]] = []
+        self._futures: list[Future[list[Path]]] = []  # one per bundle of todo handed to Pagefind
+        self._held = hold  # bundles wait for start() (those the cache had are linked at once)
         self.add(parts)
 
     def add(self, parts: list[Shard]) -> None:
@@ -120,10 +121,16 @@ class SearchIndex:
                 else:
                     _remove(self.out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
                     self.todo.append((sh, key))
-                    self._futures.append(self._pool.submit(self._index, sh))
+            if not self._held:
+                self.start()
         except BaseException:
             self.close()
             raise
+
+    def start(self) -> None:
+        """Hand the bundles that wait to Pagefind (two processes at a time)."""
+        self._held = False
+        self._futures += [self._pool.submit(self._index, sh) for sh, _key in self.todo[len(self._futures):]]
 
     def _index(self, sh: Shard) -> list[Path]:
         if self._stopped:
@@ -146,6 +153,7 @@ class SearchIndex:
         """Every file of the index, once Pagefind has written its bundles (a RenderError if it
         failed)."""
         try:
+            self.start()
             # The first failure stops the rest at once (not after the bundles before it).
             wait(self._futures, return_when=FIRST_EXCEPTION)
             failed = next((f for f in self._futures if f.done() and not f.cancelled() and f.exception() is not None), None)
