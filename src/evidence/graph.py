@@ -105,14 +105,8 @@ class Network:
             out[e[0]].append(e)
         self._out = dict(out)
 
-    def __contains__(self, iri: object) -> bool:
-        return iri in self.nodes
-
     def __len__(self) -> int:
         return len(self.nodes)
-
-    def kind(self, iri: str) -> str:
-        return self.nodes[iri][0]
 
     def label(self, iri: str) -> str:
         return self.nodes[iri][1]

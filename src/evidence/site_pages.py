@@ -151,7 +151,6 @@ class SitePages:
         self.make_index = search  # start the search index in search() (render_site waits for it, or stops it)
         self.index: SearchIndex | None = None  # the search index in the making (started by search())
         self.late_copies: set[str] = set()  # pages of LATE_COPIES the search index still waits for
-        self._waiting: list[Shard] = []  # bundles that hold one of them
         self._shared: str | None = None  # see _shared_key
         self._made_rows: dict[str, tuple[list, list]] = {}  # evidence-table rows made by this build (see _case_summary)
 
@@ -824,8 +823,7 @@ class SitePages:
             t = time.perf_counter()
             for sh in self.search_shards:
                 self.writer.claim(f"{sh.folder}/pagefind.js", "the search index")
-            ready = [sh for sh in self.search_shards if not self.late_copies & sh.copies.keys()]
-            self._waiting = [sh for sh in self.search_shards if self.late_copies & sh.copies.keys()]
+            ready = [sh for sh in self.search_shards if not self.late_copies & sh.copies.keys()]  # the others: _late_copy
             self.index = SearchIndex(ready, self.out, self.writer.outputs, self.pages_key, hold=True)
             if len(self.index.todo) <= EARLY_BUNDLES:  # an edit's: Pagefind runs while the pages render
                 self.index.start()
@@ -834,11 +832,10 @@ class SitePages:
     def _late_copy(self, rel: str, html: str) -> None:
         """A page of LATE_COPIES is written: its bundle is indexed once it waits for no other."""
         self.late_copies.discard(rel)
-        for sh in self._waiting:
-            if rel in sh.copies:
-                sh.copies[rel] = html
-        ready = [sh for sh in self._waiting if not self.late_copies & sh.copies.keys()]
-        self._waiting = [sh for sh in self._waiting if sh not in ready]
+        holding = [sh for sh in self.search_shards if rel in sh.copies]
+        for sh in holding:
+            sh.copies[rel] = html
+        ready = [sh for sh in holding if not self.late_copies & sh.copies.keys()]  # handed over once, with its last late page
         if ready and self.index is not None:
             self.index.add(ready)
 
