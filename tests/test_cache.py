@@ -304,17 +304,33 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     staged.clear()
     runs: list[Path] = []
     monkeypatch.setattr(site_search, "run_pagefind", lambda stage, bundle, timeout=600, admit=None: (runs.append(bundle), real_run(stage, bundle, timeout, admit))[1])
+    # A case's or source's words are looked up only for the bundle that is remade.
+    import evidence.site_pages as site_pages
+
+    looked_up: list[str] = []
+    real_lookup = site_pages.SitePages._search_lookup
+    monkeypatch.setattr(site_pages.SitePages, "_search_lookup", lambda self, path, key: (looked_up.append(path), real_lookup(self, path, key))[1])
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     project.build()  # checked byte for byte against a build without cache
     mine = [b for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")]  # not the uncached build's
     assert len(mine) == 1, runs
     changed = mine[0].name
     assert any("cases/briand-2019.html" in pages for _stage, pages in staged[:1]), staged[:1]
+    assert "cases/briand-2019.html" in looked_up and set(looked_up) <= set(staged[0][1]), "only the remade bundle's words are looked up"
     after = _inodes(project.out)
     for rel, ino in before.items():
         if rel.startswith("pagefind") and not rel.startswith(changed + "/"):
             assert after.get(rel) == ino, f"{rel} was written again"
     assert any(after[rel] != ino for rel, ino in before.items() if rel.startswith(changed + "/"))
+    # The words of the pages in bundles that were linked stay in the cache, though they were not
+    # read: the next edit makes the words of its case only, whichever bundle it is in (a pack
+    # with any unused entry is packed anew here).
+    monkeypatch.setattr(BuildCache, "PACK_FROM", 1)
+    project.edit("wenzel-2016.yaml", "title: ", "title: Edited, ")
+    project.build()
+    project.edit("zimmermann-2019.yaml", "title: ", "title: Edited, ")
+    project.build()
+    assert project.cache.made("search-text") == 1
 
 
 def test_search_bundles_split_by_path_in_powers_of_two():
@@ -330,6 +346,15 @@ def test_search_bundles_split_by_path_in_powers_of_two():
     where = {d[0]: s.folder for s in split for d in s.docs}
     more = shards(docs[:45] + [(f"cases/n{i}.html", "", "case", "") for i in range(20)], {}, size=10)
     assert {d[0]: s.folder for s in more for d in s.docs if d[0] in where} == {r: f for r, f in where.items() if r in {d[0] for d in docs[:45]}}
+    # a page known by key goes where it would go with its text, and its key is in its bundle's key
+    known = shards(docs[:25], {"docs.html": "<p>x</p>"}, size=10, known={d[0]: ("case", f"key-{d[0]}") for d in docs[25:]})
+    assert {r: s.folder for s in known for r in s.known} == {d[0]: where[d[0]] for d in docs[25:]}
+    bundle = next(s for s in known if s.known)
+    before = bundle.key("context")
+    bundle.known[next(iter(bundle.known))] = ("case", "another key")
+    assert bundle.key("context") != before
+    bundle.resolve(lambda path, key: (f"title of {path}", key))
+    assert not bundle.known and ("title of", "another key") in {(d[1][:8], d[3]) for d in bundle.docs}
 
 
 def _rebuilt(project: Project, monkeypatch, *edit: str) -> tuple[dict[str, bytes], list[str]]:

@@ -145,7 +145,7 @@ class SitePages:
         settings = [f"{f.name}={getattr(kb.config, f.name)}" for f in dataclasses.fields(kb.config) if f.name != "root"]
         self.pages_key = digest("pages", code_digest(p for p in sorted(templates.rglob("*")) if p.is_file()), self.site_name,
                                 self.description, str(len(kb.files)), *settings, kb.vocab_digest, json.dumps(self.m.levels, sort_keys=True))
-        self.search_docs: list[tuple[str, str, str, str]] = []  # (path, title, kind, text) for the search index
+        self._search_pages: dict[str, tuple[str, str]] = {}  # path -> (kind, key) of a page the search index knows by key
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
         self.search_shards: list[Shard] = []  # the bundles of the search index (made by search())
         self.make_index = search  # start the search index in search() (render_site waits for it, or stops it)
@@ -654,16 +654,26 @@ class SitePages:
         return self._cached("evidence-rows", self._files_key(context, [f"case:{cid}"]), lambda: self.m.case_evidence_rows(cid),
                             lambda got: isinstance(got, tuple) and len(got) == 2)
 
-    def _search_text(self, kind: str, key: str, context: str) -> tuple[str, str]:
-        """A page's (title, words) for the search index (site_model.search_text). A case's or a
-        source's is kept in the build cache under its file, the files of the sources a case cites,
-        the vocabulary and the code (``context``): at 10,000 cases working them out took about
-        1.2 s of every build, most of it walking the cases for their quotes."""
+    def _search_key(self, kind: str, key: str, context: str) -> str | None:
+        """The build-cache key of a case's or a source's (title, words) for the search index: its
+        file, the files of the sources a case cites, the vocabulary and the code (``context``).
+        None for a page of another kind, or without a cache."""
         if kind not in ("cases", "sources"):
-            return search_text(self.m, kind, key)
+            return None
         names = [f"case:{key}", *(f"source:{ref.source}" for ref in self.m.kb.cases[key].sources)] if kind == "cases" else [f"source:{key}"]
-        return self._cached("search-text", self._files_key(context, names), lambda: search_text(self.m, kind, key),
+        return self._files_key(context, names)
+
+    def _search_text(self, kind: str, key: str, text_key: str | None) -> tuple[str, str]:
+        """A page's (title, words) for the search index (site_model.search_text), kept in the
+        build cache under ``text_key`` (:meth:`_search_key`): at 10,000 cases working them out
+        took about 1.2 s of every build, most of it walking the cases for their quotes."""
+        return self._cached("search-text", text_key, lambda: search_text(self.m, kind, key),
                             lambda got: isinstance(got, tuple) and len(got) == 2 and all(isinstance(x, str) for x in got))
+
+    def _search_lookup(self, path: str, text_key: str) -> tuple[str, str]:
+        """(title, words) of a page that a search bundle knows by key (site_search.Shard.known)."""
+        kind, key = self._search_pages[path]
+        return self._search_text(kind, key, text_key)
 
     def _cached(self, stage: str, key: str | None, make: Callable[[], Any], valid: Callable[[Any], bool]) -> Any:
         """What ``make`` makes from some kb files, kept in the build cache's ``stage`` under ``key``
@@ -807,16 +817,29 @@ class SitePages:
                 entries.append((label, one, m.url(kind, key) or ""))
         for href, text, _k in NAV:
             entries.append((text, "page", href))
+        # A case's or source's words are known by their key in the build cache (see _search_key)
+        # and looked up only for a bundle that Pagefind remakes; the others' are worked out here.
         context = digest("search text", code_digest(), m.kb.vocab_digest)
+        docs: list[tuple[str, str, str, str]] = []
+        known: dict[str, tuple[str, str]] = {}
+        cache = self.writer.outputs.cache
         for kind, (one, _many) in ENTITY_KINDS.items():
             for key in m.pages(kind):
-                title, words = self._search_text(kind, key, context)
-                self.search_docs.append((m.url(kind, key) or "", title, one, words))
+                path = m.url(kind, key) or ""
+                text_key = self._search_key(kind, key, context)
+                if text_key is None:
+                    title, words = self._search_text(kind, key, None)
+                    docs.append((path, title, one, words))
+                else:
+                    known[path] = (one, text_key)
+                    self._search_pages[path] = (kind, key)
+                    if cache is not None:
+                        cache.touch("search-text", text_key)  # kept for the build that remakes its bundle
         self.writer.text("search-titles.js", titles_script(entries), "the search page")
         # The pages indexed as they are that are not written yet hold their place (the bundles are
         # split by path); a bundle holding one is indexed once it is written (_late_copy).
         self.late_copies = {rel for rel in self.LATE_COPIES if rel not in self.search_copies}
-        self.search_shards = shards(self.search_docs, {**self.search_copies, **dict.fromkeys(self.late_copies, "")})
+        self.search_shards = shards(docs, {**self.search_copies, **dict.fromkeys(self.late_copies, "")}, known=known)
         self.page("search.html", "search.html", "the search page", title="Search", page_kind="search",
                   bundles=[sh.folder for sh in self.search_shards])
         if self.make_index:  # Pagefind runs while the other pages render
@@ -824,7 +847,7 @@ class SitePages:
             for sh in self.search_shards:
                 self.writer.claim(f"{sh.folder}/pagefind.js", "the search index")
             ready = [sh for sh in self.search_shards if not self.late_copies & sh.copies.keys()]  # the others: _late_copy
-            self.index = SearchIndex(ready, self.out, self.writer.outputs, self.pages_key, hold=True)
+            self.index = SearchIndex(ready, self.out, self.writer.outputs, self.pages_key, hold=True, lookup=self._search_lookup)
             if len(self.index.todo) <= EARLY_BUNDLES:  # an edit's: Pagefind runs while the pages render
                 self.index.start()
             self.timings["search index"] = time.perf_counter() - t

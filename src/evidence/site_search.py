@@ -12,7 +12,9 @@ The index is split into bundles of about ``SHARD_DOCS`` documents by a hash of e
 (:func:`shards`): ``pagefind/``, then ``pagefind-N/``. The search page merges them in the browser
 (Pagefind's ``mergeIndex``). A bundle is made from a key over everything it indexes; a rebuild
 links the bundles whose key did not change from the previous build and runs Pagefind only over
-the others (one, after a one-case edit), since Pagefind has no incremental mode of its own.
+the others (one, after a one-case edit), since Pagefind has no incremental mode of its own. A
+case's or source's words enter that key as the key they are kept under in the build cache
+(:attr:`Shard.known`), so they are read only for a bundle that is remade.
 The index begins before most pages are rendered (:meth:`SearchIndex.add` takes a bundle whose
 last page was written later), so Pagefind runs while they render.
 
@@ -53,22 +55,38 @@ class Shard:
     """Part of the search index: a Pagefind bundle of its own, in ``folder`` of the site."""
 
     folder: str
-    docs: list[tuple[str, str, str, str]] = field(default_factory=list)
-    copies: dict[str, str] = field(default_factory=dict)
+    docs: list[tuple[str, str, str, str]] = field(default_factory=list)  # (path, title, kind, text)
+    copies: dict[str, str] = field(default_factory=dict)  # path -> a page indexed as it is
+    # Documents known by a key over what their title and text are made from (path -> (kind, key)):
+    # the bundle's key holds that key, so a bundle that did not change is linked without their
+    # text being looked up (20,000 build-cache entries at 10,000 cases). See :meth:`resolve`.
+    known: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def key(self, context: str) -> str:
         """A hash of everything the bundle is made from (``context``: the code, the templates and
         the library versions, as for the pages)."""
-        return digest(_STAGE, context, self.folder, json.dumps(sorted(self.docs)), json.dumps(sorted(self.copies.items())))
+        return digest(_STAGE, context, self.folder, json.dumps(sorted(self.docs)), json.dumps(sorted(self.known.items())),
+                      json.dumps(sorted(self.copies.items())))
+
+    def resolve(self, lookup: Callable[[str, str], tuple[str, str]]) -> None:
+        """Add the documents of :attr:`known` to :attr:`docs`, their (title, text) given by
+        ``lookup(path, key)``; done before Pagefind indexes the bundle, after its key was taken."""
+        for path, (kind, key) in sorted(self.known.items()):
+            title, text = lookup(path, key)
+            self.docs.append((path, title, kind, text))
+        self.known = {}
 
 
-def shards(docs: list[tuple[str, str, str, str]], copies: dict[str, str], size: int | None = None) -> list[Shard]:
-    """Split what is indexed into bundles of about ``size`` (``SHARD_DOCS``) documents, by a hash
-    of each page's path, so that an edit changes one bundle. The number of bundles is a power of
-    two, so it changes only when the site doubles or halves; a small site has one, ``pagefind/``.
-    The first bundle that is not empty is ``pagefind/``, the others ``pagefind-N/``."""
+def shards(docs: list[tuple[str, str, str, str]], copies: dict[str, str], size: int | None = None,
+           known: dict[str, tuple[str, str]] | None = None) -> list[Shard]:
+    """Split what is indexed (``docs``, ``copies`` and ``known``, as :class:`Shard` holds them)
+    into bundles of about ``size`` (``SHARD_DOCS``) documents, by a hash of each page's path, so
+    that an edit changes one bundle. The number of bundles is a power of two, so it changes only
+    when the site doubles or halves; a small site has one, ``pagefind/``. The first bundle that is
+    not empty is ``pagefind/``, the others ``pagefind-N/``."""
     size = size or SHARD_DOCS
-    n = len(docs) + len(copies)
+    known = known or {}
+    n = len(docs) + len(copies) + len(known)
     k = 1
     while k * size < n:
         k *= 2
@@ -77,7 +95,9 @@ def shards(docs: list[tuple[str, str, str, str]], copies: dict[str, str], size: 
         buckets[_bucket(d[0], k)].docs.append(d)
     for rel, html in copies.items():
         buckets[_bucket(rel, k)].copies[rel] = html
-    out = [b for b in buckets if b.docs or b.copies] or [buckets[0]]
+    for rel, doc in known.items():
+        buckets[_bucket(rel, k)].known[rel] = doc
+    out = [b for b in buckets if b.docs or b.copies or b.known] or [buckets[0]]
     out[0].folder = "pagefind"
     return out
 
@@ -96,8 +116,10 @@ class SearchIndex:
     Each file of a bundle is recorded under the bundle's key and its own bytes' hash, so a file
     is only ever linked to the very file an earlier run of Pagefind wrote for the same bundle."""
 
-    def __init__(self, parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600, hold: bool = False):
+    def __init__(self, parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600, hold: bool = False,
+                 lookup: Callable[[str, str], tuple[str, str]] | None = None):
         self.out, self.outputs, self.timeout = out, outputs, timeout
+        self.lookup = lookup  # (path, key) -> (title, text) of a bundle's known documents (Shard.resolve)
         self.files: list[Path] = []
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
@@ -120,6 +142,10 @@ class SearchIndex:
                     self.files += [self.out / rel for rel, _k in entry]
                 else:
                     _remove(self.out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
+                    if sh.known:
+                        if self.lookup is None:
+                            raise RenderError(f"the search bundle {sh.folder} has documents known by key, and nothing to look them up")
+                        sh.resolve(self.lookup)
                     self.todo.append((sh, key))
             if not self._held:
                 self.start()
@@ -188,10 +214,11 @@ class SearchIndex:
         self.close()
 
 
-def write_index(parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600) -> list[Path]:
+def write_index(parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600,
+                lookup: Callable[[str, str], tuple[str, str]] | None = None) -> list[Path]:
     """Write every bundle into the site folder ``out`` and return the files (:class:`SearchIndex`,
     waited for)."""
-    with SearchIndex(parts, out, outputs, context, timeout) as index:
+    with SearchIndex(parts, out, outputs, context, timeout, lookup=lookup) as index:
         return index.result()
 
 
