@@ -139,6 +139,11 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
             writer.files += pages.index.result()
             timings["search index"] = timings.get("search index", 0.0) + time.perf_counter() - t
     finally:
-        if pages is not None and pages.index is not None:
-            pages.index.close()  # waited for already, or stopped: nothing writes into the site after this
+        if pages is not None:
+            if pages.index is not None:
+                pages.index.close()  # waited for already, or stopped: nothing writes into the site after this
+            # A Jinja2 environment and its templates refer to each other: through the globals,
+            # that cycle held the site model, and so the whole kb, until the collector ran (at
+            # 10,000 cases a collection of 3 million objects, 3.7 s, at the end of the process).
+            pages.env.globals.clear()
     return writer.files

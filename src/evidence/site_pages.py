@@ -187,7 +187,9 @@ class SitePages:
         try:
             lazy = ctx.get("lazy")
             if lazy is not None:  # the rest of the context, computed where the page is rendered
-                ctx = {**ctx, **lazy()}
+                # (not handed to the template: a rendered context is in cycles of Jinja2's own,
+                # and through this bound method they held the render, and so the whole kb)
+                ctx = {**{k: v for k, v in ctx.items() if k != "lazy"}, **lazy()}
             return tpl.render(**ctx)
         except RenderError:
             raise

@@ -199,7 +199,10 @@ class SearchIndex:
         return self.files
 
     def close(self) -> None:
-        """Stop the Pagefind processes still running, and wait for their threads."""
+        """Stop the Pagefind processes still running, and wait for their threads. The lookup is
+        dropped: it is the render's (a bound method of SitePages, which holds this index), and
+        the cycle would keep the whole kb alive until the collector ran."""
+        self.lookup = None
         with self._lock:
             self._stopped = True
             for proc in self._procs:
