@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from evidence.graph import evidence_graph, evidence_network, related_cases
 
 
@@ -73,8 +75,9 @@ def test_network_from_fragments_equals_the_network_of_the_whole_store(compiled):
     _assert_same_network(compiled)
     # a graph made from quads alone (no parts, as the tests that break a graph make it) too
     _assert_same_network(type(compiled).from_quads(compiled.ns, compiled.quads))
-    # every file's part carries its fragment, made when it was compiled
-    assert all(p.network is not None and p.network.edges for p in compiled.parts.values() if "/case/" in p.graph)
+    # every file's part carries its fragment, made when it was compiled; a case's names its own nodes
+    cases = [p for p in compiled.parts.values() if "/case/" in p.graph]
+    assert cases and all(p.network is not None and p.network.own_edges and p.network.scope for p in cases)
 
 
 def test_network_from_fragments_on_a_synthetic_kb(tmp_path):
@@ -152,9 +155,9 @@ def test_fragments_keep_the_first_kind_and_the_best_label():
     # ev:condition (pattern 1) makes its object a disease; the same node as the object of
     # ev:diagnosis (pattern 4) in another file does not change that. A label beats a title, which
     # beats a local id, whichever file gives it.
-    a = Fragment(edges=((4, "p", "d"),), labels=(("d", 2, "local"),))
-    b = Fragment(edges=((1, "c", "d"),), labels=(("d", 1, "title"), ("c", 1, "Case title")))
-    c = Fragment(labels=(("d", 0, "zeta"), ("d", 0, "alpha"), ("x", 0, "not a node")))
+    a = Fragment.of(edges=((4, "p", "d"),), labels=(("d", 2, "local"),))
+    b = Fragment.of(edges=((1, "c", "d"),), labels=(("d", 1, "title"), ("c", 1, "Case title")))
+    c = Fragment.of(labels=(("d", 0, "zeta"), ("d", 0, "alpha"), ("x", 0, "not a node")))
     for order in ([a, b, c], [c, b, a]):
         net = network_from_fragments(order)
         assert net.nodes == {"c": ("case", "Case title"), "d": ("disease", "alpha"), "p": ("patient", "p")}
@@ -168,6 +171,35 @@ def test_fragments_keep_the_first_kind_and_the_best_label():
         assert sorted(g.edges(keys=True)) == [("c", "d", "condition"), ("p", "d", "diagnosis")]
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_a_fragments_own_nodes_are_taken_as_they_are_only_when_no_other_names_them(seed):
+    """The network is the same whether the fragments name their own nodes (a scope) or not: taken
+    as they are when no other fragment names them, merged with the rest when one does (an edge
+    into another file's case, two files with one scope)."""
+    import random
+
+    from evidence.graph import _EDGES, Fragment, network_from_fragments
+
+    rnd = random.Random(seed)
+    iris = ["c1", "c1/p1", "c1/p2", "c2", "c2/p1", "c10", "d1", "d2", "g1", "s1"]
+    fragments = []
+    for _ in range(rnd.randint(1, 5)):
+        edges = [(rnd.randrange(len(_EDGES)), rnd.choice(iris), rnd.choice(iris)) for _ in range(rnd.randint(0, 6))]
+        labels = [(rnd.choice(iris), rnd.randrange(3), rnd.choice(["", "a", "b", "Zed"])) for _ in range(rnd.randint(0, 4))]
+        fragments.append((edges, labels, rnd.choice(["", "c1", "c2", "c10"])))
+    scoped = network_from_fragments([Fragment.of(e, labels, scope) for e, labels, scope in fragments])
+    merged = network_from_fragments([Fragment.of(e, labels) for e, labels, _scope in fragments])
+    assert scoped.nodes == merged.nodes and list(scoped.nodes) == list(merged.nodes)
+    assert scoped.edges == merged.edges
+
+
+def test_an_empty_label_is_a_label():
+    from evidence.graph import Fragment, network_from_fragments
+
+    net = network_from_fragments([Fragment.of(edges=((1, "c", "x/d"),), labels=(("x/d", 0, ""),), scope="c")])
+    assert net.nodes == {"c": ("case", "c"), "x/d": ("disease", "")}
+
+
 def test_the_network_is_made_with_the_collector_paused():
     """A large network is a million objects that all stay alive: no collection runs while it is
     made (each walked every object made since the models were frozen), and the collector is
@@ -176,7 +208,7 @@ def test_the_network_is_made_with_the_collector_paused():
 
     from evidence.graph import Fragment, network_from_fragments
 
-    fragments = [Fragment(edges=tuple((0, f"case{i}", f"case{i}/p{j}") for j in range(20)), labels=((f"case{i}", 1, f"Case {i}"),))
+    fragments = [Fragment.of(edges=tuple((0, f"case{i}", f"case{i}/p{j}") for j in range(20)), labels=((f"case{i}", 1, f"Case {i}"),), scope=f"case{i}")
                  for i in range(500)]
     runs: list[int] = []
 

@@ -21,7 +21,7 @@ import pyoxigraph as ox
 from . import schema as S
 from .cache import BuildCache, code_digest, digest
 from .errors import CompileError
-from .graph import Fragment, network_fragment
+from .graph import Fragment, case_scope, network_fragment
 from .namespaces import PRIMARY_PREFIX, STANDARD, Namespaces, curie_to_iri
 from .ontology import CLASSES, PROPERTIES
 from .perf import gc_paused, parallel_imap
@@ -692,7 +692,7 @@ class _Builder:
             sha=hashlib.sha256(own).digest(),
             lines=own.count(b"\n"),
             shared=shared,
-            network=network_fragment(own + shared, self.ns.ev) if network else None,
+            network=network_fragment(own + shared, self.ns.ev, case_scope(self.ns, self.graph.value)) if network else None,
             concepts=tuple(sorted((iri, sc, label) for iri, (sc, label) in self.used_concepts.items())),
             sources=tuple(sorted(self.cited)),
             claims=tuple(sorted(self.claim_sources.items())),

@@ -349,7 +349,7 @@ def _graphml_pieces(compiled: Compiled) -> list[tuple[str, str, Callable[[], byt
             continue
         case_iri = ns.case(g[len(prefix):])
         if part is None or part.network is None:  # a graph made without parts: its chunk alone
-            fragment = network_fragment(compiled.chunks[g], ns.ev)
+            fragment = network_fragment(compiled.chunks[g], ns.ev, case_iri)
             pieces.append((g, digest(context, sha[g], repr(fragment)), functools.partial(case_graphml, fragment, case_iri)))
         else:
             key = digest(context, sha[g], hashlib.sha256(part.shared).digest())

@@ -25,7 +25,7 @@ from .perf import gc_paused
 if TYPE_CHECKING:
     from .compile import Compiled
 
-__all__ = ["Network", "evidence_network", "evidence_graph", "forget_evidence_graph", "related_cases", "case_entities", "Fragment", "network_fragment", "network_from_fragments",
+__all__ = ["Network", "evidence_network", "evidence_graph", "forget_evidence_graph", "related_cases", "case_entities", "Fragment", "network_fragment", "case_scope", "network_from_fragments",
            "GRAPHML_HEAD", "GRAPHML_TAIL", "graphml_piece", "case_graphml", "common_graphml"]
 
 # (subject kind, edge label, object kind, SPARQL pattern binding ?s ?o)
@@ -57,33 +57,83 @@ _FRAGMENT_LABELS = (
 _PREFIXES = {"rdfs": "http://www.w3.org/2000/01/rdf-schema#", "dcterms": "http://purl.org/dc/terms/"}
 
 
+_NO_KIND = 1 << 30  # the kind rank of an IRI that no edge of a fragment reaches (one it only labels)
+_NO_LABEL = (3, "")  # the label rank and label of an IRI that nothing labels (ranks: see _FRAGMENT_LABELS)
+Named = tuple[str, int, int, str]  # (IRI, kind rank, label rank, label): the best a fragment says of an IRI
+
+
 @dataclass(frozen=True)
 class Fragment:
-    """What some named graphs add to the evidence network: its edges, and the labels they give.
+    """What some named graphs add to the evidence network: the IRIs they name, each with the best
+    kind and label they give it, and the edges, each once. Made by :meth:`of`.
 
     A kb file's fragment is made with its part (see :class:`evidence.compile.Part`) and kept in
     the build cache with it, so the network of a rebuilt kb is put together from fragments, never
     queried from the whole graph again. No edge pattern joins triples of two files (a file states
     everything about its own nodes, and the shared facts of the variants it names), so the
     fragments together give the network of the whole graph; tests/test_graph.py checks it.
+
+    A node's kind is the first edge pattern that reaches it (``2 * index`` as a subject, ``2 *
+    index + 1`` as an object: the smallest rank wins) and its label the best-ranked, smallest one,
+    so what several fragments say of one IRI is the least of what each says. A case file's
+    fragment has a ``scope``, the case's IRI: the IRIs under it (the case, its patients, their
+    outcomes) are ``own``, named by no other file, so their kind and label are final here and the
+    network takes them as they are; the ``others`` (drugs, genes, sources ...) are merged across
+    fragments (:func:`network_from_fragments`). At 10,000 cases that merge went over 340,000
+    edges and 200,000 labels, 1.05 s of every build; nine in ten nodes are a case's own.
     """
 
-    edges: tuple[tuple[int, str, str], ...] = ()  # (index in _EDGES, subject IRI, object IRI)
-    labels: tuple[tuple[str, int, str], ...] = ()  # (IRI, rank, label)
+    own: tuple[Named, ...] = ()  # the IRIs under the scope, in IRI order
+    others: tuple[Named, ...] = ()  # every other IRI named, in IRI order
+    own_edges: tuple[tuple[str, str, str], ...] = ()  # (subject, object, label) from an own IRI, sorted
+    other_edges: tuple[tuple[str, str, str], ...] = ()  # the other edges, sorted
+    scope: str = ""
+
+    @classmethod
+    def of(cls, edges: Iterable[tuple[int, str, str]] = (), labels: Iterable[tuple[str, int, str]] = (), scope: str = "") -> Fragment:
+        """The fragment that some edges ((index in _EDGES, subject, object)) and labels ((IRI,
+        rank, label)) make; the IRIs under ``scope`` (it, or it followed by ``/``) are its own."""
+        kinds: dict[str, int] = {}
+        for e, s, o in edges:
+            if kinds.get(s, _NO_KIND) > 2 * e:
+                kinds[s] = 2 * e
+            if kinds.get(o, _NO_KIND) > 2 * e + 1:
+                kinds[o] = 2 * e + 1
+        best: dict[str, tuple[int, str]] = {}
+        for iri, rank, label in labels:
+            if (rank, label) < best.get(iri, _NO_LABEL):
+                best[iri] = (rank, label)
+        inside = scope + "/"
+        own: list[Named] = []
+        others: list[Named] = []
+        for iri in sorted(kinds.keys() | best.keys()):
+            named = (iri, kinds.get(iri, _NO_KIND), *best.get(iri, _NO_LABEL))
+            (own if scope and (iri == scope or iri.startswith(inside)) else others).append(named)
+        mine = {n[0] for n in own}
+        lines = sorted({(s, o, _EDGES[e][1]) for e, s, o in edges})
+        return cls(tuple(own), tuple(others), tuple(e for e in lines if e[0] in mine), tuple(e for e in lines if e[0] not in mine), scope)
 
 
-def network_fragment(nquads: bytes, ev: str) -> Fragment:
-    """The fragment of the graphs in ``nquads`` (N-Quads, every quad in a named graph)."""
+def case_scope(ns, graph: str) -> str:
+    """The scope of a file's fragment (see :class:`Fragment`): the case's IRI for a case file's
+    graph, none for another graph."""
+    prefix = ns.graph("case") + "/"
+    return ns.case(graph[len(prefix):]) if graph.startswith(prefix) else ""
+
+
+def network_fragment(nquads: bytes, ev: str, scope: str = "") -> Fragment:
+    """The fragment of the graphs in ``nquads`` (N-Quads, every quad in a named graph); the IRIs
+    under ``scope`` are its own (see :class:`Fragment`)."""
     if not nquads:
-        return Fragment()
+        return Fragment(scope=scope)
     store = ox.Store()
     store.bulk_load(nquads, format=ox.RdfFormat.N_QUADS)
     prefixes = {**_PREFIXES, "ev": ev}
-    edges = sorted({(int(r["e"].value), r["s"].value, r["o"].value)
-                    for r in store.query(_FRAGMENT_EDGES, prefixes=prefixes, use_default_graph_as_union=True)})
-    labels = sorted({(r["s"].value, int(r["r"].value), r["l"].value)
-                     for r in store.query(_FRAGMENT_LABELS, prefixes=prefixes, use_default_graph_as_union=True)})
-    return Fragment(tuple(edges), tuple(labels))
+    edges = [(int(r["e"].value), r["s"].value, r["o"].value)
+             for r in store.query(_FRAGMENT_EDGES, prefixes=prefixes, use_default_graph_as_union=True)]
+    labels = [(r["s"].value, int(r["r"].value), r["l"].value)
+              for r in store.query(_FRAGMENT_LABELS, prefixes=prefixes, use_default_graph_as_union=True)]
+    return Fragment.of(edges, labels, scope)
 
 
 class Network:
@@ -162,7 +212,8 @@ def forget_evidence_graph(compiled: Compiled) -> None:
 
 def _fragments(compiled: Compiled) -> list[Fragment]:
     ev = compiled.ns.ev
-    frags = [p.network if p.network is not None else network_fragment(compiled.chunks.get(g, b"") + p.shared, ev) for g, p in compiled.parts.items()]
+    frags = [p.network if p.network is not None else network_fragment(compiled.chunks.get(g, b"") + p.shared, ev, case_scope(compiled.ns, g))
+             for g, p in compiled.parts.items()]
     # The graphs no file owns: the vocabulary and the ontology. The shared graph is what the parts
     # add to it, and each part's fragment was made with its own share; a graph made without parts
     # (Compiled.from_quads) has only its chunks, the shared one included.
@@ -186,28 +237,49 @@ def network_from_fragments(fragments: list[Fragment]) -> Network:
 def _resolve(fragments: list[Fragment]) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str, str]]]:
     """The nodes (IRI -> (kind, label)) and edges (subject, object, label) that the fragments make
     together, both sorted: a node's kind comes from the first edge pattern (subject before
-    object) that reaches it, its label is the best-ranked, smallest one."""
-    kinds: dict[str, int] = {}
+    object) that reaches it, its label is the best-ranked, smallest one.
+
+    What a fragment names as its own is taken as it is, unless another fragment names it too
+    (two files with one scope, or an edge into another file's case): then everything is merged."""
+    own: list[Named] = []
+    own_edges: list[tuple[str, str, str]] = []
+    for f in fragments:
+        own += f.own
+        own_edges += f.own_edges
+    mine = {n[0] for n in own}
+    merged = _merge(fragments, mine) if len(mine) == len(own) else None
+    if merged is None:  # not as their scopes say: merge what every fragment names
+        merged = _merge([Fragment(others=f.own + f.others, other_edges=f.own_edges + f.other_edges) for f in fragments], set())
+        own, own_edges = [], []
+    best, other_edges = merged
+    named = [n for n in own if n[1] < _NO_KIND]
+    named += [(iri, k, r, label) for iri, (k, r, label) in best.items() if k < _NO_KIND]
+    named.sort()  # in IRI order, so that the GraphML is byte-identical between builds
+    nodes = {}
+    for iri, kind, rank, label in named:
+        edge = _EDGES[kind // 2]
+        nodes[iri] = (edge[2] if kind % 2 else edge[0], label if rank < _NO_LABEL[0] else iri.rsplit("/", 1)[-1])
+    edges = own_edges + list(other_edges)
+    edges.sort()
+    return nodes, edges
+
+
+def _merge(fragments: list[Fragment], mine: set[str]) -> tuple[dict[str, tuple[int, int, str]], set[tuple[str, str, str]]] | None:
+    """The least kind and label that the fragments' ``others`` give each IRI, and their edges; None
+    if one of those IRIs is in ``mine`` (a fragment's own)."""
+    best: dict[str, tuple[int, int, str]] = {}
     edges: set[tuple[str, str, str]] = set()
     for f in fragments:
-        for e, s, o in f.edges:
-            if kinds.get(s, 1 << 30) > 2 * e:
-                kinds[s] = 2 * e
-            if kinds.get(o, 1 << 30) > 2 * e + 1:
-                kinds[o] = 2 * e + 1
-            edges.add((s, o, _EDGES[e][1]))
-    labels: dict[str, tuple[int, str]] = {}
-    for f in fragments:
-        for iri, rank, label in f.labels:
-            if iri in kinds and (rank, label) < labels.get(iri, (3, "")):
-                labels[iri] = (rank, label)
-    nodes = {}
-    for iri in sorted(kinds):  # sorted, so that the GraphML is byte-identical between builds
-        rank = kinds[iri]
-        edge = _EDGES[rank // 2]
-        label = labels.get(iri)
-        nodes[iri] = (edge[2] if rank % 2 else edge[0], label[1] if label else iri.rsplit("/", 1)[-1])
-    return nodes, sorted(edges)
+        for iri, kind, rank, label in f.others:
+            got = best.get(iri)
+            if got is None:
+                if iri in mine:
+                    return None
+                best[iri] = (kind, rank, label)
+            elif kind < got[0] or (rank, label) < got[1:]:
+                best[iri] = (min(kind, got[0]), *min((rank, label), got[1:]))
+        edges.update(f.other_edges)
+    return best, edges
 
 
 # The GraphML file: GRAPHML_HEAD, pieces of nodes and edges, GRAPHML_TAIL. The keys are those
@@ -255,10 +327,10 @@ def case_graphml(fragment: Fragment, case_iri: str) -> bytes:
     patients, their outcomes) and the edges that start from them, all of them in the case's own
     fragment. No other file's edges reach these nodes, so their kind and label are the ones of
     the whole network (tests/test_graph.py checks it)."""
-    nodes, edges = _resolve([fragment])
-    inside = case_iri + "/"
-    return graphml_piece(((iri, v) for iri, v in nodes.items() if iri == case_iri or iri.startswith(inside)),
-                         (e for e in edges if e[0] == case_iri or e[0].startswith(inside)))
+    if fragment.scope != case_iri:
+        raise ValueError(f"the fragment of {fragment.scope or 'no case'} is not the fragment of {case_iri}")
+    nodes, edges = _resolve([Fragment(own=fragment.own, own_edges=fragment.own_edges, scope=case_iri)])
+    return graphml_piece(nodes.items(), edges)
 
 
 def common_graphml(net: Network, case_prefix: str) -> bytes:
