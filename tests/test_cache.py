@@ -328,9 +328,21 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     monkeypatch.setattr(BuildCache, "PACK_FROM", 1)
     project.edit("wenzel-2016.yaml", "title: ", "title: Edited, ")
     project.build()
+    pages = project.report.cases + len(list((project.root / "kb" / "sources").glob("*.yaml")))
+    assert len({key for stage, key in project.cache.used if stage == "search-text"}) == pages, "every case's and source's words are kept"
     project.edit("zimmermann-2019.yaml", "title: ", "title: Edited, ")
     project.build()
     assert project.cache.made("search-text") == 1
+
+
+def test_a_bundle_with_documents_known_by_key_needs_a_lookup(tmp_path):
+    from evidence.errors import RenderError
+    from evidence.outputs import Outputs
+    from evidence.site_search import SearchIndex, Shard
+
+    bundle = Shard(folder="pagefind", known={"cases/a.html": ("case", "key-a")})
+    with pytest.raises(RenderError, match="nothing to look them up"):
+        SearchIndex([bundle], tmp_path, Outputs(out=tmp_path), "context", hold=True)
 
 
 def test_search_bundles_split_by_path_in_powers_of_two():
@@ -579,6 +591,19 @@ def test_packed_stages_serve_rebuilds_and_a_damaged_pack_is_ignored(project):
         assert not set(damaged) & set(_packs(project.cache_dir, "compile")), "the damaged packs are gone"
         project.build()
         assert project.cache.misses == 0 and len(_packs(project.cache_dir, "compile")) == 1
+
+
+def test_prune_deletes_the_single_entries_of_a_stage_now_packed(tmp_path):
+    """The export stage kept single files until it was packed: prune deletes them (nothing reads
+    them again), and keeps the stage's packs."""
+    cache = BuildCache(tmp_path / "cache")
+    cache.put("export", "k" * 64, {"ttl": b"piece"})
+    legacy = tmp_path / "cache" / "export" / "ab" / ("ab" + "0" * 62 + ".pickle")
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"an entry of an older build")
+    cache.prune()
+    assert not legacy.parent.exists() and _packs(tmp_path / "cache", "export")
+    assert BuildCache(tmp_path / "cache").get("export", "k" * 64) == {"ttl": b"piece"}
 
 
 def test_packs_are_merged_when_there_are_many_or_most_entries_are_unused(tmp_path, monkeypatch):

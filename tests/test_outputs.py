@@ -285,7 +285,7 @@ def test_pruning_the_cache_passes_over_the_trash(tmp_path):
     from evidence.cache import TRASH, BuildCache
 
     cache = BuildCache(tmp_path / "cache")
-    cache.put("export", "k", b"kept")
+    cache.put("shacl", "k", b"kept")  # a stage of single files, as prune walks them
     tree = _tree(tmp_path / "cache" / TRASH / "old-site", 2)
     (tree / "entry.pickle").write_bytes(b"not an entry")
     assert cache.prune() == 0

@@ -10,10 +10,11 @@ never read from a contribution, so unpickling it runs only what this build itsel
 are written to a temporary file and renamed, so an interrupted build leaves no torn entry; one
 that cannot be read is treated as missing.
 
-The stages that every build reads (``PACKED_STAGES``: a checked model and a compiled part for
-each kb file, what the evidence table needs of each case and its rows, the words of each case and
-source for the search index) and the export pieces of every graph, which every build keeps,
-keep their entries in *packs*, not in single files: ``<stage>/pack-<time>-<pid>``, the entries' pickles one after another and an
+The stages with an entry per kb file (``PACKED_STAGES``: a checked model and a compiled part for
+each kb file, which every build reads; what the evidence table needs of each case and its rows;
+the words of each case and source for the search index, read for the search bundles remade; the
+export pieces of every graph, which every build keeps) keep their entries in *packs*, not in
+single files: ``<stage>/pack-<time>-<pid>``, the entries' pickles one after another and an
 index of their byte ranges at the end, read through one open file each. Opening 20,000 single
 entries took 1.7 s of a 10,000-case rebuild for each stage. A build appends what it makes to a new pack as it goes (a temporary file, sealed with its
 index and renamed when the build ends, successful or not), so a cold build writes one file per
@@ -35,9 +36,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
 import tempfile
 import time
 import weakref
+from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,10 +50,10 @@ __all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES", 
 CACHE_ENV = "EVIDENCE_CACHE"
 KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
 TRASH = "trash"  # replaced site folders being deleted, not a stage (see outputs.discard_tree)
-# Kept in packs: the stages read by every build (a file's checked model and compiled part, what the
-# evidence table needs of a case and its rows, a case's or source's words for the search index), and
-# the export pieces of every graph (kept by every build: as single files, 20,000 of them at 10,000
-# cases, listing them for BuildCache.prune took 0.85 s of a rebuild).
+# Kept in packs: the stages with an entry per kb file that every build reads or keeps (a file's
+# checked model and compiled part, what the evidence table needs of a case and its rows, a case's
+# or source's words for the search index, the export pieces of every graph: as single files,
+# listing the export stage's 20,000 for BuildCache.prune took 0.85 s of a 10,000-case rebuild).
 PACKED_STAGES = ("validate", "compile", "evidence-summary", "evidence-rows", "search-text", "export")
 _PACK_MAGIC = b"evidence-pack 1\n"
 _PACKAGE = Path(__file__).resolve().parent
@@ -245,15 +248,13 @@ class BuildCache:
         until then a pack may hold entries that this build did not use."""
         if self.folder is None or not self.folder.is_dir():
             return 0
-        used: dict[str, set[str]] = {}
+        used: defaultdict[str, set[str]] = defaultdict(set)
         for stage, key in self.used:
-            got = used.get(stage)
-            if got is None:
-                got = used[stage] = set()
-            got.add(key)
+            used[stage].add(key)
         for stage in PACKED_STAGES:
             if (self.folder / stage).is_dir():
-                self._packed(stage).compact(used.get(stage, set()), self.MAX_PACKS, self.PACK_FROM)
+                self._packed(stage).compact(used[stage], self.MAX_PACKS, self.PACK_FROM)
+                _drop_singles(self.folder / stage)
         self.close()
         gone = 0
         try:
@@ -265,7 +266,7 @@ class BuildCache:
                 found = list(folder.glob("*/*.pickle"))
             except OSError:  # a folder going while it is listed
                 continue
-            kept = used.get(folder.name, set())
+            kept = used[folder.name]
             for path in found:
                 if path.stem not in kept:
                     try:
@@ -274,6 +275,17 @@ class BuildCache:
                     except OSError:
                         pass
         return gone
+
+
+def _drop_singles(folder: Path) -> None:
+    """Delete the single-file entries a packed stage may hold from before it was packed (the
+    export stage until session 12): ``<stage>/xx/<key>.pickle``, never read again."""
+    try:
+        found = [e.path for e in os.scandir(folder) if len(e.name) == 2 and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _close_stages(stages: dict[str, _Stage]) -> None:

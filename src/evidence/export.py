@@ -335,11 +335,15 @@ def _graphml_pieces(compiled: Compiled) -> list[tuple[str, str, Callable[[], byt
     case (made from the whole network, keyed by its bytes), then each case file's own nodes and
     edges, keyed by the file's graph and its share of the shared graph (which its network
     fragment is made from)."""
-    from .graph import case_graphml, common_graphml, evidence_network, network_fragment
+    from .graph import case_graphml, case_scope, common_graphml, evidence_network, graphml_piece, network_fragment
 
     ns = compiled.ns
-    common = common_graphml(evidence_network(compiled), ns.case(""))
+    net = evidence_network(compiled)
     context = digest("graphml", code_digest())
+    if not net.scoped:  # a file names another case's nodes (no validated kb does): one piece, the whole network
+        whole = graphml_piece(net.nodes.items(), net.edges)
+        return [("whole", digest(context, whole), lambda: whole)]
+    common = common_graphml(net, ns.case(""))
     pieces: list[tuple[str, str, Callable[[], bytes]]] = [("common", digest(context, common), lambda: common)]
     sha = compiled.chunk_digests()
     prefix = ns.graph("case") + "/"
@@ -347,7 +351,7 @@ def _graphml_pieces(compiled: Compiled) -> list[tuple[str, str, Callable[[], byt
         part = compiled.parts.get(g)
         if not g.startswith(prefix):
             continue
-        case_iri = ns.case(g[len(prefix):])
+        case_iri = case_scope(ns, g)
         if part is None or part.network is None:  # a graph made without parts: its chunk alone
             fragment = network_fragment(compiled.chunks[g], ns.ev, case_iri)
             pieces.append((g, digest(context, sha[g], repr(fragment)), functools.partial(case_graphml, fragment, case_iri)))

@@ -24,8 +24,9 @@ from .perf import gc_paused
 
 if TYPE_CHECKING:
     from .compile import Compiled
+    from .namespaces import Namespaces
 
-__all__ = ["Network", "evidence_network", "evidence_graph", "forget_evidence_graph", "related_cases", "case_entities", "Fragment", "network_fragment", "case_scope", "network_from_fragments",
+__all__ = ["Network", "evidence_network", "evidence_graph", "forget_evidence_graph", "related_cases", "case_entities", "Fragment", "Named", "network_fragment", "case_scope", "network_from_fragments",
            "GRAPHML_HEAD", "GRAPHML_TAIL", "graphml_piece", "case_graphml", "common_graphml"]
 
 # (subject kind, edge label, object kind, SPARQL pattern binding ?s ?o)
@@ -114,7 +115,7 @@ class Fragment:
         return cls(tuple(own), tuple(others), tuple(e for e in lines if e[0] in mine), tuple(e for e in lines if e[0] not in mine), scope)
 
 
-def case_scope(ns, graph: str) -> str:
+def case_scope(ns: Namespaces, graph: str) -> str:
     """The scope of a file's fragment (see :class:`Fragment`): the case's IRI for a case file's
     graph, none for another graph."""
     prefix = ns.graph("case") + "/"
@@ -145,11 +146,14 @@ class Network:
     ``MultiDiGraph`` took about half of a 10,000-case rebuild's 2 s for the network, and walking
     its edge views was slower than walking lists."""
 
-    __slots__ = ("nodes", "edges", "_out")
+    __slots__ = ("nodes", "edges", "scoped", "_out")
 
-    def __init__(self, nodes: dict[str, tuple[str, str]], edges: list[tuple[str, str, str]]):
+    def __init__(self, nodes: dict[str, tuple[str, str]], edges: list[tuple[str, str, str]], scoped: bool = True):
         self.nodes = nodes  # IRI -> (kind, label), in IRI order
         self.edges = edges  # (subject, object, label), sorted, each once
+        # Whether every fragment's own nodes were its alone (see Fragment): then a case file's
+        # nodes and edges are those of its fragment (case_graphml).
+        self.scoped = scoped
         out: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
         for e in edges:
             out[e[0]].append(e)
@@ -234,10 +238,11 @@ def network_from_fragments(fragments: list[Fragment]) -> Network:
         return Network(*_resolve(fragments))
 
 
-def _resolve(fragments: list[Fragment]) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str, str]]]:
+def _resolve(fragments: list[Fragment]) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str, str]], bool]:
     """The nodes (IRI -> (kind, label)) and edges (subject, object, label) that the fragments make
     together, both sorted: a node's kind comes from the first edge pattern (subject before
-    object) that reaches it, its label is the best-ranked, smallest one.
+    object) that reaches it, its label is the best-ranked, smallest one; and whether each
+    fragment's own nodes were its alone.
 
     What a fragment names as its own is taken as it is, unless another fragment names it too
     (two files with one scope, or an edge into another file's case): then everything is merged."""
@@ -247,30 +252,37 @@ def _resolve(fragments: list[Fragment]) -> tuple[dict[str, tuple[str, str]], lis
         own += f.own
         own_edges += f.own_edges
     mine = {n[0] for n in own}
-    merged = _merge(fragments, mine) if len(mine) == len(own) else None
+    merged = _merge((f.others for f in fragments), (f.other_edges for f in fragments), mine) if len(mine) == len(own) else None
+    scoped = merged is not None
     if merged is None:  # not as their scopes say: merge what every fragment names
-        merged = _merge([Fragment(others=f.own + f.others, other_edges=f.own_edges + f.other_edges) for f in fragments], set())
+        merged = _merge([own] + [f.others for f in fragments], [own_edges] + [f.other_edges for f in fragments], set())
+        assert merged is not None
         own, own_edges = [], []
     best, other_edges = merged
-    named = [n for n in own if n[1] < _NO_KIND]
-    named += [(iri, k, r, label) for iri, (k, r, label) in best.items() if k < _NO_KIND]
+    named = own + [(iri, k, r, label) for iri, (k, r, label) in best.items()]
     named.sort()  # in IRI order, so that the GraphML is byte-identical between builds
-    nodes = {}
-    for iri, kind, rank, label in named:
-        edge = _EDGES[kind // 2]
-        nodes[iri] = (edge[2] if kind % 2 else edge[0], label if rank < _NO_LABEL[0] else iri.rsplit("/", 1)[-1])
     edges = own_edges + list(other_edges)
     edges.sort()
-    return nodes, edges
+    return _nodes(named), edges, scoped
 
 
-def _merge(fragments: list[Fragment], mine: set[str]) -> tuple[dict[str, tuple[int, int, str]], set[tuple[str, str, str]]] | None:
-    """The least kind and label that the fragments' ``others`` give each IRI, and their edges; None
-    if one of those IRIs is in ``mine`` (a fragment's own)."""
+def _nodes(named: Iterable[Named]) -> dict[str, tuple[str, str]]:
+    """The nodes (IRI -> (kind, label)) among some IRIs, in their order: those an edge reaches."""
+    nodes = {}
+    for iri, kind, rank, label in named:
+        if kind < _NO_KIND:
+            edge = _EDGES[kind // 2]
+            nodes[iri] = (edge[2] if kind % 2 else edge[0], label if rank < _NO_LABEL[0] else iri.rsplit("/", 1)[-1])
+    return nodes
+
+
+def _merge(named: Iterable[Iterable[Named]], edges: Iterable[Iterable[tuple[str, str, str]]],
+           mine: set[str]) -> tuple[dict[str, tuple[int, int, str]], set[tuple[str, str, str]]] | None:
+    """The least kind and label that the ``named`` entries give each IRI, and the ``edges`` each
+    once; None if one of those IRIs is in ``mine`` (a fragment's own)."""
     best: dict[str, tuple[int, int, str]] = {}
-    edges: set[tuple[str, str, str]] = set()
-    for f in fragments:
-        for iri, kind, rank, label in f.others:
+    for entries in named:
+        for iri, kind, rank, label in entries:
             got = best.get(iri)
             if got is None:
                 if iri in mine:
@@ -278,8 +290,10 @@ def _merge(fragments: list[Fragment], mine: set[str]) -> tuple[dict[str, tuple[i
                 best[iri] = (kind, rank, label)
             elif kind < got[0] or (rank, label) < got[1:]:
                 best[iri] = (min(kind, got[0]), *min((rank, label), got[1:]))
-        edges.update(f.other_edges)
-    return best, edges
+    lines: set[tuple[str, str, str]] = set()
+    for group in edges:
+        lines.update(group)
+    return best, lines
 
 
 # The GraphML file: GRAPHML_HEAD, pieces of nodes and edges, GRAPHML_TAIL. The keys are those
@@ -326,11 +340,11 @@ def case_graphml(fragment: Fragment, case_iri: str) -> bytes:
     """The GraphML piece of one case file: the nodes under the case's IRI (the case, its
     patients, their outcomes) and the edges that start from them, all of them in the case's own
     fragment. No other file's edges reach these nodes, so their kind and label are the ones of
-    the whole network (tests/test_graph.py checks it)."""
+    the whole network (tests/test_graph.py checks it); when one does, the network is not
+    ``scoped`` and the GraphML is written whole from it instead (export._graphml_pieces)."""
     if fragment.scope != case_iri:
         raise ValueError(f"the fragment of {fragment.scope or 'no case'} is not the fragment of {case_iri}")
-    nodes, edges = _resolve([Fragment(own=fragment.own, own_edges=fragment.own_edges, scope=case_iri)])
-    return graphml_piece(nodes.items(), edges)
+    return graphml_piece(_nodes(fragment.own).items(), fragment.own_edges)
 
 
 def common_graphml(net: Network, case_prefix: str) -> bytes:

@@ -171,7 +171,7 @@ class Outputs:
         with open(dest, "xb") as fh:
             fh.write(data)
 
-    def link(self, dest: Path, rel: str, key: str) -> bool:
+    def link(self, dest: Path | str, rel: str, key: str) -> bool:
         """Link the old file with ``key`` to ``dest``; False if there is none (write it then)."""
         old = self.old(rel, key) if self.enabled else None
         if old is None:

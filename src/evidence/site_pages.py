@@ -146,6 +146,7 @@ class SitePages:
         self.pages_key = digest("pages", code_digest(p for p in sorted(templates.rglob("*")) if p.is_file()), self.site_name,
                                 self.description, str(len(kb.files)), *settings, kb.vocab_digest, json.dumps(self.m.levels, sort_keys=True))
         self._search_pages: dict[str, tuple[str, str]] = {}  # path -> (kind, key) of a page the search index knows by key
+        self._lookup_time = 0.0  # spent looking up (or working out) those pages' words: the render's, not Pagefind's
         self.search_copies: dict[str, str] = {}  # pages indexed as they are
         self.search_shards: list[Shard] = []  # the bundles of the search index (made by search())
         self.make_index = search  # start the search index in search() (render_site waits for it, or stops it)
@@ -659,7 +660,7 @@ class SitePages:
     def _search_key(self, kind: str, key: str, context: str) -> str | None:
         """The build-cache key of a case's or a source's (title, words) for the search index: its
         file, the files of the sources a case cites, the vocabulary and the code (``context``).
-        None for a page of another kind, or without a cache."""
+        None for a page of another kind, without a cache, or when a file's bytes are not known."""
         if kind not in ("cases", "sources"):
             return None
         names = [f"case:{key}", *(f"source:{ref.source}" for ref in self.m.kb.cases[key].sources)] if kind == "cases" else [f"source:{key}"]
@@ -674,8 +675,11 @@ class SitePages:
 
     def _search_lookup(self, path: str, text_key: str) -> tuple[str, str]:
         """(title, words) of a page that a search bundle knows by key (site_search.Shard.known)."""
+        t = time.perf_counter()
         kind, key = self._search_pages[path]
-        return self._search_text(kind, key, text_key)
+        found = self._search_text(kind, key, text_key)
+        self._lookup_time += time.perf_counter() - t
+        return found
 
     def _cached(self, stage: str, key: str | None, make: Callable[[], Any], valid: Callable[[Any], bool]) -> Any:
         """What ``make`` makes from some kb files, kept in the build cache's ``stage`` under ``key``
@@ -852,7 +856,7 @@ class SitePages:
             self.index = SearchIndex(ready, self.out, self.writer.outputs, self.pages_key, hold=True, lookup=self._search_lookup)
             if len(self.index.todo) <= EARLY_BUNDLES:  # an edit's: Pagefind runs while the pages render
                 self.index.start()
-            self.timings["search index"] = time.perf_counter() - t
+            self.timings["search index"] = time.perf_counter() - t - self._lookup_time
 
     def _late_copy(self, rel: str, html: str) -> None:
         """A page of LATE_COPIES is written: its bundle is indexed once it waits for no other."""

@@ -238,24 +238,33 @@ def _remove(folder: Path) -> None:
 
 
 def _link_bundle(outputs: Outputs, out: Path, entry: list[tuple[str, str]]) -> bool:
+    """Link every file of a bundle from the previous build; False at the first that cannot be.
+    A bundle is 2,000 files in a few folders: each folder is made once (a mkdir a file took
+    0.1 s of a 10,000-case rebuild)."""
+    made: set[str] = set()
     for rel, key in entry:
-        dest = out / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not outputs.link(dest, rel, key):
+        folder = rel.rpartition("/")[0]
+        if folder not in made:
+            os.makedirs(os.path.join(out, folder), exist_ok=True)
+            made.add(folder)
+        if not outputs.link(os.path.join(out, rel), rel, key):
             return False
     return True
 
 
 def write_stage(stage: Path, docs: list[tuple[str, str, str, str]], copies: dict[str, str]) -> None:
-    """One small page per (path, title, kind, text) and the pages in ``copies`` (path -> HTML)."""
-    for rel, title, kind, text in docs:
+    """One small page per (path, title, kind, text) and the pages in ``copies`` (path -> HTML),
+    written in path order (Pagefind may number pages in the order a file system lists them, which
+    on some follows their creation; a bundle's documents come in another order when some were
+    looked up, see Shard.resolve)."""
+    for rel, title, kind, text in sorted(docs):
         p = stage / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(
             f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title></head>'
             f'<body data-pagefind-body><h1>{escape(title)}</h1><p data-pagefind-meta="kind">{escape(kind)}</p>'
             f"<p>{escape(text)}</p></body></html>\n", encoding="utf-8")
-    for rel, html in copies.items():
+    for rel, html in sorted(copies.items()):
         p = stage / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(html, encoding="utf-8")
