@@ -4,6 +4,7 @@
     .venv/bin/python bench/build.py --large         # ... and 10,000 cases
     .venv/bin/python bench/build.py --sizes 300 --runs 5
     .venv/bin/python bench/build.py --sizes 1000 --against /tmp/old   # A/B with another checkout
+    .venv/bin/python bench/build.py --sizes 1000 --runs 1 --profile /tmp/rebuild.pstats   # + where a rebuild's time goes
 
 Each run is a fresh child process running `evidence.pipeline.build` into a temporary folder, so
 that its peak memory (ru_maxrss) is its own:
@@ -72,6 +73,14 @@ try:
     t = time.perf_counter()
     third = build(config, Path({out!r}), templates=Path({templates!r}), cache=BuildCache(cache))
     rebuild2 = time.perf_counter() - t
+    if {profile!r}:  # one more edit and rebuild, under cProfile (not timed: the profiler slows it)
+        import cProfile
+        case.write_bytes(original.replace(b"title: ", b"title: Profiled, ", 1))
+        profiler = cProfile.Profile()
+        profiler.enable()
+        build(config, Path({out!r}), templates=Path({templates!r}), cache=BuildCache(cache))
+        profiler.disable()
+        profiler.dump_stats({profile!r})
 finally:
     case.write_bytes(original)
 phase("query library")
@@ -113,15 +122,17 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def run_once(root: Path, tree: Path = ROOT) -> dict:
+def run_once(root: Path, tree: Path = ROOT, profile: Path | None = None) -> dict:
     """One child process: cold build, rebuild, query library, with the package and templates of
     ``tree``. Its memory is sampled every 0.1 s as the sum of the proportional set sizes of the
     child and its workers: the memory the build really holds at that moment (ru_maxrss of parent
-    plus child counts shared pages twice)."""
+    plus child counts shared pages twice). With ``profile``, one more rebuild after an edit is
+    profiled (cProfile, the build's own process) into that file; it is not in the timings."""
     with tempfile.TemporaryDirectory() as tmp:
         phase_file = Path(tmp) / "phase"
         code = CHILD.format(src=str(tree / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(tree / "site_templates"),
-                            cache=str(Path(tmp) / "cache"), queries=str(ROOT / "kb" / "queries"), phase=str(phase_file))
+                            cache=str(Path(tmp) / "cache"), queries=str(ROOT / "kb" / "queries"), phase=str(phase_file),
+                            profile=str(profile.resolve()) if profile else "")
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, text=True)
             peak = 0
@@ -150,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--against", type=Path, help="another checkout to compare with, run by run")
+    ap.add_argument("--profile", type=Path, metavar="FILE",
+                    help="profile one more rebuild after an edit, at the largest size, in the first run, into FILE (cProfile), "
+                         "and print its 25 costliest functions")
     args = ap.parse_args(argv)
     import synth
 
@@ -163,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         out = ROOT / "bench" / "out" / f"synth-{n}-seed{args.seed}"
         synth.generate(out, n, args.seed)
-        runs = [run_once(out) for _ in range(args.runs)]
+        runs = [run_once(out, profile=args.profile if (n == sizes[-1] and i == 0) else None) for i in range(args.runs)]
         stages = sorted({k for r in runs for k in r["timings"]})
         med = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in stages}
         rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in runs),
@@ -198,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(rows) >= 2:
         (n1, _, _, w1, _, _), (n2, _, _, w2, _, _) = rows[-2], rows[-1]
         print(f"\ngrowth exponent of total wall time from {n1:,} to {n2:,} cases: {math.log(w2 / w1) / math.log(n2 / n1):.2f} (1.0 = linear)")
+    if args.profile:
+        import io
+        import pstats
+
+        text = io.StringIO()
+        pstats.Stats(str(args.profile), stream=text).sort_stats("tottime").print_stats(25)
+        print(f"\n## a rebuild after one edit at {sizes[-1]:,} cases, under cProfile ({args.profile}): the 25 costliest functions by own time\n")
+        print("```\n" + text.getvalue().strip() + "\n```")
     return 0
 
 
