@@ -467,8 +467,8 @@ _BYTECODE = _SharedBytecode()
 _ENVIRONMENT = render.environment
 
 
-def _environment_with_shared_bytecode(templates: Path):
-    env = _ENVIRONMENT(templates)
+def _environment_with_shared_bytecode(templates: Path, compiled_in: Path | None = None):
+    env = _ENVIRONMENT(templates)  # render_site without a build cache (outputs=None): compiled_in is None
     env.bytecode_cache = _BYTECODE
     return env
 

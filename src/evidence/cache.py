@@ -45,11 +45,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES", "TRASH"]
+__all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES", "TRASH", "TEMPLATES"]
 
 CACHE_ENV = "EVIDENCE_CACHE"
 KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
 TRASH = "trash"  # replaced site folders being deleted, not a stage (see outputs.discard_tree)
+TEMPLATES = "templates"  # the site templates compiled by Jinja2 (its bytecode cache, see render.environment), not a stage
 # Kept in packs: the stages with an entry per kb file that every build reads or keeps (a file's
 # checked model and compiled part, what the evidence table needs of a case and its rows, a case's
 # or source's words for the search index, the export pieces of every graph: as single files,
@@ -258,7 +259,7 @@ class BuildCache:
         self.close()
         gone = 0
         try:
-            stages = [p for p in self.folder.iterdir() if p.name not in KEPT_STAGES and p.name != TRASH]
+            stages = [p for p in self.folder.iterdir() if p.name not in KEPT_STAGES and p.name not in (TRASH, TEMPLATES)]
         except OSError:
             stages = []
         for folder in stages:
