@@ -252,9 +252,13 @@ def test_compiled_templates_are_kept_and_a_damaged_one_is_compiled_again(project
 
     from evidence.cache import TEMPLATES
 
+    stale = project.cache_dir / TEMPLATES / "0123456789abcdef"  # another version of the code's
+    stale.mkdir(parents=True)
+    (stale / "__jinja2_old.cache").write_bytes(b"compiled by another version")
     project.build()
-    kept = sorted((project.cache_dir / TEMPLATES).iterdir())
-    assert kept, "the compiled templates are in the build cache"
+    assert not stale.exists(), "prune deletes the compiled templates of another version of the code"
+    kept = sorted((project.cache_dir / TEMPLATES).rglob("__jinja2_*"))
+    assert kept and len({f.parent for f in kept}) == 1, "the compiled templates are in the build cache, one folder"
     compiled: list[str] = []
     real = Environment.compile
 

@@ -50,7 +50,8 @@ __all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES", 
 CACHE_ENV = "EVIDENCE_CACHE"
 KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
 TRASH = "trash"  # replaced site folders being deleted, not a stage (see outputs.discard_tree)
-TEMPLATES = "templates"  # the site templates compiled by Jinja2 (its bytecode cache, see render.environment), not a stage
+TEMPLATES = "templates"  # the site templates compiled by Jinja2 (its bytecode cache, see render.environment): a folder per
+# version of the code, the key a build touches; prune deletes the others
 # Kept in packs: the stages with an entry per kb file that every build reads or keeps (a file's
 # checked model and compiled part, what the evidence table needs of a case and its rows, a case's
 # or source's words for the search index, the export pieces of every graph: as single files,
@@ -256,6 +257,7 @@ class BuildCache:
             if (self.folder / stage).is_dir():
                 self._packed(stage).compact(used[stage], self.MAX_PACKS, self.PACK_FROM)
                 _drop_singles(self.folder / stage)
+        _drop_unused_folders(self.folder / TEMPLATES, used[TEMPLATES])
         self.close()
         gone = 0
         try:
@@ -287,6 +289,23 @@ def _drop_singles(folder: Path) -> None:
         return
     for path in found:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _drop_unused_folders(folder: Path, used: set[str]) -> None:
+    """Delete the folders in ``folder`` that this build did not use (the compiled templates of
+    another version of the code, with any temporary file a stopped writer left in them)."""
+    try:
+        found = [e for e in os.scandir(folder) if e.name not in used]
+    except OSError:
+        return
+    for e in found:
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass
 
 
 def _close_stages(stages: dict[str, _Stage]) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
 
-from .cache import TEMPLATES
+from .cache import TEMPLATES, code_digest
 from .errors import RenderError
 from .outputs import Outputs, walk_names
 from .perf import gc_paused
@@ -63,7 +63,9 @@ def environment(templates: Path, compiled_in: Path | None = None) -> Environment
     """The Jinja2 environment of the site's templates. With ``compiled_in`` (a folder of the
     build cache), the templates compiled to Python are kept there (Jinja2's own bytecode cache,
     checked against each template's source), so a build does not parse and compile them again:
-    that took about 0.3 s of every build, whatever the size of the kb."""
+    that took about 0.3 s of every build, whatever the size of the kb. The folder must be one
+    version of the code's own (see :func:`render_site`): the options set here (autoescaping, the
+    filters) are compiled into the code, and Jinja2 checks only the template's source."""
     env = Environment(
         loader=FileSystemLoader(str(templates)),
         autoescape=select_autoescape(["html", "xml", "svg"], default=True, default_for_string=True),
@@ -84,7 +86,8 @@ class _CompiledTemplates(FileSystemBytecodeCache):
     def load_bytecode(self, bucket: Any) -> None:
         try:
             super().load_bytecode(bucket)
-        except Exception:  # a damaged file (Jinja2 checks the header and the source's checksum, not the rest)
+        except Exception as exc:  # a damaged file (Jinja2 checks the header and the source's checksum, not the rest)
+            log.debug("compiled template %s not read (%s: %s); compiling it again", bucket.key, type(exc).__name__, exc)
             bucket.reset()
 
     def dump_bytecode(self, bucket: Any) -> None:
@@ -165,7 +168,14 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
     # while the other pages render (SitePages.search); they are stopped if the render fails.
     pages: SitePages | None = None
     cache = writer.outputs.cache
-    env = environment(templates, cache.folder / TEMPLATES if cache is not None and cache.folder is not None else None)
+    compiled_in = None
+    if cache is not None and cache.folder is not None:
+        # One folder per version of the code and libraries (code_digest), kept by prune while
+        # builds use it: what Jinja2 compiles depends on them as well as on the template.
+        version = code_digest()[:16]
+        cache.touch(TEMPLATES, version)
+        compiled_in = cache.folder / TEMPLATES / version
+    env = environment(templates, compiled_in)
     try:
         with LibraryAnswers(compiled, load_library(kb.config.kb_dir / "queries")) as library, gc_paused():
             pages = SitePages(kb, compiled, env, templates, writer, downloads, timings, library, search=search)
