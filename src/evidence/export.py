@@ -346,12 +346,11 @@ def _graphml_pieces(compiled: Compiled) -> list[tuple[str, str, Callable[[], byt
     common = common_graphml(net, ns.case(""))
     pieces: list[tuple[str, str, Callable[[], bytes]]] = [("common", digest(context, common), lambda: common)]
     sha = compiled.chunk_digests()
-    prefix = ns.graph("case") + "/"
     for g in compiled.graphs():
-        part = compiled.parts.get(g)
-        if not g.startswith(prefix):
-            continue
         case_iri = case_scope(ns, g)
+        if not case_iri:  # not a case file's graph
+            continue
+        part = compiled.parts.get(g)
         if part is None or part.network is None:  # a graph made without parts: its chunk alone
             fragment = network_fragment(compiled.chunks[g], ns.ev, case_iri)
             pieces.append((g, digest(context, sha[g], repr(fragment)), functools.partial(case_graphml, fragment, case_iri)))

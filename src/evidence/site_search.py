@@ -43,7 +43,7 @@ from .cache import digest
 from .errors import RenderError
 from .outputs import Outputs, content_key
 
-__all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "write_index", "SearchIndex", "SHARD_DOCS"]
+__all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "SearchIndex", "SHARD_DOCS"]
 
 PAGEFIND_LICENCE_NAME = "pagefind.txt"
 SHARD_DOCS = 2000  # documents per search bundle: about 1.5 s of Pagefind each (bench/README.md)
@@ -215,14 +215,6 @@ class SearchIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def write_index(parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600,
-                lookup: Callable[[str, str], tuple[str, str]] | None = None) -> list[Path]:
-    """Write every bundle into the site folder ``out`` and return the files (:class:`SearchIndex`,
-    waited for)."""
-    with SearchIndex(parts, out, outputs, context, timeout, lookup=lookup) as index:
-        return index.result()
 
 
 def _valid_entry(entry: object) -> bool:
