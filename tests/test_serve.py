@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -120,6 +121,27 @@ def test_bad_arguments_exit_2(args):
                        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 2, r.stderr
     assert "expected" in r.stderr
+
+
+def test_sigterm_stops_cleanly_and_leaves_no_temporary_files(site, tmp_path):
+    """A site without the N-Quads download: the server compiles the kb into a temporary folder.
+    SIGTERM (what ``docker stop`` or systemd sends) must shut it down gracefully, remove that
+    folder, and still end the process by the signal, as uvicorn intends."""
+    bare = tmp_path / "site"
+    shutil.copytree(site, bare, ignore=shutil.ignore_patterns("evidence.nq*"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    srv = Server(bare, "--workers", "1", "--no-yasgui", log=tmp_path / "server.log", env={"TMPDIR": str(scratch)})
+    try:
+        assert "compiling the kb" in srv.log_text()
+        assert list(scratch.iterdir()), "the compiled kb should be in the temporary folder while serving"
+        status, _, body = sparql_get(srv, CASES)
+        assert status == 200 and json.loads(body)["results"]["bindings"]
+    finally:
+        srv.stop()
+    assert srv.proc.returncode == -signal.SIGTERM, srv.log_text()
+    assert "Application shutdown complete" in srv.log_text()
+    assert list(scratch.iterdir()) == []
 
 
 def test_binds_loopback_by_default(server):

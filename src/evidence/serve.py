@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import socket
 import sys
 import tempfile
@@ -518,7 +519,7 @@ def serve(settings: Settings) -> None:
     uvicorn.Server(config).run()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _serve_command(args: argparse.Namespace) -> int:
     from .config import load_config
     from .namespaces import Namespaces
 
@@ -546,7 +547,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         logging.getLogger("evidence").addHandler(handler)
-    with tempfile.TemporaryDirectory(prefix="evidence-serve-") as tmp:
+    with contextlib.ExitStack() as stack:
         from .export import FORMATS
 
         nquads = site / FORMATS["nq"][0]
@@ -562,7 +563,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .pipeline import compile_checked, load_and_validate
 
             print(f"{site} has no {nquads.name}: compiling the kb", file=sys.stderr)
-            nquads = Path(tmp) / "evidence.nq"
+            # only then a temporary folder, removed however the server stops (see _terminated)
+            nquads = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evidence-serve-"))) / "evidence.nq"
             nquads.write_bytes(serialize(compile_checked(load_and_validate(config)), "nq"))
         settings = Settings(
             root=config.root, site=site, nquads=nquads, prefixes=Namespaces(config.base_iri).prefixes(), templates=templates,
@@ -571,6 +573,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         serve(settings)
     return 0
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwind, so that every ``with`` block cleans up, then die by the signal."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``evidence serve``: stopped cleanly by SIGTERM as by Ctrl-C.
+
+    uvicorn shuts down gracefully on SIGTERM, then raises the signal again once its own handler is
+    gone, so that the parent sees the process killed by SIGTERM. With the default handler that kills
+    the process at once and no ``finally`` runs: a temporary folder (with the kb compiled into it)
+    was left in the system's temporary folder each time. Here that re-raised signal unwinds the
+    stack first, then the process dies by SIGTERM as uvicorn means it to.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return _serve_command(args)  # signal handlers belong to the main thread
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _serve_command(args)
+    except _Terminated:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    signal.raise_signal(signal.SIGTERM)  # the default handler kills the process here
+    return 128 + signal.SIGTERM  # only if the caller had its own handler, which returned
 
 
 def _positive(kind):
