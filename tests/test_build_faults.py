@@ -3,6 +3,13 @@ and no partial folder behind (the build writes into a temporary folder, then swa
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from evidence import pipeline
@@ -295,3 +302,120 @@ def test_a_cold_build_holds_its_many_bundles_until_the_render_workers_are_done(c
     assert len(seen["held"]) > site_pages.EARLY_BUNDLES
     assert seen["before the deferred pages"] == [], "no bundle was handed to Pagefind before the render workers were done"
     assert set(seen["held"]) < set(started), "then every one, and the query library's once it is written"
+
+
+# -- signals: what `timeout`, systemd, a CI runner or Ctrl-C in a terminal send to every process of
+# the build's group, the forked workers included. Until session 13 a SIGTERM killed the build at
+# once and left its unfinished folder beside the site; once SIGTERM unwound the stack, a worker
+# killed while it held the pool's task lock made the build hang for ever.
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A 250-case synthetic project (enough files for the forked workers of every stage) with a
+    built site: the previous site that an interrupted build must leave as it was."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import synth
+
+    root = tmp_path_factory.mktemp("signals") / "project"
+    synth.generate(root, 250, seed=13)
+    (root / "site_templates").symlink_to(ROOT / "site_templates")
+    r = subprocess.run([sys.executable, "-m", "evidence", "--root", str(root), "build"], capture_output=True, text=True,
+                       env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EVIDENCE_CACHE": "off"}  # no cache: every stage forks its workers
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _group_listing(pgid: int) -> str:
+    lines = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")[:120]
+            lines.append(f"{stat.parent.name} {fields[0]} {command!r}")
+    return "\n".join(lines)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc (Linux)")
+@pytest.mark.parametrize("when", ["workers", "writing"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_group_stops_the_build_cleanly(project, sig, when):
+    out = project / "_site"
+    before = {p.relative_to(out): (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")}
+    proc = subprocess.Popen([sys.executable, "-m", "evidence", "--root", str(project), "build"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if when == "workers" and len(_children(proc.pid)) >= 2:  # a stage's forked workers are running
+                break
+            if when == "writing" and any(p.name.startswith("._site.tmp-") for p in project.iterdir()):
+                time.sleep(0.5)  # exports and pages being written
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the build ended before it could be signalled:\n{proc.stderr.read()}"
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=60)  # a hang fails here
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == -signal.SIGTERM, err  # ended by the signal, after cleaning up
+        assert "terminated" in err
+    else:
+        assert proc.returncode == 130, err
+        assert "interrupted" in err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    deadline = time.monotonic() + 5  # the workers are being stopped as the build's process ends
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), "a process of the build outlived it:\n" + _group_listing(proc.pid)
+    assert sorted(p.name for p in project.iterdir() if "_site" in p.name) == ["_site"], "an unfinished folder was left"
+    assert {p.relative_to(out): (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")} == before, "the previous site changed"
+
+
+def test_folders_of_killed_builds_are_removed_and_a_moved_site_restored(config, tmp_path, monkeypatch):
+    """SIGKILL cannot be caught: the next build removes what a killed one left, but not what a
+    build still running makes, and puts back a site that a build killed mid-swap had moved."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "_site"
+    left = [tmp_path / f"._site.tmp-{dead.pid}", tmp_path / f".._site.tmp-{dead.pid}.search-x1", tmp_path / f"._site.old-{dead.pid}"]
+    running = tmp_path / f"._site.tmp-{os.getppid()}"  # the test runner's parent: a live process
+    for folder in [*left, running]:
+        (folder / "cases").mkdir(parents=True)
+        (folder / "cases" / "a.html").write_text(folder.name)
+    # A site moved aside by a build killed between the two renames: no _site, only the old one.
+    monkeypatch.setattr(pipeline, "write_exports", lambda *a, **k: (_ for _ in ()).throw(OSError("no space left")))
+    with pytest.raises(OSError):
+        build(config, out, cache=BuildCache(None))
+    assert (out / "cases" / "a.html").read_text() == f"._site.old-{dead.pid}", "the moved site was not put back"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["_site", running.name])
+    monkeypatch.undo()
+    build(config, out, cache=BuildCache(None))
+    assert (out / "index.html").is_file() and running.is_dir()

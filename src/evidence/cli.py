@@ -1,7 +1,8 @@
 """The ``evidence`` command line.
 
 Exit codes: 0 success; 1 the kb or the query has problems (each one is printed);
-2 the command line is wrong; 3 an internal error (a bug: please report it); 130 interrupted.
+2 the command line is wrong; 3 an internal error (a bug: please report it); 130 interrupted
+(Ctrl-C); killed by SIGTERM (143 in a shell) once it has cleaned up, see :func:`main`.
 """
 
 from __future__ import annotations
@@ -9,17 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pyoxigraph as ox
 
+from . import interrupts
 from .config import load_config
-from .errors import Diagnostic, EvidenceError, QueryError
+from .errors import Diagnostic, EvidenceError, QueryError, Terminated
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # returned only when a caller's own SIGTERM handler let the process live
 
 
 def _print_diagnostics(diags: list[Diagnostic], fmt: str) -> None:
@@ -232,8 +237,28 @@ COMMAND_MODULES = ("serve", "authoring", "diff")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Run one command. Ctrl-C and SIGTERM unwind it (``KeyboardInterrupt``,
+    :class:`~evidence.errors.Terminated`, see :mod:`evidence.interrupts`): a build removes its
+    unfinished folder and stops its workers, the server its temporary folder. With Python's default
+    the process died at once on SIGTERM and left them behind. Once unwound, a SIGTERM still ends the
+    process by the signal, so that whoever sent it sees it obeyed."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+        return _run(argv)
+    interrupts.install()
     try:
+        return _run(argv)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+    finally:
+        interrupts.uninstall()
+    sys.stderr.flush()
+    signal.raise_signal(signal.SIGTERM)  # the default handler (unless the caller had its own): the process ends here
+    return EXIT_TERMINATED
+
+
+def _run(argv: list[str] | None) -> int:
+    try:
+        args = parser().parse_args(argv)  # imports the commands' modules: a Ctrl-C may land here too
         return args.func(args)
     except EvidenceError as exc:
         for d in exc.diagnostics:

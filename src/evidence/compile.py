@@ -741,7 +741,7 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
         # What the cache did not have is compiled in forked workers: each file's part depends on
         # nothing but the file and the kb, so the parts are the same made anywhere.
         todo = [i for i, part in enumerate(made) if part is None]
-        for i, part in zip(todo, parallel_imap(_compile_record, todo, shared=(b, records))):
+        for i, part in zip(todo, parallel_imap(_compile_record, todo, shared=(b, records)), strict=True):
             where = None
             if keys[i]:
                 cache.put("compile", keys[i], replace(part, nquads=b""))

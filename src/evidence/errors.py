@@ -25,6 +25,7 @@ __all__ = [
     "CompileError",
     "QueryError",
     "RenderError",
+    "Terminated",
     "Level",
 ]
 
@@ -132,3 +133,12 @@ class QueryError(EvidenceError):
 
 class RenderError(EvidenceError):
     """The site or an export could not be written."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (``kill``, ``timeout``, ``docker stop``, systemd, a CI job cancelled).
+
+    Raised in the command's main thread by the handler that :func:`evidence.cli.main` installs, so
+    that the stack unwinds as on Ctrl-C (a ``KeyboardInterrupt``): a build removes its unfinished
+    folder and stops its workers, the server its temporary files. Like ``KeyboardInterrupt``, it is
+    not an ``Exception``: no ``except Exception`` swallows it."""

@@ -172,14 +172,17 @@ def iter_pieces(compiled: Compiled, cache: BuildCache | None = None, workers: in
     # The workers read each chunk themselves: a list of every chunk to hand them was 1 GB at
     # 10,000 cases, all of it pickled through pipes.
     made = parallel_imap(_pieces_of, todo, workers=workers, shared=(compiled.chunks, prefixes))
-    for g in graphs:
-        hit = hits.pop(g)
-        if hit is None:
-            piece = next(made)
-            cache.put("export", keys[g], piece.packed)
-        else:
-            piece = Pieces(hit)
-        yield g, piece
+    try:
+        for g in graphs:
+            hit = hits.pop(g)
+            if hit is None:
+                piece = next(made)
+                cache.put("export", keys[g], piece.packed)
+            else:
+                piece = Pieces(hit)
+            yield g, piece
+    finally:
+        made.close()  # the workers are stopped here, not whenever the collector gets to it
 
 
 def _pieces_of(job: tuple[Mapping[str, bytes], dict[str, str]], graph: str) -> Pieces:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .cache import TRASH, BuildCache, digest
+from .interrupts import deferred
 
 __all__ = ["Outputs", "Splice", "content_key", "discard_tree", "relative_name", "walk_names"]
 
@@ -292,6 +293,7 @@ class Splice:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._abort = False
+        self._closing = False
 
     def __enter__(self) -> Splice:
         return self
@@ -358,12 +360,25 @@ class Splice:
             fds = (os.dup(self.fh.fileno()), os.dup(self.old_fd) if self.old_fd is not None else None)
             self._thread = threading.Thread(target=self._work, args=fds, name="splice", daemon=True)
             self._thread.start()
-        self._queue.put(op)
+        with deferred():  # a Ctrl-C inside the queue's lock handling could lose the thread's wake-up
+            self._queue.put(op)
 
     def _work(self, fd: int, old_fd: int | None) -> None:
         assert self._queue is not None
         try:
-            while (op := self._queue.get()) is not None:
+            while True:
+                try:
+                    # A wait with a time limit: a Ctrl-C or SIGTERM that lands in the caller's
+                    # thread inside a queue operation can lose the wake-up (the signal's exception
+                    # is raised between any two instructions, lock handling included), and the
+                    # thread then waited for ever while close() waited for it.
+                    op = self._queue.get(timeout=0.5)
+                except queue.Empty:
+                    if self._closing:
+                        break
+                    continue
+                if op is None:
+                    break
                 if self._error is None and not self._abort:
                     try:
                         self._run(op, fd, old_fd)
@@ -404,7 +419,9 @@ class Splice:
         finally:
             if self._thread is not None and self._queue is not None:
                 self._abort = self._abort or abort
-                self._queue.put(None)
+                self._closing = True  # the thread ends once the queue is empty, even if None is not seen
+                with deferred():
+                    self._queue.put(None)
                 self._thread.join()
                 self._thread = None
             if self.old_fd is not None:

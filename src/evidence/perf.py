@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
+from .interrupts import deferred
 
 __all__ = ["gc_paused", "frozen_heap", "freeze_heap", "trim_heap", "parallel_map", "parallel_imap"]
 
@@ -108,23 +113,91 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
         return
     import multiprocessing
 
+    _register_exit_handler()
     # The initializer and its arguments reach a forked worker through its copy of this process's
     # memory, not through a pipe.
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_job, initargs=(fn, shared),
-                                                  maxtasksperchild=RENEW_AFTER) as pool:
+    context = multiprocessing.get_context("fork")
+    closing = context.RawValue("b", 0)  # set when the caller gives up on the results: see _worker_call
+    with deferred():  # a Ctrl-C or SIGTERM does not land between making the pool and the try that closes it
+        pool = context.Pool(workers, initializer=_worker_job, initargs=(fn, shared, closing), maxtasksperchild=RENEW_AFTER)
+        _OPEN.append(closing)
+    try:
         results: Iterable[Any] = pool.imap(_worker_call, items, chunksize=chunksize or max(1, min(64, len(items) // (workers * 8))))
         yield from results
+    except BaseException:  # an error, Ctrl-C, SIGTERM, or the caller stopped reading (GeneratorExit)
+        closing.value = 1  # the tasks still queued are skipped
+        raise
+    finally:
+        # The pool ends as it does when every result is in: each worker finishes its task and
+        # leaves when told there is no more work. Not Pool.terminate(): it signals the workers
+        # with SIGTERM, and a worker that died holding the pool's lock on its task pipe (a signal
+        # sent to the whole group kills workers too), or one that missed its SIGTERM (it
+        # happened, about one build in ten, to a worker forked by the pool's own thread), left
+        # the build waiting for ever. Not stopped half-way by Ctrl-C or SIGTERM either.
+        with deferred():
+            pool.close()
+            if threading.current_thread() not in (pool._worker_handler, pool._task_handler, pool._result_handler):  # type: ignore[attr-defined]
+                pool.join()
+            # else: a generator left open, finalised by the collector in one of this pool's own
+            # threads, which cannot wait for itself; the workers end on their own once idle.
+            _OPEN.remove(closing)
+
+
+_OPEN: list[Any] = []  # the flags of the pools not yet closed (see _closing_at_exit)
+
+
+def _closing_at_exit() -> None:
+    """A pool still open when the process exits (its generator never finished): multiprocessing's
+    own exit handler then stops its workers with SIGTERM, which a worker obeys only once its flag
+    is set (see _worker_job). This handler is registered after multiprocessing's, so it runs
+    first."""
+    for flag in _OPEN:
+        flag.value = _EXITING
+
+
+@functools.cache  # once
+def _register_exit_handler() -> None:
+    import atexit
+    import multiprocessing.util  # noqa: F401  (its exit handler first: they run last registered, first)
+
+    atexit.register(_closing_at_exit)
 
 
 _JOB: tuple[Callable[..., Any], Any] | None = None  # in a pool worker: its (fn, shared)
 
 
-def _worker_job(fn: Callable[..., Any], shared: Any) -> None:
-    global _JOB
+def _worker_job(fn: Callable[..., Any], shared: Any, closing: Any) -> None:
+    global _JOB, _CLOSING
     _JOB = (fn, shared)
+    _CLOSING = closing
+    # Ctrl-C and SIGTERM reach every process of the group (a terminal, `timeout`, systemd, a CI
+    # runner cancelling a job), so the workers too. A worker killed while it waits for a task dies
+    # holding the pool's lock on its task pipe, and closing the pool then waits for that lock for
+    # ever: the interrupted build hung (and workers printed tracebacks on Ctrl-C). So a worker
+    # leaves the decision to the process that started it, which unwinds (KeyboardInterrupt,
+    # errors.Terminated) and closes the pool (see parallel_imap). A worker whose parent was killed
+    # outright ends when its task pipe closes, after its task.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+
+
+_CLOSING: Any = None  # in a pool worker: the flag its parent sets when it no longer wants the results
+
+
+_EXITING = 2  # a pool's flag: 1 once the caller stops reading its results, 2 as the process exits
+
+
+def _worker_sigterm(signum: int, frame: Any) -> None:
+    # Only at the process's exit (see _closing_at_exit). A worker that died of the SIGTERM sent to
+    # the whole group lost its task, and closing the pool waited for that result for ever.
+    if _CLOSING is not None and _CLOSING.value == _EXITING:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 def _worker_call(item: Any) -> Any:
     assert _JOB is not None
+    if _CLOSING is not None and _CLOSING.value:
+        return None  # the caller stopped (an error, an interrupt): the queued tasks end at once
     fn, shared = _JOB
     return fn(item) if shared is _ALONE else fn(shared, item)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
 from .export import FORMATS, Finishing, write_exports
+from .interrupts import deferred
 from .outputs import Outputs, discard_tree, relative_name
 from .perf import freeze_heap, frozen_heap, gc_paused
 from .schemafiles import write_schemas
@@ -139,9 +141,14 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    for left in _left_behind(out):
+        if ".old-" in left.name and not out.exists():  # killed between the two renames of the swap
+            log.warning("restoring %s from %s, where a build that was killed had moved it", out, left)
+            left.rename(out)
+            continue
+        log.info("removing %s, left by a build that was killed", left)
+        discard_tree(left, cache)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     outputs = Outputs.load(out, cache)
     try:
@@ -175,9 +182,16 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
+    try:
+        with deferred():  # a Ctrl-C or SIGTERM waits for the two renames
+            if out.exists():
+                out.rename(old)
+            tmp.rename(out)
+    except BaseException:  # the second rename failed: the previous site goes back
+        if old.exists() and not out.exists():
+            old.rename(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     outputs.save()
     report.timings["swap"] = time.perf_counter() - t
     if old.exists():
@@ -186,3 +200,36 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
     report.written = sorted(relative_name(f, tmp) for f in files)
     assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
     return report
+
+
+def _left_behind(out: Path) -> list[Path]:
+    """The folders beside ``out`` that a build of it made and did not remove, because its process
+    was killed (SIGKILL, a machine stopped; SIGTERM and Ctrl-C unwind and remove them): the
+    unfinished site ``.NAME.tmp-PID``, the search index's staging folder ``..NAME.tmp-PID.search-*``
+    and the replaced site ``.NAME.old-PID``. Only those of processes that no longer run: another
+    build of the same folder may be going on."""
+    pattern = re.compile(r"\.\.?" + re.escape(out.name) + r"\.(?:tmp|old)-([0-9]+)(?:\.search-.*)?")
+    found = []
+    try:
+        siblings = sorted(os.scandir(out.parent), key=lambda e: e.name)
+    except OSError:
+        return []
+    for entry in siblings:
+        m = pattern.fullmatch(entry.name)
+        if m and entry.is_dir(follow_symlinks=False) and not _running(int(m.group(1))):
+            found.append(Path(entry.path))
+    return found
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this build has not made its folders yet: they are an earlier process's with the same number
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OverflowError:  # a number no process can have
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import secrets
-import signal
 import socket
 import sys
 import tempfile
@@ -519,7 +518,11 @@ def serve(settings: Settings) -> None:
     uvicorn.Server(config).run()
 
 
-def _serve_command(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``evidence serve``. On SIGTERM, uvicorn shuts down gracefully, then raises the signal again
+    once its own handler is gone; :func:`evidence.cli.main`'s handler then unwinds this function,
+    so that the temporary folder is removed (with Python's default, the process died at once and
+    left it behind), and the process ends by SIGTERM as uvicorn means it to."""
     from .config import load_config
     from .namespaces import Namespaces
 
@@ -573,36 +576,6 @@ def _serve_command(args: argparse.Namespace) -> int:
         )
         serve(settings)
     return 0
-
-
-class _Terminated(BaseException):
-    """SIGTERM arrived: unwind, so that every ``with`` block cleans up, then die by the signal."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """``evidence serve``: stopped cleanly by SIGTERM as by Ctrl-C.
-
-    uvicorn shuts down gracefully on SIGTERM, then raises the signal again once its own handler is
-    gone, so that the parent sees the process killed by SIGTERM. With the default handler that kills
-    the process at once and no ``finally`` runs: a temporary folder (with the kb compiled into it)
-    was left in the system's temporary folder each time. Here that re-raised signal unwinds the
-    stack first, then the process dies by SIGTERM as uvicorn means it to.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return _serve_command(args)  # signal handlers belong to the main thread
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        return _serve_command(args)
-    except _Terminated:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    signal.raise_signal(signal.SIGTERM)  # the default handler kills the process here
-    return 128 + signal.SIGTERM  # only if the caller had its own handler, which returned
 
 
 def _positive(kind):

@@ -730,7 +730,7 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
     # Case and source files the cache does not have are read and checked against the schema in
     # forked workers (each depends on nothing but its bytes); the checks across files follow here.
     todo = [f for f in raw.files if id(f) not in cached and f.kind in ("case", "source")]
-    early = dict(zip((id(f) for f in todo), parallel_imap(_read_and_parse_at, range(len(todo)), shared=todo)))
+    early = dict(zip((id(f) for f in todo), parallel_imap(_read_and_parse_at, range(len(todo)), shared=todo), strict=True))
     for f in raw.files:
         if id(f) in cached:
             model, problems = cached[id(f)][0], []

@@ -1,0 +1,113 @@
+"""Ctrl-C and SIGTERM (evidence.interrupts, and the forked workers of evidence.perf): the
+exception waits for the end of a deferred block, one dropped by Python is raised again, and a
+worker leaves the decision to stop to the process that started it. The whole build under a signal
+to its process group is tested in test_build_faults.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from evidence import interrupts
+from evidence.errors import Terminated
+from evidence.perf import parallel_imap
+
+
+@pytest.fixture
+def installed():
+    interrupts.install()
+    try:
+        yield
+    finally:
+        interrupts.uninstall()
+
+
+def test_without_install_deferred_changes_nothing():
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(0)
+        pytest.fail("the default handler raises at once")
+
+
+@pytest.mark.parametrize(("sig", "exc"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_signal_waits_for_the_end_of_the_outermost_deferred_block(installed, sig, exc):
+    reached = []
+    with pytest.raises(exc):
+        with interrupts.deferred():
+            with interrupts.deferred():
+                signal.raise_signal(sig)
+                reached.append("inner")
+            reached.append("outer")  # the inner block's end does not raise: the outer one is still open
+    assert reached == ["inner", "outer"]
+    with pytest.raises(exc):  # outside any block: at once
+        signal.raise_signal(sig)
+        time.sleep(0)
+
+
+def test_uninstall_puts_the_handlers_back():
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    interrupts.install()
+    interrupts.uninstall()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_an_interrupt_dropped_by_python_is_raised_again(installed):
+    """Raised in a __del__, Terminated would only be printed ("Exception ignored in ...") and the
+    build would go on to its end."""
+
+    class Dropping:
+        def __del__(self):
+            raise Terminated
+
+    with pytest.raises(Terminated):
+        obj = Dropping()
+        del obj  # the hook sends SIGTERM again (from a thread); its handler raises here, where the stack unwinds
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _slow_pid(_shared, i: int) -> tuple[int, int]:
+    time.sleep(0.05)
+    return i, os.getpid()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2, reason="forked workers need fork and 2 cores")
+def test_a_worker_leaves_stopping_to_the_process_that_started_it():
+    """A SIGTERM or SIGINT from outside (sent to the whole group) does not kill a pool worker, whose
+    death while waiting for a task would leave the pool's teardown waiting for ever; the pool's
+    own teardown does end it."""
+    results = parallel_imap(_slow_pid, range(40), workers=2, minimum=1, shared=None, chunksize=1)
+    first = next(results)
+    worker = first[1]
+    assert worker != os.getpid()
+    os.kill(worker, signal.SIGTERM)
+    os.kill(worker, signal.SIGINT)
+    rest: list[tuple[int, int]] = []
+    reader = threading.Thread(target=lambda: rest.extend(results), daemon=True)
+    reader.start()
+    reader.join(60)  # a worker killed with its task: the pool waits for that result for ever
+    assert not reader.is_alive(), "the pool lost a task: a worker died of a signal sent from outside"
+    assert sorted([first[0]] + [i for i, _ in rest]) == list(range(40))
+    pids = {pid for _, pid in [first, *rest]}
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids), "a worker outlived its pool"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie not yet reaped counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
