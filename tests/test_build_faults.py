@@ -419,3 +419,29 @@ def test_folders_of_killed_builds_are_removed_and_a_moved_site_restored(config, 
     monkeypatch.undo()
     build(config, out, cache=BuildCache(None))
     assert (out / "index.html").is_file() and running.is_dir()
+
+
+def test_a_signal_during_the_swap_waits_for_it(config, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of the swap is raised once the new site is in place and recorded, and
+    the old one on its way out: no copy of the old site is left beside it."""
+    from evidence import interrupts
+    from evidence.outputs import Outputs
+
+    out = tmp_path / "_site"
+    build(config, out, cache=BuildCache(None))
+    (out / "stale.txt").write_text("from the previous site")  # gone once the new site is in
+    save = Outputs.save
+
+    def interrupted_save(self):
+        signal.raise_signal(signal.SIGINT)  # held: the swap goes on
+        save(self)
+
+    monkeypatch.setattr(Outputs, "save", interrupted_save)
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build(config, out, cache=BuildCache(None))
+    finally:
+        interrupts.uninstall()
+    assert (out / "index.html").is_file() and not (out / "stale.txt").exists(), "the new site is not in place"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"], "a copy of a site was left beside it"

@@ -44,7 +44,7 @@ def _handler(signum: int, frame: Any) -> None:
         return
     exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
     if _depth:
-        _pending = _pending or exc
+        _pending = exc if _pending is None or exc is Terminated else _pending  # SIGTERM wins: the process must end by it
         return
     raise exc
 
@@ -64,7 +64,8 @@ def _unraisable(info: Any) -> None:
 
 def _raise_later(sig: int) -> None:
     time.sleep(0.01)  # once the hook has returned (Thread.start waits for the thread to run)
-    signal.raise_signal(sig)
+    if _owner == os.getpid():  # not after uninstall()
+        signal.pthread_kill(threading.main_thread().ident, sig)  # to the main thread: it wakes from a wait
 
 
 def install() -> None:
@@ -92,8 +93,8 @@ def deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block ends, then raise what arrived. For short blocks
     that must not stop half-way: stopping a worker pool, handing an item to a thread."""
     global _depth, _pending
-    if threading.current_thread() is not threading.main_thread():  # the exceptions are raised in the main thread only
-        yield
+    if _owner is None or threading.current_thread() is not threading.main_thread():
+        yield  # no handlers installed, or not the thread where their exceptions are raised
         return
     _depth += 1
     try:

@@ -118,29 +118,42 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
     # memory, not through a pipe.
     context = multiprocessing.get_context("fork")
     closing = context.RawValue("b", 0)  # set when the caller gives up on the results: see _worker_call
-    with deferred():  # a Ctrl-C or SIGTERM does not land between making the pool and the try that closes it
-        pool = context.Pool(workers, initializer=_worker_job, initargs=(fn, shared, closing), maxtasksperchild=RENEW_AFTER)
-        _OPEN.append(closing)
+    pool = None
     try:
-        results: Iterable[Any] = pool.imap(_worker_call, items, chunksize=chunksize or max(1, min(64, len(items) // (workers * 8))))
+        # Made, and handed its tasks, whole: a Ctrl-C or SIGTERM waits for this block, then lands
+        # in the try, so the pool is always closed below.
+        with deferred():
+            pool = context.Pool(workers, initializer=_worker_job, initargs=(fn, shared, closing), maxtasksperchild=RENEW_AFTER)
+            _OPEN.append(closing)
+            results: Iterable[Any] = pool.imap(_worker_call, items, chunksize=chunksize or max(1, min(64, len(items) // (workers * 8))))
         yield from results
     except BaseException:  # an error, Ctrl-C, SIGTERM, or the caller stopped reading (GeneratorExit)
         closing.value = 1  # the tasks still queued are skipped
         raise
     finally:
-        # The pool ends as it does when every result is in: each worker finishes its task and
-        # leaves when told there is no more work. Not Pool.terminate(): it signals the workers
-        # with SIGTERM, and a worker that died holding the pool's lock on its task pipe (a signal
-        # sent to the whole group kills workers too), or one that missed its SIGTERM (it
-        # happened, about one build in ten, to a worker forked by the pool's own thread), left
-        # the build waiting for ever. Not stopped half-way by Ctrl-C or SIGTERM either.
-        with deferred():
-            pool.close()
-            if threading.current_thread() not in (pool._worker_handler, pool._task_handler, pool._result_handler):  # type: ignore[attr-defined]
-                pool.join()
-            # else: a generator left open, finalised by the collector in one of this pool's own
-            # threads, which cannot wait for itself; the workers end on their own once idle.
-            _OPEN.remove(closing)
+        if pool is not None:
+            _close(pool, closing)
+
+
+def _close(pool: Any, closing: Any) -> None:
+    """End a pool as when every result is in: each worker finishes its task and leaves when told
+    there is no more work. Not Pool.terminate(): it stops the workers with SIGTERM, and a worker
+    that died holding the pool's lock on its task pipe (a signal sent to the whole group killed
+    workers too), or one that missed its SIGTERM (about one build in ten did, for a worker forked
+    by the pool's own thread), left the build waiting for ever.
+
+    The wait may be cut short by a second Ctrl-C or SIGTERM (a worker killed outright, say by the
+    kernel's out-of-memory killer, lost its task, and the pool waits for it for ever): the
+    workers are then stopped as the process exits (_closing_at_exit)."""
+    with deferred():
+        pool.close()
+    if threading.current_thread() in (pool._worker_handler, pool._task_handler, pool._result_handler):
+        # A generator left open, finalised by the collector in one of this pool's own threads,
+        # which cannot wait for itself: the workers obey the SIGTERM of the pool's teardown.
+        closing.value = _EXITING
+        return
+    pool.join()
+    _OPEN.remove(closing)
 
 
 _OPEN: list[Any] = []  # the flags of the pools not yet closed (see _closing_at_exit)

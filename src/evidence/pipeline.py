@@ -141,8 +141,8 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    for left in _left_behind(out):
-        if ".old-" in left.name and not out.exists():  # killed between the two renames of the swap
+    for left, kind in _left_behind(out):
+        if kind == "old" and not out.exists():  # killed between the two renames of the swap
             log.warning("restoring %s from %s, where a build that was killed had moved it", out, left)
             left.rename(out)
             continue
@@ -182,33 +182,35 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = out.parent / f".{out.name}.old-{os.getpid()}"
-    try:
-        with deferred():  # a Ctrl-C or SIGTERM waits for the two renames
+    # The swap and its record, whole: a Ctrl-C or SIGTERM waits for them (and is raised after, the
+    # new site in place and recorded, the old one on its way out).
+    with deferred():
+        try:
             if out.exists():
                 out.rename(old)
             tmp.rename(out)
-    except BaseException:  # the second rename failed: the previous site goes back
-        if old.exists() and not out.exists():
-            old.rename(out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    outputs.save()
-    report.timings["swap"] = time.perf_counter() - t
-    if old.exists():
-        discard_tree(old, cache)  # deleted by a process of its own: the build does not wait for it
+        except BaseException:  # the second rename failed: the previous site goes back
+            if old.exists() and not out.exists():
+                old.rename(out)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        outputs.save()
+        report.timings["swap"] = time.perf_counter() - t
+        if old.exists():
+            discard_tree(old, cache)  # deleted by a process of its own: the build does not wait for it
     cache.prune()
     report.written = sorted(relative_name(f, tmp) for f in files)
     assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
     return report
 
 
-def _left_behind(out: Path) -> list[Path]:
+def _left_behind(out: Path) -> list[tuple[Path, str]]:
     """The folders beside ``out`` that a build of it made and did not remove, because its process
     was killed (SIGKILL, a machine stopped; SIGTERM and Ctrl-C unwind and remove them): the
     unfinished site ``.NAME.tmp-PID``, the search index's staging folder ``..NAME.tmp-PID.search-*``
     and the replaced site ``.NAME.old-PID``. Only those of processes that no longer run: another
     build of the same folder may be going on."""
-    pattern = re.compile(r"\.\.?" + re.escape(out.name) + r"\.(?:tmp|old)-([0-9]+)(?:\.search-.*)?")
+    pattern = re.compile(r"\.\.?" + re.escape(out.name) + r"\.(tmp|old)-([0-9]+)(?:\.search-.*)?")
     found = []
     try:
         siblings = sorted(os.scandir(out.parent), key=lambda e: e.name)
@@ -216,8 +218,8 @@ def _left_behind(out: Path) -> list[Path]:
         return []
     for entry in siblings:
         m = pattern.fullmatch(entry.name)
-        if m and entry.is_dir(follow_symlinks=False) and not _running(int(m.group(1))):
-            found.append(Path(entry.path))
+        if m and entry.is_dir(follow_symlinks=False) and not _running(int(m.group(2))):
+            found.append((Path(entry.path), m.group(1)))
     return found
 
 

@@ -566,7 +566,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .pipeline import compile_checked, load_and_validate
 
             print(f"{site} has no {nquads.name}: compiling the kb", file=sys.stderr)
-            # only then a temporary folder, removed however the server stops (see _terminated)
+            # only then a temporary folder, removed however the server stops (see cmd_serve)
             nquads = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evidence-serve-"))) / "evidence.nq"
             nquads.write_bytes(serialize(compile_checked(load_and_validate(config)), "nq"))
         settings = Settings(
