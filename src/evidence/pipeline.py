@@ -227,11 +227,9 @@ def _running(pid: int) -> bool:
     if pid == os.getpid():
         return False  # this build has not made its folders yet: they are an earlier process's with the same number
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        os.kill(pid, 0)  # PermissionError (another user's process) means it runs too
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
         return False
-    except OverflowError:  # a number no process can have
-        return False
-    except PermissionError:  # another user's
-        return True
+    except PermissionError:
+        pass
     return True
