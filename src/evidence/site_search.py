@@ -47,6 +47,7 @@ __all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAM
 
 PAGEFIND_LICENCE_NAME = "pagefind.txt"
 SHARD_DOCS = 2000  # documents per search bundle: about 1.5 s of Pagefind each (bench/README.md)
+STAGE_HERE = 2  # up to this many bundles handed to Pagefind at once have their pages staged by the caller (SearchIndex.start)
 _STAGE = "search"
 
 
@@ -123,6 +124,7 @@ class SearchIndex:
         self.files: list[Path] = []
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
+        self._stages: set[Path] = set()  # staging folders written and not yet removed
         self._stopped = False
         self.context = context
         self.todo: list[tuple[Shard, str]] = []  # the bundles Pagefind makes, in order
@@ -154,19 +156,46 @@ class SearchIndex:
             raise
 
     def start(self) -> None:
-        """Hand the bundles that wait to Pagefind (two processes at a time)."""
-        self._held = False
-        self._futures += [self._pool.submit(self._index, sh) for sh, _key in self.todo[len(self._futures):]]
+        """Hand the bundles that wait to Pagefind (two processes at a time).
 
-    def _index(self, sh: Shard) -> list[Path]:
-        if self._stopped:
-            raise RenderError("the search index was stopped")
+        When they are few (an edit's, see :data:`STAGE_HERE`), their staging folders are written
+        here, before the caller goes on: written by a Pagefind thread while this one renders, a
+        bundle's 1,000 small pages took 0.9-1.4 s instead of 0.1-0.25 s (each file operation
+        releases the interpreter's lock, and the thread then waits for the busy render to hand
+        it back), and Pagefind started that much later."""
+        self._held = False
+        pending = self.todo[len(self._futures):]
+        here = len(pending) <= STAGE_HERE
+        for sh, _key in pending:
+            self._futures.append(self._pool.submit(self._index, sh, self._stage(sh) if here else None))
+
+    def _stage(self, sh: Shard) -> Path:
+        """Write the staging folder of a bundle (removed by _index, or by close() if the bundle is
+        never indexed)."""
         stage = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.search-", dir=self.out.parent))
+        with self._lock:
+            self._stages.add(stage)
         try:
             write_stage(stage, sh.docs, sh.copies)
+        except BaseException:
+            self._discard(stage)
+            raise
+        return stage
+
+    def _discard(self, stage: Path) -> None:
+        shutil.rmtree(stage, ignore_errors=True)
+        with self._lock:
+            self._stages.discard(stage)
+
+    def _index(self, sh: Shard, stage: Path | None) -> list[Path]:
+        try:
+            if self._stopped:
+                raise RenderError("the search index was stopped")
+            stage = stage or self._stage(sh)
             return run_pagefind(stage, self.out / sh.folder, self.timeout, admit=self._admit)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            if stage is not None:
+                self._discard(stage)
 
     def _admit(self, proc: subprocess.Popen) -> bool:
         """Note a Pagefind process so that close() can stop it; False once stopped."""
@@ -209,6 +238,8 @@ class SearchIndex:
                 if proc.poll() is None:
                     proc.kill()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for stage in list(self._stages):  # written for a bundle that was never indexed
+            self._discard(stage)
 
     def __enter__(self) -> SearchIndex:
         return self
