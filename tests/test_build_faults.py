@@ -109,8 +109,8 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
     pids: list[int] = []
     real_run = site_search.run_pagefind
 
-    def noting(stage, bundle, timeout=600, admit=None):
-        return real_run(stage, bundle, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1])
+    def noting(bundle, docs, copies, timeout=600, admit=None):
+        return real_run(bundle, docs, copies, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1])
 
     monkeypatch.setattr(site_search, "run_pagefind", noting)
 
@@ -147,7 +147,7 @@ def test_the_first_search_bundle_that_fails_stops_the_others_at_once(tmp_path, m
     parts = [site_search.Shard(folder=f"pagefind-{i}", docs=[(f"p{i}.html", "a title", "page", "words")]) for i in range(2)]
     slow: list[subprocess.Popen] = []
 
-    def fake(stage, bundle, timeout=600, admit=None):
+    def fake(bundle, docs, copies, timeout=600, admit=None):
         if bundle.name == "pagefind-0":
             with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as proc:
                 slow.append(proc)
@@ -166,36 +166,6 @@ def test_the_first_search_bundle_that_fails_stops_the_others_at_once(tmp_path, m
     assert [p.name for p in tmp_path.iterdir()] == ["_site"], "no staging folder is left"
 
 
-def test_a_staging_folder_written_for_a_bundle_never_indexed_is_removed(tmp_path, monkeypatch):
-    """A few bundles are staged by the caller (SearchIndex.start) before Pagefind takes them; one
-    still waiting when the index is stopped is cancelled, and close() removes its folder."""
-    import threading
-
-    from evidence import site_search
-    from evidence.outputs import Outputs
-
-    out = tmp_path / "_site"
-    out.mkdir()
-    monkeypatch.setattr(site_search, "STAGE_HERE", 3)
-    parts = [site_search.Shard(folder=f"pagefind-{i}", docs=[(f"p{i}.html", "a title", "page", "words")]) for i in range(3)]
-    release, running = threading.Event(), []
-
-    def fake(stage, bundle, timeout=600, admit=None):
-        running.append(bundle.name)
-        release.wait(30)  # both Pagefind threads busy: the third bundle waits in the queue
-        raise site_search.RenderError("stopped")
-
-    monkeypatch.setattr(site_search, "run_pagefind", fake)
-    index = site_search.SearchIndex(parts, out, Outputs(out=out), "context", hold=True)
-    index.start()
-    staged = sorted(p.name for p in tmp_path.iterdir() if ".search-" in p.name)
-    assert len(staged) == 3, "the caller staged the three bundles"
-    threading.Timer(0.5, release.set).start()
-    index.close()
-    assert len(running) == 2, "the third bundle was never indexed"
-    assert [p.name for p in tmp_path.iterdir()] == ["_site"], "no staging folder is left"
-
-
 # ------------------------------------------------------------------ the search index begins early
 
 def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_library(config, tmp_path, monkeypatch):
@@ -209,19 +179,19 @@ def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_libra
     monkeypatch.setattr(site_pages, "EARLY_BUNDLES", 1000)  # as few as an edit remakes
     started: list[str] = []  # the bundles handed to Pagefind, in order
     copies: dict[str, dict[str, str]] = {}
-    real_stage = site_search.write_stage
+    real_run = site_search.run_pagefind
 
-    def staging(stage, docs, pages):
-        copies[str(stage)] = dict(pages)
-        return real_stage(stage, docs, pages)
+    def indexing(bundle, docs, pages, timeout=600, admit=None):
+        copies[str(bundle)] = dict(pages)
+        return real_run(bundle, docs, pages, timeout, admit)
 
     real_index = site_search.SearchIndex._index
 
-    def noting(self, sh, stage):
+    def noting(self, sh):
         started.append(sh.folder)
-        return real_index(self, sh, stage)
+        return real_index(self, sh)
 
-    monkeypatch.setattr(site_search, "write_stage", staging)
+    monkeypatch.setattr(site_search, "run_pagefind", indexing)
     monkeypatch.setattr(site_search.SearchIndex, "_index", noting)
     seen: dict[str, object] = {}
     real_cases, real_queries = site_pages.SitePages.cases, site_pages.SitePages.queries
@@ -313,16 +283,12 @@ def test_a_fork_waits_for_a_pagefind_start_in_progress():
 def test_a_cold_build_holds_its_many_bundles_until_the_render_workers_are_done(config, tmp_path, monkeypatch):
     """More bundles than an edit remakes (a cold build) wait until the deferred pages are written
     (the render workers), so that Pagefind's processes do not add to their memory."""
-    import threading
-
     from evidence import site_pages, site_search
 
     monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # 16 bundles, all to be made
     started: list[str] = []
-    real_index, real_stage = site_search.SearchIndex._index, site_search.SearchIndex._stage
-    monkeypatch.setattr(site_search.SearchIndex, "_index", lambda self, sh, *rest: (started.append(sh.folder), real_index(self, sh, *rest))[1])
-    staged_by: dict[str, str] = {}
-    monkeypatch.setattr(site_search.SearchIndex, "_stage", lambda self, sh: (staged_by.setdefault(sh.folder, threading.current_thread().name), real_stage(self, sh))[1])
+    real_index = site_search.SearchIndex._index
+    monkeypatch.setattr(site_search.SearchIndex, "_index", lambda self, sh: (started.append(sh.folder), real_index(self, sh))[1])
     seen: dict[str, list[str]] = {}
     real_deferred = site_pages.SitePages.run_deferred
 
@@ -336,35 +302,6 @@ def test_a_cold_build_holds_its_many_bundles_until_the_render_workers_are_done(c
     assert len(seen["held"]) > site_pages.EARLY_BUNDLES
     assert seen["before the deferred pages"] == [], "no bundle was handed to Pagefind before the render workers were done"
     assert set(seen["held"]) < set(started), "then every one, and the query library's once it is written"
-    # Many bundles are staged by Pagefind's threads; the query library's, alone, by the render.
-    late = sorted(set(started) - set(seen["held"]))
-    assert all(staged_by[f].startswith("pagefind_") for f in seen["held"]), staged_by
-    assert len(late) == 1 and staged_by[late[0]] == threading.main_thread().name
-
-
-def test_the_few_bundles_of_an_edit_are_staged_before_the_pages_render(config, tmp_path, monkeypatch):
-    """Staged by a Pagefind thread while the render held the interpreter, a bundle's pages took
-    seconds instead of a fraction of one: the few bundles of an edit (here one of two) are
-    staged at the search page, before the case pages render, and Pagefind is already at work."""
-    import threading
-
-    from evidence import site_pages, site_search
-
-    def two(docs, copies, size=None, known=None):  # two bundles: one holds the query library, written last
-        return site_search.shards(docs, copies, max(1, -(-(len(docs) + len(copies) + len(known or {})) // 2)), known)
-
-    monkeypatch.setattr(site_pages, "shards", two)
-    staged: list[tuple[str, str]] = []
-    real_stage = site_search.SearchIndex._stage
-    monkeypatch.setattr(site_search.SearchIndex, "_stage", lambda self, sh: (staged.append((sh.folder, threading.current_thread().name)), real_stage(self, sh))[1])
-    at_cases: list[list] = []
-    real_cases = site_pages.SitePages.cases
-    monkeypatch.setattr(site_pages.SitePages, "cases", lambda self: (at_cases.append(list(staged)), real_cases(self))[1])
-    build(config, tmp_path / "_site", cache=BuildCache(None))
-    main = threading.main_thread().name
-    assert len(at_cases) == 1 and len(at_cases[0]) == 1 and at_cases[0][0][1] == main, "one bundle staged by the render, before the case pages"
-    first = at_cases[0][0][0]
-    assert len(staged) == 2 and staged[0] == (first, main) and staged[1][0] != first and staged[1][1] == main, "then the query library's"
 
 
 # -- signals: what `timeout`, systemd, a CI runner or Ctrl-C in a terminal send to every process of

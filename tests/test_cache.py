@@ -328,17 +328,22 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
 
     monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # the founding kb in several bundles
     staged: list[tuple[Path, list[str]]] = []  # (bundle, the pages indexed into it)
-    real_stage, real_run = site_search.write_stage, site_search.run_pagefind
-    monkeypatch.setattr(site_search, "write_stage", lambda stage, docs, copies: (staged.append((stage, [d[0] for d in docs] + list(copies))),
-                                                                                  real_stage(stage, docs, copies))[1])
+    real_run = site_search.run_pagefind
+    runs: list[Path] = []
+
+    def indexing(bundle, docs, copies, timeout=600, admit=None):
+        staged.append((bundle, [d[0] for d in docs] + list(copies)))
+        runs.append(bundle)
+        return real_run(bundle, docs, copies, timeout, admit)
+
+    monkeypatch.setattr(site_search, "run_pagefind", indexing)
     first = project.build()  # byte-identical to a build without cache (checked in build)
     bundles = sorted(p.name for p in project.out.iterdir() if p.name.startswith("pagefind"))
     listed = re.search(r'data-bundles="([^"]*)"', first["search.html"].decode()).group(1).split()
     assert len(bundles) > 2 and listed[0] == "pagefind" and sorted(listed) == bundles
     before = _inodes(project.out)
     staged.clear()
-    runs: list[Path] = []
-    monkeypatch.setattr(site_search, "run_pagefind", lambda stage, bundle, timeout=600, admit=None: (runs.append(bundle), real_run(stage, bundle, timeout, admit))[1])
+    runs.clear()
     # A case's or source's words are looked up only for the bundle that is remade.
     import evidence.site_pages as site_pages
 

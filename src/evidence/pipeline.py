@@ -207,7 +207,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
 def _left_behind(out: Path) -> list[tuple[Path, str]]:
     """The folders beside ``out`` that a build of it made and did not remove, because its process
     was killed (SIGKILL, a machine stopped; SIGTERM and Ctrl-C unwind and remove them): the
-    unfinished site ``.NAME.tmp-PID``, the search index's staging folder ``..NAME.tmp-PID.search-*``
+    unfinished site ``.NAME.tmp-PID``, the search index's staging folder ``..NAME.tmp-PID.search-*`` (made by builds before session 14)
     and the replaced site ``.NAME.old-PID``. Only those of processes that no longer run: another
     build of the same folder may be going on."""
     pattern = re.compile(r"\.\.?" + re.escape(out.name) + r"\.(tmp|old)-([0-9]+)(?:\.search-.*)?")

@@ -1,11 +1,12 @@
 """Full-text search without a server: Pagefind (from PyPI) builds the index at build time.
 
-Pagefind is run as ``python -m pagefind --site DIR`` (the package installs no ``pagefind``
-command, see PERFORMANCE.md). ``DIR`` is a staging folder that mirrors the site's paths with one
-small page per site page: its title, its kind and the words worth finding (names, identifiers,
-descriptions, quotes), never the tables and markup around them. Pagefind reads HTML at about
-8 MB/s, so indexing the real pages (30 KB a case page) would take minutes at 10,000 cases; the
-staging pages take seconds, and since they have the same paths, results link to the real pages.
+Pagefind's service (``pagefind --service``, the binary that the ``pagefind`` package installs) is
+handed one small page per site page through a pipe (:func:`run_pagefind`): its path, title, kind and
+the words worth finding (names, identifiers, descriptions, quotes), never the tables and markup
+around them. Pagefind reads HTML at about 8 MB/s, so indexing the real pages (30 KB a case page)
+would take minutes at 10,000 cases; the small pages take seconds, and their addresses are the
+real pages'. Until session 14 they were files in a staging folder that ``python -m pagefind
+--site`` read, and writing them cost as much as the indexing.
 A few pages (the docs, the query library) are indexed as they are.
 
 The index is split into bundles of about ``SHARD_DOCS`` documents by a hash of each page's path
@@ -30,7 +31,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -43,11 +43,10 @@ from .cache import digest
 from .errors import RenderError
 from .outputs import Outputs, content_key
 
-__all__ = ["run_pagefind", "write_stage", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "SearchIndex", "SHARD_DOCS"]
+__all__ = ["run_pagefind", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "SearchIndex", "SHARD_DOCS"]
 
 PAGEFIND_LICENCE_NAME = "pagefind.txt"
 SHARD_DOCS = 2000  # documents per search bundle: about 1.5 s of Pagefind each (bench/README.md)
-STAGE_HERE = 2  # up to this many bundles handed to Pagefind at once have their pages staged by the caller (SearchIndex.start)
 _STAGE = "search"
 
 
@@ -124,7 +123,6 @@ class SearchIndex:
         self.files: list[Path] = []
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
-        self._stages: set[Path] = set()  # staging folders written and not yet removed
         self._stopped = False
         self.context = context
         self.todo: list[tuple[Shard, str]] = []  # the bundles Pagefind makes, in order
@@ -156,46 +154,14 @@ class SearchIndex:
             raise
 
     def start(self) -> None:
-        """Hand the bundles that wait to Pagefind (two processes at a time).
-
-        When they are few (an edit's, see :data:`STAGE_HERE`), their staging folders are written
-        here, before the caller goes on: written by a Pagefind thread while this one renders, a
-        bundle's 1,000 small pages took 0.9-1.4 s instead of 0.1-0.25 s (each file operation
-        releases the interpreter's lock, and the thread then waits for the busy render to hand
-        it back), and Pagefind started that much later."""
+        """Hand the bundles that wait to Pagefind (two processes at a time)."""
         self._held = False
-        pending = self.todo[len(self._futures):]
-        here = len(pending) <= STAGE_HERE
-        for sh, _key in pending:
-            self._futures.append(self._pool.submit(self._index, sh, self._stage(sh) if here else None))
+        self._futures += [self._pool.submit(self._index, sh) for sh, _key in self.todo[len(self._futures):]]
 
-    def _stage(self, sh: Shard) -> Path:
-        """Write the staging folder of a bundle (removed by _index, or by close() if the bundle is
-        never indexed)."""
-        stage = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.search-", dir=self.out.parent))
-        with self._lock:
-            self._stages.add(stage)
-        try:
-            write_stage(stage, sh.docs, sh.copies)
-        except BaseException:
-            self._discard(stage)
-            raise
-        return stage
-
-    def _discard(self, stage: Path) -> None:
-        shutil.rmtree(stage, ignore_errors=True)
-        with self._lock:
-            self._stages.discard(stage)
-
-    def _index(self, sh: Shard, stage: Path | None) -> list[Path]:
-        try:
-            if self._stopped:
-                raise RenderError("the search index was stopped")
-            stage = stage or self._stage(sh)
-            return run_pagefind(stage, self.out / sh.folder, self.timeout, admit=self._admit)
-        finally:
-            if stage is not None:
-                self._discard(stage)
+    def _index(self, sh: Shard) -> list[Path]:
+        if self._stopped:
+            raise RenderError("the search index was stopped")
+        return run_pagefind(self.out / sh.folder, sh.docs, sh.copies, self.timeout, admit=self._admit)
 
     def _admit(self, proc: subprocess.Popen) -> bool:
         """Note a Pagefind process so that close() can stop it; False once stopped."""
@@ -238,8 +204,6 @@ class SearchIndex:
                 if proc.poll() is None:
                     proc.kill()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        for stage in list(self._stages):  # written for a bundle that was never indexed
-            self._discard(stage)
 
     def __enter__(self) -> SearchIndex:
         return self
@@ -275,24 +239,6 @@ def _link_bundle(outputs: Outputs, out: Path, entry: list[tuple[str, str]]) -> b
     return True
 
 
-def write_stage(stage: Path, docs: list[tuple[str, str, str, str]], copies: dict[str, str]) -> None:
-    """One small page per (path, title, kind, text) and the pages in ``copies`` (path -> HTML),
-    written in path order (Pagefind may number pages in the order a file system lists them, which
-    on some follows their creation; a bundle's documents come in another order when some were
-    looked up, see Shard.resolve)."""
-    for rel, title, kind, text in sorted(docs):
-        p = stage / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(
-            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title></head>'
-            f'<body data-pagefind-body><h1>{escape(title)}</h1><p data-pagefind-meta="kind">{escape(kind)}</p>'
-            f"<p>{escape(text)}</p></body></html>\n", encoding="utf-8")
-    for rel, html in sorted(copies.items()):
-        p = stage / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(html, encoding="utf-8")
-
-
 # Pagefind is started from threads while the build's process forks render workers. A worker
 # forked while Popen is starting a process holds a copy of the pipes Popen is waiting on (the one
 # that reports a failed exec, and the write ends of stdout and stderr), so Popen, and then the
@@ -316,30 +262,59 @@ def _after_fork() -> None:
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
-def run_pagefind(stage: Path, bundle: Path, timeout: float = 600, admit: Callable[[subprocess.Popen], bool] | None = None) -> list[Path]:
-    """Index the staging folder into ``bundle`` (the site's ``pagefind/``); return the files written.
-    ``admit`` is told of the process once it runs (see SearchIndex.close); if it says no, the
-    process is stopped."""
-    cmd = [sys.executable, "-m", "pagefind", "--site", str(stage), "--output-path", str(bundle), "--keep-index-url", "--silent"]
+def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: dict[str, str], timeout: float = 600,
+                 admit: Callable[[subprocess.Popen], bool] | None = None) -> list[Path]:
+    """Index ``docs`` (one small page each, see :func:`_record_page`: path, title, kind, words)
+    and ``copies`` (path -> the page's HTML, indexed as it is) into ``bundle``, a new folder;
+    return the files written. ``admit`` is told of the process once it runs (see
+    SearchIndex.close); if it says no, the process is stopped.
+
+    The pages go, in path order, through a pipe to a process of their own
+    (:mod:`evidence.pagefind_job`), which hands them to Pagefind's service and writes the files it
+    returns. Until session 14 they were written as a staging folder that ``python -m pagefind
+    --site`` read: writing a bundle's 1,200 small files took 0.1-1.5 s on this project's machines,
+    and in a thread of the build, which waited for the busy render at each file, up to 1.5 s."""
+    exe = _pagefind_binary()
+    pages = sorted([*((rel, _record_page(title, kind, text)) for rel, title, kind, text in docs), *copies.items()])
+    job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages}).encode("utf-8")
     with _STARTING:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, str(_JOB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with proc:
         if admit is not None and not admit(proc):
             proc.kill()
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
+            _stdout, stderr = proc.communicate(job, timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            raise RenderError(f"Pagefind did not finish indexing {stage} within {timeout:.0f} s") from None
+            raise RenderError(f"Pagefind did not finish indexing the search bundle {bundle.name} within {timeout:.0f} s") from None
     if proc.returncode != 0:
-        hint = " (install it with: pip install 'pagefind[extended]')" if "No module named" in stderr else ""
         status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        raise RenderError(f"Pagefind failed to index the site{hint}: {(stderr or stdout).strip()[-2000:] or status}")
-    folder = bundle
-    if not (folder / "pagefind.js").is_file():
-        raise RenderError(f"Pagefind wrote no index into {folder}: {(stderr or stdout).strip()[-2000:]}")
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+        raise RenderError(f"Pagefind failed to index the site: {stderr.decode('utf-8', 'replace').strip()[-2000:] or status}")
+    return sorted(p for p in bundle.rglob("*") if p.is_file())
+
+
+_JOB = Path(__file__).with_name("pagefind_job.py")
+
+
+def _pagefind_binary() -> Path:
+    try:
+        from pagefind.service import get_executable
+    except ImportError:
+        get_executable = None
+    exe = get_executable() if get_executable is not None else None
+    if exe is None:
+        raise RenderError("Pagefind is not installed, so the search index cannot be made (install it with: pip install 'pagefind[extended]')")
+    return Path(exe)
+
+
+def _record_page(title: str, kind: str, text: str) -> str:
+    """The small page that Pagefind indexes for a site page: its title as the heading (which
+    Pagefind weighs above the text, so a page named by the words ranks first), its kind and its
+    words."""
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title></head>'
+            f'<body data-pagefind-body><h1>{escape(title)}</h1><p data-pagefind-meta="kind">{escape(kind)}</p>'
+            f"<p>{escape(text)}</p></body></html>\n")
 
 
 def titles_script(entries: list[tuple[str, str, str]]) -> str:

@@ -1,0 +1,160 @@
+"""One bundle of the search index, made by Pagefind's service: run as a script of its own.
+
+``python pagefind_job.py`` (by path, so that it imports nothing of the package) reads a job from
+its standard input, a JSON object ``{"binary": PATH, "bundle": FOLDER, "pages": [[PATH, HTML],
+...]}``, hands the pages to ``PAGEFIND --service``, asks for the bundle's files and writes them
+into ``FOLDER``. It exits 0 once every file is written; otherwise 1, with the reason on its
+standard error. :func:`evidence.site_search.run_pagefind` runs it.
+
+The service reads requests from its standard input, each a base64-encoded JSON message ended by a
+comma, handles them in order and answers each on its standard output: the protocol of Pagefind's
+own Node and Python APIs. Their Python client reads one answer per tenth of a second (two minutes
+for a bundle of 1,200 pages), so this is a client of our own. The files come back in the answer
+to ``GetFiles`` and are written here: the service's ``WriteFiles`` answers before its last writes
+are done (Tokio's file writes finish in the background), and the service exits as soon as its
+input ends, so a bundle written by it could lose the end of a file.
+
+A process of its own, not a thread of the build: the build's render holds the interpreter, and a
+thread that writes a thousand files waits for it at each one (a bundle's staging pages took
+0.9-1.4 s that way instead of 0.1-0.25 s).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+
+
+class JobError(Exception):
+    """Why the bundle was not made (printed for the build to report)."""
+
+
+def run(binary: str, bundle: str, pages: list[list[str]]) -> None:
+    proc = subprocess.Popen([binary, "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    errors = _Drain(proc.stderr)
+    writer = None
+    try:
+        replies = _Replies(proc.stdout, errors)
+        _send(proc, [_request(1, {"type": "NewIndex", "config": {"keep_index_url": True}})])
+        index_id = replies.expect(1, "NewIndex")["index_id"]
+        requests = [_request(i, {"type": "AddFile", "index_id": index_id, "file_path": rel, "url": None, "file_contents": html})
+                    for i, (rel, html) in enumerate(pages, start=2)]
+        last = 2 + len(requests)
+        requests.append(_request(last, {"type": "GetFiles", "index_id": index_id}))
+        # Written by a thread while the answers are read here: the service answers as it goes, and
+        # neither pipe may fill while the other end waits.
+        writer = threading.Thread(target=_send, args=(proc, requests), daemon=True)
+        writer.start()
+        for i in range(2, last):
+            replies.expect(i, "IndexedFile")
+        files = replies.expect(last, "GetFiles").get("files")
+        _write(bundle, files)
+    finally:
+        try:
+            proc.stdin.close()  # the service exits once its input ends
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if writer is not None:
+            writer.join(timeout=10)
+
+
+def _write(bundle: str, files: object) -> None:
+    if not isinstance(files, list) or not files:
+        raise JobError("Pagefind returned no files for the search index")
+    root = os.path.realpath(bundle)
+    made = set()
+    for f in sorted(files, key=lambda f: str(f.get("path")) if isinstance(f, dict) else ""):
+        rel = f.get("path") if isinstance(f, dict) else None
+        if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or ".." in rel.replace("\\", "/").split("/"):
+            raise JobError(f"Pagefind returned a file outside its bundle: {rel!r}")
+        path = os.path.join(root, rel)
+        folder = os.path.dirname(path)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        with open(path, "xb") as fh:  # the bundle's folder is new: a file met twice is an error
+            fh.write(base64.b64decode(f.get("content") or ""))
+    if not os.path.isfile(os.path.join(root, "pagefind.js")):
+        raise JobError("Pagefind returned no pagefind.js for the search index")
+
+
+def _request(message_id: int, payload: dict) -> bytes:
+    return base64.b64encode(json.dumps({"message_id": message_id, "payload": payload}).encode("utf-8")) + b","
+
+
+def _send(proc: subprocess.Popen, requests: list[bytes]) -> None:
+    try:
+        proc.stdin.write(b"".join(requests))
+        proc.stdin.flush()
+    except (BrokenPipeError, ValueError):  # the service ended (its answers say why)
+        pass
+
+
+class _Drain:
+    """Reads a pipe to its end in a thread (so that it never fills), keeping the last 4,000 bytes."""
+
+    def __init__(self, pipe) -> None:
+        self._tail = b""
+        self._thread = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _run(self, pipe) -> None:
+        while chunk := pipe.read1(1 << 16):
+            self._tail = (self._tail + chunk)[-4000:]
+
+    def text(self, ended: bool = True) -> str:
+        """What was read; once the process has ``ended``, all of it (its last lines may be late)."""
+        if ended:
+            self._thread.join(timeout=5)
+        return self._tail.decode("utf-8", "replace").strip()
+
+
+class _Replies:
+    """The service's answers, one by one."""
+
+    def __init__(self, pipe, errors: _Drain) -> None:
+        self.pipe, self.errors = pipe, errors
+        self.pending = bytearray()
+
+    def expect(self, message_id: int, kind: str) -> dict:
+        """The answer to request ``message_id``, of type ``kind``; a JobError if it is an error,
+        another answer, or if the service ended first."""
+        while (end := self.pending.find(b",")) < 0:
+            chunk = self.pipe.read1(1 << 20)
+            if not chunk:
+                raise JobError(f"Pagefind stopped before it finished the search index: {self.errors.text() or 'no message'}")
+            self.pending += chunk
+        raw, self.pending = bytes(self.pending[:end]), self.pending[end + 1:]
+        try:
+            answer = json.loads(base64.b64decode(raw))
+            payload = answer["payload"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise JobError(f"Pagefind answered something this build cannot read ({exc}): {raw[:200]!r}") from None
+        if payload.get("type") == "Error":
+            raise JobError(f"{payload.get('message')} {self.errors.text(ended=False)}".strip())
+        if answer.get("message_id") != message_id or payload.get("type") != kind:
+            raise JobError(f"Pagefind answered request {answer.get('message_id')} with {payload.get('type')}, where {message_id} ({kind}) was due")
+        return payload
+
+
+def main() -> int:
+    try:
+        job = json.loads(sys.stdin.buffer.read())
+        run(job["binary"], job["bundle"], job["pages"])
+    except (JobError, OSError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
