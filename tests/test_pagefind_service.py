@@ -6,8 +6,10 @@ standing in for the binary (PAGEFIND_BINARY_PATH, which the pagefind package hon
 
 from __future__ import annotations
 
-import os
+import gzip
+import json
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,14 +32,35 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _fragments(bundle: Path) -> dict[str, dict]:
+    """The indexed pages of a bundle, by address (Pagefind's fragments: gzip, a marker, JSON)."""
+    out = {}
+    for p in (bundle / "fragment").glob("*.pf_fragment"):
+        raw = gzip.decompress(p.read_bytes())
+        d = json.loads(raw[raw.index(b"{"):])
+        out[d["url"]] = d
+    return out
+
+
 def test_a_bundle_is_indexed_through_the_service_in_path_order(tmp_path):
     written = site_search.run_pagefind(tmp_path / "one" / "pagefind", DOCS, COPIES)
     assert (tmp_path / "one" / "pagefind" / "pagefind.js") in written
-    assert len([p for p in written if p.suffix == ".pf_fragment"]) == len(DOCS) + len(COPIES)
+    pages = _fragments(tmp_path / "one" / "pagefind")
+    assert sorted(pages) == ["/cases/a.html", "/cases/b.html", "/docs.html", "/drugs/ruxolitinib.html"]
+    assert pages["/cases/a.html"]["meta"] == {"title": "Ruxolitinib in chilblain lupus", "kind": "case report"}
+    # A kb's text is escaped into the page: indexed as words, never read as markup by Pagefind
+    # (which would drop a script element's text).
+    assert "<script>alert(1)</script>" in pages["/drugs/ruxolitinib.html"]["content"]
     # The same pages handed over in another order make the same files: they are sent sorted.
     site_search.run_pagefind(tmp_path / "two" / "pagefind", list(reversed(DOCS)), COPIES)
     assert _files(tmp_path / "one") == _files(tmp_path / "two")
-    assert not [p for p in tmp_path.iterdir() if p.name not in ("one", "two")], "nothing is staged beside the bundle"
+
+
+def test_a_bundle_larger_than_a_pipe_is_indexed_whole(tmp_path):
+    """Requests and answers well past a pipe's 64 KB: neither end waits for the other for ever."""
+    docs = [(f"cases/c{i:04}.html", f"Case {i}", "case report", f"words of case {i} " * 40) for i in range(600)]
+    site_search.run_pagefind(tmp_path / "pagefind", docs, {})
+    assert len(_fragments(tmp_path / "pagefind")) == 600
 
 
 FAKE = '''#!{python}
@@ -71,15 +94,21 @@ elif mode == "disorder":
 elif mode == "garbage":
     sys.stdout.buffer.write(b"not base64 at all!,")
     sys.stdout.flush()
+elif mode == "escape":  # indexes every page, then returns a file outside the bundle
+    while m["payload"]["type"] != "GetFiles":
+        answer(m["message_id"], {{"type": "IndexedFile", "page_word_count": 1, "page_url": "/x", "page_meta": {{}}}})
+        m = read()
+    answer(m["message_id"], {{"type": "GetFiles", "files": [{{"path": "../escape.txt", "content": "eA=="}}]}})
 while read():
     pass
 '''
 
 FAILURES = [
-    ("error", r"Pagefind failed to index the site: Failed to add file"),
-    ("crash", r"Pagefind failed to index the site: Pagefind stopped before it finished the search index: thread 'main' panicked at 'out of memory'"),
-    ("disorder", r"Pagefind failed to index the site: Pagefind answered request 7 with IndexedFile, where 2 \(IndexedFile\) was due"),
-    ("garbage", r"Pagefind failed to index the site: Pagefind answered something this build cannot read"),
+    ("error", r"Pagefind failed to index the search bundle pagefind: Failed to add file"),
+    ("crash", r"bundle pagefind: Pagefind stopped before it finished the search index: thread 'main' panicked at 'out of memory'"),
+    ("disorder", r"bundle pagefind: Pagefind answered request 7 with IndexedFile, where 2 \(IndexedFile\) was due"),
+    ("garbage", r"bundle pagefind: Pagefind answered something this build cannot read"),
+    ("escape", r"bundle pagefind: Pagefind returned a file outside its bundle: '../escape.txt'"),
     ("hang", r"Pagefind did not finish indexing the search bundle pagefind within 2 s"),
 ]
 
@@ -90,19 +119,15 @@ def test_a_service_that_fails_gives_a_clear_error_and_is_stopped(tmp_path, monke
     fake.write_text(FAKE.format(python=sys.executable, mode=mode), encoding="utf-8")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
-    procs = []
     t = time.monotonic()
-    with pytest.raises(RenderError, match=message):
-        site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES, timeout=2, admit=lambda p: procs.append(p) or True)
-    assert time.monotonic() - t < 15
-    assert procs and procs[0].returncode is not None, "the job's process was waited for"
-    with pytest.raises(ProcessLookupError):
-        os.kill(procs[0].pid, 0)
+    with pytest.raises(RenderError, match=message) as raised:
+        site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES, timeout=2 if mode == "hang" else 60)
+    assert time.monotonic() - t < 30 and "Traceback" not in str(raised.value)
     deadline = time.monotonic() + 10
     while _running(fake) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _running(fake), "the service ended with its input"
-    assert not (tmp_path / "site" / "pagefind" / "pagefind.js").exists()
+    assert not _running(fake), "the service ended with its input (the hanging one: once the job was stopped)"
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "site" / "escape.txt").exists()
 
 
 def _running(program: Path) -> bool:
@@ -116,9 +141,39 @@ def _running(program: Path) -> bool:
     return False
 
 
-def test_pagefind_not_installed_names_the_fix(tmp_path, monkeypatch):
+def _missing_binary():
+    raise FileNotFoundError("pagefind_extended")
+
+
+@pytest.mark.parametrize("lookup", [lambda: None, _missing_binary], ids=["no binary", "package without its binary"])
+def test_pagefind_not_installed_names_the_fix(tmp_path, monkeypatch, lookup):
     import pagefind.service
 
-    monkeypatch.setattr(pagefind.service, "get_executable", lambda: None)
+    monkeypatch.setattr(pagefind.service, "get_executable", lookup)
     with pytest.raises(RenderError, match=r"pip install 'pagefind\[extended\]'"):
         site_search.run_pagefind(tmp_path / "pagefind", DOCS, COPIES)
+
+
+@pytest.mark.parametrize("job", [b"not json\n", b'{"binary": 3}\n', b""], ids=["not JSON", "no pages", "nothing"])
+def test_a_job_of_another_shape_is_refused_without_a_traceback(job):
+    done = subprocess.run([sys.executable, "-I", str(site_search._JOB)], input=job, capture_output=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip() and b"Traceback" not in done.stderr
+
+
+def test_the_job_starts_on_its_line_while_its_input_stays_open(tmp_path):
+    """A render worker forked while the job is being sent holds a copy of the job's input pipe,
+    which then ends only when that worker does: the job reads its one line and goes on."""
+    job = json.dumps({"binary": str(site_search._pagefind_binary()), "bundle": str(tmp_path / "pagefind"),
+                      "pages": [["cases/a.html", site_search._record_page("A case", "case report", "words")]]}).encode() + b"\n"
+    proc = subprocess.Popen([sys.executable, "-I", str(site_search._JOB)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(job)
+        proc.stdin.flush()  # and not closed, as a forked copy would keep it
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        assert (tmp_path / "pagefind" / "pagefind.js").is_file()
+    finally:
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()

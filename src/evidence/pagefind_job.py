@@ -1,10 +1,13 @@
 """One bundle of the search index, made by Pagefind's service: run as a script of its own.
 
-``python pagefind_job.py`` (by path, so that it imports nothing of the package) reads a job from
-its standard input, a JSON object ``{"binary": PATH, "bundle": FOLDER, "pages": [[PATH, HTML],
-...]}``, hands the pages to ``PAGEFIND --service``, asks for the bundle's files and writes them
-into ``FOLDER``. It exits 0 once every file is written; otherwise 1, with the reason on its
-standard error. :func:`evidence.site_search.run_pagefind` runs it.
+``python -I pagefind_job.py`` (by path and isolated, so that it imports nothing of the package or
+of its folder) reads a job from the first line of its standard input, a JSON object ``{"binary":
+PATH, "bundle": FOLDER, "pages": [[PATH, HTML], ...]}``, hands the pages to ``PAGEFIND
+--service``, asks for the bundle's files and writes them into ``FOLDER``. It exits 0 once every
+file is written; otherwise 1, with the reason on its standard error.
+:func:`evidence.site_search.run_pagefind` runs it. The job is one line, not the whole input: a
+render worker forked while it is being sent holds a copy of the pipe, whose end would wait for
+that worker.
 
 The service reads requests from its standard input, each a base64-encoded JSON message ended by a
 comma, handles them in order and answers each on its standard output: the protocol of Pagefind's
@@ -40,7 +43,9 @@ def run(binary: str, bundle: str, pages: list[list[str]]) -> None:
     try:
         replies = _Replies(proc.stdout, errors)
         _send(proc, [_request(1, {"type": "NewIndex", "config": {"keep_index_url": True}})])
-        index_id = replies.expect(1, "NewIndex")["index_id"]
+        index_id = replies.expect(1, "NewIndex").get("index_id")
+        if not isinstance(index_id, int):
+            raise JobError(f"Pagefind made no index (it answered the index number {index_id!r})")
         requests = [_request(i, {"type": "AddFile", "index_id": index_id, "file_path": rel, "url": None, "file_contents": html})
                     for i, (rel, html) in enumerate(pages, start=2)]
         last = 2 + len(requests)
@@ -73,16 +78,18 @@ def _write(bundle: str, files: object) -> None:
     root = os.path.realpath(bundle)
     made = set()
     for f in sorted(files, key=lambda f: str(f.get("path")) if isinstance(f, dict) else ""):
-        rel = f.get("path") if isinstance(f, dict) else None
-        if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or ".." in rel.replace("\\", "/").split("/"):
+        rel, content = (f.get("path"), f.get("content")) if isinstance(f, dict) else (None, None)
+        path = os.path.normpath(os.path.join(root, rel)) if isinstance(rel, str) and rel and "\0" not in rel else None
+        if path is None or os.path.isabs(rel) or os.path.commonpath([root, path]) != root or path == root:
             raise JobError(f"Pagefind returned a file outside its bundle: {rel!r}")
-        path = os.path.join(root, rel)
+        if not isinstance(content, str):
+            raise JobError(f"Pagefind returned {rel} without its content")
         folder = os.path.dirname(path)
         if folder not in made:
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
         with open(path, "xb") as fh:  # the bundle's folder is new: a file met twice is an error
-            fh.write(base64.b64decode(f.get("content") or ""))
+            fh.write(base64.b64decode(content, validate=True))
     if not os.path.isfile(os.path.join(root, "pagefind.js")):
         raise JobError("Pagefind returned no pagefind.js for the search index")
 
@@ -135,9 +142,11 @@ class _Replies:
             self.pending += chunk
         raw, self.pending = bytes(self.pending[:end]), self.pending[end + 1:]
         try:
-            answer = json.loads(base64.b64decode(raw))
+            answer = json.loads(base64.b64decode(raw, validate=True))
             payload = answer["payload"]
-        except (ValueError, TypeError, KeyError) as exc:
+            if not isinstance(payload, dict):
+                raise TypeError("no payload")
+        except (ValueError, TypeError, KeyError) as exc:  # binascii.Error and JSON's errors are ValueErrors
             raise JobError(f"Pagefind answered something this build cannot read ({exc}): {raw[:200]!r}") from None
         if payload.get("type") == "Error":
             raise JobError(f"{payload.get('message')} {self.errors.text(ended=False)}".strip())
@@ -148,10 +157,13 @@ class _Replies:
 
 def main() -> int:
     try:
-        job = json.loads(sys.stdin.buffer.read())
+        job = json.loads(sys.stdin.buffer.readline())
         run(job["binary"], job["bundle"], job["pages"])
     except (JobError, OSError) as exc:
         sys.stderr.write(f"{exc}\n")
+        return 1
+    except Exception as exc:  # a job or an answer of another shape than this code knows: said, never a traceback
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
         return 1
     return 0
 

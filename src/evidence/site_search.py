@@ -276,9 +276,9 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     and in a thread of the build, which waited for the busy render at each file, up to 1.5 s."""
     exe = _pagefind_binary()
     pages = sorted([*((rel, _record_page(title, kind, text)) for rel, title, kind, text in docs), *copies.items()])
-    job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages}).encode("utf-8")
+    job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages}).encode("utf-8") + b"\n"  # one line (see pagefind_job)
     with _STARTING:
-        proc = subprocess.Popen([sys.executable, str(_JOB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, "-I", str(_JOB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with proc:
         if admit is not None and not admit(proc):
             proc.kill()
@@ -290,7 +290,7 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
             raise RenderError(f"Pagefind did not finish indexing the search bundle {bundle.name} within {timeout:.0f} s") from None
     if proc.returncode != 0:
         status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        raise RenderError(f"Pagefind failed to index the site: {stderr.decode('utf-8', 'replace').strip()[-2000:] or status}")
+        raise RenderError(f"Pagefind failed to index the search bundle {bundle.name}: {stderr.decode('utf-8', 'replace').strip()[-2000:] or status}")
     return sorted(p for p in bundle.rglob("*") if p.is_file())
 
 
@@ -302,7 +302,10 @@ def _pagefind_binary() -> Path:
         from pagefind.service import get_executable
     except ImportError:
         get_executable = None
-    exe = get_executable() if get_executable is not None else None
+    try:
+        exe = get_executable() if get_executable is not None else None
+    except OSError:  # pagefind_bin_extended installed without its binary
+        exe = None
     if exe is None:
         raise RenderError("Pagefind is not installed, so the search index cannot be made (install it with: pip install 'pagefind[extended]')")
     return Path(exe)
