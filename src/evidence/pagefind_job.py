@@ -31,9 +31,12 @@ import subprocess
 import sys
 import threading
 
+__all__ = ["JobError", "run", "main"]
+
 
 class JobError(Exception):
-    """Why the bundle was not made (printed for the build to report)."""
+    """Why the bundle was not made (printed for the build to report, which raises it as an
+    evidence.errors.RenderError: this script imports nothing of the package, so not its tree)."""
 
 
 def run(binary: str, bundle: str, pages: list[list[str]]) -> None:
