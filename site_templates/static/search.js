@@ -73,10 +73,10 @@
     return w.toLowerCase().normalize("NFD").replace(/[\u0300-\u036f]/g, "").replace(/[^\p{L}\p{N}]+/gu, "");
   }
   function common(a, b) { var n = 0; while (n < a.length && n < b.length && a[n] === b[n]) { n++; } return n; }
-  // A word found for a term begins with all of it ("bari" finds "baricitinib"), or with all but an
-  // ending of at most 4 letters, as a stem ("studies" finds "study"); a fallback to the first
-  // letters does not ("c" for "compassionate", "jak1" for "JAK1/2"). A word is also taken from each
-  // of its parts on (an identifier such as NM_033629.6:c.52G>A is found by "52G>A").
+  // A word found for a term shares at least half of it (and 3 letters) from its start: a stem
+  // ("studies", "study") or an extension ("bari", "baricitinib") does; a fallback to a few letters
+  // does not. A word is also taken from each of its parts on (an identifier such as
+  // NM_033629.6:c.52G>A is found by "c.52G>A").
   function holds(d, terms) {
     var words = (d.content || "").split(/\s+/);
     var found = [];
@@ -85,14 +85,10 @@
       for (var k = 0; k < parts.length; k++) { found.push(parts.slice(k).join("")); }
     });
     if (!found.length) { return true; }  // nothing to tell by
-    function has(t) {
-      return found.some(function (w) {
-        var n = common(w, t);
-        return n === t.length || (n >= 3 && /^\p{L}{1,4}$/u.test(t.slice(n)));
-      });
-    }
-    // A term holds whole, or by each of its parts ("TREX1-related" in a page that has both words).
-    return terms.every(function (t) { return has(t.whole) || (t.parts.length > 1 && t.parts.every(has)); });
+    return terms.every(function (t) {
+      var need = Math.min(t.length, Math.max(3, Math.ceil(t.length / 2)));
+      return found.some(function (w) { return common(w, t) >= need; });
+    });
   }
   function searchBundle(pf, q, terms) {
     return pf.search(q).then(function (res) {
@@ -104,9 +100,7 @@
   function searchPagefind(q) {
     var mine = ++seq;
     say("Searching…");
-    var terms = q.split(/\s+/).map(function (raw) {
-      return { whole: norm(raw), parts: raw.split(/[^\p{L}\p{N}]+/u).map(norm).filter(Boolean) };
-    }).filter(function (t) { return t.whole; });
+    var terms = q.split(/\s+/).map(norm).filter(Boolean);
     Promise.all(pagefind.map(function (pf) { return searchBundle(pf, q, terms); })).then(function (lists) {
       if (mine !== seq) { return null; }
       var results = [].concat.apply([], lists).sort(function (a, b) { return b.score - a.score; });
