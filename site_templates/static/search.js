@@ -1,6 +1,5 @@
 /* evidence: the search page. Over http(s) it queries Pagefind's index, written at build time as
-   one or more bundles (pagefind/, pagefind-N/, listed in the form's data-bundles) that it searches
-   each and merges (see searchPagefind);
+   one or more bundles (pagefind/, pagefind-N/, listed in the form's data-bundles) that it merges;
    from file://, where a browser may not load that index, it searches the titles of every page
    (search-titles.js). Results are built as DOM nodes, never as HTML strings. */
 (function () {
@@ -63,53 +62,18 @@
     show(found.slice(0, 100).map(function (e) { return item(new URL(e[2], siteRoot).href, e[0], e[1]); }), found.length);
   }
 
-  // Each bundle is searched on its own, and a bundle whose best result does not hold every word
-  // of the query is left out. When a bundle holds no word that begins with a search term,
-  // Pagefind matches the longest beginning of the term that some word there has, down to one
-  // letter: in a bundle without "compassionate", every page with a word in "c". One index hides
-  // this (the word is somewhere in it); an index split into bundles showed such pages, about as
-  // high as the real results, from every bundle that lacks the word.
-  function norm(w) {
-    return w.toLowerCase().normalize("NFD").replace(/[\u0300-\u036f]/g, "").replace(/[^\p{L}\p{N}]+/gu, "");
-  }
-  function common(a, b) { var n = 0; while (n < a.length && n < b.length && a[n] === b[n]) { n++; } return n; }
-  // A word found for a term shares at least half of it (and 3 letters) from its start: a stem
-  // ("studies", "study") or an extension ("bari", "baricitinib") does; a fallback to a few letters
-  // does not. A word is also taken from each of its parts on (an identifier such as
-  // NM_033629.6:c.52G>A is found by "c.52G>A").
-  function holds(d, terms) {
-    var words = (d.content || "").split(/\s+/);
-    var found = [];
-    (d.locations || []).forEach(function (i) {
-      var parts = (words[i] || "").split(/[^\p{L}\p{N}]+/u).map(norm).filter(Boolean);
-      for (var k = 0; k < parts.length; k++) { found.push(parts.slice(k).join("")); }
-    });
-    if (!found.length) { return true; }  // nothing to tell by
-    return terms.every(function (t) {
-      var need = Math.min(t.length, Math.max(3, Math.ceil(t.length / 2)));
-      return found.some(function (w) { return common(w, t) >= need; });
-    });
-  }
-  function searchBundle(pf, q, terms) {
-    return pf.search(q).then(function (res) {
-      var results = (res && res.results) || [];
-      if (!results.length || !terms.length) { return results; }
-      return results[0].data().then(function (d) { return holds(d, terms) ? results : []; });
-    });
-  }
   function searchPagefind(q) {
     var mine = ++seq;
     say("Searching…");
-    var terms = q.split(/\s+/).map(norm).filter(Boolean);
-    Promise.all(pagefind.map(function (pf) { return searchBundle(pf, q, terms); })).then(function (lists) {
+    pagefind.search(q).then(function (res) {
       if (mine !== seq) { return null; }
-      var results = [].concat.apply([], lists).sort(function (a, b) { return b.score - a.score; });
-      return Promise.all(results.slice(0, 30).map(function (r) { return r.data(); })).then(function (data) {
+      var total = res.results.length;
+      return Promise.all(res.results.slice(0, 30).map(function (r) { return r.data(); })).then(function (data) {
         if (mine !== seq) { return; }
         show(data.map(function (d) {
           var url = new URL(d.url, location.href).href;
           return item(url, (d.meta && d.meta.title) || d.url, d.meta && d.meta.kind, excerpt(d.excerpt || ""));
-        }), results.length);
+        }), total);
       });
     }).catch(function (err) { say("Search failed: " + err); });
   }
@@ -141,12 +105,10 @@
   } else {
     var bundles = (form.getAttribute("data-bundles") || "pagefind").split(/\s+/).filter(Boolean);
     var opts = { baseUrl: siteRoot.pathname, excerptLength: 24 };
-    // One Pagefind per bundle (each bundle's pagefind.js is a module of its own), not one with
-    // the others merged into it: see searchPagefind.
-    Promise.all(bundles.map(function (b) {
-      return import(new URL(b + "/pagefind.js", siteRoot).href).then(function (pf) {
-        return pf.options(opts).then(function () { return pf.init ? pf.init() : null; }).then(function () { return pf; });
-      });
-    })).then(function (all) { pagefind = all; }).then(ready, function () { useTitles("The full-text index is not available."); });
+    import(new URL(bundles[0] + "/pagefind.js", siteRoot).href).then(function (pf) {
+      return pf.options(opts).then(function () { return pf.init ? pf.init() : null; }).then(function () {
+        return Promise.all(bundles.slice(1).map(function (b) { return pf.mergeIndex(new URL(b + "/", siteRoot).href, opts); }));
+      }).then(function () { pagefind = pf; });
+    }).then(ready, function () { useTitles("The full-text index is not available."); });
   }
 })();
