@@ -168,6 +168,9 @@ def main() -> int:
     except Exception as exc:  # a job or an answer of another shape than this code knows: said, never a traceback
         sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
         return 1
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole group: the build reports it, not this job
+        sys.stderr.write("interrupted\n")
+        return 130
     return 0
 
 
