@@ -172,7 +172,7 @@ def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_libra
     """The search page comes before the case pages (SitePages.write_all): with the few bundles an
     edit remakes, Pagefind is already at work when they render. The bundle that holds the query
     library (written last, it waits for the library's answers) is indexed only once that page is
-    written, from its HTML."""
+    written, from its HTML, and the words bundle after it."""
     from evidence import site_pages, site_search
 
     monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # several bundles
@@ -212,7 +212,8 @@ def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_libra
     assert seen["index at the case pages"] is not None and seen["bundles started by then"], "Pagefind runs while the case pages render"
     waiting = seen["waiting before the query library"]
     assert len(waiting) == 1 and waiting[0] not in seen["bundles started by then"]
-    assert started[-1] == waiting[0], "the query library's bundle is the last one indexed"
+    # the words bundle (site_search.words_pages) needs every bundle's words: it comes right after
+    assert started[-2:] == [waiting[0], site_search.WORDS_BUNDLE], "the query library's bundle is the last one indexed"
     library = [c for c in copies.values() if "queries.html" in c]
     assert len(library) == 1 and library[0]["queries.html"] == (out / "queries.html").read_text(encoding="utf-8")
 

@@ -340,7 +340,8 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     first = project.build()  # byte-identical to a build without cache (checked in build)
     bundles = sorted(p.name for p in project.out.iterdir() if p.name.startswith("pagefind"))
     listed = re.search(r'data-bundles="([^"]*)"', first["search.html"].decode()).group(1).split()
-    assert len(bundles) > 2 and listed[0] == "pagefind" and sorted(listed) == bundles
+    assert len(bundles) > 2 and listed[0] == "pagefind" and sorted(listed + [site_search.WORDS_BUNDLE]) == bundles
+    assert f'data-words="{site_search.WORDS_BUNDLE}"' in first["search.html"].decode()
     before = _inodes(project.out)
     staged.clear()
     runs.clear()
@@ -352,16 +353,25 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     monkeypatch.setattr(site_pages.SitePages, "_search_lookup", lambda self, path, key: (looked_up.append(path), real_lookup(self, path, key))[1])
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     project.build()  # checked byte for byte against a build without cache
-    mine = [b for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")]  # not the uncached build's
-    assert len(mine) == 1, runs
-    changed = mine[0].name
+    mine = [b.name for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")]  # not the uncached build's
+    # The edit's bundle, and the words bundle: the edit brought a word ("Edited,") its bundle lacked.
+    assert len(mine) == 2 and mine[-1] == site_search.WORDS_BUNDLE, runs
+    changed = mine[0]
     assert any("cases/briand-2019.html" in pages for _stage, pages in staged[:1]), staged[:1]
     assert "cases/briand-2019.html" in looked_up and set(looked_up) <= set(staged[0][1]), "only the remade bundle's words are looked up"
     after = _inodes(project.out)
     for rel, ino in before.items():
-        if rel.startswith("pagefind") and not rel.startswith(changed + "/"):
+        if rel.startswith("pagefind") and not rel.startswith((changed + "/", site_search.WORDS_BUNDLE + "/")):
             assert after.get(rel) == ino, f"{rel} was written again"
     assert any(after[rel] != ino for rel, ino in before.items() if rel.startswith(changed + "/"))
+    # An edit that brings no new word remakes its bundle only: the words bundle is linked.
+    before = _inodes(project.out)
+    runs.clear()
+    project.edit("briand-2019.yaml", "title: Edited, ", "title: Edited, Edited, ")
+    project.build()
+    assert [b.name for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")] == [changed], runs
+    after = _inodes(project.out)
+    assert all(after[rel] == ino for rel, ino in before.items() if rel.startswith(site_search.WORDS_BUNDLE + "/"))
     # The words of the pages in bundles that were linked stay in the cache, though they were not
     # read: the next edit makes the words of its case only, whichever bundle it is in (a pack
     # with any unused entry is packed anew here).

@@ -177,3 +177,54 @@ def test_the_job_starts_on_its_line_while_its_input_stays_open(tmp_path):
             proc.kill()
         proc.wait()
         proc.stderr.close()
+
+
+# The words bundle (site_search.words_pages): which bundles a search is to look in.
+
+PAGE_WORDS = [
+    # (page, words Pagefind indexes from it that bundle_words must hold, words it must not hold)
+    ('<html><body><nav>Menu</nav><main data-pagefind-body><h1>Docs</h1><p>one <b>two</b>three</p>'
+     '<div data-pagefind-ignore><p>hidden</p></div><script>var x;</script><style>p{}</style><p>four&amp;five</p></main>'
+     '<footer>Footer</footer></body></html>',
+     {"Docs", "one", "two", "three", "twothree", "four&five"}, {"Menu", "hidden", "var", "x;", "p{}", "Footer"}),
+    # without data-pagefind-body, the whole body (not the head)
+    ("<html><head><title>Head</title></head><body><p>all<br>of<img src=x>it</p><section data-pagefind-ignore='all'>no"
+     "<p>nested</p></section>after</body></html>", {"all", "of", "it", "ofit", "after"}, {"Head", "no", "nested"}),
+]
+
+
+@pytest.mark.parametrize(("page", "held", "not_held"), PAGE_WORDS)
+def test_the_words_of_a_page_indexed_as_it_is_are_those_pagefind_reads(page, held, not_held):
+    words = set(site_search.bundle_words(site_search.Shard(folder="pagefind", copies={"p.html": page})))
+    assert held <= words and not (not_held & words), (sorted(words), held - words, not_held & words)
+
+
+def test_the_words_of_a_bundle_are_every_word_of_its_documents_once():
+    sh = site_search.Shard(folder="pagefind", docs=DOCS, copies=COPIES)
+    words = site_search.bundle_words(sh)
+    assert words == sorted(set(words))
+    assert {"Ruxolitinib", "ruxolitinib", "JAK1/2", "Frémond", "<script>alert(1)</script>", "case", "report", "curate"} <= set(words)
+
+
+def test_the_words_map_names_the_bundle_each_page_of_the_words_bundle_stands_for(tmp_path):
+    folder = tmp_path / site_search.WORDS_BUNDLE
+    pages = site_search.words_pages({"pagefind": ["ruxolitinib", "c.52G>A"], "pagefind-1": ["baricitinib"], "pagefind-2": ["<b>"]})
+    site_search.run_pagefind(folder, [], pages)
+    found = json.loads(site_search.words_map(folder))
+    # keyed by the id a search answers with (the name of the page's fragment)
+    assert sorted(found) == sorted(p.name[: -len(".pf_fragment")] for p in (folder / "fragment").glob("*.pf_fragment"))
+    by_bundle = {bundle: _fragments(folder)[f"/{bundle}.html"]["content"] for bundle in found.values()}
+    assert sorted(by_bundle) == ["pagefind", "pagefind-1", "pagefind-2"]
+    assert "c.52G>A" in by_bundle["pagefind"] and "<b>" in by_bundle["pagefind-2"]  # escaped: a word, not markup
+    assert site_search.words_map(folder) == site_search.words_map(folder)
+
+
+def test_a_words_bundle_pagefind_wrote_in_another_format_is_a_clear_error(tmp_path):
+    folder = tmp_path / site_search.WORDS_BUNDLE
+    (folder / "fragment").mkdir(parents=True)
+    (folder / "fragment" / "en_1.pf_fragment").write_bytes(gzip.compress(b'{"url": "/pagefind.html"}'))
+    with pytest.raises(RenderError, match=r"fragment en_1\.pf_fragment in the search bundle pagefind-words .*pagefind_dcd"):
+        site_search.words_map(folder)
+    (folder / "fragment" / "en_1.pf_fragment").write_bytes(b"not gzip")
+    with pytest.raises(RenderError, match="Pagefind version"):
+        site_search.words_map(folder)

@@ -1,7 +1,14 @@
 /* evidence: the search page. Over http(s) it queries Pagefind's index, written at build time as
    one or more bundles (pagefind/, pagefind-N/, listed in the form's data-bundles) that it merges;
    from file://, where a browser may not load that index, it searches the titles of every page
-   (search-titles.js). Results are built as DOM nodes, never as HTML strings. */
+   (search-titles.js). Results are built as DOM nodes, never as HTML strings.
+
+   An index of several bundles has a words bundle too (data-words, see site_search.words_pages).
+   Pagefind matches a term by the words that begin with it or, in a bundle that has none, by the
+   longest word that begins the term, so a bundle without the word would answer with pages that
+   do not hold it. Each bundle is merged with its name as the filter "bundle"; the words bundle is
+   searched first, and its answer (pages that its bundles.json maps to bundles) names the bundles
+   whose words a one-bundle index would match: the search proper keeps the pages of those only. */
 (function () {
   "use strict";
   var form = document.getElementById("search-form");
@@ -13,6 +20,9 @@
   var siteRoot = new URL(".", location.href);
   var offline = location.protocol === "file:";
   var pagefind = null;
+  var names = (form.getAttribute("data-bundles") || "pagefind").split(/\s+/).filter(Boolean);
+  var words = form.getAttribute("data-words");  // the words bundle, with more than one bundle
+  var wordsMap = {};  // Pagefind's id of each page of the words bundle -> the bundle it stands for
   var seq = 0;
 
   function say(text) { status.textContent = text; }
@@ -62,10 +72,27 @@
     show(found.slice(0, 100).map(function (e) { return item(new URL(e[2], siteRoot).href, e[0], e[1]); }), found.length);
   }
 
+  // The results, best first. A quoted search matches whole words only (Pagefind's exact search),
+  // never a shorter word: it looks in every bundle.
+  function searchBundles(q) {
+    if (!words) { return pagefind.search(q); }
+    var bundles = Promise.resolve(names);
+    if (!/^\s*".+"\s*$/.test(q)) {
+      bundles = pagefind.search(q, { filters: { bundle: words } }).then(function (res) {
+        var holding = {};
+        res.results.forEach(function (r) { holding[wordsMap[r.id]] = true; });
+        return names.filter(function (n) { return holding[n]; });
+      });
+    }
+    return bundles.then(function (wanted) {
+      return wanted.length ? pagefind.search(q, { filters: { bundle: { any: wanted } } }) : { results: [] };
+    });
+  }
+
   function searchPagefind(q) {
     var mine = ++seq;
     say("Searching…");
-    pagefind.search(q).then(function (res) {
+    searchBundles(q).then(function (res) {
       if (mine !== seq) { return null; }
       var total = res.results.length;
       return Promise.all(res.results.slice(0, 30).map(function (r) { return r.data(); })).then(function (data) {
@@ -103,11 +130,21 @@
   if (offline) {
     useTitles("Opened from a file, the full-text index cannot be loaded.");
   } else {
-    var bundles = (form.getAttribute("data-bundles") || "pagefind").split(/\s+/).filter(Boolean);
-    var opts = { baseUrl: siteRoot.pathname, excerptLength: 24 };
-    import(new URL(bundles[0] + "/pagefind.js", siteRoot).href).then(function (pf) {
-      return pf.options(opts).then(function () { return pf.init ? pf.init() : null; }).then(function () {
-        return Promise.all(bundles.slice(1).map(function (b) { return pf.mergeIndex(new URL(b + "/", siteRoot).href, opts); }));
+    var opts = function (name) {
+      var o = { baseUrl: siteRoot.pathname, excerptLength: 24 };
+      if (words) { o.mergeFilter = { bundle: name }; }
+      return o;
+    };
+    var merged = names.slice(1).concat(words ? [words] : []);
+    import(new URL(names[0] + "/pagefind.js", siteRoot).href).then(function (pf) {
+      return pf.options(opts(names[0])).then(function () { return pf.init ? pf.init() : null; }).then(function () {
+        return Promise.all(merged.map(function (b) { return pf.mergeIndex(new URL(b + "/", siteRoot).href, opts(b)); }));
+      }).then(function () {
+        if (!words) { return null; }
+        return fetch(new URL(words + "/bundles.json", siteRoot).href).then(function (r) {
+          if (!r.ok) { throw new Error("bundles.json: " + r.status); }
+          return r.json();
+        }).then(function (map) { wordsMap = map; });
       }).then(function () { pagefind = pf; });
     }).then(ready, function () { useTitles("The full-text index is not available."); });
   }

@@ -32,7 +32,7 @@ from .site_graph import graph_view
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
 from .site_related import all_related, related_view
-from .site_search import SearchIndex, Shard, shards, titles_script
+from .site_search import WORDS_BUNDLE, SearchIndex, Shard, shards, titles_script
 from .site_timeline import timeline
 
 __all__ = ["SitePages", "NAV", "MEDIA_TYPES"]
@@ -846,14 +846,17 @@ class SitePages:
         # split by path); a bundle holding one is indexed once it is written (_late_copy).
         self.late_copies = {rel for rel in self.LATE_COPIES if rel not in self.search_copies}
         self.search_shards = shards(docs, {**self.search_copies, **dict.fromkeys(self.late_copies, "")}, known=known)
+        # More than one bundle: the words bundle names those a search is to look in (site_search.words_pages).
+        words = WORDS_BUNDLE if len(self.search_shards) > 1 else ""
         self.page("search.html", "search.html", "the search page", title="Search", page_kind="search",
-                  bundles=[sh.folder for sh in self.search_shards])
+                  bundles=[sh.folder for sh in self.search_shards], words=words)
         if self.make_index:  # Pagefind runs while the other pages render
             t = time.perf_counter()
-            for sh in self.search_shards:
-                self.writer.claim(f"{sh.folder}/pagefind.js", "the search index")
+            for folder in [sh.folder for sh in self.search_shards] + ([words] if words else []):
+                self.writer.claim(f"{folder}/pagefind.js", "the search index")
             ready = [sh for sh in self.search_shards if not self.late_copies & sh.copies.keys()]  # the others: _late_copy
-            self.index = SearchIndex(ready, self.out, self.writer.outputs, self.pages_key, hold=True, lookup=self._search_lookup)
+            self.index = SearchIndex(ready, self.out, self.writer.outputs, self.pages_key, hold=True, lookup=self._search_lookup,
+                                     bundles=len(self.search_shards))
             if len(self.index.todo) <= EARLY_BUNDLES:  # an edit's: Pagefind runs while the pages render
                 self.index.start()
             self.timings["search index"] = time.perf_counter() - t - self._lookup_time
