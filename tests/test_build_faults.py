@@ -109,8 +109,8 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
     pids: list[int] = []
     real_run = site_search.run_pagefind
 
-    def noting(bundle, docs, copies, timeout=600, admit=None):
-        return real_run(bundle, docs, copies, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1])
+    def noting(bundle, docs, copies, timeout=600, admit=None, described=None):
+        return real_run(bundle, docs, copies, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1], described)
 
     monkeypatch.setattr(site_search, "run_pagefind", noting)
 
@@ -147,7 +147,7 @@ def test_the_first_search_bundle_that_fails_stops_the_others_at_once(tmp_path, m
     parts = [site_search.Shard(folder=f"pagefind-{i}", docs=[(f"p{i}.html", "a title", "page", "words")]) for i in range(2)]
     slow: list[subprocess.Popen] = []
 
-    def fake(bundle, docs, copies, timeout=600, admit=None):
+    def fake(bundle, docs, copies, timeout=600, admit=None, described=None):
         if bundle.name == "pagefind-0":
             with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as proc:
                 slow.append(proc)
@@ -181,9 +181,9 @@ def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_libra
     copies: dict[str, dict[str, str]] = {}
     real_run = site_search.run_pagefind
 
-    def indexing(bundle, docs, pages, timeout=600, admit=None):
+    def indexing(bundle, docs, pages, timeout=600, admit=None, described=None):
         copies[str(bundle)] = dict(pages)
-        return real_run(bundle, docs, pages, timeout, admit)
+        return real_run(bundle, docs, pages, timeout, admit, described)
 
     real_index = site_search.SearchIndex._index
 

@@ -331,10 +331,10 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     real_run = site_search.run_pagefind
     runs: list[Path] = []
 
-    def indexing(bundle, docs, copies, timeout=600, admit=None):
+    def indexing(bundle, docs, copies, timeout=600, admit=None, described=None):
         staged.append((bundle, [d[0] for d in docs] + list(copies)))
         runs.append(bundle)
-        return real_run(bundle, docs, copies, timeout, admit)
+        return real_run(bundle, docs, copies, timeout, admit, described)
 
     monkeypatch.setattr(site_search, "run_pagefind", indexing)
     first = project.build()  # byte-identical to a build without cache (checked in build)
@@ -372,6 +372,11 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     assert [b.name for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")] == [changed], runs
     after = _inodes(project.out)
     assert all(after[rel] == ino for rel, ino in before.items() if rel.startswith(site_search.WORDS_BUNDLE + "/"))
+    # An edit that takes the last "Edited," out of its bundle remakes the words bundle too.
+    runs.clear()
+    project.edit("briand-2019.yaml", "title: Edited, Edited, ", "title: ")
+    project.build()
+    assert [b.name for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")] == [changed, site_search.WORDS_BUNDLE], runs
     # The words of the pages in bundles that were linked stay in the cache, though they were not
     # read: the next edit makes the words of its case only, whichever bundle it is in (a pack
     # with any unused entry is packed anew here).

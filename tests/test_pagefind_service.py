@@ -99,6 +99,14 @@ elif mode == "escape":  # indexes every page, then returns a file outside the bu
         answer(m["message_id"], {{"type": "IndexedFile", "page_word_count": 1, "page_url": "/x", "page_meta": {{}}}})
         m = read()
     answer(m["message_id"], {{"type": "GetFiles", "files": [{{"path": "../escape.txt", "content": "eA=="}}]}})
+elif mode == "badfragment":  # indexes every page, then returns a fragment of another format
+    import gzip
+    while m["payload"]["type"] != "GetFiles":
+        answer(m["message_id"], {{"type": "IndexedFile", "page_word_count": 1, "page_url": "/x", "page_meta": {{}}}})
+        m = read()
+    frag = base64.b64encode(gzip.compress(b'{{"url": "/a.html"}}')).decode()
+    answer(m["message_id"], {{"type": "GetFiles", "files": [{{"path": "pagefind.js", "content": "eA=="}},
+                                                         {{"path": "fragment/en_1.pf_fragment", "content": frag}}]}})
 while read():
     pass
 '''
@@ -179,52 +187,51 @@ def test_the_job_starts_on_its_line_while_its_input_stays_open(tmp_path):
         proc.stderr.close()
 
 
-# The words bundle (site_search.words_pages): which bundles a search is to look in.
+# What Pagefind indexed in a bundle (pagefind_job.describe), for the words bundle (site_search.words_pages).
 
-PAGE_WORDS = [
-    # (page, words Pagefind indexes from it that bundle_words must hold, words it must not hold)
-    ('<html><body><nav>Menu</nav><main data-pagefind-body><h1>Docs</h1><p>one <b>two</b>three</p>'
-     '<div data-pagefind-ignore><p>hidden</p></div><script>var x;</script><style>p{}</style><p>four&amp;five</p></main>'
-     '<footer>Footer</footer></body></html>',
-     {"Docs", "one", "two", "three", "twothree", "four&five"}, {"Menu", "hidden", "var", "x;", "p{}", "Footer"}),
-    # without data-pagefind-body, the whole body (not the head)
-    ("<html><head><title>Head</title></head><body><p>all<br>of<img src=x>it</p><section data-pagefind-ignore='all'>no"
-     "<p>nested</p></section>after</body></html>", {"all", "of", "it", "ofit", "after"}, {"Head", "no", "nested"}),
-]
+PAGE = ('<!doctype html><html lang="en"><head><title>In the head</title></head><body><nav>Menu</nav>'
+        '<main data-pagefind-body><h1>Docs</h1><p>one <b>two</b>three</p><table><tr><th>Field</th><th>Required</th></tr></table>'
+        '<div data-pagefind-ignore><p>hidden</p></div><p>four&amp;five</p></main><footer>Footer</footer></body></html>')
 
 
-@pytest.mark.parametrize(("page", "held", "not_held"), PAGE_WORDS)
-def test_the_words_of_a_page_indexed_as_it_is_are_those_pagefind_reads(page, held, not_held):
-    words = set(site_search.bundle_words(site_search.Shard(folder="pagefind", copies={"p.html": page})))
-    assert held <= words and not (not_held & words), (sorted(words), held - words, not_held & words)
-
-
-def test_the_words_of_a_bundle_are_every_word_of_its_documents_once():
-    sh = site_search.Shard(folder="pagefind", docs=DOCS, copies=COPIES)
-    words = site_search.bundle_words(sh)
-    assert words == sorted(set(words))
-    assert {"Ruxolitinib", "ruxolitinib", "JAK1/2", "Frémond", "<script>alert(1)</script>", "case", "report", "curate"} <= set(words)
+def test_a_bundle_is_described_by_the_words_pagefind_indexed_and_the_id_of_each_page(tmp_path):
+    described: dict = {}
+    folder = tmp_path / "pagefind"
+    site_search.run_pagefind(folder, DOCS, {**COPIES, "p.html": PAGE}, described=described)
+    assert described["words"] == sorted(set(described["words"]))
+    words = {w.rstrip(".") for w in described["words"]}  # Pagefind ends a block's text with a full stop
+    # the words of the text and of the metadata (title, kind), as Pagefind read the HTML: an
+    # inline tag joins words, a table cell does not part them, ignored parts and the nav are left out
+    assert {"Ruxolitinib", "JAK1/2", "Frémond", "<script>alert(1)</script>", "case", "report", "curate", "Docs", "four&five"} <= words
+    assert {"twothree", "FieldRequired"} <= words and not {"hidden", "Menu", "Footer", "two"} & words, sorted(words)
+    fragments = {p.name.removesuffix(".pf_fragment"): p for p in (folder / "fragment").glob("*.pf_fragment")}
+    assert sorted(described["pages"]) == sorted(fragments)  # keyed by the id a search answers with
+    assert {pid: _fragments(folder)[url]["url"] for pid, url in described["pages"].items()} == described["pages"]
+    assert sorted(described["pages"].values()) == ["/cases/a.html", "/cases/b.html", "/docs.html", "/drugs/ruxolitinib.html", "/p.html"]
 
 
 def test_the_words_map_names_the_bundle_each_page_of_the_words_bundle_stands_for(tmp_path):
-    folder = tmp_path / site_search.WORDS_BUNDLE
     pages = site_search.words_pages({"pagefind": ["ruxolitinib", "c.52G>A"], "pagefind-1": ["baricitinib"], "pagefind-2": ["<b>"]})
-    site_search.run_pagefind(folder, [], pages)
-    found = json.loads(site_search.words_map(folder))
-    # keyed by the id a search answers with (the name of the page's fragment)
-    assert sorted(found) == sorted(p.name[: -len(".pf_fragment")] for p in (folder / "fragment").glob("*.pf_fragment"))
-    by_bundle = {bundle: _fragments(folder)[f"/{bundle}.html"]["content"] for bundle in found.values()}
-    assert sorted(by_bundle) == ["pagefind", "pagefind-1", "pagefind-2"]
-    assert "c.52G>A" in by_bundle["pagefind"] and "<b>" in by_bundle["pagefind-2"]  # escaped: a word, not markup
-    assert site_search.words_map(folder) == site_search.words_map(folder)
+    maps = []
+    for run in ("one", "two"):  # two runs of Pagefind: the same map (builds are byte-identical)
+        described: dict = {}
+        site_search.run_pagefind(tmp_path / run / site_search.WORDS_BUNDLE, [], pages, described=described)
+        maps.append(site_search.words_map(described["pages"], {"pagefind", "pagefind-1", "pagefind-2"}))
+        contents = {url: d["content"] for url, d in _fragments(tmp_path / run / site_search.WORDS_BUNDLE).items()}
+        assert "<b>" in contents["/pagefind-2.html"]  # escaped: a word, not markup
+    assert maps[0] == maps[1]
+    found = json.loads(maps[0])
+    assert sorted(found.values()) == ["pagefind", "pagefind-1", "pagefind-2"] and sorted(found) == sorted(described["pages"])
+    with pytest.raises(RenderError, match=r"names the bundles \['pagefind', 'pagefind-1', 'pagefind-2'\], where .*'pagefind-3'"):
+        site_search.words_map(described["pages"], {"pagefind", "pagefind-1", "pagefind-2", "pagefind-3"})
 
 
-def test_a_words_bundle_pagefind_wrote_in_another_format_is_a_clear_error(tmp_path):
-    folder = tmp_path / site_search.WORDS_BUNDLE
-    (folder / "fragment").mkdir(parents=True)
-    (folder / "fragment" / "en_1.pf_fragment").write_bytes(gzip.compress(b'{"url": "/pagefind.html"}'))
-    with pytest.raises(RenderError, match=r"fragment en_1\.pf_fragment in the search bundle pagefind-words .*pagefind_dcd"):
-        site_search.words_map(folder)
-    (folder / "fragment" / "en_1.pf_fragment").write_bytes(b"not gzip")
-    with pytest.raises(RenderError, match="Pagefind version"):
-        site_search.words_map(folder)
+def test_a_fragment_of_another_format_is_a_clear_error(tmp_path, monkeypatch):
+    fake = tmp_path / "pagefind"
+    fake.write_text(FAKE.format(python=sys.executable, mode="badfragment"), encoding="utf-8")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
+    site_search.run_pagefind(tmp_path / "plain" / "pagefind", DOCS, COPIES)  # not read unless described
+    with pytest.raises(RenderError, match=r"bundle pagefind: cannot read the fragment fragment/en_1\.pf_fragment .*pagefind_dcd.*Pagefind version") as raised:
+        site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES, described={})
+    assert "Traceback" not in str(raised.value)

@@ -22,7 +22,7 @@
   var pagefind = null;
   var names = (form.getAttribute("data-bundles") || "pagefind").split(/\s+/).filter(Boolean);
   var words = form.getAttribute("data-words");  // the words bundle, with more than one bundle
-  var wordsMap = {};  // Pagefind's id of each page of the words bundle -> the bundle it stands for
+  var wordsMap = null;  // Pagefind's id of each page of the words bundle -> the bundle it stands for
   var seq = 0;
 
   function say(text) { status.textContent = text; }
@@ -77,7 +77,7 @@
   function searchBundles(q) {
     if (!words) { return pagefind.search(q); }
     var bundles = Promise.resolve(names);
-    if (!/^\s*".+"\s*$/.test(q)) {
+    if (wordsMap && !/^\s*".+"\s*$/.test(q)) {
       bundles = pagefind.search(q, { filters: { bundle: words } }).then(function (res) {
         var holding = {};
         res.results.forEach(function (r) { holding[wordsMap[r.id]] = true; });
@@ -102,7 +102,7 @@
           return item(url, (d.meta && d.meta.title) || d.url, d.meta && d.meta.kind, excerpt(d.excerpt || ""));
         }), total);
       });
-    }).catch(function (err) { say("Search failed: " + err); });
+    }).catch(function (err) { if (mine === seq) { say("Search failed: " + err); } });
   }
 
   function run() {
@@ -141,10 +141,11 @@
         return Promise.all(merged.map(function (b) { return pf.mergeIndex(new URL(b + "/", siteRoot).href, opts(b)); }));
       }).then(function () {
         if (!words) { return null; }
+        // Without it, every bundle is searched: a rare word may then find pages without it.
         return fetch(new URL(words + "/bundles.json", siteRoot).href).then(function (r) {
           if (!r.ok) { throw new Error("bundles.json: " + r.status); }
           return r.json();
-        }).then(function (map) { wordsMap = map; });
+        }).then(function (map) { wordsMap = map; }, function () { wordsMap = null; });
       }).then(function () { pagefind = pf; });
     }).then(ready, function () { useTitles("The full-text index is not available."); });
   }

@@ -2,9 +2,11 @@
 
 ``python -I pagefind_job.py`` (by path and isolated, so that it imports nothing of the package or
 of its folder) reads a job from the first line of its standard input, a JSON object ``{"binary":
-PATH, "bundle": FOLDER, "pages": [[PATH, HTML], ...]}``, hands the pages to ``PAGEFIND
---service``, asks for the bundle's files and writes them into ``FOLDER``. It exits 0 once every
-file is written; otherwise 1, with the reason on its standard error.
+PATH, "bundle": FOLDER, "pages": [[PATH, HTML], ...], "describe": BOOL}``, hands the pages to
+``PAGEFIND --service``, asks for the bundle's files and writes them into ``FOLDER``. It exits 0
+once every file is written; otherwise 1, with the reason on its standard error. With
+``describe``, it then prints one JSON line (:func:`describe`): every word Pagefind indexed and
+the address of each indexed page by Pagefind's id for it, read from the fragments it wrote.
 :func:`evidence.site_search.run_pagefind` runs it. The job is one line, not the whole input: a
 render worker forked while it is being sent holds a copy of the pipe, whose end would wait for
 that worker.
@@ -25,13 +27,16 @@ thread that writes a thousand files waits for it at each one (a bundle's staging
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
+import zlib
 
-__all__ = ["JobError", "run", "main"]
+__all__ = ["JobError", "run", "describe", "main"]
 
 
 class JobError(Exception):
@@ -39,7 +44,8 @@ class JobError(Exception):
     evidence.errors.RenderError: this script imports nothing of the package, so not its tree)."""
 
 
-def run(binary: str, bundle: str, pages: list[list[str]]) -> None:
+def run(binary: str, bundle: str, pages: list[list[str]]) -> list:
+    """Index ``pages`` into ``bundle``; return the files Pagefind returned (as it returned them)."""
     proc = subprocess.Popen([binary, "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors = _Drain(proc.stderr)
     writer = None
@@ -61,6 +67,7 @@ def run(binary: str, bundle: str, pages: list[list[str]]) -> None:
             replies.expect(i, "IndexedFile")
         files = replies.expect(last, "GetFiles").get("files")
         _write(bundle, files)
+        return files
     finally:
         try:
             proc.stdin.close()  # the service exits once its input ends
@@ -95,6 +102,42 @@ def _write(bundle: str, files: object) -> None:
             fh.write(base64.b64decode(content, validate=True))
     if not os.path.isfile(os.path.join(root, "pagefind.js")):
         raise JobError("Pagefind returned no pagefind.js for the search index")
+
+
+# What Rust's char::is_whitespace is (Unicode White_Space), by which Pagefind splits text into
+# words; Python's str.split also splits at U+001C-U+001F.
+_SPACE = re.compile("[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+_FRAGMENT = b"pagefind_dcd"  # a fragment: gzip of this marker and the page's JSON
+
+
+def describe(files: list) -> dict:
+    """What Pagefind indexed, from the fragments among ``files`` (one per page): ``words``, every
+    word of the pages' text and metadata (title, kind...: Pagefind indexes its values as words too),
+    sorted, once each; ``pages``, the address of each page by Pagefind's id for it (the fragment's
+    name, which a search answers with)."""
+    words: set[str] = set()
+    pages: dict[str, str] = {}
+    for f in files:
+        rel = f["path"]
+        if not (rel.startswith("fragment/") and rel.endswith(".pf_fragment")):
+            continue
+        try:
+            data = gzip.decompress(base64.b64decode(f["content"], validate=True))
+            if not data.startswith(_FRAGMENT):
+                raise ValueError("no pagefind_dcd marker")
+            page = json.loads(data[len(_FRAGMENT):])
+            text, meta, url = page["content"], page.get("meta") or {}, page["url"]
+            if not (isinstance(text, str) and isinstance(meta, dict) and isinstance(url, str)):
+                raise TypeError("its content, meta or url is not what Pagefind 1.5 writes")
+        except (OSError, EOFError, ValueError, TypeError, KeyError, zlib.error) as exc:
+            raise JobError(f"cannot read the fragment {rel} that Pagefind returned ({exc}); is this a Pagefind version the build "
+                           "was not tested with? (pyproject.toml names those it was)") from None
+        words.update(_SPACE.split(text))
+        for value in meta.values():
+            words.update(_SPACE.split(str(value)))
+        pages[rel[len("fragment/"):-len(".pf_fragment")]] = url
+    words.discard("")
+    return {"words": sorted(words), "pages": dict(sorted(pages.items()))}
 
 
 def _request(message_id: int, payload: dict) -> bytes:
@@ -161,7 +204,9 @@ class _Replies:
 def main() -> int:
     try:
         job = json.loads(sys.stdin.buffer.readline())
-        run(job["binary"], job["bundle"], job["pages"])
+        files = run(job["binary"], job["bundle"], job["pages"])
+        if job.get("describe"):
+            sys.stdout.write(json.dumps(describe(files), separators=(",", ":")) + "\n")
     except (JobError, OSError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 1

@@ -20,8 +20,9 @@ The index begins before most pages are rendered (:meth:`SearchIndex.add` takes a
 last page was written later), so Pagefind runs while they render.
 
 When the index has more than one bundle, it has a *words bundle* too (``pagefind-words/``, see
-:func:`words_pages`): one document per bundle holding every word of that bundle, and
-``bundles.json``, the bundle each of its documents stands for. Pagefind matches a term by the words that begin with it and,
+:func:`words_pages`): one document per bundle holding every word Pagefind indexed in that bundle
+(as Pagefind's fragments give them: its own reading of the HTML), and ``bundles.json``, the
+bundle each of its documents stands for. Pagefind matches a term by the words that begin with it and,
 when an index has none, by the longest word that begins the term ("compassionate" finds the
 word "c" of "c.52G>A"). Searched on its own, a bundle without the word would answer with such
 pages; the search page first searches the words bundle, whose words are every bundle's, and then
@@ -33,7 +34,6 @@ A browser cannot load Pagefind's index from ``file://``, so the search page fall
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -44,7 +44,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 
 from markupsafe import escape
@@ -54,12 +53,12 @@ from .errors import RenderError
 from .outputs import Outputs, content_key
 
 __all__ = ["run_pagefind", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "SearchIndex", "SHARD_DOCS", "WORDS_BUNDLE",
-           "bundle_words", "words_pages", "words_map", "WORDS_MAP"]
+           "words_pages", "words_map", "WORDS_MAP"]
 
 PAGEFIND_LICENCE_NAME = "pagefind.txt"
 SHARD_DOCS = 2000  # documents per search bundle: about 1.5 s of Pagefind each (bench/README.md)
 _STAGE = "search"
-_WORDS_STAGE = "search-words"  # the words of a bundle (bundle_words), under the bundle's key
+_WORDS_STAGE = "search-words"  # the words Pagefind indexed in a bundle, under the bundle's key
 WORDS_BUNDLE = "pagefind-words"  # the words bundle's folder (see the module's text)
 
 
@@ -119,80 +118,12 @@ def _bucket(rel: str, k: int) -> int:
     return int.from_bytes(hashlib.sha256(rel.encode("utf-8")).digest()[:4], "big") % k
 
 
-class _IndexedText(HTMLParser):
-    """The text of a page that Pagefind indexes: inside the element marked ``data-pagefind-body``
-    (the whole body when none is), outside any marked ``data-pagefind-ignore`` and outside scripts
-    and styles. ``chunks`` are the runs of text, with ``_BLOCK`` where a tag other than an inline
-    one (``_INLINE``) stands between two."""
-
-    _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
-    _SKIP = frozenset(("script", "style", "template"))
-    _INLINE = frozenset("a abbr b bdi bdo cite code data dfn em i img kbd mark q s samp small span strong sub sup time u var wbr".split())
-
-    def __init__(self, marked: bool):
-        super().__init__(convert_charrefs=True)
-        self.marked = marked  # the page marks its indexed part with data-pagefind-body
-        self.stack: list[tuple[str, bool, bool]] = []  # open tags: (tag, inside the indexed part, ignored)
-        self.chunks: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._break(tag)
-        if tag in self._VOID:
-            return
-        names = {k for k, _v in attrs}
-        inside, ignored = self.stack[-1][1:] if self.stack else (False, False)
-        inside = inside or ("data-pagefind-body" in names if self.marked else tag == "body")
-        ignored = ignored or "data-pagefind-ignore" in names or tag in self._SKIP
-        self.stack.append((tag, inside, ignored))
-
-    def handle_endtag(self, tag: str) -> None:
-        self._break(tag)
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i][0] == tag:
-                del self.stack[i:]
-                return
-
-    def _break(self, tag: str) -> None:
-        self.chunks.append(_INLINE_TAG if tag in self._INLINE else _BLOCK)
-
-    def handle_data(self, data: str) -> None:
-        if self.stack and self.stack[-1][1] and not self.stack[-1][2]:
-            self.chunks.append(data)
-
-
-_BLOCK, _INLINE_TAG = "\n", "\0"
-
-
-def _page_words(page: str) -> set[str]:
-    """The words Pagefind indexes of a page given as HTML, with the text on either side of an
-    inline tag (``<b>``, ``<a>``...) read both as one word and as two: a word too many only lets a
-    bundle be searched, a word too few would hide its pages (see :func:`words_pages`)."""
-    reader = _IndexedText(marked="data-pagefind-body" in page)
-    reader.feed(page)
-    reader.close()
-    text = "".join(reader.chunks)
-    return set(text.replace(_INLINE_TAG, "").split()) | set(text.replace(_INLINE_TAG, " ").split())
-
-
-def bundle_words(sh: Shard) -> list[str]:
-    """Every word (a run of text between spaces, as Pagefind splits text) of a bundle's documents,
-    sorted, once each (see :func:`words_pages`)."""
-    words: set[str] = set()
-    for _path, title, kind, text in sh.docs:
-        words.update(title.split())
-        words.update(kind.split())
-        words.update(text.split())
-    for page in sh.copies.values():
-        words |= _page_words(page)
-    return sorted(words)
-
-
 def words_pages(words: dict[str, list[str]]) -> dict[str, str]:
-    """The documents of the words bundle: for each bundle (folder -> its words, see
-    :func:`bundle_words`), a page ``<folder>.html`` of its words. Searched, the words bundle
-    answers with the bundles that hold a word beginning each term (or, where none does, the
-    longest word that begins it): those whose pages a one-bundle index of the whole site would
-    find. Its ``bundles.json`` (:func:`words_map`) names the bundle of each answer."""
+    """The documents of the words bundle: for each bundle (folder -> every word Pagefind indexed
+    in it, see :func:`evidence.pagefind_job.describe`), a page ``<folder>.html`` of its words.
+    Searched, the words bundle answers with the bundles that hold a word beginning each term (or,
+    where none does, the longest word that begins it): those whose pages a one-bundle index of the
+    whole site would find. Its ``bundles.json`` names the bundle of each of its pages."""
     return {f"{folder}.html": (f'<!doctype html><html lang="en"><head><meta charset="utf-8"></head>'
                                f'<body data-pagefind-body><p>{escape(" ".join(found))}</p></body></html>\n')
             for folder, found in sorted(words.items())}
@@ -201,40 +132,31 @@ def words_pages(words: dict[str, list[str]]) -> dict[str, str]:
 WORDS_MAP = "bundles.json"  # in the words bundle: Pagefind's id of each of its pages -> the bundle it stands for
 
 
-def words_map(folder: Path) -> bytes:
-    """``bundles.json`` of the words bundle written into ``folder``: {Pagefind's id of a page (the
-    name of its fragment file, which a search answers with) : the bundle the page stands for}.
-    Read from the fragments Pagefind wrote (gzip: ``pagefind_dcd`` and the page's JSON), since
-    Pagefind's own way to tell them apart, a filter, is written in a different order on each run,
-    and builds are byte-identical."""
-    found: dict[str, str] = {}
-    for frag in sorted((folder / "fragment").glob("*.pf_fragment")):
-        try:
-            data = gzip.decompress(frag.read_bytes())
-            if not data.startswith(_FRAGMENT_MAGIC):
-                raise ValueError("no pagefind_dcd signature")
-            url = json.loads(data[len(_FRAGMENT_MAGIC):])["url"]
-            if not isinstance(url, str) or not url.endswith(".html"):
-                raise ValueError(f"its address {url!r} is not one of the words bundle's pages")
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
-            raise RenderError(f"cannot read Pagefind's fragment {frag.name} in the search bundle {folder.name} ({exc}); "
-                              "is this a Pagefind version the build was not tested with? (pyproject.toml names those it was)") from None
-        found[frag.name[:-len(".pf_fragment")]] = url.rsplit("/", 1)[-1][:-len(".html")]
+def words_map(pages: dict[str, str], bundles: set[str]) -> bytes:
+    """``bundles.json`` of the words bundle, from Pagefind's id and address of each of its pages
+    (``pages``, see :func:`evidence.pagefind_job.describe`): {id: the bundle the page stands for}.
+    Not a Pagefind filter: Pagefind writes a filter's values in a different order on each run,
+    and builds are byte-identical. A RenderError unless every bundle of ``bundles`` has its page."""
+    found = {pid: url.rsplit("/", 1)[-1].removesuffix(".html") for pid, url in pages.items()}
+    if set(found.values()) != bundles:
+        raise RenderError(f"the words bundle of the search index names the bundles {sorted(set(found.values()))}, "
+                          f"where {sorted(bundles)} were indexed")
     return (json.dumps(found, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-_FRAGMENT_MAGIC = b"pagefind_dcd"
 
 
 class SearchIndex:
     """The search index in the making: a bundle whose key the previous build's bundle had is linked
     from it at once (every file, or none: a bundle is remade whole); the others are indexed by
     Pagefind, two processes at a time (each uses several threads), while the caller goes on (the
-    render's other pages). :meth:`result` waits for them; :meth:`close` (or leaving the ``with``
-    block on an error) stops them.
+    render's other pages). :meth:`result` waits for them, then makes the words bundle (with more
+    than one bundle: see :func:`words_pages`); :meth:`close` (or leaving the ``with`` block on an
+    error) stops them.
 
     Each file of a bundle is recorded under the bundle's key and its own bytes' hash, so a file
-    is only ever linked to the very file an earlier run of Pagefind wrote for the same bundle."""
+    is only ever linked to the very file an earlier run of Pagefind wrote for the same bundle.
+    The words Pagefind indexed in a bundle are kept in the build cache under its key too
+    (``search-words``): a bundle is linked only with them, so the words bundle never waits for a
+    bundle to be read again."""
 
     def __init__(self, parts: list[Shard], out: Path, outputs: Outputs, context: str, timeout: float = 600, hold: bool = False,
                  lookup: Callable[[str, str], tuple[str, str]] | None = None, bundles: int = 1):
@@ -247,12 +169,10 @@ class SearchIndex:
         self.context = context
         self.todo: list[tuple[Shard, str]] = []  # the bundles Pagefind makes, in order
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="pagefind")
-        self._futures: list[Future[list[Path]]] = []  # one per bundle of todo handed to Pagefind
+        self._futures: list[Future[tuple[list[Path], dict]]] = []  # one per bundle of todo handed to Pagefind
         self._held = hold  # bundles wait for start() (those the cache had are linked at once)
-        # With more than one bundle (``bundles``: how many the index has), the words bundle is made
-        # once the words of every bundle are known (see words_pages).
-        self.bundles = bundles
-        self.words: dict[str, list[str]] = {}  # folder -> bundle_words of each bundle added
+        self.bundles = bundles  # how many bundles the index has: with more than one, the words bundle is made
+        self.words: dict[str, list[str]] = {}  # folder -> the words Pagefind indexed in it, for the words bundle
         self.add(parts)
 
     def add(self, parts: list[Shard]) -> None:
@@ -262,53 +182,41 @@ class SearchIndex:
             for sh in parts:
                 key = sh.key(self.context)
                 entry = cache.get(_STAGE, key) if cache is not None else None
-                if _valid_entry(entry) and _link_bundle(self.outputs, self.out, entry):
+                words = cache.get(_WORDS_STAGE, key) if cache is not None and self._split(sh) else []
+                if (_valid_entry(entry) and isinstance(words, list) and all(isinstance(w, str) for w in words)
+                        and _link_bundle(self.outputs, self.out, entry)):
                     self.files += [self.out / rel for rel, _k in entry]
-                    if self.bundles > 1 and sh.folder != WORDS_BUNDLE:
-                        self.words[sh.folder] = self._words(sh, key)
+                    if self._split(sh):
+                        self.words[sh.folder] = words
                 else:
                     _remove(self.out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
-                    self._resolve(sh)
-                    if self.bundles > 1 and sh.folder != WORDS_BUNDLE:
-                        self.words[sh.folder] = self._words(sh, key)
+                    if sh.known:
+                        if self.lookup is None:
+                            raise RenderError(f"the search bundle {sh.folder} has documents known by key, and nothing to look them up")
+                        sh.resolve(self.lookup)
                     self.todo.append((sh, key))
-            if self.bundles > 1 and len(self.words) == self.bundles and WORDS_BUNDLE not in self.words:
-                self.words[WORDS_BUNDLE] = []  # made once
-                self.add([Shard(folder=WORDS_BUNDLE, copies=words_pages({f: w for f, w in self.words.items() if f != WORDS_BUNDLE}))])
             if not self._held:
                 self.start()
         except BaseException:
             self.close()
             raise
 
-    def _resolve(self, sh: Shard) -> None:
-        if sh.known:
-            if self.lookup is None:
-                raise RenderError(f"the search bundle {sh.folder} has documents known by key, and nothing to look them up")
-            sh.resolve(self.lookup)
-
-    def _words(self, sh: Shard, key: str) -> list[str]:
-        """The bundle's words (bundle_words), kept in the build cache under its key: a bundle
-        linked from the previous build is not read again for them."""
-        cache = self.outputs.cache
-        found = cache.get(_WORDS_STAGE, key) if cache is not None else None
-        if isinstance(found, list) and all(isinstance(w, str) for w in found):
-            return found
-        self._resolve(sh)
-        found = bundle_words(sh)
-        if cache is not None:
-            cache.put(_WORDS_STAGE, key, found)
-        return found
+    def _split(self, sh: Shard) -> bool:
+        """Whether the words bundle needs ``sh``'s words."""
+        return self.bundles > 1 and sh.folder != WORDS_BUNDLE
 
     def start(self) -> None:
         """Hand the bundles that wait to Pagefind (two processes at a time)."""
         self._held = False
         self._futures += [self._pool.submit(self._index, sh) for sh, _key in self.todo[len(self._futures):]]
 
-    def _index(self, sh: Shard) -> list[Path]:
+    def _index(self, sh: Shard) -> tuple[list[Path], dict]:
         if self._stopped:
             raise RenderError("the search index was stopped")
-        return run_pagefind(self.out / sh.folder, sh.docs, sh.copies, self.timeout, admit=self._admit)
+        described: dict = {}
+        files = run_pagefind(self.out / sh.folder, sh.docs, sh.copies, self.timeout, admit=self._admit,
+                             described=described if self.bundles > 1 else None)
+        return files, described
 
     def _admit(self, proc: subprocess.Popen) -> bool:
         """Note a Pagefind process so that close() can stop it; False once stopped."""
@@ -321,28 +229,46 @@ class SearchIndex:
         """Every file of the index, once Pagefind has written its bundles (a RenderError if it
         failed)."""
         try:
-            self.start()
-            # The first failure stops the rest at once (not after the bundles before it).
-            wait(self._futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in self._futures if f.done() and not f.cancelled() and f.exception() is not None), None)
-            if failed is not None:
-                failed.result()  # raised; leaving stops the others
-            cache = self.outputs.cache
-            for (sh, key), future in zip(self.todo, self._futures):
-                written = future.result()
-                if sh.folder == WORDS_BUNDLE:
-                    path = self.out / sh.folder / WORDS_MAP
-                    path.write_bytes(words_map(self.out / sh.folder))
-                    written = sorted([*written, path])
-                made = [(p.relative_to(self.out).as_posix(), digest(key, content_key(p.read_bytes()))) for p in written]
-                for rel, file_key in made:
-                    self.outputs.keys[rel] = file_key
-                if cache is not None:
-                    cache.put(_STAGE, key, made)
-                self.files += written
+            self._finish()
+            if self.bundles > 1:
+                # Every bundle's words are known now; the words bundle is linked or made like another.
+                self.add([Shard(folder=WORDS_BUNDLE, copies=words_pages(self.words))])
+                self._finish()
         finally:
+            self.words = {}
             self.close()
         return self.files
+
+    def _finish(self) -> None:
+        """Wait for the bundles handed to Pagefind; record their files and words."""
+        self.start()
+        # The first failure stops the rest at once (not after the bundles before it).
+        wait(self._futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in self._futures if f.done() and not f.cancelled() and f.exception() is not None), None)
+        if failed is not None:
+            failed.result()  # raised; leaving stops the others
+        cache = self.outputs.cache
+        for (sh, key), future in zip(self.todo, self._futures):
+            written, described = future.result()
+            if sh.folder == WORDS_BUNDLE:
+                path = self.out / sh.folder / WORDS_MAP
+                data = words_map(described.get("pages", {}), set(self.words))
+                try:
+                    path.write_bytes(data)
+                except OSError as exc:
+                    raise RenderError(f"cannot write {path}: {exc.strerror or exc}") from None
+                written = sorted([*written, path])
+            elif self._split(sh):
+                self.words[sh.folder] = described["words"]
+                if cache is not None:
+                    cache.put(_WORDS_STAGE, key, described["words"])
+            made = [(p.relative_to(self.out).as_posix(), digest(key, content_key(p.read_bytes()))) for p in written]
+            for rel, file_key in made:
+                self.outputs.keys[rel] = file_key
+            if cache is not None:
+                cache.put(_STAGE, key, made)
+            self.files += written
+        self.todo, self._futures = [], []
 
     def close(self) -> None:
         """Stop the Pagefind processes still running, and wait for their threads. The lookup is
@@ -414,11 +340,13 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_c
 
 
 def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: dict[str, str], timeout: float = 600,
-                 admit: Callable[[subprocess.Popen], bool] | None = None) -> list[Path]:
+                 admit: Callable[[subprocess.Popen], bool] | None = None, described: dict | None = None) -> list[Path]:
     """Index ``docs`` (one small page each, see :func:`_record_page`: path, title, kind, words)
     and ``copies`` (path -> the page's HTML, indexed as it is) into ``bundle``, a new folder;
     return the files written. ``admit`` is told of the process once it runs (see
-    SearchIndex.close); if it says no, the process is stopped.
+    SearchIndex.close); if it says no, the process is stopped. ``described``, a dict, is given
+    what Pagefind indexed (:func:`evidence.pagefind_job.describe`: its ``words`` and its
+    ``pages`` by Pagefind's id).
 
     The pages go, in path order, through a pipe to a process of their own
     (:mod:`evidence.pagefind_job`), which hands them to Pagefind's service and writes the files it
@@ -427,14 +355,14 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     and in a thread of the build, which waited for the busy render at each file, up to 1.5 s."""
     exe = _pagefind_binary()
     pages = sorted([*((rel, _record_page(title, kind, text)) for rel, title, kind, text in docs), *copies.items()])
-    job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages}).encode("utf-8") + b"\n"  # one line (see pagefind_job)
+    job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages, "describe": described is not None}).encode("utf-8") + b"\n"  # one line (see pagefind_job)
     with _STARTING:
         proc = subprocess.Popen([sys.executable, "-I", str(_JOB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with proc:
         if admit is not None and not admit(proc):
             proc.kill()
         try:
-            _stdout, stderr = proc.communicate(job, timeout=timeout)
+            stdout, stderr = proc.communicate(job, timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
@@ -442,6 +370,14 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     if proc.returncode != 0:
         status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
         raise RenderError(f"Pagefind failed to index the search bundle {bundle.name}: {stderr.decode('utf-8', 'replace').strip()[-2000:] or status}")
+    if described is not None:
+        try:
+            got = json.loads(stdout)
+            if not (isinstance(got.get("words"), list) and isinstance(got.get("pages"), dict)):
+                raise ValueError("no words and pages")
+        except (ValueError, AttributeError) as exc:
+            raise RenderError(f"the search bundle {bundle.name} was made, but what Pagefind indexed in it could not be read ({exc})") from None
+        described.update(got)
     return sorted(p for p in bundle.rglob("*") if p.is_file())
 
 
