@@ -235,7 +235,11 @@ def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, l
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = " ".join(str(x) for x in (exc.context, exc.problem) if x)
-        return None, [_diag(path, line, col, f"YAML syntax error: {problem}", "check indentation, colons and quotes near here", "yaml-syntax")]
+        hint = "check indentation, colons and quotes near here"
+        if "escape" in problem:  # "\ud83d" (half of a surrogate pair), "\q"...: not an escape YAML reads as a character
+            hint = ("in double quotes a backslash starts an escape: write \\\\ for a backslash, or the character itself "
+                    "(a code point is \\UXXXXXXXX, never half of a UTF-16 pair such as \\ud83d), or use single quotes")
+        return None, [_diag(path, line, col, f"YAML syntax error: {problem}", hint, "yaml-syntax")]
     except yaml.reader.ReaderError as exc:
         where = max(0, min(exc.position, len(text)))
         line = text.count("\n", 0, where) + 1
