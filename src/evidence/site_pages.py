@@ -237,6 +237,8 @@ class SitePages:
                 self.run_deferred()
                 if self.index is not None:  # the render workers are done: the other bundles, if held
                     self.index.start()
+            if self.index is not None:  # the bundles made by now are recorded; the words bundle may start
+                self.index.poll()
             self.timings[f"site {name}"] = time.perf_counter() - t
         if self.late_copies:  # a late page was not written: its bundle would be missing from the index
             raise RenderError(f"the search index waits for {', '.join(sorted(self.late_copies))}, which no step wrote (SitePages.LATE_COPIES)")

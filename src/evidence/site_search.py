@@ -173,6 +173,8 @@ class SearchIndex:
         self._held = hold  # bundles wait for start() (those the cache had are linked at once)
         self.bundles = bundles  # how many bundles the index has: with more than one, the words bundle is made
         self.words: dict[str, list[str]] = {}  # folder -> the words Pagefind indexed in it, for the words bundle
+        self._words_added = False
+        self._recorded: set[int] = set()  # the bundles of todo whose files and words are recorded
         self.add(parts)
 
     def add(self, parts: list[Shard]) -> None:
@@ -197,6 +199,24 @@ class SearchIndex:
                     self.todo.append((sh, key))
             if not self._held:
                 self.start()
+            self._add_words()
+        except BaseException:
+            self.close()
+            raise
+
+    def _add_words(self) -> None:
+        """Add the words bundle once the words of every bundle are known (a rebuild: as soon as an
+        edit's bundle is made and the last page indexed as it is, while the last pages render)."""
+        if self.bundles > 1 and not self._words_added and len(self.words) == self.bundles:
+            self._words_added = True
+            self.add([Shard(folder=WORDS_BUNDLE, copies=words_pages(self.words))])
+
+    def poll(self) -> None:
+        """Record the bundles Pagefind has finished, without waiting (a RenderError if one
+        failed), and start the words bundle if it can be."""
+        try:
+            self._record(block=False)
+            self._add_words()
         except BaseException:
             self.close()
             raise
@@ -229,26 +249,30 @@ class SearchIndex:
         """Every file of the index, once Pagefind has written its bundles (a RenderError if it
         failed)."""
         try:
-            self._finish()
-            if self.bundles > 1:
-                # Every bundle's words are known now; the words bundle is linked or made like another.
-                self.add([Shard(folder=WORDS_BUNDLE, copies=words_pages(self.words))])
-                self._finish()
+            self.start()
+            self._record(block=True)
+            self._add_words()  # if it was not yet: a cold build's, whose bundles waited for start()
+            self._record(block=True)
+            if self.bundles > 1 and not self._words_added:
+                raise RenderError(f"the search index has {self.bundles} bundles, and the words of only {len(self.words)}")
         finally:
             self.words = {}
             self.close()
         return self.files
 
-    def _finish(self) -> None:
-        """Wait for the bundles handed to Pagefind; record their files and words."""
-        self.start()
-        # The first failure stops the rest at once (not after the bundles before it).
-        wait(self._futures, return_when=FIRST_EXCEPTION)
+    def _record(self, block: bool) -> None:
+        """Record the files (and words) of the bundles Pagefind has made; with ``block``, wait for
+        every bundle handed to it (the first failure stops the rest at once)."""
+        if block:
+            wait(self._futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in self._futures if f.done() and not f.cancelled() and f.exception() is not None), None)
         if failed is not None:
             failed.result()  # raised; leaving stops the others
         cache = self.outputs.cache
-        for (sh, key), future in zip(self.todo, self._futures):
+        for i, ((sh, key), future) in enumerate(zip(self.todo, self._futures)):
+            if i in self._recorded or not future.done():
+                continue
+            self._recorded.add(i)
             written, described = future.result()
             if sh.folder == WORDS_BUNDLE:
                 path = self.out / sh.folder / WORDS_MAP
@@ -268,7 +292,6 @@ class SearchIndex:
             if cache is not None:
                 cache.put(_STAGE, key, made)
             self.files += written
-        self.todo, self._futures = [], []
 
     def close(self) -> None:
         """Stop the Pagefind processes still running, and wait for their threads. The lookup is
