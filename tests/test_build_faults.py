@@ -114,21 +114,50 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
 
     monkeypatch.setattr(site_search, "run_pagefind", noting)
 
+    services: list[int] = []  # Pagefind's own processes, started by the jobs
+
     def broken_home(self):
         deadline = time.monotonic() + 30
-        while not pids and time.monotonic() < deadline:  # fail once Pagefind runs
+        while not services and time.monotonic() < deadline:  # fail once Pagefind runs
+            services.extend(child for pid in list(pids) for child in _children(pid))
             time.sleep(0.01)
         raise RenderError("the home page broke")
 
     monkeypatch.setattr(site_pages.SitePages, "home", broken_home)
     with pytest.raises(RenderError, match="the home page broke"):
         build(config, out, cache=BuildCache(None))  # no record of the old bundles: every one is indexed
-    assert pids, "Pagefind had started"
+    assert pids and services, "Pagefind had started"
     for pid in pids:
         with pytest.raises((ProcessLookupError, ChildProcessError)):
             os.kill(pid, 0)  # reaped, not left running
+    deadline = time.monotonic() + 10  # the service ends once its job's pipe does
+    while any(_alive(pid) for pid in services) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in services), "Pagefind's service was left running"
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"], "a staging folder or temporary build was left behind"
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_the_first_search_bundle_that_fails_stops_the_others_at_once(tmp_path, monkeypatch):
