@@ -148,9 +148,9 @@ class SearchIndex:
     """The search index in the making: a bundle whose key the previous build's bundle had is linked
     from it at once (every file, or none: a bundle is remade whole); the others are indexed by
     Pagefind, two processes at a time (each uses several threads), while the caller goes on (the
-    render's other pages). :meth:`result` waits for them, then makes the words bundle (with more
-    than one bundle: see :func:`words_pages`); :meth:`close` (or leaving the ``with`` block on an
-    error) stops them.
+    render's other pages). With more than one bundle, the words bundle (:func:`words_pages`) is
+    added as soon as every bundle's words are known (:meth:`poll`, :meth:`result`). :meth:`result`
+    waits for them all; :meth:`close` (or leaving the ``with`` block on an error) stops them.
 
     Each file of a bundle is recorded under the bundle's key and its own bytes' hash, so a file
     is only ever linked to the very file an earlier run of Pagefind wrote for the same bundle.
