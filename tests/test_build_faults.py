@@ -475,3 +475,42 @@ def test_a_signal_during_the_swap_waits_for_it(config, tmp_path, monkeypatch):
         interrupts.uninstall()
     assert (out / "index.html").is_file() and not (out / "stale.txt").exists(), "the new site is not in place"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"], "a copy of a site was left beside it"
+
+
+_REFUSED_FORKS = r"""
+import errno, sys
+import multiprocessing.context as C
+import evidence.perf as P
+from evidence.cli import main
+P.FORK_RETRIES = (0.01,)
+allow, real, forks = int(sys.argv[1]), C.ForkProcess._Popen, []
+def popen(process):  # as when the machine is out of processes: fork() fails with EAGAIN
+    forks.append(1)
+    if len(forks) > allow:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+    return real(process)
+C.ForkProcess._Popen = staticmethod(popen)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("allow", [3, 0], ids=["a-replacement-worker", "every-worker"])
+def test_a_build_whose_workers_cannot_start(project, allow):
+    """A worker that the machine refuses to fork after the work began (the pool replaces its
+    workers): the build stops with exit code 4 and a message, the previous site as it was (this
+    hung for ever before). No worker at all: the build is made in its own process."""
+    out = project / "_site"
+    before = {p.relative_to(out): (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")}
+    r = subprocess.run([sys.executable, "-c", _REFUSED_FORKS, str(allow), "--root", str(project), "build"], capture_output=True, text=True,
+                       env=_env(), timeout=600)
+    assert "Traceback" not in r.stderr and "Exception in thread" not in r.stderr, r.stderr
+    assert sorted(p.name for p in project.iterdir() if "_site" in p.name) == ["_site"], "an unfinished folder was left"
+    if allow:
+        assert r.returncode == 4, r.stderr
+        assert "error: could not start a worker process ([Errno 11] Resource temporarily unavailable)" in r.stderr
+        assert "EVIDENCE_WORKERS=1" in r.stderr
+        assert {p.relative_to(out): (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")} == before, "the previous site changed"
+    else:
+        assert r.returncode == 0, r.stderr
+        assert "working in this one process" in r.stderr
+        assert (out / "index.html").is_file() and len(list((out / "cases").glob("*.html"))) == 250

@@ -110,3 +110,85 @@ def test_the_render_is_freed_when_the_build_ends_without_the_collector(config, t
         assert "SitePages" not in held, f"{what} left the render in a reference cycle"
         if what == "a rebuild":  # a cold build renders pages here, whose contexts are cycles of Jinja2's own
             assert held == [], f"{what} left the site model in a reference cycle"
+
+
+# ------------------------------------------------------------------ forks the machine refuses
+# Each case runs in a process of its own, where multiprocessing's fork is made to fail with
+# EAGAIN (as when the machine is out of processes) after `allow` forks, for `times` forks (-1: for
+# ever). A hang fails by the time limit.
+
+_FORKS = r"""
+import errno, json, logging, multiprocessing, os, sys, time
+import multiprocessing.context as C
+import evidence.perf as P
+P.FORK_RETRIES = (0.01, 0.01)
+allow, times, n, consume = {allow}, {times}, {n}, {consume}
+real, forks = C.ForkProcess._Popen, []
+def popen(process):
+    forks.append(1)
+    k = len(forks) - allow
+    if k > 0 and (times < 0 or k <= times):
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+    return real(process)
+C.ForkProcess._Popen = staticmethod(popen)
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+got, error = [], None
+try:
+    for i, x in enumerate(P.parallel_imap(abs, [-k for k in range(n)], workers=2, chunksize=25)):
+        got.append(x)
+        if i + 1 == consume:
+            break
+except P.WorkerError as exc:
+    error = exc.message
+time.sleep(0.3)
+print(json.dumps({{"got": got, "error": error, "forks": len(forks), "children": len(multiprocessing.active_children())}}))
+"""
+
+
+def _forks(tmp_path, allow: int, times: int, n: int = 1000, consume: int = -1, env: dict | None = None):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    r = subprocess.run([sys.executable, "-c", _FORKS.format(allow=allow, times=times, n=n, consume=consume)], capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(src), **(env or {})})
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    return json.loads(r.stdout), r.stderr
+
+
+@pytest.mark.parametrize("allow, times, parallel", [
+    (0, -1, False),  # no worker can ever start: the work is done in the caller's process
+    (0, 2, True),  # the first fork refused twice, then given: the retries start the pool
+    (5, 2, True),  # a replacement worker (RENEW_AFTER) refused twice, then given
+], ids=["never", "brief-at-start", "brief-later"])
+def test_refused_forks_still_give_every_result_in_order(tmp_path, allow, times, parallel):
+    out, err = _forks(tmp_path, allow, times)
+    assert out["got"] == list(range(1000)) and out["error"] is None
+    assert ("working in this one process" in err) is not parallel, err
+    assert out["children"] == 0
+
+
+def test_a_replacement_worker_that_cannot_start_is_an_error_not_a_hang(tmp_path):
+    """Before, the pool's thread that replaces workers died of the error (with a traceback) and
+    the caller waited for ever for tasks no worker would take."""
+    out, err = _forks(tmp_path, allow=3, times=-1)
+    assert out["error"] is not None and "could not start a worker process" in out["error"] and "EVIDENCE_WORKERS=1" in out["error"]
+    assert "Resource temporarily unavailable" in out["error"]
+    assert 0 < len(out["got"]) < 1000 and out["got"] == list(range(len(out["got"])))  # what came, came in order
+    assert out["children"] == 0, "a worker outlived its pool"
+
+
+def test_a_caller_that_stops_reading_after_a_refused_fork_does_not_hang(tmp_path):
+    out, _err = _forks(tmp_path, allow=3, times=-1, n=5000, consume=60)
+    assert out["got"] == list(range(60)) and out["error"] is None and out["children"] == 0
+
+
+@pytest.mark.parametrize("value, forks", [("1", 0), ("2", 2), ("none", 2)])
+def test_evidence_workers_bounds_the_workers(tmp_path, value, forks):
+    out, err = _forks(tmp_path, allow=10**6, times=0, n=300, env={"EVIDENCE_WORKERS": value})
+    assert out["got"] == list(range(300))
+    assert out["forks"] >= forks and (out["forks"] == 0) == (forks == 0)
+    assert ("is not a number of worker processes" in err) == (value == "none"), err

@@ -19,11 +19,11 @@ import pyoxigraph as ox
 
 from . import interrupts
 from .config import load_config
-from .errors import Diagnostic, EvidenceError, QueryError, Terminated
+from .errors import Diagnostic, EvidenceError, QueryError, Terminated, WorkerError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERNAL, EXIT_RESOURCES, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # returned only when a caller's own SIGTERM handler let the process live
 
 
@@ -260,6 +260,9 @@ def _run(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)  # imports the commands' modules: a Ctrl-C may land here too
         return args.func(args)
+    except WorkerError as exc:  # the machine's shortage, not the kb's problem: a code of its own, for scripts that retry
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_RESOURCES
     except EvidenceError as exc:
         for d in exc.diagnostics:
             print(d.text(), file=sys.stderr)

@@ -7,7 +7,8 @@
      ├── ValidationError    the kb breaks one or more rules (carries every Diagnostic)
      ├── CompileError       the graph could not be built or fails its SHACL shapes
      ├── QueryError         a SPARQL query is malformed or failed
-     └── RenderError        the site or an export could not be written
+     ├── RenderError        the site or an export could not be written
+     └── WorkerError        the machine could not start a worker process (out of processes or memory)
 
 Every error formats itself for a curator: where, what, expected versus found, and a hint.
 """
@@ -25,6 +26,7 @@ __all__ = [
     "CompileError",
     "QueryError",
     "RenderError",
+    "WorkerError",
     "Terminated",
     "Level",
 ]
@@ -133,6 +135,11 @@ class QueryError(EvidenceError):
 
 class RenderError(EvidenceError):
     """The site or an export could not be written."""
+
+
+class WorkerError(EvidenceError):
+    """A worker process could not be started (fork failed: the machine is out of processes or
+    memory), after the build had handed it work; nothing was written in place of the old output."""
 
 
 class Terminated(BaseException):

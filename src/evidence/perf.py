@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
+import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from .errors import WorkerError
 from .interrupts import deferred
 
-__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "trim_heap", "parallel_map", "parallel_imap"]
+__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "trim_heap", "parallel_map", "parallel_imap", "worker_limit", "WORKERS_ENV"]
+
+log = logging.getLogger("evidence")
 
 
 @contextmanager
@@ -84,6 +91,30 @@ RENEW_AFTER = 4
 
 _ALONE = object()  # parallel_imap's ``shared`` when there is none
 
+# EVIDENCE_WORKERS=N: at most N worker processes per stage (1: every stage in the build's own
+# process), for a machine short of processes or memory.
+WORKERS_ENV = "EVIDENCE_WORKERS"
+# A fork refused for want of processes or memory (EAGAIN, ENOMEM) is tried again after these
+# pauses (seconds): such a shortage is often brief (another program's processes ending).
+FORK_RETRIES = (0.05, 0.2, 0.5, 1.0, 2.0)
+# How often (seconds) a caller waiting for results checks that its pool can still start workers.
+WATCH = 0.25
+
+
+def worker_limit() -> int | None:
+    """The most worker processes a stage may use, from ``EVIDENCE_WORKERS``; None when unset."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        log.warning("%s=%r is not a number of worker processes (1, 2, ...); ignored", WORKERS_ENV, raw)
+        return None
+    return n
+
 
 def parallel_map(fn: Callable[..., Any], items: Sequence[Any], workers: int | None = None, minimum: int = PARALLEL_FROM,
                  shared: Any = _ALONE) -> list[Any]:
@@ -108,6 +139,9 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
     replaced after :data:`RENEW_AFTER` such tasks; items that are already large tasks want 1.
     """
     workers = workers or os.cpu_count() or 1
+    limit = worker_limit()
+    if limit is not None:
+        workers = min(workers, limit)
     if workers < 2 or len(items) < minimum:
         yield from (fn(x) if shared is _ALONE else fn(shared, x) for x in items)
         return
@@ -123,16 +157,107 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
         # Made, and handed its tasks, whole: a Ctrl-C or SIGTERM waits for this block, then lands
         # in the try, so the pool is always closed below.
         with deferred():
-            pool = context.Pool(workers, initializer=_worker_job, initargs=(fn, shared, closing), maxtasksperchild=RENEW_AFTER)
-            _OPEN.append(closing)
-            results: Iterable[Any] = pool.imap(_worker_call, items, chunksize=chunksize or max(1, min(64, len(items) // (workers * 8))))
-        yield from results
+            try:
+                _creating.active = True
+                pool = _pool_class()(workers, initializer=_worker_job, initargs=(fn, shared, closing), maxtasksperchild=RENEW_AFTER,
+                                     context=context)
+            except OSError as exc:  # no worker could be forked (Pool() stopped those it had started): the work is done here
+                log.warning("could not start worker processes (%s); working in this one process, more slowly", exc)
+            finally:
+                _creating.active = False
+            if pool is not None:
+                _OPEN.append(closing)
+                # In batches of our own: Pool.imap's would be a generator over its iterator, which
+                # cannot be waited on with a time limit.
+                size = chunksize or max(1, min(64, len(items) // (workers * 8)))
+                batches = [items[i:i + size] for i in range(0, len(items), size)]
+                results = pool.imap(_worker_call, batches, chunksize=1)
+        if pool is None:
+            yield from (fn(x) if shared is _ALONE else fn(shared, x) for x in items)
+            return
+        while True:
+            try:
+                batch = results.next(WATCH)
+            except StopIteration:
+                break
+            except multiprocessing.TimeoutError:
+                if pool._worker_handler not in _BROKEN:
+                    continue
+                # The pool's thread that replaces its workers (RENEW_AFTER) stopped: a fork failed
+                # past its retries (see _start). No worker would take the tasks left; waiting for
+                # them would wait for ever.
+                broken, pool = pool, None
+                _stop_broken(broken, closing)
+                cause = f" ({_FORK_FAILED[-1]})" if _FORK_FAILED else ""
+                raise WorkerError(f"could not start a worker process{cause}: the machine is out of processes or memory. "
+                                  f"Nothing was changed; close other programs and run the command again, or set {WORKERS_ENV}=1 "
+                                  "to work in one process") from None
+            yield from batch
     except BaseException:  # an error, Ctrl-C, SIGTERM, or the caller stopped reading (GeneratorExit)
         closing.value = 1  # the tasks still queued are skipped
         raise
     finally:
         if pool is not None:
             _close(pool, closing)
+
+
+_creating = threading.local()  # .active while this thread makes a pool (whose first forks fail to the caller)
+_FORK_FAILED: list[OSError] = []  # the last fork that failed in a pool's own thread, past its retries
+_BROKEN: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # pools' threads that ended so (see _start)
+
+
+@functools.cache  # one class
+def _pool_class() -> type:
+    """multiprocessing's Pool, whose workers retry a fork refused for want of processes or memory
+    (see :func:`_start`)."""
+    import multiprocessing.pool
+
+    class _Pool(multiprocessing.pool.Pool):
+        @staticmethod
+        def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:  # the hook Pool itself offers (ThreadPool uses it)
+            process = ctx.Process(*args, **kwds)
+            process.start = functools.partial(_start, process)
+            return process
+
+    return _Pool
+
+
+def _start(process: Any) -> None:
+    """Start a pool's worker; a fork refused with EAGAIN or ENOMEM is tried again (FORK_RETRIES).
+
+    When it still fails: while the pool is being made, the error goes to the caller
+    (:func:`parallel_imap` then works in its own process). Later, in the pool's own thread that
+    replaces the workers, it is recorded and that thread ends quietly (SystemExit, which threads
+    do not print); the caller, which checks that thread while it waits, stops the pool and
+    raises WorkerError. Raised there as it was, it printed a traceback and the build waited for
+    ever for tasks no worker would take."""
+    start = type(process).start
+    for pause in (*FORK_RETRIES, None):
+        try:
+            start(process)
+            return
+        except OSError as exc:
+            if pause is not None and exc.errno in (errno.EAGAIN, errno.ENOMEM):
+                time.sleep(pause)
+                continue
+            if getattr(_creating, "active", False):
+                raise
+            del _FORK_FAILED[:-1]
+            _FORK_FAILED.append(exc)
+            _BROKEN.add(threading.current_thread())
+            raise SystemExit(1) from exc
+
+
+def _stop_broken(pool: Any, closing: Any) -> None:
+    """Stop a pool whose thread that replaces its workers has ended (see :func:`_start`). That
+    thread would have told the task thread to end; it is told here, so that the task thread
+    tells the workers left to leave, then Pool.terminate() ends what remains (the workers obey
+    its SIGTERM once the flag says the pool is going, see _worker_sigterm)."""
+    closing.value = _EXITING
+    with deferred():
+        pool._taskqueue.put(None)
+        pool.terminate()
+    _OPEN.remove(closing)
 
 
 def _close(pool: Any, closing: Any) -> None:
@@ -145,12 +270,23 @@ def _close(pool: Any, closing: Any) -> None:
     The wait may be cut short by a second Ctrl-C or SIGTERM (a worker killed outright, say by the
     kernel's out-of-memory killer, lost its task, and the pool waits for it for ever): the
     workers are then stopped as the process exits (_closing_at_exit)."""
+    handler = pool._worker_handler
+    if handler in _BROKEN:  # a fork failed past its retries (see _start): join would wait for ever
+        _stop_broken(pool, closing)
+        return
     with deferred():
         pool.close()
-    if threading.current_thread() in (pool._worker_handler, pool._task_handler, pool._result_handler):
+    if threading.current_thread() in (handler, pool._task_handler, pool._result_handler):
         # A generator left open, finalised by the collector in one of this pool's own threads,
         # which cannot wait for itself: the workers obey the SIGTERM of the pool's teardown.
         closing.value = _EXITING
+        return
+    # The workers finish the tasks queued (skipping them, see _worker_call), replaced as they
+    # leave (RENEW_AFTER); a replacement that cannot start ends the thread that replaces them.
+    while handler.is_alive():
+        handler.join(WATCH)
+    if handler in _BROKEN:
+        _stop_broken(pool, closing)
         return
     pool.join()
     _OPEN.remove(closing)
@@ -208,9 +344,9 @@ def _worker_sigterm(signum: int, frame: Any) -> None:
         os.kill(os.getpid(), signum)
 
 
-def _worker_call(item: Any) -> Any:
+def _worker_call(batch: Sequence[Any]) -> list[Any]:
     assert _JOB is not None
     if _CLOSING is not None and _CLOSING.value:
-        return None  # the caller stopped (an error, an interrupt): the queued tasks end at once
+        return []  # the caller stopped (an error, an interrupt): the queued tasks end at once
     fn, shared = _JOB
-    return fn(item) if shared is _ALONE else fn(shared, item)
+    return [fn(item) for item in batch] if shared is _ALONE else [fn(shared, item) for item in batch]
