@@ -431,30 +431,77 @@ def test_a_signal_to_the_whole_group_stops_the_build_cleanly(project, sig, when)
 
 def test_folders_of_killed_builds_are_removed_and_a_moved_site_restored(config, tmp_path, monkeypatch):
     """SIGKILL cannot be caught: the next build removes what a killed one left, but not what a
-    build still running makes, and puts back a site that a build killed mid-swap had moved."""
+    build still running holds (its lock), and puts back a site that a build killed mid-swap had
+    moved. A folder whose number is now another process's is removed too: the number is not
+    the build's (before, such a folder stayed as long as that process ran)."""
     dead = subprocess.Popen(["true"])
     dead.wait()
     out = tmp_path / "_site"
-    left = [tmp_path / f"._site.tmp-{dead.pid}", tmp_path / f".._site.tmp-{dead.pid}.search-x1", tmp_path / f"._site.old-{dead.pid}"]
-    running = tmp_path / f"._site.tmp-{os.getppid()}"  # the test runner's parent: a live process
+    reused = os.getppid()  # the test runner's parent: a live process that is no build
+    left = [tmp_path / f"._site.tmp-{dead.pid}", tmp_path / f".._site.tmp-{dead.pid}.search-x1", tmp_path / f"._site.old-{dead.pid}",
+            tmp_path / f"._site.tmp-{reused}"]
+    running = tmp_path / "._site.tmp-999999999"  # a build going on (another machine's number, say): it holds its lock
     for folder in [*left, running]:
         (folder / "cases").mkdir(parents=True)
         (folder / "cases" / "a.html").write_text(folder.name)
-    # A site moved aside by a build killed between the two renames: no _site, only the old one.
-    monkeypatch.setattr(pipeline, "write_exports", lambda *a, **k: (_ for _ in ()).throw(OSError("no space left")))
-    with pytest.raises(OSError):
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)", str(running)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        # A site moved aside by a build killed between the two renames: no _site, only the old one.
+        monkeypatch.setattr(pipeline, "write_exports", lambda *a, **k: (_ for _ in ()).throw(OSError("no space left")))
+        with pytest.raises(OSError):
+            build(config, out, cache=BuildCache(None))
+        assert (out / "cases" / "a.html").read_text() == f"._site.old-{dead.pid}", "the moved site was not put back"
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["_site", running.name])
+        monkeypatch.undo()
         build(config, out, cache=BuildCache(None))
-    assert (out / "cases" / "a.html").read_text() == f"._site.old-{dead.pid}", "the moved site was not put back"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["_site", running.name])
-    monkeypatch.undo()
-    build(config, out, cache=BuildCache(None))
-    assert (out / "index.html").is_file() and running.is_dir()
+        assert (out / "index.html").is_file() and running.is_dir()
+    finally:
+        holder.kill()
+        holder.communicate()
+    build(config, out, cache=BuildCache(None))  # its holder gone, the folder is left behind: removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"]
+
+
+def _interrupted_build(config, out, cache):
+    """A build, with the CLI's handlers of Ctrl-C installed, that must end in KeyboardInterrupt."""
+    from evidence import interrupts
+
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build(config, out, cache=cache)
+    finally:
+        interrupts.uninstall()
+
+
+def test_a_second_interrupt_while_the_build_cleans_up_leaves_no_folder(config, tmp_path, monkeypatch):
+    """Ctrl-C, then Ctrl-C again while the unfinished folder is removed: it is moved into the
+    cache's trash whole before the second one is raised (an rmtree cut short left it beside the
+    site until the next build)."""
+    out = tmp_path / "_site"
+    cache = tmp_path / "cache"
+    build(config, out, cache=BuildCache(cache))
+    before = _snapshot(out)
+    discard = pipeline.discard_tree
+
+    def interrupted_again(tree, c):
+        if tree.name.startswith("._site.tmp-"):
+            signal.raise_signal(signal.SIGINT)  # the second Ctrl-C: held until the folder is out of the way
+        discard(tree, c)
+
+    monkeypatch.setattr(pipeline, "discard_tree", interrupted_again)
+    monkeypatch.setattr(pipeline, "write_exports", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    _interrupted_build(config, out, BuildCache(cache))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site", "cache"], "the unfinished folder was left"
+    assert _snapshot(out) == before
 
 
 def test_a_signal_during_the_swap_waits_for_it(config, tmp_path, monkeypatch):
     """Ctrl-C in the middle of the swap is raised once the new site is in place and recorded, and
     the old one on its way out: no copy of the old site is left beside it."""
-    from evidence import interrupts
     from evidence.outputs import Outputs
 
     out = tmp_path / "_site"
@@ -467,12 +514,7 @@ def test_a_signal_during_the_swap_waits_for_it(config, tmp_path, monkeypatch):
         save(self)
 
     monkeypatch.setattr(Outputs, "save", interrupted_save)
-    interrupts.install()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            build(config, out, cache=BuildCache(None))
-    finally:
-        interrupts.uninstall()
+    _interrupted_build(config, out, BuildCache(None))
     assert (out / "index.html").is_file() and not (out / "stale.txt").exists(), "the new site is not in place"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"], "a copy of a site was left beside it"
 

@@ -28,6 +28,11 @@ from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_compiled
 from .validate import Kb, validate_kb
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: folders left behind are told by their PID
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["BuildReport", "load_and_validate", "compile_checked", "build", "shapes_turtle", "ontology_turtle"]
 
 log = logging.getLogger("evidence")
@@ -115,14 +120,17 @@ def build(config: Config, out: Path, templates: Path | None = None, cache: Build
     what each stage made from each file, keyed by content, so a rebuild works only on what changed.
     """
     cache = cache if cache is not None else BuildCache.for_root(config.root)
+    locks: list[int | None] = []
     try:
         with frozen_heap():
-            return _build(config, out, templates, cache)
+            return _build(config, out, templates, cache, locks)
     finally:
+        for fd in locks:
+            _unlock(fd)
         cache.close()  # what a failed build made is kept (a successful one has pruned already)
 
 
-def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache) -> BuildReport:
+def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache, locks: list[int | None]) -> BuildReport:
     from .render import render_site
 
     report = BuildReport(out=out)
@@ -150,6 +158,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
         discard_tree(left, cache)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     tmp.mkdir()
+    locks.append(_lock(tmp))  # held until build() ends (or this process and the workers it forks): see _left_behind
     outputs = Outputs.load(out, cache)
     try:
         # The whole-graph files and the GraphML are finished while the site is rendered (see
@@ -179,12 +188,17 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache)
         t = time.perf_counter()
         report.reused = outputs.finish(tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Moved into the cache's trash and deleted by a process of its own (discard_tree): an
+        # instant rename, held whole, so a second Ctrl-C cannot leave it half-deleted (an rmtree
+        # here, cut short, left the unfinished folder beside the site).
+        with deferred():
+            discard_tree(tmp, cache)
         raise
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     # The swap and its record, whole: a Ctrl-C or SIGTERM waits for them (and is raised after, the
     # new site in place and recorded, the old one on its way out).
     with deferred():
+        locks.append(_lock(out) if out.exists() else None)  # the previous site, while it is moved aside
         try:
             if out.exists():
                 out.rename(old)
@@ -208,8 +222,11 @@ def _left_behind(out: Path) -> list[tuple[Path, str]]:
     """The folders beside ``out`` that a build of it made and did not remove, because its process
     was killed (SIGKILL, a machine stopped; SIGTERM and Ctrl-C unwind and remove them): the
     unfinished site ``.NAME.tmp-PID``, the search index's staging folder ``..NAME.tmp-PID.search-*`` (made by builds before session 14)
-    and the replaced site ``.NAME.old-PID``. Only those of processes that no longer run: another
-    build of the same folder may be going on."""
+    and the replaced site ``.NAME.old-PID``. Only those that no build holds: another build of the
+    same folder may be going on. A build holds its folders with a lock (:func:`_lock`), which the
+    system releases when the process ends, however it ends; the PID in the name was all there was
+    to go by before, and a killed build's folder was kept while another process had its number.
+    Where locks are not to be had (no ``fcntl``), by the PID."""
     pattern = re.compile(r"\.\.?" + re.escape(out.name) + r"\.(tmp|old)-([0-9]+)(?:\.search-.*)?")
     found = []
     try:
@@ -218,9 +235,45 @@ def _left_behind(out: Path) -> list[tuple[Path, str]]:
         return []
     for entry in siblings:
         m = pattern.fullmatch(entry.name)
-        if m and entry.is_dir(follow_symlinks=False) and not _running(int(m.group(2))):
+        if m and entry.is_dir(follow_symlinks=False) and not _held(Path(entry.path), int(m.group(2))):
             found.append((Path(entry.path), m.group(1)))
     return found
+
+
+def _lock(folder: Path) -> int | None:
+    """A descriptor of ``folder`` with an exclusive lock on it (flock), or None when it cannot be
+    had. The lock stays with the folder through renames, is shared by the workers this process
+    forks (they hold the descriptor too), and is released by the system when they have all
+    ended, killed or not (the descriptor is not handed to programs it starts: close-on-exec)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # releases the lock (the workers that shared it have ended)
+
+
+def _held(folder: Path, pid: int) -> bool:
+    """Whether a build still holds ``folder`` (see :func:`_left_behind`)."""
+    if fcntl is None:
+        return _running(pid)
+    fd = _lock(folder)
+    if fd is None:
+        # Locked by another process (a build going on), or not to be opened: left alone.
+        return True
+    os.close(fd)
+    return False
 
 
 def _running(pid: int) -> bool:
