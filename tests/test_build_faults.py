@@ -433,7 +433,8 @@ def test_folders_of_killed_builds_are_removed_and_a_moved_site_restored(config, 
     """SIGKILL cannot be caught: the next build removes what a killed one left, but not what a
     build still running holds (its lock), and puts back a site that a build killed mid-swap had
     moved. A folder whose number is now another process's is removed too: the number is not
-    the build's (before, such a folder stayed as long as that process ran)."""
+    the build's (before, such a folder stayed as long as that process ran); unless it is a
+    minute young, when it may be a build's that has made it and not yet locked it."""
     dead = subprocess.Popen(["true"])
     dead.wait()
     out = tmp_path / "_site"
@@ -441,9 +442,12 @@ def test_folders_of_killed_builds_are_removed_and_a_moved_site_restored(config, 
     left = [tmp_path / f"._site.tmp-{dead.pid}", tmp_path / f".._site.tmp-{dead.pid}.search-x1", tmp_path / f"._site.old-{dead.pid}",
             tmp_path / f"._site.tmp-{reused}"]
     running = tmp_path / "._site.tmp-999999999"  # a build going on (another machine's number, say): it holds its lock
-    for folder in [*left, running]:
+    making = tmp_path / f"._site.tmp-{reused}.search-new"  # unlocked, but made a moment ago by a live process
+    for folder in [*left, running, making]:
         (folder / "cases").mkdir(parents=True)
         (folder / "cases" / "a.html").write_text(folder.name)
+        if folder != making:
+            os.utime(folder, (time.time() - 3600, time.time() - 3600))
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
                                "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)", str(running)],
                               stdout=subprocess.PIPE, text=True)
@@ -454,15 +458,37 @@ def test_folders_of_killed_builds_are_removed_and_a_moved_site_restored(config, 
         with pytest.raises(OSError):
             build(config, out, cache=BuildCache(None))
         assert (out / "cases" / "a.html").read_text() == f"._site.old-{dead.pid}", "the moved site was not put back"
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["_site", running.name])
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["_site", running.name, making.name])
         monkeypatch.undo()
         build(config, out, cache=BuildCache(None))
         assert (out / "index.html").is_file() and running.is_dir()
     finally:
         holder.kill()
         holder.communicate()
-    build(config, out, cache=BuildCache(None))  # its holder gone, the folder is left behind: removed
+    os.utime(making, (time.time() - 3600, time.time() - 3600))
+    build(config, out, cache=BuildCache(None))  # its holder gone, the folder is left behind: removed; and the old unlocked one
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"]
+
+
+def test_where_folders_cannot_be_locked_the_pid_decides(config, tmp_path, monkeypatch):
+    """A file system that refuses flock (some NFS mounts): a folder is left behind when its
+    process no longer runs, as before locks; and the build goes on without its own lock."""
+    import errno
+    import fcntl
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone, alive = tmp_path / f"._site.tmp-{dead.pid}", tmp_path / f"._site.tmp-{os.getppid()}"
+    for folder in (gone, alive):
+        folder.mkdir()
+        os.utime(folder, (time.time() - 3600, time.time() - 3600))
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    build(config, tmp_path / "_site", cache=BuildCache(None))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["_site", alive.name])
 
 
 def _interrupted_build(config, out, cache):
@@ -487,10 +513,10 @@ def test_a_second_interrupt_while_the_build_cleans_up_leaves_no_folder(config, t
     before = _snapshot(out)
     discard = pipeline.discard_tree
 
-    def interrupted_again(tree, c):
+    def interrupted_again(tree, c, **kw):
         if tree.name.startswith("._site.tmp-"):
             signal.raise_signal(signal.SIGINT)  # the second Ctrl-C: held until the folder is out of the way
-        discard(tree, c)
+        return discard(tree, c, **kw)
 
     monkeypatch.setattr(pipeline, "discard_tree", interrupted_again)
     monkeypatch.setattr(pipeline, "write_exports", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -161,9 +161,10 @@ def _forks(tmp_path, allow: int, times: int, n: int = 1000, consume: int = -1, e
 
 @pytest.mark.parametrize("allow, times, parallel", [
     (0, -1, False),  # no worker can ever start: the work is done in the caller's process
+    (1, -1, False),  # the first worker starts, the second never: Pool() stops the first (it waited for it for ever)
     (0, 2, True),  # the first fork refused twice, then given: the retries start the pool
     (5, 2, True),  # a replacement worker (RENEW_AFTER) refused twice, then given
-], ids=["never", "brief-at-start", "brief-later"])
+], ids=["never", "second-never", "brief-at-start", "brief-later"])
 def test_refused_forks_still_give_every_result_in_order(tmp_path, allow, times, parallel):
     out, err = _forks(tmp_path, allow, times)
     assert out["got"] == list(range(1000)) and out["error"] is None

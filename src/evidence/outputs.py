@@ -48,7 +48,7 @@ _RECORD_VERSION = 1
 _DELETER = "import shutil, sys\nfor p in sys.argv[1:]:\n    shutil.rmtree(p, ignore_errors=True)\n"
 
 
-def discard_tree(tree: Path, cache: BuildCache) -> None:
+def discard_tree(tree: Path, cache: BuildCache, here: bool = True) -> bool:
     """Delete a site folder that a build has replaced, without the build waiting for it.
 
     The folder is moved (renamed) into the build cache's ``trash`` folder, and a process of its
@@ -56,7 +56,9 @@ def discard_tree(tree: Path, cache: BuildCache) -> None:
     unlinks, 0.5 to 0.8 s that a rebuild no longer waits for. Whatever an earlier deleter left
     (a machine stopped midway) is deleted with it. Without a cache folder, when the rename fails
     (the cache on another file system) or the process cannot be started, the folder is deleted
-    here, as before."""
+    here, as before, unless ``here`` is false: a caller that holds signals while it discards
+    (interrupts.deferred) deletes it itself after, since an rmtree takes seconds at 10,000
+    cases. Returns whether the folder is gone or on its way."""
     if cache.folder is not None and hasattr(os, "posix_spawn"):
         trash = cache.folder / TRASH
         try:
@@ -72,8 +74,11 @@ def discard_tree(tree: Path, cache: BuildCache) -> None:
                                                 os.environ, file_actions=quiet, setsid=True))
             except (OSError, ValueError, NotImplementedError):  # no process of its own (no setsid here, say): here, then
                 shutil.rmtree(trash, ignore_errors=True)
-            return
+            return True
+    if not here:
+        return False
     shutil.rmtree(tree, ignore_errors=True)
+    return True
 
 
 _DELETERS: list[int] = []  # deleters started by this process and not yet waited for

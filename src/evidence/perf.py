@@ -158,13 +158,13 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
         # in the try, so the pool is always closed below.
         with deferred():
             try:
-                _creating.active = True
+                _creating.active, _creating.started = True, []
                 pool = _pool_class()(workers, initializer=_worker_job, initargs=(fn, shared, closing), maxtasksperchild=RENEW_AFTER,
                                      context=context)
-            except OSError as exc:  # no worker could be forked (Pool() stopped those it had started): the work is done here
+            except OSError as exc:  # no worker could be forked (_start stopped those it had started): the work is done here
                 log.warning("could not start worker processes (%s); working in this one process, more slowly", exc)
             finally:
-                _creating.active = False
+                _creating.active, _creating.started = False, []
             if pool is not None:
                 _OPEN.append(closing)
                 # In batches of our own: Pool.imap's would be a generator over its iterator, which
@@ -185,9 +185,10 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
                     continue
                 # The pool's thread that replaces its workers (RENEW_AFTER) stopped: a fork failed
                 # past its retries (see _start). No worker would take the tasks left; waiting for
-                # them would wait for ever.
-                broken, pool = pool, None
-                _stop_broken(broken, closing)
+                # them would wait for ever. Held whole: a pool left half-stopped hangs the exit.
+                with deferred():
+                    broken, pool = pool, None
+                    _stop_broken(broken, closing)
                 cause = f" ({_FORK_FAILED[-1]})" if _FORK_FAILED else ""
                 raise WorkerError(f"could not start a worker process{cause}: the machine is out of processes or memory. "
                                   f"Nothing was changed; close other programs and run the command again, or set {WORKERS_ENV}=1 "
@@ -201,7 +202,7 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
             _close(pool, closing)
 
 
-_creating = threading.local()  # .active while this thread makes a pool (whose first forks fail to the caller)
+_creating = threading.local()  # .active while this thread makes a pool (whose first forks fail to the caller), .started its workers so far
 _FORK_FAILED: list[OSError] = []  # the last fork that failed in a pool's own thread, past its retries
 _BROKEN: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # pools' threads that ended so (see _start)
 
@@ -230,17 +231,28 @@ def _start(process: Any) -> None:
     replaces the workers, it is recorded and that thread ends quietly (SystemExit, which threads
     do not print); the caller, which checks that thread while it waits, stops the pool and
     raises WorkerError. Raised there as it was, it printed a traceback and the build waited for
-    ever for tasks no worker would take."""
+    ever for tasks no worker would take. (Each refused fork leaks the two pipes that
+    multiprocessing made for the worker, four descriptors: a known cost of the stdlib's path,
+    bounded by the retries.)"""
     start = type(process).start
     for pause in (*FORK_RETRIES, None):
         try:
             start(process)
+            if getattr(_creating, "active", False):
+                _creating.started.append(process)
             return
         except OSError as exc:
             if pause is not None and exc.errno in (errno.EAGAIN, errno.ENOMEM):
                 time.sleep(pause)
                 continue
             if getattr(_creating, "active", False):
+                # Pool() now stops the workers it started and waits for them; they have not run
+                # their initializer, or ignore SIGTERM (_worker_sigterm), so it would wait for ever.
+                for started in _creating.started:
+                    try:
+                        os.kill(started.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
                 raise
             del _FORK_FAILED[:-1]
             _FORK_FAILED.append(exc)
@@ -253,11 +265,11 @@ def _stop_broken(pool: Any, closing: Any) -> None:
     thread would have told the task thread to end; it is told here, so that the task thread
     tells the workers left to leave, then Pool.terminate() ends what remains (the workers obey
     its SIGTERM once the flag says the pool is going, see _worker_sigterm)."""
-    closing.value = _EXITING
     with deferred():
+        closing.value = _EXITING
         pool._taskqueue.put(None)
         pool.terminate()
-    _OPEN.remove(closing)
+        _OPEN.remove(closing)
 
 
 def _close(pool: Any, closing: Any) -> None:
@@ -271,9 +283,10 @@ def _close(pool: Any, closing: Any) -> None:
     kernel's out-of-memory killer, lost its task, and the pool waits for it for ever): the
     workers are then stopped as the process exits (_closing_at_exit)."""
     handler = pool._worker_handler
-    if handler in _BROKEN:  # a fork failed past its retries (see _start): join would wait for ever
-        _stop_broken(pool, closing)
-        return
+    with deferred():
+        if handler in _BROKEN:  # a fork failed past its retries (see _start): join would wait for ever
+            _stop_broken(pool, closing)
+            return
     with deferred():
         pool.close()
     if threading.current_thread() in (handler, pool._task_handler, pool._result_handler):
@@ -285,9 +298,10 @@ def _close(pool: Any, closing: Any) -> None:
     # leave (RENEW_AFTER); a replacement that cannot start ends the thread that replaces them.
     while handler.is_alive():
         handler.join(WATCH)
-    if handler in _BROKEN:
-        _stop_broken(pool, closing)
-        return
+    with deferred():
+        if handler in _BROKEN:
+            _stop_broken(pool, closing)
+            return
     pool.join()
     _OPEN.remove(closing)
 

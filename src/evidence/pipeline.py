@@ -157,8 +157,11 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         log.info("removing %s, left by a build that was killed", left)
         discard_tree(left, cache)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    locks.append(_lock(tmp))  # held until build() ends (or this process and the workers it forks): see _left_behind
+    with deferred():  # made and locked whole (a descriptor left open would hold the lock)
+        tmp.mkdir()
+        # Held until build() ends, or this process and the workers it forks (see _left_behind).
+        # Waited for: another build checking whether the folder is left behind holds it a moment.
+        locks.append(_lock(tmp, wait=True))
     outputs = Outputs.load(out, cache)
     try:
         # The whole-graph files and the GraphML are finished while the site is rendered (see
@@ -192,7 +195,9 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         # instant rename, held whole, so a second Ctrl-C cannot leave it half-deleted (an rmtree
         # here, cut short, left the unfinished folder beside the site).
         with deferred():
-            discard_tree(tmp, cache)
+            moved = discard_tree(tmp, cache, here=False)
+        if not moved:  # no cache folder to move it into: deleted here, where a Ctrl-C may stop it (the next build ends the job)
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     # The swap and its record, whole: a Ctrl-C or SIGTERM waits for them (and is raised after, the
@@ -240,22 +245,28 @@ def _left_behind(out: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def _lock(folder: Path) -> int | None:
+def _lock(folder: Path, wait: bool = False) -> int | None:
     """A descriptor of ``folder`` with an exclusive lock on it (flock), or None when it cannot be
     had. The lock stays with the folder through renames, is shared by the workers this process
     forks (they hold the descriptor too), and is released by the system when they have all
     ended, killed or not (the descriptor is not handed to programs it starts: close-on-exec)."""
+    try:
+        return _locked(folder, wait)
+    except OSError:
+        return None
+
+
+def _locked(folder: Path, wait: bool) -> int | None:
+    """:func:`_lock`, raising the OSError of a lock another process holds (BlockingIOError) or that
+    the file system refuses (an NFS mount, say); None without ``fcntl``."""
     if fcntl is None:
         return None
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BaseException:
         os.close(fd)
-        return None
+        raise
     return fd
 
 
@@ -264,16 +275,27 @@ def _unlock(fd: int | None) -> None:
         os.close(fd)  # releases the lock (the workers that shared it have ended)
 
 
+# A folder that no one holds is a killed build's, unless it is this young (seconds) and its
+# process runs: a build makes its folder, then locks it (see _build).
+_IN_THE_MAKING = 60.0
+
+
 def _held(folder: Path, pid: int) -> bool:
     """Whether a build still holds ``folder`` (see :func:`_left_behind`)."""
-    if fcntl is None:
+    try:
+        fd = _locked(folder, wait=False)
+    except BlockingIOError:
+        return True  # locked: a build is going on
+    except OSError:  # a file system without flock, or a folder that cannot be opened: by the PID, as before locks
         return _running(pid)
-    fd = _lock(folder)
-    if fd is None:
-        # Locked by another process (a build going on), or not to be opened: left alone.
-        return True
+    if fd is None:  # no fcntl
+        return _running(pid)
     os.close(fd)
-    return False
+    try:
+        young = time.time() - folder.stat().st_mtime < _IN_THE_MAKING
+    except OSError:
+        young = False
+    return young and _running(pid)
 
 
 def _running(pid: int) -> bool:
