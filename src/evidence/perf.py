@@ -143,7 +143,7 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
     if limit is not None:
         workers = min(workers, limit)
     if workers < 2 or len(items) < minimum:
-        yield from (fn(x) if shared is _ALONE else fn(shared, x) for x in items)
+        yield from _here(fn, items, shared)
         return
     import multiprocessing
 
@@ -173,7 +173,7 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
                 batches = [items[i:i + size] for i in range(0, len(items), size)]
                 results = pool.imap(_worker_call, batches, chunksize=1)
         if pool is None:
-            yield from (fn(x) if shared is _ALONE else fn(shared, x) for x in items)
+            yield from _here(fn, items, shared)
             return
         while True:
             try:
@@ -181,16 +181,14 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
             except StopIteration:
                 break
             except multiprocessing.TimeoutError:
-                if pool._worker_handler not in _BROKEN:
+                # Stopped if the pool's thread that replaces its workers (RENEW_AFTER) ended: a
+                # fork failed past its retries (see _start). No worker would take the tasks left;
+                # waiting for them would wait for ever.
+                cause = _BROKEN.get(pool._worker_handler)
+                if not _stopped_if_broken(pool, closing):
                     continue
-                # The pool's thread that replaces its workers (RENEW_AFTER) stopped: a fork failed
-                # past its retries (see _start). No worker would take the tasks left; waiting for
-                # them would wait for ever. Held whole: a pool left half-stopped hangs the exit.
-                with deferred():
-                    broken, pool = pool, None
-                    _stop_broken(broken, closing)
-                cause = f" ({_FORK_FAILED[-1]})" if _FORK_FAILED else ""
-                raise WorkerError(f"could not start a worker process{cause}: the machine is out of processes or memory. "
+                pool = None
+                raise WorkerError(f"could not start a worker process ({cause}): the machine is out of processes or memory. "
                                   f"Nothing was changed; close other programs and run the command again, or set {WORKERS_ENV}=1 "
                                   "to work in one process") from None
             yield from batch
@@ -203,8 +201,14 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
 
 
 _creating = threading.local()  # .active while this thread makes a pool (whose first forks fail to the caller), .started its workers so far
-_FORK_FAILED: list[OSError] = []  # the last fork that failed in a pool's own thread, past its retries
-_BROKEN: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # pools' threads that ended so (see _start)
+# A pool's thread that replaces its workers, ended by a fork that failed past its retries -> that
+# fork's error (see _start).
+_BROKEN: weakref.WeakKeyDictionary[threading.Thread, OSError] = weakref.WeakKeyDictionary()
+
+
+def _here(fn: Callable[..., Any], items: Sequence[Any], shared: Any) -> Iterator[Any]:
+    """The work of :func:`parallel_imap` in this process."""
+    return (fn(x) if shared is _ALONE else fn(shared, x) for x in items)
 
 
 @functools.cache  # one class
@@ -254,22 +258,25 @@ def _start(process: Any) -> None:
                     except OSError:
                         pass
                 raise
-            del _FORK_FAILED[:-1]
-            _FORK_FAILED.append(exc)
-            _BROKEN.add(threading.current_thread())
+            _BROKEN[threading.current_thread()] = exc
             raise SystemExit(1) from exc
 
 
-def _stop_broken(pool: Any, closing: Any) -> None:
-    """Stop a pool whose thread that replaces its workers has ended (see :func:`_start`). That
-    thread would have told the task thread to end; it is told here, so that the task thread
-    tells the workers left to leave, then Pool.terminate() ends what remains (the workers obey
-    its SIGTERM once the flag says the pool is going, see _worker_sigterm)."""
+def _stopped_if_broken(pool: Any, closing: Any) -> bool:
+    """Stop the pool if its thread that replaces its workers has ended (see :func:`_start`), and
+    say so. That thread would have told the task thread to end; it is told here, so that the
+    task thread tells the workers left to leave, then Pool.terminate() ends what remains (the
+    workers obey its SIGTERM once the flag says the pool is going, see _worker_sigterm). Held
+    whole: a pool left half-stopped hangs the exit."""
     with deferred():
+        if pool._worker_handler not in _BROKEN:
+            return False
         closing.value = _EXITING
         pool._taskqueue.put(None)
-        pool.terminate()
-        _OPEN.remove(closing)
+        pool.terminate()  # a second time (a signal came before the caller forgot the pool) does nothing
+        if closing in _OPEN:
+            _OPEN.remove(closing)
+        return True
 
 
 def _close(pool: Any, closing: Any) -> None:
@@ -282,11 +289,9 @@ def _close(pool: Any, closing: Any) -> None:
     The wait may be cut short by a second Ctrl-C or SIGTERM (a worker killed outright, say by the
     kernel's out-of-memory killer, lost its task, and the pool waits for it for ever): the
     workers are then stopped as the process exits (_closing_at_exit)."""
+    if _stopped_if_broken(pool, closing):  # a fork failed past its retries (see _start): join would wait for ever
+        return
     handler = pool._worker_handler
-    with deferred():
-        if handler in _BROKEN:  # a fork failed past its retries (see _start): join would wait for ever
-            _stop_broken(pool, closing)
-            return
     with deferred():
         pool.close()
     if threading.current_thread() in (handler, pool._task_handler, pool._result_handler):
@@ -298,10 +303,8 @@ def _close(pool: Any, closing: Any) -> None:
     # leave (RENEW_AFTER); a replacement that cannot start ends the thread that replaces them.
     while handler.is_alive():
         handler.join(WATCH)
-    with deferred():
-        if handler in _BROKEN:
-            _stop_broken(pool, closing)
-            return
+    if _stopped_if_broken(pool, closing):
+        return
     pool.join()
     _OPEN.remove(closing)
 

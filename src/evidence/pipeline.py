@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,17 +20,13 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import ValidationError
 from .export import FORMATS, Finishing, write_exports
+from .folders import left_behind, lock_folder, unlock_folder
 from .interrupts import deferred
 from .outputs import Outputs, discard_tree, relative_name
 from .perf import freeze_heap, frozen_heap, gc_paused
 from .schemafiles import write_schemas
 from .shapes import ontology_triples, shape_triples, validate_compiled
 from .validate import Kb, validate_kb
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: folders left behind are told by their PID
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["BuildReport", "load_and_validate", "compile_checked", "build", "shapes_turtle", "ontology_turtle"]
 
@@ -126,7 +121,7 @@ def build(config: Config, out: Path, templates: Path | None = None, cache: Build
             return _build(config, out, templates, cache, locks)
     finally:
         for fd in locks:
-            _unlock(fd)
+            unlock_folder(fd)
         cache.close()  # what a failed build made is kept (a successful one has pruned already)
 
 
@@ -149,7 +144,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    for left, kind in _left_behind(out):
+    for left, kind in left_behind(out):
         if kind == "old" and not out.exists():  # killed between the two renames of the swap
             log.warning("restoring %s from %s, where a build that was killed had moved it", out, left)
             left.rename(out)
@@ -159,9 +154,9 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     with deferred():  # made and locked whole (a descriptor left open would hold the lock)
         tmp.mkdir()
-        # Held until build() ends, or this process and the workers it forks (see _left_behind).
+        # Held until build() ends, or this process and the workers it forks (see folders.left_behind).
         # Waited for: another build checking whether the folder is left behind holds it a moment.
-        locks.append(_lock(tmp, wait=True))
+        locks.append(lock_folder(tmp, wait=True))
     outputs = Outputs.load(out, cache)
     try:
         # The whole-graph files and the GraphML are finished while the site is rendered (see
@@ -203,7 +198,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
     # The swap and its record, whole: a Ctrl-C or SIGTERM waits for them (and is raised after, the
     # new site in place and recorded, the old one on its way out).
     with deferred():
-        locks.append(_lock(out) if out.exists() else None)  # the previous site, while it is moved aside
+        locks.append(lock_folder(out) if out.exists() else None)  # the previous site, while it is moved aside
         try:
             if out.exists():
                 out.rename(old)
@@ -221,90 +216,3 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
     report.written = sorted(relative_name(f, tmp) for f in files)
     assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
     return report
-
-
-def _left_behind(out: Path) -> list[tuple[Path, str]]:
-    """The folders beside ``out`` that a build of it made and did not remove, because its process
-    was killed (SIGKILL, a machine stopped; SIGTERM and Ctrl-C unwind and remove them): the
-    unfinished site ``.NAME.tmp-PID``, the search index's staging folder ``..NAME.tmp-PID.search-*`` (made by builds before session 14)
-    and the replaced site ``.NAME.old-PID``. Only those that no build holds: another build of the
-    same folder may be going on. A build holds its folders with a lock (:func:`_lock`), which the
-    system releases when the process ends, however it ends; the PID in the name was all there was
-    to go by before, and a killed build's folder was kept while another process had its number.
-    Where locks are not to be had (no ``fcntl``), by the PID."""
-    pattern = re.compile(r"\.\.?" + re.escape(out.name) + r"\.(tmp|old)-([0-9]+)(?:\.search-.*)?")
-    found = []
-    try:
-        siblings = sorted(os.scandir(out.parent), key=lambda e: e.name)
-    except OSError:
-        return []
-    for entry in siblings:
-        m = pattern.fullmatch(entry.name)
-        if m and entry.is_dir(follow_symlinks=False) and not _held(Path(entry.path), int(m.group(2))):
-            found.append((Path(entry.path), m.group(1)))
-    return found
-
-
-def _lock(folder: Path, wait: bool = False) -> int | None:
-    """A descriptor of ``folder`` with an exclusive lock on it (flock), or None when it cannot be
-    had. The lock stays with the folder through renames, is shared by the workers this process
-    forks (they hold the descriptor too), and is released by the system when they have all
-    ended, killed or not (the descriptor is not handed to programs it starts: close-on-exec)."""
-    try:
-        return _locked(folder, wait)
-    except OSError:
-        return None
-
-
-def _locked(folder: Path, wait: bool) -> int | None:
-    """:func:`_lock`, raising the OSError of a lock another process holds (BlockingIOError) or that
-    the file system refuses (an NFS mount, say); None without ``fcntl``."""
-    if fcntl is None:
-        return None
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # releases the lock (the workers that shared it have ended)
-
-
-# A folder that no one holds is a killed build's, unless it is this young (seconds) and its
-# process runs: a build makes its folder, then locks it (see _build).
-_IN_THE_MAKING = 60.0
-
-
-def _held(folder: Path, pid: int) -> bool:
-    """Whether a build still holds ``folder`` (see :func:`_left_behind`)."""
-    try:
-        fd = _locked(folder, wait=False)
-    except BlockingIOError:
-        return True  # locked: a build is going on
-    except OSError:  # a file system without flock, or a folder that cannot be opened: by the PID, as before locks
-        return _running(pid)
-    if fd is None:  # no fcntl
-        return _running(pid)
-    os.close(fd)
-    try:
-        young = time.time() - folder.stat().st_mtime < _IN_THE_MAKING
-    except OSError:
-        young = False
-    return young and _running(pid)
-
-
-def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this build has not made its folders yet: they are an earlier process's with the same number
-    try:
-        os.kill(pid, 0)  # PermissionError (another user's process) means it runs too
-    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
-        return False
-    except PermissionError:
-        pass
-    return True
