@@ -235,9 +235,8 @@ def _start(process: Any) -> None:
     replaces the workers, it is recorded and that thread ends quietly (SystemExit, which threads
     do not print); the caller, which checks that thread while it waits, stops the pool and
     raises WorkerError. Raised there as it was, it printed a traceback and the build waited for
-    ever for tasks no worker would take. (Each refused fork leaks the two pipes that
-    multiprocessing made for the worker, four descriptors: a known cost of the stdlib's path,
-    bounded by the retries.)"""
+    ever for tasks no worker would take. The pipes that multiprocessing made for a worker that
+    was never forked are closed (:func:`_close_unforked_pipes`)."""
     start = type(process).start
     for pause in (*FORK_RETRIES, None):
         try:
@@ -246,6 +245,7 @@ def _start(process: Any) -> None:
                 _creating.started.append(process)
             return
         except OSError as exc:
+            _close_unforked_pipes(exc)
             if pause is not None and exc.errno in (errno.EAGAIN, errno.ENOMEM):
                 time.sleep(pause)
                 continue
@@ -260,6 +260,29 @@ def _start(process: Any) -> None:
                 raise
             _BROKEN[threading.current_thread()] = exc
             raise SystemExit(1) from exc
+
+
+def _close_unforked_pipes(exc: BaseException) -> None:
+    """Close the two pipes (four descriptors) that multiprocessing opened for a worker whose fork
+    failed: its ``Popen._launch`` opens them, then forks, and closes them only once the fork has
+    succeeded, so each refused fork leaked them (up to six attempts per failure, FORK_RETRIES).
+    They are found in that call's frame, which the error's traceback holds; nothing else knows
+    them. Only when the fork did not happen (the Popen has no ``pid``): after it, the parent has
+    closed two of them itself, and their numbers may already be another file's."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "_launch" and str(frame.f_globals.get("__name__", "")).startswith("multiprocessing.popen_"):
+            found = frame.f_locals
+            if getattr(found.get("self"), "pid", None) is None:
+                for name in ("parent_r", "child_w", "child_r", "parent_w"):
+                    fd = found.get(name)
+                    if type(fd) is int:
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
+        tb = tb.tb_next
 
 
 def _stopped_if_broken(pool: Any, closing: Any) -> bool:
