@@ -101,6 +101,10 @@ class LibraryAnswers:
         except (OSError, ValueError) as e:
             self._failure = str(e)
 
+    def ready(self) -> bool:
+        """Whether every answer is in (or the worker failed): :meth:`result` would not wait."""
+        return self._thread is None or not self._thread.is_alive()
+
     def result(self) -> list[tuple[LibraryQuery, QueryResult | QueryError]]:
         """Each query with its answer, or the QueryError that running it met, in library order."""
         if self._thread is not None:
