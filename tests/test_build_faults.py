@@ -113,12 +113,13 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
         return real_run(bundle, docs, copies, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1], described)
 
     monkeypatch.setattr(site_search, "run_pagefind", noting)
-    # Pagefind's service starts 2 s late, so that it is still at work when the page fails: the
+    # Pagefind's service waits until the page has failed, so that it is still at work then: the
     # founding kb's one bundle starts once the query library's page is written, which may come
     # right after the search page (SitePages.write_all), and was indexed before the home page.
     real_binary = site_search._pagefind_binary()
+    failed = tmp_path / "failed"
     slow = tmp_path / "slow-pagefind"
-    slow.write_text(f'#!/bin/sh\nsleep 2\nexec "{real_binary}" "$@"\n', encoding="utf-8")
+    slow.write_text(f'#!/bin/sh\nwhile [ ! -e "{failed}" ]; do sleep 0.05; done\nexec "{real_binary}" "$@"\n', encoding="utf-8")
     slow.chmod(0o755)
     monkeypatch.setattr(site_search, "_pagefind_binary", lambda: slow)
 
@@ -129,6 +130,7 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
         while not services and time.monotonic() < deadline:  # fail once Pagefind runs
             services.extend(child for pid in list(pids) for child in _children(pid))
             time.sleep(0.01)
+        failed.touch()
         raise RenderError("the home page broke")
 
     monkeypatch.setattr(site_pages.SitePages, "home", broken_home)
@@ -143,7 +145,7 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in services), "Pagefind's service was left running"
     assert _snapshot(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site", slow.name], "a staging folder or temporary build was left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site", failed.name, slow.name], "a staging folder or temporary build was left behind"
 
 
 def _children(pid: int) -> list[int]:

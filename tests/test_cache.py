@@ -390,13 +390,15 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     assert project.cache.made("search-text") == 1
 
 
-@pytest.mark.parametrize("answered", [True, False], ids=["answered-early", "answered-late"])
+@pytest.mark.parametrize("answered", ["early", "between", "late"])
 def test_the_query_library_page_is_written_once_its_answers_are_in(project, monkeypatch, answered):
     """The search index's words bundle waits for the bundle holding queries.html, so that page is
-    written as soon as the query library's answers are in, between any two steps (here: waited
-    for, so right after the search page), or in its place after the lists when they come late.
-    Either way the site is the same, byte for byte, search index included (checked here against
-    a build without cache; the two orders against each other below)."""
+    written as soon as the query library's answers are in, between any two steps: right after the
+    search page ("early": waited for), after the case pages, whose step defers its pages to
+    run_deferred ("between": the page must still be written then, to be indexed), or in its place
+    after the lists when they come late. Whichever, the site is the same, byte for byte, search
+    index included (checked here against a build without cache; two orders against each other
+    below)."""
     import evidence.site_search as site_search
     from evidence.library_run import LibraryAnswers
     from evidence.site_pages import SitePages
@@ -407,17 +409,18 @@ def test_the_query_library_page_is_written_once_its_answers_are_in(project, monk
         real = getattr(SitePages, name)
         monkeypatch.setattr(SitePages, name, lambda self, _real=real, _name=name: (order.append(_name), _real(self))[1])
     waited = lambda self: self._thread is None or (self._thread.join() or True)  # noqa: E731
-    monkeypatch.setattr(LibraryAnswers, "ready", waited if answered else (lambda self: False))
+    readiness = {"early": waited, "between": lambda self: order[-1] == "cases" and waited(self), "late": lambda self: False}
+    monkeypatch.setattr(LibraryAnswers, "ready", readiness[answered])
     site = project.build()
     mine = order[: len(order) // 2]  # the cached build's steps (the build without cache follows)
-    assert mine == (["search", "queries", "cases", "lists"] if answered else ["search", "cases", "lists", "queries"]), order
+    assert mine == {"early": ["search", "queries", "cases", "lists"], "between": ["search", "cases", "queries", "lists"],
+                    "late": ["search", "cases", "lists", "queries"]}[answered], order
     assert b"Query library" in site["queries.html"]
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     order.clear()
     edited = project.build()
     assert order[:4] == mine
-    other = {True: (lambda self: False), False: waited}[answered]
-    monkeypatch.setattr(LibraryAnswers, "ready", other)
+    monkeypatch.setattr(LibraryAnswers, "ready", readiness["late" if answered != "late" else "early"])
     order.clear()
     project.build()  # the other order, from the same cache
     assert order[:4] != mine

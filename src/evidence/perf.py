@@ -272,7 +272,9 @@ def _close_unforked_pipes(exc: BaseException) -> None:
     tb = exc.__traceback__
     while tb is not None:
         frame = tb.tb_frame
-        if frame.f_code.co_name == "_launch" and str(frame.f_globals.get("__name__", "")).startswith("multiprocessing.popen_"):
+        # Only the fork start method's: popen_spawn_posix's _launch has the same names, but has
+        # closed two of them itself and handed the others to a finalizer by the time it raises.
+        if frame.f_code.co_name == "_launch" and frame.f_globals.get("__name__") == "multiprocessing.popen_fork":
             found = frame.f_locals
             if getattr(found.get("self"), "pid", None) is None:
                 for name in ("parent_r", "child_w", "child_r", "parent_w"):
