@@ -105,7 +105,7 @@ class Paged:
 
 class SitePages:
     # Pages indexed as they are, written after the search page: the query library waits for the
-    # library's answers (a worker, see library_run), and so is written after the other pages.
+    # library's answers (a worker, see library_run), and is written as soon as they are in.
     LATE_COPIES = ("queries.html",)
 
     def __init__(self, kb, compiled, env: Environment, templates: Path, writer, downloads: list[dict], timings: dict[str, float],
@@ -402,13 +402,16 @@ class SitePages:
                     aes[a.term] += 1
             rel, label = m.url("drugs", key), m.label("drugs", key)
             exps_page = self.paged(rel, "patients", "exposures", exps, ("drugs", "Drugs", label), f"Patients treated with {label}", "Patients treated")
+            # The page shows the list's first rows (exps_page) and counts: its key holds those, not
+            # every row (see _context_key), as the page holds nothing else of them.
             self.entity_page(rel, "drug.html", f"drug {key}", title=label, page_kind="drugs", indexed=True,
-                      key=key, t=m.term("drugs", key), exps=exps, exps_page=exps_page, doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
+                      key=key, t=m.term("drugs", key), n_exps=len(exps), n_exp_cases=len({e.case.id for e in exps}), exps_page=exps_page,
+                      doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
                       outcomes=sorted(outcomes.items(), key=lambda kv: (m.label("measures", kv[0][0]).lower(), RESPONSE_ORDER.index(kv[0][1]))),
                       aes=sorted(aes.items()), prior=m.prior.get(key, []))
         for key in m.pages("genes"):
             carriers = m.genotyped.get(key, [])
-            variants = sorted(h for h, v in m.variants.items() if v["gene"] == key)
+            variants = sorted((h, v["protein"] or "", len(v["carriers"])) for h, v in m.variants.items() if v["gene"] == key)
             drugs: dict[str, set] = defaultdict(set)
             for c, p, _g in carriers:
                 for t in p.treatments:
@@ -417,7 +420,7 @@ class SitePages:
             carriers_page = self.paged(rel, "patients", "carriers", carriers, ("genes", "Genes", label), f"Patients genotyped at {label}",
                                        f"Patients with a genotype at {label}")
             self.entity_page(rel, "gene.html", f"gene {key}", title=label, page_kind="genes", indexed=True,
-                      key=key, t=m.term("genes", key), carriers=carriers, carriers_page=carriers_page, variants=variants,
+                      key=key, t=m.term("genes", key), n_carriers=len(carriers), carriers_page=carriers_page, variants=variants,
                       drugs=sorted(((d, len(ps)) for d, ps in drugs.items()), key=lambda x: (-x[1], x[0])),
                       targeted_by=m.targeted_by.get(key, []))
         for hgvs in m.pages("variants"):
