@@ -2,11 +2,12 @@
 
 ``python -I pagefind_job.py`` (by path and isolated, so that it imports nothing of the package or
 of its folder) reads a job from the first line of its standard input, a JSON object ``{"binary":
-PATH, "bundle": FOLDER, "pages": [[PATH, HTML], ...], "describe": BOOL}``, hands the pages to
+PATH, "bundle": FOLDER, "pages": [[PATH, HTML], ...], "describe": BOOL or "pages"}``, hands the pages to
 ``PAGEFIND --service``, asks for the bundle's files and writes them into ``FOLDER``. It exits 0
 once every file is written; otherwise 1, with the reason on its standard error. With
 ``describe``, it then prints one JSON line (:func:`describe`): every word Pagefind indexed and
-the address of each indexed page by Pagefind's id for it, read from the fragments it wrote.
+the address of each indexed page by Pagefind's id for it, read from the fragments it wrote (with
+``"pages"``, the addresses only).
 :func:`evidence.site_search.run_pagefind` runs it. The job is one line, not the whole input: a
 render worker forked while it is being sent holds a copy of the pipe, whose end would wait for
 that worker.
@@ -110,11 +111,13 @@ _SPACE = re.compile("[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u20
 _FRAGMENT = b"pagefind_dcd"  # a fragment: gzip of this marker and the page's JSON
 
 
-def describe(files: list) -> dict:
+def describe(files: list, words_too: bool = True) -> dict:
     """What Pagefind indexed, from the fragments among ``files`` (one per page): ``words``, every
     word of the pages' text and metadata (title, kind...: Pagefind indexes its values as words too),
     sorted, once each; ``pages``, the address of each page by Pagefind's id for it (the fragment's
-    name, which a search answers with)."""
+    name, which a search answers with). Without ``words_too``, ``pages`` only: the words bundle's
+    own words are not needed, and at 10,000 cases they were every word of the site, which took
+    the end of a rebuild to split, send and read."""
     words: set[str] = set()
     pages: dict[str, str] = {}
     for f in files:
@@ -132,10 +135,13 @@ def describe(files: list) -> dict:
         except (OSError, EOFError, ValueError, TypeError, KeyError, zlib.error) as exc:
             raise JobError(f"cannot read the fragment {rel} that Pagefind returned ({exc}); is this a Pagefind version the build "
                            "was not tested with? (pyproject.toml names those it was)") from None
-        words.update(_SPACE.split(text))
-        for value in meta.values():
-            words.update(_SPACE.split(str(value)))
+        if words_too:
+            words.update(_SPACE.split(text))
+            for value in meta.values():
+                words.update(_SPACE.split(str(value)))
         pages[rel[len("fragment/"):-len(".pf_fragment")]] = url
+    if not words_too:
+        return {"pages": dict(sorted(pages.items()))}
     words.discard("")
     return {"words": sorted(words), "pages": dict(sorted(pages.items()))}
 
@@ -206,7 +212,7 @@ def main() -> int:
         job = json.loads(sys.stdin.buffer.readline())
         files = run(job["binary"], job["bundle"], job["pages"])
         if job.get("describe"):
-            sys.stdout.write(json.dumps(describe(files), separators=(",", ":")) + "\n")
+            sys.stdout.write(json.dumps(describe(files, words_too=job["describe"] != "pages"), separators=(",", ":")) + "\n")
     except (JobError, OSError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 1

@@ -369,7 +369,8 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     return the files written. ``admit`` is told of the process once it runs (see
     SearchIndex.close); if it says no, the process is stopped. ``described``, a dict, is given
     what Pagefind indexed (:func:`evidence.pagefind_job.describe`: its ``words`` and its
-    ``pages`` by Pagefind's id).
+    ``pages`` by Pagefind's id; for the words bundle, whose own words nothing reads, its
+    ``pages`` only).
 
     The pages go, in path order, through a pipe to a process of their own
     (:mod:`evidence.pagefind_job`), which hands them to Pagefind's service and writes the files it
@@ -378,7 +379,9 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     and in a thread of the build, which waited for the busy render at each file, up to 1.5 s."""
     exe = _pagefind_binary()
     pages = sorted([*((rel, _record_page(title, kind, text)) for rel, title, kind, text in docs), *copies.items()])
-    job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages, "describe": described is not None}).encode("utf-8") + b"\n"  # one line (see pagefind_job)
+    words_too = bundle.name != WORDS_BUNDLE
+    describe = (True if words_too else "pages") if described is not None else False
+    job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages, "describe": describe}).encode("utf-8") + b"\n"  # one line (see pagefind_job)
     with _STARTING:
         proc = subprocess.Popen([sys.executable, "-I", str(_JOB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with proc:
@@ -396,7 +399,7 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     if described is not None:
         try:
             got = json.loads(stdout)
-            if not (isinstance(got.get("words"), list) and isinstance(got.get("pages"), dict)):
+            if not ((isinstance(got.get("words"), list) or not words_too) and isinstance(got.get("pages"), dict)):
                 raise ValueError("no words and pages")
         except (ValueError, AttributeError) as exc:
             raise RenderError(f"the search bundle {bundle.name} was made, but what Pagefind indexed in it could not be read ({exc})") from None
