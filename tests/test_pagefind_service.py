@@ -43,6 +43,8 @@ def _fragments(bundle: Path) -> dict[str, dict]:
 
 
 def test_a_bundle_is_indexed_through_the_service_in_path_order(tmp_path):
+    for site in ("one", "two"):  # the bundle is made in a folder that exists: the site being built
+        (tmp_path / site).mkdir()
     written = site_search.run_pagefind(tmp_path / "one" / "pagefind", DOCS, COPIES)
     assert (tmp_path / "one" / "pagefind" / "pagefind.js") in written
     pages = _fragments(tmp_path / "one" / "pagefind")
@@ -54,6 +56,44 @@ def test_a_bundle_is_indexed_through_the_service_in_path_order(tmp_path):
     # The same pages handed over in another order make the same files: they are sent sorted.
     site_search.run_pagefind(tmp_path / "two" / "pagefind", list(reversed(DOCS)), COPIES)
     assert _files(tmp_path / "one") == _files(tmp_path / "two")
+
+
+def test_a_bundle_whose_site_folder_is_gone_is_not_written_and_that_folder_not_made_again(tmp_path):
+    """A build that stops moves its unfinished site into its cache's trash while a Pagefind job may
+    still be at work: the job wrote its files by path, making the folders as needed, and so made
+    the site's folder again beside the site (after a second Ctrl-C, for instance)."""
+    with pytest.raises(RenderError, match=r"the folder .*gone is gone \(the build stopped\?\)") as raised:
+        site_search.run_pagefind(tmp_path / "gone" / "pagefind", DOCS, COPIES)
+    assert "Traceback" not in str(raised.value)
+    assert not (tmp_path / "gone").exists()
+
+
+def test_a_bundle_whose_site_folder_is_moved_while_it_is_written_follows_it(tmp_path):
+    """The bundle's files are written through a descriptor of its folder: when the build moves
+    its unfinished site away in the middle (here: as the first file is decoded), the files go
+    where the folder went, and nothing is made at the old place."""
+    import base64
+
+    from evidence import pagefind_job
+
+    site, trash = tmp_path / "_site.tmp", tmp_path / "trash"
+    site.mkdir()
+    trash.mkdir()
+
+    class Moving(str):  # a file's content that moves the site when it is decoded
+        def encode(self, *args, **kwargs):
+            if site.exists():
+                site.rename(trash / site.name)
+            return str(self).encode(*args, **kwargs)
+
+    files = [{"path": "pagefind.js", "content": base64.b64encode(b"js").decode()},
+             {"path": "fragment/a.pf_fragment", "content": Moving(base64.b64encode(b"a").decode())},
+             {"path": "index/b.pf_index", "content": base64.b64encode(b"b").decode()}]
+    pagefind_job._write(str(site / "pagefind"), files)
+    assert not site.exists(), "the site's folder was made again at its old place"
+    moved = trash / site.name / "pagefind"
+    assert {p.relative_to(moved).as_posix(): p.read_bytes() for p in moved.rglob("*") if p.is_file()} == {
+        "pagefind.js": b"js", "fragment/a.pf_fragment": b"a", "index/b.pf_index": b"b"}
 
 
 def test_a_bundle_larger_than_a_pipe_is_indexed_whole(tmp_path):
@@ -127,6 +167,7 @@ def test_a_service_that_fails_gives_a_clear_error_and_is_stopped(tmp_path, monke
     fake.write_text(FAKE.format(python=sys.executable, mode=mode), encoding="utf-8")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
+    (tmp_path / "site").mkdir()
     t = time.monotonic()
     with pytest.raises(RenderError, match=message) as raised:
         site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES, timeout=2 if mode == "hang" else 60)
@@ -215,6 +256,7 @@ def test_the_words_map_names_the_bundle_each_page_of_the_words_bundle_stands_for
     maps = []
     for run in ("one", "two"):  # two runs of Pagefind: the same map (builds are byte-identical)
         described: dict = {}
+        (tmp_path / run).mkdir()
         site_search.run_pagefind(tmp_path / run / site_search.WORDS_BUNDLE, [], pages, described=described)
         assert "words" not in described  # its own words are not asked for: every word of the site at 10,000 cases
         maps.append(site_search.words_map(described["pages"], {"pagefind", "pagefind-1", "pagefind-2"}))
@@ -232,6 +274,8 @@ def test_a_fragment_of_another_format_is_a_clear_error(tmp_path, monkeypatch):
     fake.write_text(FAKE.format(python=sys.executable, mode="badfragment"), encoding="utf-8")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "site").mkdir()
     site_search.run_pagefind(tmp_path / "plain" / "pagefind", DOCS, COPIES)  # not read unless described
     with pytest.raises(RenderError, match=r"bundle pagefind: cannot read the fragment fragment/en_1\.pf_fragment .*pagefind_dcd.*Pagefind version") as raised:
         site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES, described={})

@@ -32,6 +32,7 @@ import gzip
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import threading
@@ -84,25 +85,64 @@ def run(binary: str, bundle: str, pages: list[list[str]]) -> list:
 
 
 def _write(bundle: str, files: object) -> None:
+    """Write the bundle's files into the folder ``bundle``, made here in a folder that must exist
+    (the site being built). The files are written through a descriptor of the bundle's folder
+    (where the system allows, as Linux and macOS do): a build that stops moves its unfinished site
+    into its cache's trash while this job may still be writing, and the files then follow the
+    folder. Written by path, with the folders made as needed, they made the site's folder again
+    beside the site (after a second Ctrl-C, for instance)."""
     if not isinstance(files, list) or not files:
         raise JobError("Pagefind returned no files for the search index")
     root = os.path.realpath(bundle)
-    made = set()
-    for f in sorted(files, key=lambda f: str(f.get("path")) if isinstance(f, dict) else ""):
-        rel, content = (f.get("path"), f.get("content")) if isinstance(f, dict) else (None, None)
-        path = os.path.normpath(os.path.join(root, rel)) if isinstance(rel, str) and rel and "\0" not in rel else None
-        if path is None or os.path.isabs(rel) or os.path.commonpath([root, path]) != root or path == root:
-            raise JobError(f"Pagefind returned a file outside its bundle: {rel!r}")
-        if not isinstance(content, str):
-            raise JobError(f"Pagefind returned {rel} without its content")
-        folder = os.path.dirname(path)
-        if folder not in made:
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        with open(path, "xb") as fh:  # the bundle's folder is new: a file met twice is an error
-            fh.write(base64.b64decode(content, validate=True))
-    if not os.path.isfile(os.path.join(root, "pagefind.js")):
-        raise JobError("Pagefind returned no pagefind.js for the search index")
+    try:
+        os.mkdir(root)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise JobError(f"the folder {os.path.dirname(root)} is gone (the build stopped?): the search bundle was not written") from None
+    at = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if _AT else None
+    try:
+        made = {""}
+        for f in sorted(files, key=lambda f: str(f.get("path")) if isinstance(f, dict) else ""):
+            rel, content = (f.get("path"), f.get("content")) if isinstance(f, dict) else (None, None)
+            path = os.path.normpath(os.path.join(root, rel)) if isinstance(rel, str) and rel and "\0" not in rel else None
+            if path is None or os.path.isabs(rel) or os.path.commonpath([root, path]) != root or path == root:
+                raise JobError(f"Pagefind returned a file outside its bundle: {rel!r}")
+            if not isinstance(content, str):
+                raise JobError(f"Pagefind returned {rel} without its content")
+            inside = os.path.relpath(path, root)
+            folder = os.path.dirname(inside)
+            if folder not in made:
+                parts = folder.split(os.sep)
+                for i in range(1, len(parts) + 1):
+                    sub = os.sep.join(parts[:i])
+                    if sub not in made:
+                        try:
+                            if at is not None:
+                                os.mkdir(sub, dir_fd=at)
+                            else:
+                                os.mkdir(os.path.join(root, sub))
+                        except FileExistsError:
+                            pass
+                        made.add(sub)
+            # "x": the bundle's folder is new, so a file met twice is an error
+            fd = (os.open(inside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=at) if at is not None
+                  else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            with open(fd, "wb") as fh:
+                fh.write(base64.b64decode(content, validate=True))
+        try:
+            found = os.stat("pagefind.js", dir_fd=at) if at is not None else os.stat(os.path.join(root, "pagefind.js"))
+        except FileNotFoundError:
+            found = None
+        if found is None or not stat.S_ISREG(found.st_mode):
+            raise JobError("Pagefind returned no pagefind.js for the search index")
+    finally:
+        if at is not None:
+            os.close(at)
+
+
+# Whether files can be made through a folder's descriptor (os.open and os.mkdir with dir_fd).
+_AT = os.open in os.supports_dir_fd and os.mkdir in os.supports_dir_fd and os.stat in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
 
 
 # What Rust's char::is_whitespace is (Unicode White_Space), by which Pagefind splits text into
