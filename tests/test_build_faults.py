@@ -109,8 +109,8 @@ def test_a_render_that_fails_after_the_search_index_started_stops_pagefind(confi
     pids: list[int] = []
     real_run = site_search.run_pagefind
 
-    def noting(bundle, docs, copies, timeout=600, admit=None, described=None):
-        return real_run(bundle, docs, copies, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1], described)
+    def noting(bundle, docs, copies, timeout=600, admit=None, described=None, **more):
+        return real_run(bundle, docs, copies, timeout, lambda proc: (pids.append(proc.pid), admit(proc))[1], described, **more)
 
     monkeypatch.setattr(site_search, "run_pagefind", noting)
     # Pagefind's service waits until the page has failed, so that it is still at work then: the
@@ -186,7 +186,7 @@ def test_the_first_search_bundle_that_fails_stops_the_others_at_once(tmp_path, m
     parts = [site_search.Shard(folder=f"pagefind-{i}", docs=[(f"p{i}.html", "a title", "page", "words")]) for i in range(2)]
     slow: list[subprocess.Popen] = []
 
-    def fake(bundle, docs, copies, timeout=600, admit=None, described=None):
+    def fake(bundle, docs, copies, timeout=600, admit=None, described=None, **more):
         if bundle.name == "pagefind-0":
             with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as proc:
                 slow.append(proc)
@@ -220,9 +220,9 @@ def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_libra
     copies: dict[str, dict[str, str]] = {}
     real_run = site_search.run_pagefind
 
-    def indexing(bundle, docs, pages, timeout=600, admit=None, described=None):
+    def indexing(bundle, docs, pages, timeout=600, admit=None, described=None, **more):
         copies[str(bundle)] = dict(pages)
-        return real_run(bundle, docs, pages, timeout, admit, described)
+        return real_run(bundle, docs, pages, timeout, admit, described, **more)
 
     real_index = site_search.SearchIndex._index
 

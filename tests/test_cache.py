@@ -330,11 +330,13 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     staged: list[tuple[Path, list[str]]] = []  # (bundle, the pages indexed into it)
     real_run = site_search.run_pagefind
     runs: list[Path] = []
+    asked_words: list[tuple[str, bool]] = []  # (bundle, whether its words were asked for)
 
-    def indexing(bundle, docs, copies, timeout=600, admit=None, described=None):
+    def indexing(bundle, docs, copies, timeout=600, admit=None, described=None, words=True):
         staged.append((bundle, [d[0] for d in docs] + list(copies)))
         runs.append(bundle)
-        return real_run(bundle, docs, copies, timeout, admit, described)
+        asked_words.append((bundle.name, words))
+        return real_run(bundle, docs, copies, timeout, admit, described, words)
 
     monkeypatch.setattr(site_search, "run_pagefind", indexing)
     first = project.build()  # byte-identical to a build without cache (checked in build)
@@ -342,6 +344,9 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     listed = re.search(r'data-bundles="([^"]*)"', first["search.html"].decode()).group(1).split()
     assert len(bundles) > 2 and listed[0] == "pagefind" and sorted(listed + [site_search.WORDS_BUNDLE]) == bundles
     assert f'data-words="{site_search.WORDS_BUNDLE}"' in first["search.html"].decode()
+    # Every bundle's words are asked for (the words bundle is made of them), not the words bundle's own.
+    assert asked_words and all(words == (name != site_search.WORDS_BUNDLE) for name, words in asked_words), asked_words
+    assert (site_search.WORDS_BUNDLE, False) in asked_words
     before = _inodes(project.out)
     staged.clear()
     runs.clear()

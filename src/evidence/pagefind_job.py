@@ -101,6 +101,7 @@ def _write(bundle: str, files: object) -> None:
     except FileNotFoundError:
         raise JobError(f"the folder {os.path.dirname(root)} is gone (the build stopped?): the search bundle was not written") from None
     at = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if _AT else None
+    base = "" if at is not None else root  # names are taken from the folder's descriptor, else from its path
     try:
         made = {""}
         for f in sorted(files, key=lambda f: str(f.get("path")) if isinstance(f, dict) else ""):
@@ -118,20 +119,16 @@ def _write(bundle: str, files: object) -> None:
                     sub = os.sep.join(parts[:i])
                     if sub not in made:
                         try:
-                            if at is not None:
-                                os.mkdir(sub, dir_fd=at)
-                            else:
-                                os.mkdir(os.path.join(root, sub))
+                            os.mkdir(os.path.join(base, sub), dir_fd=at)
                         except FileExistsError:
                             pass
                         made.add(sub)
             # "x": the bundle's folder is new, so a file met twice is an error
-            fd = (os.open(inside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=at) if at is not None
-                  else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            fd = os.open(os.path.join(base, inside), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666, dir_fd=at)
             with open(fd, "wb") as fh:
                 fh.write(base64.b64decode(content, validate=True))
         try:
-            found = os.stat("pagefind.js", dir_fd=at) if at is not None else os.stat(os.path.join(root, "pagefind.js"))
+            found = os.stat(os.path.join(base, "pagefind.js"), dir_fd=at)
         except FileNotFoundError:
             found = None
         if found is None or not stat.S_ISREG(found.st_mode):

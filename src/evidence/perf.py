@@ -158,13 +158,13 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
         # in the try, so the pool is always closed below.
         with deferred():
             try:
-                _creating.active, _creating.started = True, []
+                _creating.started = []
                 pool = _pool_class()(workers, initializer=_worker_job, initargs=(fn, shared, closing), maxtasksperchild=RENEW_AFTER,
                                      context=context)
             except OSError as exc:  # no worker could be forked (_start stopped those it had started): the work is done here
                 log.warning("could not start worker processes (%s); working in this one process, more slowly", exc)
             finally:
-                _creating.active, _creating.started = False, []
+                _creating.started = None
             if pool is not None:
                 _OPEN.append(closing)
                 # In batches of our own: Pool.imap's would be a generator over its iterator, which
@@ -184,8 +184,8 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
                 # Stopped if the pool's thread that replaces its workers (RENEW_AFTER) ended: a
                 # fork failed past its retries (see _start). No worker would take the tasks left;
                 # waiting for them would wait for ever.
-                cause = _BROKEN.get(pool._worker_handler)
-                if not _stopped_if_broken(pool, closing):
+                cause = _stop_if_broken(pool, closing)
+                if cause is None:
                     continue
                 pool = None
                 raise WorkerError(f"could not start a worker process ({cause}): the machine is out of processes or memory. "
@@ -200,7 +200,7 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
             _close(pool, closing)
 
 
-_creating = threading.local()  # .active while this thread makes a pool (whose first forks fail to the caller), .started its workers so far
+_creating = threading.local()  # .started: while this thread makes a pool (whose first forks fail to the caller), its workers so far
 # A pool's thread that replaces its workers, ended by a fork that failed past its retries -> that
 # fork's error (see _start).
 _BROKEN: weakref.WeakKeyDictionary[threading.Thread, OSError] = weakref.WeakKeyDictionary()
@@ -241,18 +241,20 @@ def _start(process: Any) -> None:
     for pause in (*FORK_RETRIES, None):
         try:
             start(process)
-            if getattr(_creating, "active", False):
-                _creating.started.append(process)
+            making = getattr(_creating, "started", None)
+            if making is not None:
+                making.append(process)
             return
         except OSError as exc:
             _close_unforked_pipes(exc)
             if pause is not None and exc.errno in (errno.EAGAIN, errno.ENOMEM):
                 time.sleep(pause)
                 continue
-            if getattr(_creating, "active", False):
+            making = getattr(_creating, "started", None)
+            if making is not None:
                 # Pool() now stops the workers it started and waits for them; they have not run
                 # their initializer, or ignore SIGTERM (_worker_sigterm), so it would wait for ever.
-                for started in _creating.started:
+                for started in making:
                     try:
                         os.kill(started.pid, signal.SIGKILL)
                     except OSError:
@@ -287,21 +289,22 @@ def _close_unforked_pipes(exc: BaseException) -> None:
         tb = tb.tb_next
 
 
-def _stopped_if_broken(pool: Any, closing: Any) -> bool:
+def _stop_if_broken(pool: Any, closing: Any) -> OSError | None:
     """Stop the pool if its thread that replaces its workers has ended (see :func:`_start`), and
-    say so. That thread would have told the task thread to end; it is told here, so that the
+    return the error of the fork that ended it (None: the pool is not broken, and goes on). That thread would have told the task thread to end; it is told here, so that the
     task thread tells the workers left to leave, then Pool.terminate() ends what remains (the
     workers obey its SIGTERM once the flag says the pool is going, see _worker_sigterm). Held
     whole: a pool left half-stopped hangs the exit."""
     with deferred():
-        if pool._worker_handler not in _BROKEN:
-            return False
+        cause = _BROKEN.get(pool._worker_handler)
+        if cause is None:
+            return None
         closing.value = _EXITING
         pool._taskqueue.put(None)
         pool.terminate()  # a second time (a signal came before the caller forgot the pool) does nothing
         if closing in _OPEN:
             _OPEN.remove(closing)
-        return True
+        return cause
 
 
 def _close(pool: Any, closing: Any) -> None:
@@ -314,7 +317,7 @@ def _close(pool: Any, closing: Any) -> None:
     The wait may be cut short by a second Ctrl-C or SIGTERM (a worker killed outright, say by the
     kernel's out-of-memory killer, lost its task, and the pool waits for it for ever): the
     workers are then stopped as the process exits (_closing_at_exit)."""
-    if _stopped_if_broken(pool, closing):  # a fork failed past its retries (see _start): join would wait for ever
+    if _stop_if_broken(pool, closing) is not None:  # a fork failed past its retries (see _start): join would wait for ever
         return
     handler = pool._worker_handler
     with deferred():
@@ -328,7 +331,7 @@ def _close(pool: Any, closing: Any) -> None:
     # leave (RENEW_AFTER); a replacement that cannot start ends the thread that replaces them.
     while handler.is_alive():
         handler.join(WATCH)
-    if _stopped_if_broken(pool, closing):
+    if _stop_if_broken(pool, closing) is not None:
         return
     pool.join()
     _OPEN.remove(closing)

@@ -235,7 +235,7 @@ class SearchIndex:
             raise RenderError("the search index was stopped")
         described: dict = {}
         files = run_pagefind(self.out / sh.folder, sh.docs, sh.copies, self.timeout, admit=self._admit,
-                             described=described if self.bundles > 1 else None)
+                             described=described if self.bundles > 1 else None, words=self._split(sh))
         return files, described
 
     def _admit(self, proc: subprocess.Popen) -> bool:
@@ -363,14 +363,14 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_c
 
 
 def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: dict[str, str], timeout: float = 600,
-                 admit: Callable[[subprocess.Popen], bool] | None = None, described: dict | None = None) -> list[Path]:
+                 admit: Callable[[subprocess.Popen], bool] | None = None, described: dict | None = None, words: bool = True) -> list[Path]:
     """Index ``docs`` (one small page each, see :func:`_record_page`: path, title, kind, words)
     and ``copies`` (path -> the page's HTML, indexed as it is) into ``bundle``, a new folder;
     return the files written. ``admit`` is told of the process once it runs (see
     SearchIndex.close); if it says no, the process is stopped. ``described``, a dict, is given
     what Pagefind indexed (:func:`evidence.pagefind_job.describe`: its ``words`` and its
-    ``pages`` by Pagefind's id; for the words bundle, whose own words nothing reads, its
-    ``pages`` only).
+    ``pages`` by Pagefind's id; without ``words``, its ``pages`` only: the words bundle's own
+    words, every word of the site, are not needed).
 
     The pages go, in path order, through a pipe to a process of their own
     (:mod:`evidence.pagefind_job`), which hands them to Pagefind's service and writes the files it
@@ -379,8 +379,7 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     and in a thread of the build, which waited for the busy render at each file, up to 1.5 s."""
     exe = _pagefind_binary()
     pages = sorted([*((rel, _record_page(title, kind, text)) for rel, title, kind, text in docs), *copies.items()])
-    words_too = bundle.name != WORDS_BUNDLE
-    describe = (True if words_too else "pages") if described is not None else False
+    describe = (True if words else "pages") if described is not None else False
     job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages, "describe": describe}).encode("utf-8") + b"\n"  # one line (see pagefind_job)
     with _STARTING:
         proc = subprocess.Popen([sys.executable, "-I", str(_JOB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -399,7 +398,7 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     if described is not None:
         try:
             got = json.loads(stdout)
-            if not ((isinstance(got.get("words"), list) or not words_too) and isinstance(got.get("pages"), dict)):
+            if not ((isinstance(got.get("words"), list) or not words) and isinstance(got.get("pages"), dict)):
                 raise ValueError("no words and pages")
         except (ValueError, AttributeError) as exc:
             raise RenderError(f"the search bundle {bundle.name} was made, but what Pagefind indexed in it could not be read ({exc})") from None
