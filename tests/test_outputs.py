@@ -179,6 +179,49 @@ def test_without_a_cache_files_are_compared_byte_for_byte(tmp_path):
     assert sorted(p.name for p in new.iterdir()) == ["a.html", "b.html"]  # no link file left behind
 
 
+def test_finish_trusts_a_linked_file_by_its_inode_and_stats_one_replaced_since(tmp_path, monkeypatch):
+    """A file a writer linked from the old tree is recorded as the old one was, without a stat of
+    it; one linked and then replaced by new bytes (a search bundle removed after a partial link,
+    and written again by Pagefind) is recorded with its own identity and key, as is a written one."""
+    import os
+
+    from evidence.cache import BuildCache
+
+    cache = BuildCache(tmp_path / "cache")
+    site = tmp_path / "site"
+    site.mkdir()
+    first = Outputs.load(site, cache)
+    for name in ("a.html", "b.html", "c.html"):
+        first.link_or_write(site / name, name, name.encode())
+    first.finish(site)
+    first.save()
+    outputs = Outputs.load(site, cache)
+    new = tmp_path / "new"
+    new.mkdir()
+    for name in ("a.html", "b.html"):
+        assert outputs.link(new / name, name, content_key(name.encode()))
+    (new / "b.html").unlink()
+    (new / "b.html").write_bytes(b"other bytes")
+    outputs.keys["b.html"] = content_key(b"other bytes")
+    outputs.link_or_write(new / "c.html", "c.html", b"changed")
+    stated: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path, *args, **kwargs):
+        stated.append(os.path.basename(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    assert outputs.finish(new) == 1
+    monkeypatch.undo()
+    assert "a.html" not in stated and "b.html" in stated
+    assert outputs.record["a.html"] == outputs.previous["a.html"]
+    for name, data in (("b.html", b"other bytes"), ("c.html", b"changed")):
+        st = real_stat(new / name)
+        assert outputs.record[name] == (content_key(data), st.st_ino, st.st_size, st.st_mtime_ns)
+    assert (site / "b.html").read_bytes() == b"b.html"  # the old tree is as it was
+
+
 def test_relative_name_is_relative_to_without_pathlib(tmp_path):
     from evidence.outputs import relative_name
 

@@ -132,6 +132,7 @@ class Outputs:
     keys: dict[str, str] = field(default_factory=dict)  # this build: path -> key, noted by writers
     layouts: dict[str, dict[str, Any]] = field(default_factory=dict)
     record: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
+    linked: set[str] = field(default_factory=set)  # this build: paths where link() put the old file
 
     @classmethod
     def load(cls, out: Path, cache: BuildCache | None) -> Outputs:
@@ -189,6 +190,7 @@ class Outputs:
         except OSError:
             return False
         self.keys[rel] = key
+        self.linked.add(rel)
         return True
 
     # ------------------------------------------------------------------------------ the end
@@ -201,11 +203,21 @@ class Outputs:
         if not self.enabled:
             return self._share_same_bytes(new)
         shared = 0
-        for p, rel in walk_names(new):
-            st = os.stat(p, follow_symlinks=False)
+        linked = self.linked
+        for p, rel, inode in _walk_inodes(new):
             prev = self.previous.get(rel)
+            # Linked from the old tree by a writer, and still that file (the directory entry's
+            # inode, which costs no system call): recorded as it was, without a stat. A stat a
+            # file took 0.3 s of a 10,000-case rebuild (60,000 files). Should the old file have
+            # changed in place since, its record no longer matches it and the next build writes
+            # it again.
+            if prev is not None and inode == prev[1] and rel in linked:
+                self.record[rel] = prev
+                shared += 1
+                continue
+            st = os.stat(p, follow_symlinks=False)
             if prev is not None and _identity(st) == tuple(prev[1:]):
-                self.record[rel] = prev  # linked from the old tree by a writer
+                self.record[rel] = prev  # linked from the old tree (a writer's file the walk's inode missed)
                 shared += 1
                 continue
             key = self.keys.get(rel) or _file_key(p)
@@ -248,10 +260,36 @@ def walk_names(folder: Path) -> Iterator[tuple[str, str]]:
     """Every file under ``folder`` (os.walk's, so symbolic links to folders are not followed), as
     (path, name relative to ``folder`` with ``/``), the names made from strings: at 10,000 cases
     (60,000 files) a relative path per file took 0.3 s, a glob with pathlib about 1 s."""
-    for dirpath, _dirs, names in os.walk(folder):
-        prefix = relative_name(dirpath, folder) + "/" if dirpath != str(folder) else ""
-        for name in names:
-            yield os.path.join(dirpath, name), prefix + name
+    for path, rel, _inode in _walk_inodes(folder):
+        yield path, rel
+
+
+def _walk_inodes(folder: Path) -> Iterator[tuple[str, str, int]]:
+    """:func:`walk_names`, with each file's inode as its directory entry gives it (no system
+    call). Top down, as os.walk: a folder's files, then its folders in turn; a symbolic link to a
+    folder is not followed, and a folder that cannot be read is skipped."""
+    todo = [(str(folder), "")]
+    while todo:
+        top, prefix = todo.pop(0)
+        dirs: list[tuple[str, str]] = []
+        files: list[tuple[str, str, int]] = []
+        try:
+            it = os.scandir(top)
+        except OSError:
+            continue
+        with it:  # read whole before any is yielded: the caller may add files to the folder
+            for entry in it:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if not entry.is_symlink():
+                        dirs.append((entry.path, prefix + entry.name + "/"))
+                else:
+                    files.append((entry.path, prefix + entry.name, entry.inode()))
+        yield from files
+        todo[0:0] = dirs
 
 
 def _replace_with_link(old: str, p: str) -> bool:
