@@ -14,6 +14,7 @@ import pytest
 
 from evidence import pipeline
 from evidence.cache import BuildCache
+from evidence.folders import SITE_MARKER, SITE_MARKER_TEXT
 from evidence.pipeline import build
 
 
@@ -456,6 +457,7 @@ def test_folders_of_killed_builds_are_removed_and_a_moved_site_restored(config, 
     for folder in [*left, running, making]:
         (folder / "cases").mkdir(parents=True)
         (folder / "cases" / "a.html").write_text(folder.name)
+        (folder / SITE_MARKER).write_bytes(SITE_MARKER_TEXT)  # each stands for a site a build wrote
         if folder != making:
             os.utime(folder, (time.time() - 3600, time.time() - 3600))
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "

@@ -137,6 +137,82 @@ def test_a_failed_build_leaves_the_previous_site_untouched(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("._site")]
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target,why", [
+    ("kb", "is the kb folder"),
+    (".", "is the project folder"),
+    ("..", "is the project folder or holds it"),
+    ("kb/sources", "holds files that no build of evidence wrote (it has no .evidence-site)"),
+    ("notes", "holds files that no build of evidence wrote (it has no .evidence-site)"),
+    ("notes/mine.txt", "is a file, not a folder"),
+], ids=["kb", "root", "parent", "kb-sources", "other-files", "a-file"])
+def test_build_refuses_an_output_folder_it_would_lose_data_in(tmp_path, target, why):
+    """A build replaces its output folder whole: into the kb, the project or any of its parents,
+    a folder with other files (the kb's sources), or a file, it refuses at once, with exit code 1,
+    the reason and the fix, and deletes nothing."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "kb", project / "kb")
+    shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
+    shutil.copytree(ROOT / "site_templates", project / "site_templates")
+    (project / "notes").mkdir()
+    (project / "notes" / "mine.txt").write_text("my notes\n")
+    before = _tree(tmp_path)
+    r = run("--root", str(project), "build", "--out", target, cwd=project, env={"EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")})
+    assert r.returncode == 1, r.stderr
+    assert why in r.stderr and "Choose" in r.stderr and "Traceback" not in r.stderr
+    assert _tree(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"] and not [p for p in project.iterdir() if p.name.startswith(".")]
+
+
+def test_build_replaces_its_own_site_an_empty_folder_and_a_site_from_before_the_marker(tmp_path):
+    """What a build may replace: a site it wrote (it holds .evidence-site), an empty folder, and a
+    site written before that file existed, while the build cache's record of it names everything
+    in it; with a file of someone else's among it, the site is refused."""
+    env = {"EVIDENCE_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "site"
+    out.mkdir()
+    assert run("build", "--out", str(out), env=env).returncode == 0  # empty
+    assert (out / ".evidence-site").read_text().startswith("This folder is a site written by evidence")
+    assert run("build", "--out", str(out), env=env).returncode == 0  # its own
+    (out / ".evidence-site").unlink()
+    r = run("build", "--out", str(out), env=env)  # from before the marker, recorded by the cache
+    assert r.returncode == 0, r.stderr
+    (out / ".evidence-site").unlink()
+    (out / "mine.txt").write_text("mine")
+    r = run("build", "--out", str(out), env=env)
+    assert r.returncode == 1 and "holds files that no build of evidence wrote" in r.stderr
+    assert (out / "mine.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args,path", [
+    (["export", "--out", "{tmp}/no/such/folder/x.ttl"], "{tmp}/no/such/folder/x.ttl"),
+    (["build", "--out", "{tmp}/a-file/site"], "{tmp}/a-file/site"),
+], ids=["export-into-a-missing-folder", "build-under-a-file"])
+def test_a_path_that_cannot_be_written_is_exit_1_naming_it_not_a_bug(tmp_path, args, path):
+    (tmp_path / "a-file").write_text("not a folder")
+    r = run(*[a.format(tmp=tmp_path) for a in args])
+    assert r.returncode == 1, r.stderr
+    assert path.format(tmp=tmp_path) in r.stderr and "Traceback" not in r.stderr and "bug" not in r.stderr
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_a_bug_is_exit_3_without_a_traceback():
+    """Exit code 3 is kept for what the code did not expect (here, a build that divides by zero)."""
+    code = ("import sys, evidence.pipeline as p\n"
+            "def broken(*args, **kwargs):\n    return 1 / 0\n"
+            "p.build = broken\n"
+            "from evidence.cli import main\n"
+            "sys.exit(main(['build', '--out', sys.argv[1]]))\n")
+    r = subprocess.run([sys.executable, "-c", code, "unused-site"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 3, r.stderr
+    assert "internal error: ZeroDivisionError: division by zero" in r.stderr and "please report it" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_schema_check_passes_on_the_committed_schema():
     r = run("schema", "--check")
     assert r.returncode == 0, r.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -52,6 +53,14 @@ def _expand_paths(paths: list[str]) -> list[Path]:
     return out
 
 
+def _real(p: Path) -> Path:
+    """``p`` resolved, or as it is where it cannot be (a loop of links: its diagnostic says so)."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):
+        return p.absolute()
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .validate import validate_kb
 
@@ -59,13 +68,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     paths = _expand_paths(args.paths)
     missing = [p for p in paths if not p.exists()]
     for p in missing:
-        print(f"{p}:1:1: error: no such file", file=sys.stderr)
+        what = "a symbolic link to nothing, or a loop of links" if os.path.lexists(p) else "no such file"
+        print(f"{p}:1:1: error: {what}", file=sys.stderr)
     paths = [p for p in paths if p.exists()]
     kb = validate_kb(config, paths)
     diags = kb.diagnostics
     if args.paths:
-        wanted = {str(p.resolve()) for p in paths}
-        diags = [d for d in diags if str((config.root / d.path).resolve()) in wanted or str(Path(d.path).resolve()) in wanted]
+        wanted = {str(_real(p)) for p in paths}
+        diags = [d for d in diags if str(_real(config.root / d.path)) in wanted or str(_real(Path(d.path))) in wanted]
     _print_diagnostics(diags, args.format)
     files = len(paths) if args.paths else len({f.display for f in kb.files.values()} | {d.path for d in diags})
     print(_summary(diags, files), file=sys.stderr)
@@ -256,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_TERMINATED
 
 
+def _os_error(exc: OSError) -> str:
+    """An error of the file system as a user can act on it: what failed, on which path, and what to check."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return (f"{what}" + (f": {paths}" if paths else "")
+            + " (check that the folder exists, that you may write there and that the disk has room; nothing else was changed)")
+
+
 def _run(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)  # imports the commands' modules: a Ctrl-C may land here too
@@ -273,6 +291,9 @@ def _run(argv: list[str] | None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # the machine's files, not a bug: a folder that cannot be written, a disk full ...
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_PROBLEMS
     except Exception as exc:  # never a traceback for a user; say what broke and how to report it
         print(f"internal error: {type(exc).__name__}: {exc}\nThis is a bug in evidence; please report it with the command you ran.", file=sys.stderr)
         return EXIT_INTERNAL

@@ -1,13 +1,16 @@
-"""The site folder's siblings that a build makes: its unfinished folder ``.NAME.tmp-PID`` and the
-replaced site ``.NAME.old-PID``. A build holds them with a lock while it runs
+"""The site folder and its siblings that a build makes: its unfinished folder ``.NAME.tmp-PID``
+and the replaced site ``.NAME.old-PID``. A build holds them with a lock while it runs
 (:func:`lock_folder`), and the next build removes those that a killed build left
-(:func:`left_behind`)."""
+(:func:`left_behind`). A build replaces its output folder whole, so it first makes sure that the
+folder is a site it may replace (:func:`check_out`)."""
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 try:
@@ -15,7 +18,49 @@ try:
 except ImportError:  # not POSIX: folders left behind are told by their PID
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["left_behind", "lock_folder", "unlock_folder"]
+__all__ = ["SITE_MARKER", "SITE_MARKER_TEXT", "check_out", "left_behind", "lock_folder", "unlock_folder"]
+
+# Every site a build writes holds this file: the next build replaces only a folder that has it
+# (or is empty, or new), as Sphinx keeps a .buildinfo in its output.
+SITE_MARKER = ".evidence-site"
+SITE_MARKER_TEXT = (b"This folder is a site written by evidence (build.py, or evidence build).\n"
+                    b"Each build replaces the whole folder: anything else kept here is deleted.\n")
+
+
+def check_out(out: Path, keep: dict[str, Path | None], recorded: Callable[[], set[str]]) -> str | None:
+    """Why a build must not write into ``out`` (a resolved path), or None if it may.
+
+    A build replaces its output folder whole, so ``out`` must not be, or hold, any folder of
+    ``keep`` (what -> path: the project, the kb, the build cache, the source texts); and if it
+    exists, it must be a folder that is empty or holds a site a build wrote: one
+    with :data:`SITE_MARKER`, or, for a site written before the marker, one whose every name the
+    build cache's record of the last build into it holds (``recorded``: the first part of each
+    name there, asked only then)."""
+    for what, folder in keep.items():
+        if folder is None:
+            continue
+        folder = folder.resolve()
+        if out == folder or folder.is_relative_to(out):
+            return (f"the output folder {out} is {what}" + ("" if out == folder else f" or holds it ({folder})")
+                    + ": a build replaces its output folder whole, and would delete it. Choose another folder, such as _site")
+    try:
+        st = os.lstat(out)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read the output folder {out}: {exc.strerror or exc}"
+    if not stat.S_ISDIR(st.st_mode):
+        return (f"the output path {out} is a file, not a folder: a build writes a folder of pages there, and would delete the file. "
+                "Choose a folder, such as _site")
+    try:
+        with os.scandir(out) as it:
+            names = {entry.name for entry in it}
+    except OSError as exc:
+        return f"cannot read the output folder {out}: {exc.strerror or exc}"
+    if not names or SITE_MARKER in names and os.path.isfile(out / SITE_MARKER) or names <= recorded():
+        return None
+    return (f"the output folder {out} holds files that no build of evidence wrote (it has no {SITE_MARKER}): a build replaces its "
+            "output folder whole, and they would be deleted. Choose a new or empty folder, or remove this one yourself first")
 
 
 def left_behind(out: Path) -> list[tuple[Path, str]]:

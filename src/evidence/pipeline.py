@@ -18,9 +18,9 @@ import pyoxigraph as ox
 from .cache import BuildCache
 from .compile import Compiled, compile_kb
 from .config import Config
-from .errors import ValidationError
+from .errors import RenderError, ValidationError
 from .export import FORMATS, Finishing, write_exports
-from .folders import left_behind, lock_folder, unlock_folder
+from .folders import SITE_MARKER, SITE_MARKER_TEXT, check_out, left_behind, lock_folder, unlock_folder
 from .interrupts import deferred
 from .outputs import Outputs, discard_tree, relative_name
 from .perf import freeze_heap, frozen_heap, gc_paused
@@ -128,6 +128,13 @@ def build(config: Config, out: Path, templates: Path | None = None, cache: Build
 def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache, locks: list[int | None]) -> BuildReport:
     from .render import render_site
 
+    out = out.resolve()
+    # Checked first: a build replaces its output folder whole (see folders.check_out).
+    keep = {"the project folder": config.root, "the kb folder": config.kb_dir, "the build cache": cache.folder,
+            "the source texts folder": config.texts_dir()}
+    refused = check_out(out, keep, lambda: {rel.split("/", 1)[0] for rel in Outputs.load(out, cache).previous})
+    if refused:
+        raise RenderError(refused)
     report = BuildReport(out=out)
     t = time.perf_counter()
     # The models live until the end: they are frozen (later collections need not walk them) before
@@ -142,7 +149,6 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
     report.patients = sum(len(c.patients) for c in kb.cases.values())
     report.quads = compiled.quad_count()
 
-    out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     for left, kind in left_behind(out):
         if kind == "old" and not out.exists():  # killed between the two renames of the swap
@@ -169,7 +175,8 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
             files = write_exports(compiled, tmp, cache, graph_files, outputs, finish=writing)
             (tmp / "ontology.ttl").write_text(ontology_turtle(compiled), encoding="utf-8")
             (tmp / "shapes.ttl").write_text(shapes_turtle(compiled), encoding="utf-8")
-            files += [tmp / "ontology.ttl", tmp / "shapes.ttl"]
+            outputs.link_or_write(tmp / SITE_MARKER, SITE_MARKER, SITE_MARKER_TEXT)  # what the next build looks for (folders.check_out)
+            files += [tmp / "ontology.ttl", tmp / "shapes.ttl", tmp / SITE_MARKER]
             files += write_schemas(tmp / "schema")
             report.timings["export"] = time.perf_counter() - t
             t = time.perf_counter()
