@@ -28,6 +28,7 @@ def _limits() -> None:
 
 
 def _validate(*paths: Path, root: Path = ROOT) -> subprocess.CompletedProcess:
+    """``evidence validate`` (every file of the kb at ``root`` when no path is given)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-m", "evidence", "--root", str(root), "validate", *map(str, paths)], cwd=root, env=env,
                           capture_output=True, text=True, timeout=30, preexec_fn=_limits)
@@ -69,6 +70,106 @@ def test_a_50_mb_file_is_refused_without_reading_it(tmp_path):
     r = _validate(big)
     assert r.returncode == 1
     assert "over the limit of 2,097,152" in r.stdout and "Traceback" not in r.stderr
+
+
+def _project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "kb", project / "kb")
+    shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
+    return project
+
+
+def test_a_link_out_of_the_kb_is_refused_and_never_read(tmp_path):
+    """A pull request may hold symbolic links: one in the kb that leads out of its folder (to a
+    file of the machine, to a folder, to nothing, or round in a loop) is an error naming the link
+    and where it leads, and its target is never read (its text is never shown); validate, build
+    and fmt say so without a traceback. A link to another file of the kb is read as that file."""
+    project = _project(tmp_path)
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("id: secret-text-never-shown\ntitle: a file outside the kb\n")
+    kb = project / "kb"
+    (kb / "outside.yaml").symlink_to(secret)
+    (kb / "sources" / "passwd.yaml").symlink_to("/etc/passwd")
+    (kb / "loop.yaml").symlink_to("loop.yaml")
+    (kb / "nothing.yaml").symlink_to("missing.yaml")
+    (kb / "folder.yaml").symlink_to(tmp_path, target_is_directory=True)
+    (kb / "vocabulary" / "again.yaml").symlink_to(kb / "vocabulary" / "drugs.yaml")
+    r = _validate(root=project)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    lines = sorted(r.stdout.splitlines())
+    expected = {
+        "kb/folder.yaml": f"a symbolic link to {tmp_path}, a folder",
+        "kb/loop.yaml": "a symbolic link to loop.yaml, which leads back to itself (a loop)",
+        "kb/nothing.yaml": "a symbolic link to missing.yaml, which does not exist",
+        "kb/outside.yaml": f"a symbolic link to {secret}, outside the kb folder",
+        "kb/sources/passwd.yaml": "a symbolic link to /etc/passwd, outside the kb folder",
+    }
+    for shown, what in expected.items():
+        assert any(ln.startswith(f"{shown}:1:1: error: the file is {what}") and "put the file itself in the kb folder" in ln for ln in lines), (shown, r.stdout)
+    assert "secret-text-never-shown" not in r.stdout + r.stderr and "root:" not in r.stdout + r.stderr
+    assert "unknown vocabulary file 'again.yaml'" in r.stdout  # a link inside the kb is read as the file it names
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    for command in (["build"], ["fmt"], ["validate", "kb/loop.yaml", "kb/outside.yaml"]):
+        c = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), *command], cwd=project, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in c.stderr and "internal error" not in c.stderr, (command, c.stderr)
+        assert "secret-text-never-shown" not in c.stdout + c.stderr, command
+    assert secret.read_text().startswith("id: secret-text-never-shown")  # fmt left it alone
+    assert not (project / "_site").exists()
+
+
+# A reference to another file or term. (A source's text_file, the one file name, has a pattern of
+# its own, so "../" there is a schema error that stops the rules of its file: tests/data/hostile/
+# sources/path-traversal.yaml.)
+REFERENCES = {"source", "reports_on", "drug", "gene", "measure", "term", "indication", "conditions", "diagnoses", "comorbidities"}
+TRAVERSAL = "../../../../etc/passwd"
+
+
+def _refs(node, loc=()):
+    """The place of every reference to another file or term (a key of REFERENCES, or an item of one)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in REFERENCES and isinstance(v, str) and v != "not reported":
+                yield loc + (k,)
+            elif k in REFERENCES and isinstance(v, list):
+                yield from (loc + (k, i) for i, x in enumerate(v) if isinstance(x, str))
+            else:
+                yield from _refs(v, loc + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _refs(v, loc + (i,))
+
+
+def test_path_traversal_in_every_reference_is_an_error_naming_it(tmp_path):
+    """Every reference of a case and of a source (to a source, a term, a source text) set to a path
+    out of the kb: each is an error on its own field (an unknown source or term), and nothing
+    outside the kb is read."""
+    import yaml
+
+    from evidence.config import load_config
+    from evidence.validate import validate_kb
+    from evidence.yamlio import field_name
+
+    project = _project(tmp_path)
+    placed: dict[str, set[str]] = {}
+    for rel in ("kb/wenzel-2016.yaml", "kb/zimmermann-2019.yaml", "kb/sources/heymann-2016.yaml", "kb/sources/zimmermann-2019.yaml"):
+        path = project / rel
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        before = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for loc in list(_refs(data)):
+            parent = data
+            for seg in loc[:-1]:
+                parent = parent[seg]
+            parent[loc[-1]] = TRAVERSAL
+            placed.setdefault(rel, set()).add(field_name(before, loc))
+        path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    assert sum(len(v) for v in placed.values()) >= 40
+    assert any(f.endswith("reports_on") for f in placed["kb/sources/heymann-2016.yaml"])
+    diags = [d for d in validate_kb(load_config(project)).diagnostics if d.level == "error"]
+    for rel, fields in placed.items():
+        flagged = {d.field for d in diags if d.path == rel}
+        assert fields <= flagged, (rel, sorted(fields - flagged))
+    assert not any("root:" in d.text() for d in diags)
 
 
 def test_script_in_text_is_inert_in_the_built_site(tmp_path):

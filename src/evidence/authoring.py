@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from . import schema as S
 from .annotations import MapOf, accepts_not_reported, choices, list_item, models_in, unwrap
 from .config import Config, load_config
-from .load import discover, file_kind
+from .load import REFUSED, discover, file_kind
 from .yamlio import load_yaml_text
 
 __all__ = [
@@ -662,7 +662,7 @@ def _kind_of(path: Path, config: Config) -> str | None:
 
 def _paths(config: Config, given: list[str]) -> list[Path]:
     if not given:
-        return [p for _, p in discover(config.kb_dir)]
+        return [p for kind, p in discover(config.kb_dir) if kind != REFUSED]  # a link out of the kb is never rewritten (validate reports it)
     out: list[Path] = []
     for g in given:
         p = Path(g)

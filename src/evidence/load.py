@@ -10,8 +10,10 @@ Layout of a kb folder::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from .errors import Diagnostic, LoadError
 from .schema import VOCABULARY_KINDS
 from .yamlio import MAX_BYTES, YamlDoc, load_yaml_bytes
 
-__all__ = ["KbFile", "RawKb", "FileShas", "discover", "read_kb", "file_kind"]
+__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "discover", "read_kb", "file_kind"]
 
 
 class KbFile:
@@ -113,7 +115,10 @@ class _Resolver:
         if got is not None:
             return got
         if p.name in ("", ".", "..") or p.is_symlink():
-            got = p.resolve()
+            try:
+                got = p.resolve()
+            except (OSError, RuntimeError):  # a loop of links: reading it says so (see read_kb)
+                got = p.absolute()
         else:
             real = self.folders.get(p.parent)
             if real is None:
@@ -155,6 +160,24 @@ def _display(path: Path, base: Path, resolve: Callable[[Path], Path] = Path.reso
 
 
 _FOLDERS = (("", "case"), ("sources", "source"), ("vocabulary", "vocabulary:"))  # where each kind of file is, in the kb
+REFUSED = "refused"  # the kind discover() gives a symbolic link that leaves the kb
+
+
+def _link_problem(p: Path) -> str:
+    """Why a symbolic link in the kb is not read (see discover)."""
+    try:
+        target = os.readlink(p)
+    except OSError:
+        target = "?"
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"the file is a symbolic link to {target}, which leads back to itself (a loop)"
+        return f"the file is a symbolic link to {target}, which does not exist"
+    if stat.S_ISDIR(st.st_mode):
+        return f"the file is a symbolic link to {target}, a folder"
+    return f"the file is a symbolic link to {target}, outside the kb folder: the kb is read from its own folder only"
 
 
 def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[Path], Path] | None = None) -> list[tuple[str, Path]]:
@@ -162,9 +185,12 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
 
     Each folder is listed once (``os.scandir``): a regular file's kind is its folder's, and only
     a symbolic link is resolved to find it (at 10,000 cases, a glob and a ``resolve`` per file took
-    about a second of every build)."""
+    about a second of every build). A symbolic link in the kb that does not lead to a file inside
+    the kb folder (one outside it, such as /etc/passwd, a folder, nothing, or a loop) is listed
+    with the kind ``REFUSED``: it is never read, and :func:`read_kb` reports it."""
     resolve = resolve or _Resolver()
     found: list[tuple[str, Path]] = []
+    inside = resolve(kb_dir)
     for folder, kind in _FOLDERS:
         where = kb_dir / folder if folder else kb_dir
         try:
@@ -175,6 +201,13 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
         for e in entries:
             p = where / e.name
             if e.is_symlink():
+                try:
+                    a_file = e.is_file()
+                except OSError:  # a loop of links
+                    a_file = False
+                if not a_file or not resolve(p).is_relative_to(inside):
+                    found.append((REFUSED, p))
+                    continue
                 k = file_kind(p, kb_dir, resolve)
             else:
                 k = kind + e.name[: -len(".yaml")] if kind == "vocabulary:" else kind
@@ -258,8 +291,8 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None, shas: Fil
     resolve = _Resolver()
     prefixes: dict[Path, str | None] = {}  # each folder's name relative to base, for the files of it that were not resolved
 
-    def display(p: Path) -> str:
-        if p in resolve.done:  # a symbolic link, or a file named on the command line
+    def display(p: Path, follow: bool = True) -> str:
+        if follow and p in resolve.done:  # a symbolic link, or a file named on the command line
             return _display(p, base, resolve)
         if p.parent not in prefixes:
             try:
@@ -271,7 +304,11 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None, shas: Fil
         return str(p) if prefix is None else prefix + p.name
 
     for kind, p in discover(kb_dir, extra, resolve):
-        shown = display(p)
+        shown = display(p, follow=kind != REFUSED)  # a link out of the kb is named by its place in it
+        if kind == REFUSED:
+            diags.append(Diagnostic(shown, 1, 1, _link_problem(p), rule="file-link",
+                                    hint="put the file itself in the kb folder, in place of the link"))
+            continue
         if kind.startswith("vocabulary:") and kind.split(":", 1)[1] not in VOCABULARY_KINDS:
             diags.append(
                 Diagnostic(shown, 1, 1, f"unknown vocabulary file '{p.name}'", rule="vocabulary-file",
