@@ -533,8 +533,15 @@ class PriorTreatment(_Model):
     evidence: list[Claim] = Field(min_length=1)
 
 
+# Plausible bounds for what has none of its own: a number past them is a typo or hostile input
+# (a 4,000-digit cohort size went through to every page). More patients than any study holds,
+# and a measurement's size in any unit (a viral load of 10^9 copies/ml still fits).
+MAX_PATIENTS = 10_000_000
+MAX_MEASUREMENT = 1e12
+
+
 class Measurement(_Model):
-    value: float
+    value: float = Field(ge=-MAX_MEASUREMENT, le=MAX_MEASUREMENT)
     unit: ShortText | None = None
 
 
@@ -590,23 +597,23 @@ class OutcomeCount(_Model):
     measure: Key
     response: Response | None = None
     direction: Direction | None = None
-    patients: int = Field(ge=0)
+    patients: int = Field(ge=0, le=MAX_PATIENTS)
     evidence: list[Claim] = Field(min_length=1)
 
 
 class AdverseEventCount(_Model):
     term: Key | None = Field(None, description="Phenotype key, or left out for any adverse event.")
     severity: Severity | None = None
-    patients: int = Field(ge=0)
+    patients: int = Field(ge=0, le=MAX_PATIENTS)
     evidence: list[Claim] = Field(min_length=1)
 
 
 class Cohort(_Model):
     """Figures the source gives only for the group, not per patient."""
 
-    n: int = Field(ge=1)
-    female: int | None = Field(None, ge=0)
-    male: int | None = Field(None, ge=0)
+    n: int = Field(ge=1, le=MAX_PATIENTS)
+    female: int | None = Field(None, ge=0, le=MAX_PATIENTS)
+    male: int | None = Field(None, ge=0, le=MAX_PATIENTS)
     age: CohortAge | None = None
     outcome_counts: list[OutcomeCount] = Field(default_factory=list)
     adverse_event_counts: list[AdverseEventCount] = Field(default_factory=list)
@@ -651,7 +658,7 @@ class VocabTerm(_Model):
             prefix = curie.split(":", 1)[0]
             if prefix not in CURIE_PATTERNS:
                 raise ValueError(f"unknown identifier prefix '{prefix}' in '{curie}'; known: {', '.join(sorted(CURIE_PATTERNS))}")
-            if not re.match(CURIE_PATTERNS[prefix], curie):
+            if not re.fullmatch(CURIE_PATTERNS[prefix], curie):  # not re.match: its "$" lets a final newline through
                 raise ValueError(f"'{curie}' does not match the {prefix} pattern {CURIE_PATTERNS[prefix]}")
         return ids
 

@@ -27,7 +27,7 @@ from .duplicates import check_duplicates
 from .errors import Diagnostic, LoadError, sort_diagnostics
 from .load import FileShas, KbFile, read_kb
 from .perf import gc_paused, parallel_imap
-from .yamlio import YamlDoc
+from .yamlio import YamlDoc, field_name
 
 __all__ = ["Kb", "validate_kb", "normalise_text", "closest"]
 
@@ -130,22 +130,6 @@ def _clean_loc(data: Any, loc: tuple) -> tuple[tuple, Any, bool]:
     return tuple(out), cur, exists
 
 
-def field_name(data: Any, loc: tuple) -> str:
-    """A readable path: ``patients[P1].treatments[T1].dose.unit``."""
-    parts: list[str] = []
-    cur = data
-    for seg in loc:
-        if isinstance(seg, int):
-            item = cur[seg] if isinstance(cur, list) and seg < len(cur) else None
-            ident = item.get("id") if isinstance(item, dict) else None
-            parts.append(f"[{ident}]" if isinstance(ident, str) else f"[{seg}]")
-            cur = item
-        else:
-            parts.append(("." if parts else "") + str(seg))
-            cur = cur.get(seg) if isinstance(cur, dict) else None
-    return "".join(parts) or "(file)"
-
-
 def _show(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
@@ -154,7 +138,7 @@ def _show(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     text = repr(value) if not isinstance(value, str) else f"'{value}'"
-    return text if len(text) <= 80 else text[:77] + "...'"
+    return text if len(text) <= 80 else text[:77] + ("...'" if isinstance(value, str) else "...")
 
 
 def closest(word: str, choices: list[str] | typing.Iterable[str]) -> str | None:
@@ -633,10 +617,13 @@ def _parse(f: KbFile) -> tuple[Any, list[Diagnostic]]:
         terms: dict[str, S.VocabTerm] = {}
         diags: list[Diagnostic] = []
         for key, entry in doc.data.items():
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", key):
+            # fullmatch: with re.match, "$" let a key end in a newline ("evil\n"), which then named the page of "evil_"
+            if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", key):
                 line, col = doc.where((key,), key=True)
-                diags.append(Diagnostic(f.display, line, col, f"vocabulary key '{key}' is not well formed", rule="id-syntax",
-                                        expected="letters, digits, '.', '-' and '_'", found=f"'{key}'"))
+                shown = repr(key) if isinstance(key, str) else _show(key)  # a newline or a tab, escaped
+                diags.append(Diagnostic(f.display, line, col, f"vocabulary key {shown} is not well formed", rule="id-syntax",
+                                        expected="letters, digits, '.', '-' and '_', starting with a letter or digit", found=shown,
+                                        hint="rename the key; a key names its page and its IRI"))
                 continue
             try:
                 terms[key] = model.model_validate(entry)

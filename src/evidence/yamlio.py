@@ -23,7 +23,7 @@ import yaml
 
 from .errors import Diagnostic
 
-__all__ = ["YamlDoc", "load_yaml", "load_yaml_bytes", "load_yaml_text", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "LIBYAML"]
+__all__ = ["YamlDoc", "field_name", "load_yaml", "load_yaml_bytes", "load_yaml_text", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "LIBYAML"]
 
 try:  # libyaml is about 8 times faster; fall back to the pure-Python loader where it is absent.
     from yaml import CSafeLoader as _Loader
@@ -83,6 +83,24 @@ class _Refused(Exception):
         self.message = message
         self.hint = hint
         self.rule = rule
+        self.field = ""  # the value's place in the file, where it has one (see field_name)
+
+
+def field_name(data: Any, loc: tuple) -> str:
+    """A readable path: ``patients[P1].treatments[T1].dose.unit`` (a list item by its id, where
+    it has one by then, else by its place)."""
+    parts: list[str] = []
+    cur = data
+    for seg in loc:
+        if isinstance(seg, int):
+            item = cur[seg] if isinstance(cur, list) and seg < len(cur) else None
+            ident = item.get("id") if isinstance(item, dict) else None
+            parts.append(f"[{ident}]" if isinstance(ident, str) else f"[{seg}]")
+            cur = item
+        else:
+            parts.append(("." if parts else "") + str(seg))
+            cur = cur.get(seg) if isinstance(cur, dict) else None
+    return "".join(parts) or "(file)"
 
 
 def _pos(mark: yaml.Mark | None) -> tuple[int, int]:
@@ -172,7 +190,11 @@ class _Builder:
                     raise _Refused(ev.start_mark, "a mapping key must be a plain word", "write the key as text, such as `dose:`", "yaml-key")
                 if ev.tag == "tag:yaml.org,2002:merge" or (ev.value == "<<" and ev.implicit[0]):
                     raise _Refused(ev.start_mark, "YAML merge keys (<<) are not allowed in kb files", "write the keys out in full", "yaml-merge")
-                self._scalar(ev)  # refuses tags and hidden characters in keys too
+                try:
+                    self._scalar(ev)  # refuses tags and hidden characters in keys too
+                except _Refused as r:
+                    r.field = f"a key of {field_name(stack[0].container, parent.loc)}" if parent.loc else "a key"
+                    raise
                 key = ev.value  # keys stay text as written: `1:` is the key '1'
                 if not key:
                     raise _Refused(ev.start_mark, "a mapping key is empty", "write the key as text, such as `dose:`", "yaml-key")
@@ -200,7 +222,11 @@ class _Builder:
                 value: Any = {} if is_map else []
                 frame = _Frame(value, loc, depth)
             else:
-                value = self._scalar(ev)
+                try:
+                    value = self._scalar(ev)
+                except _Refused as r:
+                    r.field = field_name(stack[0].container if stack else None, loc)
+                    raise
                 frame = None
             if parent is not None:
                 if isinstance(parent.container, dict):
@@ -215,8 +241,8 @@ class _Builder:
         return root, seen_doc
 
 
-def _diag(path: str, line: int, col: int, message: str, hint: str = "", rule: str = "yaml") -> Diagnostic:
-    return Diagnostic(path=path, line=line, col=col, message=message, hint=hint, rule=rule)
+def _diag(path: str, line: int, col: int, message: str, hint: str = "", rule: str = "yaml", field: str = "") -> Diagnostic:
+    return Diagnostic(path=path, line=line, col=col, message=f"{field}: {message}" if field else message, hint=hint, rule=rule, field=field)
 
 
 def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, list[Diagnostic]]:
@@ -230,7 +256,7 @@ def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, l
         data, seen_doc = builder.build()
     except _Refused as r:
         line, col = _pos(r.mark)
-        return None, [_diag(path, line, col, r.message, r.hint, r.rule)]
+        return None, [_diag(path, line, col, r.message, r.hint, r.rule, r.field)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
