@@ -318,7 +318,9 @@ def test_client_errors_are_4xx(server):
     assert http(f"{server.url}/sparql", {"nothing": "x"})[0] == 400
     assert http(f"{server.url}/sparql?query=ASK%7B%7D&query=ASK%7B%7D")[0] == 400
     assert http(f"{server.url}/sparql", "ASK {}", {"Content-Type": "text/plain"})[0] == 415
-    assert http(f"{server.url}/sparql", b"query=%FF%FE", {"Content-Type": "application/x-www-form-urlencoded"})[0] == 400
+    for status, _headers, body in (http(f"{server.url}/sparql", b"query=%FF%FE", {"Content-Type": "application/x-www-form-urlencoded"}),
+                                   http(f"{server.url}/sparql?query=%FF%FE")):
+        assert status == 400 and b"is not UTF-8 once percent-decoded" in body, body
     assert sparql_get(server, CASES, {"Accept": "image/png"})[0] == 406
     assert sparql_get(server, "CONSTRUCT WHERE { ?s ?p ?o }", {"Accept": "text/csv"})[0] == 406
     assert sparql_get(server, CASES, format="yaml")[0] == 400

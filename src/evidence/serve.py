@@ -366,11 +366,22 @@ async def _read_body(request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _form(text: str, what: str) -> dict[str, list[str]]:
+    """The fields of a URL-encoded form or query string, each percent-decoded as UTF-8: bytes that
+    are not (%FF) are the client's error, not a query of replacement characters."""
+    try:
+        return parse_qs(text, keep_blank_values=True, max_num_fields=1000, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise _Problem(400, f"{what} is not UTF-8 once percent-decoded; percent-encode the UTF-8 bytes of the query") from None
+    except ValueError as exc:
+        raise _Problem(400, f"cannot read {what}: {exc}") from None
+
+
 async def _request_params(request, max_body: int) -> dict[str, list[str]]:
     """The protocol's parameters from the URL and, for a POST, the body; refuses updates."""
     if len(request.url.query) > max_body:
         raise _Problem(414, f"the URL is longer than {max_body // 1024} KiB; send the query in a POST body")
-    params: dict[str, list[str]] = {k: request.query_params.getlist(k) for k in request.query_params.keys()}
+    params = _form(request.scope.get("query_string", b"").decode("latin-1"), "the URL's query string")
     if "update" in params:
         raise _Problem(403, READ_ONLY)
     if request.method != "POST":
@@ -391,10 +402,7 @@ async def _request_params(request, max_body: int) -> dict[str, list[str]]:
             raise _Problem(400, "the query is both in the URL (query=) and in the body; send it once")
         params["query"] = [text]
         return params
-    try:
-        form = parse_qs(text, keep_blank_values=True, max_num_fields=1000)
-    except ValueError as exc:
-        raise _Problem(400, f"cannot read the form: {exc}") from None
+    form = _form(text, "the form")
     if "update" in form:
         raise _Problem(403, READ_ONLY)
     for k, v in form.items():
