@@ -185,3 +185,145 @@ def test_the_pages_are_inert_in_a_browser(evil_site):
             assert page.evaluate("typeof window.__pwned") == "undefined", rel
         browser.close()
     assert not problems, problems
+
+
+# ------------------------------------------------------------------ every text field of every file
+
+def _leaves(node, loc=()):
+    """The place of every string in a YAML document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, loc + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, loc + (i,))
+    elif isinstance(node, str):
+        yield loc
+
+
+def _set(data, loc, value):
+    for seg in loc[:-1]:
+        data = data[seg]
+    data[loc[-1]] = value
+
+
+def _payloads(n: int) -> list[str]:
+    """Markup that runs code, numbered: free text first, then one without spaces for the fields
+    whose pattern allows anything but spaces, then one that starts as a DOI does."""
+    return [f"Evil{n} <script>window.__pwned={n}</script> <img src=x onerror=window.__pwned={n}> javascript:window.__pwned={n}",
+            f'x{n}"><script>window.__pwned={n}</script>', f'10.1234/x{n}"><script>window.__pwned={n}</script>']
+
+
+def _accepts(model, data) -> bool:
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(data)
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def every_field_site(tmp_path_factory):
+    """The founding kb with a numbered payload in every string of every file (cases, sources and
+    vocabularies) that the schema accepts there; one whose file then breaks a rule across files (a
+    quote no longer in its source text) is put back. Returns (site, {n: (file, field)}, the
+    errors that put one back)."""
+    import copy
+
+    from evidence import schema as S
+    from evidence.cache import BuildCache
+    from evidence.validate import validate_kb
+    from evidence.yamlio import field_name
+
+    project = tmp_path_factory.mktemp("every-field") / "project"
+    shutil.copytree(ROOT / "kb", project / "kb")
+    shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
+    kb = project / "kb"
+    placed: dict[int, tuple[str, str]] = {}  # payload number -> (file, field)
+    originals: dict[Path, tuple[dict, dict[str, tuple]]] = {}  # file -> (its data before, field -> place)
+    for path in sorted(kb.glob("*.yaml")) + sorted((kb / "sources").glob("*.yaml")) + sorted((kb / "vocabulary").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        before = copy.deepcopy(data)
+        fields: dict[str, tuple] = {}
+        for loc in list(_leaves(data)):
+            if path.parent.name == "vocabulary":  # a mapping of key -> term: each term is checked on its own
+                if len(loc) < 2:
+                    continue
+                model, root, at = S.VOCABULARY_KINDS[path.stem], data[loc[0]], loc[1:]
+            else:
+                model, root, at = (S.Source if path.parent.name == "sources" else S.CaseReport), data, loc
+            for text in _payloads(len(placed)):
+                trial = copy.deepcopy(root)
+                _set(trial, at, text)
+                if _accepts(model, trial):
+                    _set(data, loc, text)
+                    name = field_name(before, loc)
+                    placed[len(placed)] = (path.relative_to(project).as_posix(), name)
+                    fields[name] = loc
+                    break
+        originals[path] = (before, fields)
+        _dump(path, data)
+    config = load_config(project)
+    reverted: list[str] = []
+    for _round in range(3):  # put back what breaks a rule across files
+        errors = [d for d in validate_kb(config).diagnostics if d.level == "error"]
+        if not errors:
+            break
+        for d in errors:
+            path = project / d.path
+            before, fields = originals[path]
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loc = fields.get(d.field)
+            assert loc is not None, f"an error on a field that holds no payload: {d.text()}"
+            original = before
+            for seg in loc:
+                original = original[seg]
+            _set(data, loc, original)
+            _dump(path, data)
+            placed = {n: where for n, where in placed.items() if where != (d.path, d.field)}
+            reverted.append(d.text())
+    else:
+        pytest.fail(f"the kb with payloads still has errors: {[d.text() for d in errors]}")
+    out = project.parent / "_site"
+    pipeline.build(config, out, templates=ROOT / "site_templates", cache=BuildCache(None))
+    return out, placed, reverted
+
+
+def test_every_text_field_takes_a_payload(every_field_site):
+    """The generic walk reaches the fields a hand-made list leaves out (a source's publisher, volume,
+    pages and DOI, a variant's legacy name, every vocabulary term's label, synonyms,
+    descriptions and provenance)."""
+    _site, placed, reverted = every_field_site
+    fields = {f for _file, f in placed.values()}
+    assert len(placed) >= 150, len(placed)
+    for wanted in ("title", "doi", "pages", "curation.notes", "identifier_provenance", "label", "synonyms[0]"):
+        assert any(f == wanted or f.endswith("." + wanted) for f in fields), (wanted, reverted)
+    assert any(f.endswith("legacy_name") for f in fields)
+
+
+def test_every_payload_is_inert_on_every_page(every_field_site):
+    """No page or script of the site holds any payload as markup; the pages have no
+    handler attribute and no script but the site's own; and the payloads that a page shows, shown
+    as text, are most of them."""
+    site, placed, _reverted = every_field_site
+    raw_marks = ("<script>window.__pwned", "<img src=x")  # as markup; escaped, they read "&lt;script&gt;"
+    for path in site.rglob("*"):
+        if path.suffix in (".html", ".js") and path.is_file():  # what a browser renders or runs (the downloads are data)
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert not any(m in text for m in raw_marks), path.relative_to(site)
+    pages = parse_site(site)
+    shown: set[int] = set()
+    for rel, page in pages.items():
+        assert not page.errors, (rel, page.errors[:3])
+        assert not page.event_attrs, (rel, page.event_attrs)
+        for attrs in page.scripts:
+            src = attrs.get("src", "")
+            assert (src and not urlparse(src).scheme) or attrs.get("type") == "application/ld+json", (rel, attrs)
+        for _tag, _attr, value in page.links:
+            assert not value.strip().lower().startswith(("javascript", "data:", "vbscript")), (rel, value)
+        text = page.path.read_text(encoding="utf-8")
+        shown.update(int(n) for n in re.findall(r"&lt;script&gt;window\.__pwned=(\d+)&lt;/script&gt;", text))
+    assert shown <= set(placed)
+    assert len(shown) >= 0.8 * len(placed), sorted(placed[n] for n in set(placed) - shown)
