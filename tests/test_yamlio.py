@@ -124,3 +124,78 @@ def test_huge_numbers_and_hidden_characters_are_refused():
     assert "U+200B" in one("name: zero\u200bwidth\n")
     assert "control character U+0007" in one("a: b\x07c\n")
     assert one("a: 1\n---\nb: 2\n").endswith("remove the '---' line)")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")) | st.text(max_size=100).map(lambda t: t.encode("utf-16")))
+def test_fuzz_loader_bytes_never_raises(raw):
+    """Any bytes (not UTF-8, UTF-16 with its mark, lone surrogates, NUL ...) give a document or
+    diagnostics that each name a place, never an exception."""
+    doc, diags = yamlio.load_yaml_bytes(raw, "fuzz.yaml")
+    assert (doc is None) == bool(diags)
+    assert all(d.path == "fuzz.yaml" and d.line >= 1 and d.col >= 1 and d.message for d in diags)
+
+
+def _places(node, loc=()):
+    """Every place in a YAML document: its mappings' keys and every value."""
+    yield loc
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _places(v, loc + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _places(v, loc + (i,))
+
+
+_ODD = (st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30) | st.floats(allow_nan=True, allow_infinity=True)
+        | st.text(max_size=30) | st.sampled_from(["not reported", "", " ", "P3M", "10.1000/x", "HGNC:1", "<script>x</script>", "../x.txt"])
+        | st.lists(st.text(max_size=5), max_size=3) | st.dictionaries(st.sampled_from(["id", "value", "unit", "source", "x"]), st.text(max_size=5), max_size=3))
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(which=st.integers(min_value=0), where=st.integers(min_value=0), how=st.sampled_from(["replace", "delete", "repeat"]), value=_ODD)
+def test_fuzz_nearly_valid_files_give_diagnostics_never_an_exception(tmp_path_factory, which, where, how, value):
+    """A real kb file (a case, a source or a vocabulary) with one place changed, deleted or
+    repeated: the validator answers with diagnostics naming a place in that file, or passes it;
+    never an exception. Reaches the rules across files, which an arbitrary document does not."""
+    import copy
+
+    import yaml
+
+    from evidence.config import load_config
+    from evidence.validate import validate_kb
+
+    config = load_config()
+    kb = config.kb_dir
+    files = sorted(kb.glob("*.yaml")) + sorted((kb / "sources").glob("*.yaml")) + sorted((kb / "vocabulary").glob("*.yaml"))
+    path = files[which % len(files)]
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    places = [loc for loc in _places(data) if loc]
+    loc = places[where % len(places)]
+    parent = data
+    for seg in loc[:-1]:
+        parent = parent[seg]
+    key = loc[-1]
+    if how == "replace":
+        parent[key] = value
+    elif how == "delete":
+        del parent[key]
+    elif isinstance(parent, list):
+        parent.append(copy.deepcopy(parent[key]))
+    else:
+        parent[key] = [copy.deepcopy(parent[key]), copy.deepcopy(parent[key])]
+    folder = tmp_path_factory.mktemp("near")
+    if path.parent.name == "vocabulary":  # replaces the kb's file of its kind for the run
+        (folder / "vocabulary").mkdir()
+        target = folder / "vocabulary" / path.name
+    else:  # a copy under a name and id of its own, so that it is not the kb's file again
+        kind = "sources" if path.parent.name == "sources" else "cases"
+        (folder / kind).mkdir()
+        target = folder / kind / "fuzz-copy.yaml"
+        if isinstance(data, dict) and "id" in data and loc[:1] != ("id",):
+            data["id"] = "fuzz-copy"
+    target.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    result = validate_kb(config, [target])
+    mine = [d for d in result.diagnostics if d.path.endswith(target.name)]
+    assert all(d.line >= 1 and d.col >= 1 and d.message and "Traceback" not in d.message for d in result.diagnostics)
+    assert all(d.level in ("error", "warning", "info") for d in mine)
