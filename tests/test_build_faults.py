@@ -594,3 +594,36 @@ def test_a_build_whose_workers_cannot_start(project, allow):
         assert r.returncode == 0, r.stderr
         assert "working in this one process" in r.stderr
         assert (out / "index.html").is_file() and len(list((out / "cases").glob("*.html"))) == 250
+
+
+# ------------------------------------------------------------------ one file, written whole
+
+def test_a_file_written_whole_is_the_old_one_or_the_new_one_never_half(tmp_path, monkeypatch):
+    """export --out, diff --out and fmt write through folders.write_whole: when the write fails
+    part-way (a full disk), the old file is as it was and nothing is left beside it; a link is
+    written through, and the file keeps its permissions."""
+    from evidence import folders
+
+    target = tmp_path / "case.yaml"
+    target.write_bytes(b"old text\n")
+    target.chmod(0o640)
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target.name)
+
+    class Full(OSError):
+        pass
+
+    def failing_fsync(fd):
+        raise Full(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(Full):
+        folders.write_whole(link, b"new text that does not fit\n")
+    assert target.read_bytes() == b"old text\n" and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.yaml", "link.yaml"]
+    monkeypatch.undo()
+    folders.write_whole(link, b"new text\n")
+    assert target.read_bytes() == b"new text\n" and link.is_symlink() and (target.stat().st_mode & 0o777) == 0o640
+    folders.write_whole(tmp_path / "fresh.ttl", b"x")
+    assert (tmp_path / "fresh.ttl").read_bytes() == b"x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.yaml", "fresh.ttl", "link.yaml"]

@@ -181,16 +181,20 @@ def test_build_replaces_its_own_site_an_empty_folder_and_a_site_from_before_the_
     r = run("build", "--out", str(out), env=env)  # from before the marker, recorded by the cache
     assert r.returncode == 0, r.stderr
     (out / ".evidence-site").unlink()
-    (out / "mine.txt").write_text("mine")
-    r = run("build", "--out", str(out), env=env)
-    assert r.returncode == 1 and "holds files that no build of evidence wrote" in r.stderr
-    assert (out / "mine.txt").read_text() == "mine"
+    for mine in (out / "mine.txt", out / "cases" / "mine.txt"):  # at the top, or deeper
+        mine.write_text("mine")
+        r = run("build", "--out", str(out), env=env)
+        assert r.returncode == 1 and "holds files that no build of evidence wrote" in r.stderr
+        assert mine.read_text() == "mine"
+        mine.unlink()
 
 
 @pytest.mark.parametrize("args,path", [
     (["export", "--out", "{tmp}/no/such/folder/x.ttl"], "{tmp}/no/such/folder/x.ttl"),
-    (["build", "--out", "{tmp}/a-file/site"], "{tmp}/a-file/site"),
-], ids=["export-into-a-missing-folder", "build-under-a-file"])
+    (["build", "--out", "{tmp}/a-file/site"], "{tmp}/a-file/site cannot be made: a part of its path is a file"),
+    pytest.param(["build", "--out", "/proc/evidence-test-site"], "cannot write the site beside /proc/evidence-test-site",
+                 marks=pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="/proc, where no folder can be made (Linux)")),
+], ids=["export-into-a-missing-folder", "build-under-a-file", "build-where-nothing-can-be-written"])
 def test_a_path_that_cannot_be_written_is_exit_1_naming_it_not_a_bug(tmp_path, args, path):
     (tmp_path / "a-file").write_text("not a folder")
     r = run(*[a.format(tmp=tmp_path) for a in args])
@@ -199,18 +203,25 @@ def test_a_path_that_cannot_be_written_is_exit_1_naming_it_not_a_bug(tmp_path, a
     assert (tmp_path / "a-file").read_text() == "not a folder"
 
 
-def test_a_bug_is_exit_3_without_a_traceback():
-    """Exit code 3 is kept for what the code did not expect (here, a build that divides by zero)."""
-    code = ("import sys, evidence.pipeline as p\n"
-            "def broken(*args, **kwargs):\n    return 1 / 0\n"
-            "p.build = broken\n"
-            "from evidence.cli import main\n"
-            "sys.exit(main(['build', '--out', sys.argv[1]]))\n")
-    r = subprocess.run([sys.executable, "-c", code, "unused-site"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+@pytest.mark.parametrize("raised,code,said", [
+    ("ZeroDivisionError('division by zero')", 3, "internal error: ZeroDivisionError: division by zero"),
+    ("FileExistsError(17, 'File exists', 'x.html')", 3, "internal error: FileExistsError"),
+    ("PermissionError(13, 'Permission denied', '/srv/site')", 1, "error: Permission denied: /srv/site (check that"),
+    ("OSError(24, 'Too many open files')", 4, "error: Too many open files (the machine ran short"),
+], ids=["bug", "file-exists-is-a-bug", "permission", "out-of-files"])
+def test_what_a_build_raises_gets_its_exit_code_without_a_traceback(raised, code, said):
+    """Exit code 3 is kept for what the code did not expect; an error of the machine's files that a
+    user can set right is 1, and its shortage 4, each naming what to check."""
+    script = ("import sys, evidence.pipeline as p\n"
+              f"def broken(*args, **kwargs):\n    raise {raised}\n"
+              "p.build = broken\n"
+              "from evidence.cli import main\n"
+              "sys.exit(main(['build', '--out', sys.argv[1]]))\n")
+    r = subprocess.run([sys.executable, "-c", script, "unused-site"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    assert r.returncode == 3, r.stderr
-    assert "internal error: ZeroDivisionError: division by zero" in r.stderr and "please report it" in r.stderr
-    assert "Traceback" not in r.stderr
+    assert r.returncode == code, r.stderr
+    assert said in r.stderr and "Traceback" not in r.stderr
+    assert ("please report it" in r.stderr) == (code == 3)
 
 
 def test_schema_check_passes_on_the_committed_schema():

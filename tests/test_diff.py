@@ -183,3 +183,26 @@ def test_a_wrong_revision_is_a_clear_error(repo):
     assert r.returncode == 1
     assert "'no-such-branch' is neither a folder nor a git revision" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_revision_with_links_out_of_the_kb_is_compared_and_the_links_reported(tmp_path):
+    """A pull request may commit symbolic links: kb/passwd.yaml -> /etc/passwd, and kb/sources ->
+    a folder elsewhere. The diff extracts them as links once every file is out (none is written
+    through), and the revision's validation reports each, as in a working tree; before, tarfile's
+    filter refused the link and the diff ended with an internal error."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
+    shutil.copytree(ROOT / "kb", project / "kb")
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "the founding kb")
+    (project / "kb" / "passwd.yaml").symlink_to("/etc/passwd")
+    (project / "kb" / "vocabulary" / "elsewhere.yaml").symlink_to("../../../elsewhere.yaml")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "links")
+    r = run("diff", "HEAD~1", "HEAD", cwd=project)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert "kb/passwd.yaml" in r.stdout and "validation error" in r.stdout, r.stdout
+    assert "root:" not in r.stdout
+    assert not (tmp_path / "elsewhere.yaml").exists()

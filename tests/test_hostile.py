@@ -86,35 +86,38 @@ def test_a_link_out_of_the_kb_is_refused_and_never_read(tmp_path):
     and fmt say so without a traceback. A link to another file of the kb is read as that file."""
     project = _project(tmp_path)
     secret = tmp_path / "secret.yaml"
-    secret.write_text("id: secret-text-never-shown\ntitle: a file outside the kb\n")
+    secret.write_text("title:    a file outside the kb\nid:    secret-text-never-shown\n")  # not in the canonical layout: fmt would rewrite it
     kb = project / "kb"
     (kb / "outside.yaml").symlink_to(secret)
     (kb / "sources" / "passwd.yaml").symlink_to("/etc/passwd")
     (kb / "loop.yaml").symlink_to("loop.yaml")
     (kb / "nothing.yaml").symlink_to("missing.yaml")
     (kb / "folder.yaml").symlink_to(tmp_path, target_is_directory=True)
+    (kb / "inside-folder.yaml").symlink_to("sources", target_is_directory=True)
     (kb / "vocabulary" / "again.yaml").symlink_to(kb / "vocabulary" / "drugs.yaml")
     r = _validate(root=project)
     assert r.returncode == 1 and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     lines = sorted(r.stdout.splitlines())
     expected = {
-        "kb/folder.yaml": f"a symbolic link to {tmp_path}, a folder",
-        "kb/loop.yaml": "a symbolic link to loop.yaml, which leads back to itself (a loop)",
-        "kb/nothing.yaml": "a symbolic link to missing.yaml, which does not exist",
-        "kb/outside.yaml": f"a symbolic link to {secret}, outside the kb folder",
-        "kb/sources/passwd.yaml": "a symbolic link to /etc/passwd, outside the kb folder",
+        "kb/folder.yaml": f"the file leads to {tmp_path}, outside the kb folder",
+        "kb/inside-folder.yaml": "the file is a symbolic link to sources, a folder",
+        "kb/loop.yaml": "the file is a symbolic link to loop.yaml, which leads back to itself (a loop)",
+        "kb/nothing.yaml": "the file is a symbolic link to missing.yaml, which does not exist",
+        "kb/outside.yaml": f"the file leads to {secret}, outside the kb folder",
+        "kb/sources/passwd.yaml": "the file leads to /etc/passwd, outside the kb folder",
     }
     for shown, what in expected.items():
-        assert any(ln.startswith(f"{shown}:1:1: error: the file is {what}") and "put the file itself in the kb folder" in ln for ln in lines), (shown, r.stdout)
+        assert any(ln.startswith(f"{shown}:1:1: error: {what}") and "put the file or folder itself in the kb folder" in ln for ln in lines), (shown, r.stdout)
     assert "secret-text-never-shown" not in r.stdout + r.stderr and "root:" not in r.stdout + r.stderr
     assert "unknown vocabulary file 'again.yaml'" in r.stdout  # a link inside the kb is read as the file it names
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    for command in (["build"], ["fmt"], ["validate", "kb/loop.yaml", "kb/outside.yaml"]):
+    secret_bytes = secret.read_bytes()
+    for command in (["build"], ["fmt"], ["fmt", "kb"], ["fmt", "--check", "kb/outside.yaml"], ["validate", "kb/loop.yaml", "kb/outside.yaml"]):
         c = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), *command], cwd=project, env=env,
                            capture_output=True, text=True, timeout=120)
         assert "Traceback" not in c.stderr and "internal error" not in c.stderr, (command, c.stderr)
         assert "secret-text-never-shown" not in c.stdout + c.stderr, command
-    assert secret.read_text().startswith("id: secret-text-never-shown")  # fmt left it alone
+    assert secret.read_bytes() == secret_bytes  # fmt, given the kb or the link itself, never wrote through it
     assert not (project / "_site").exists()
 
 
@@ -138,6 +141,31 @@ def _refs(node, loc=()):
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from _refs(v, loc + (i,))
+
+
+def test_a_folder_of_the_kb_linked_out_of_it_is_refused_and_none_of_its_files_read(tmp_path):
+    """kb/sources, kb/vocabulary or kb/queries as a link to a folder elsewhere: an error naming
+    the folder; the files there are never read (their text is never shown, a query never run)."""
+    project = _project(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(project / "kb" / "sources", elsewhere / "sources")
+    (elsewhere / "sources" / "secret.yaml").write_text("id: secret-text-never-shown\n")
+    shutil.rmtree(project / "kb" / "sources")
+    (project / "kb" / "sources").symlink_to(elsewhere / "sources", target_is_directory=True)
+    r = _validate(root=project)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"kb/sources:1:1: error: the folder leads to {elsewhere / 'sources'}, outside the kb folder" in r.stdout, r.stdout
+    assert "secret-text-never-shown" not in r.stdout + r.stderr
+    assert not [ln for ln in r.stdout.splitlines() if ln.startswith("kb/sources/")]  # no file there was read
+    (project / "kb" / "sources").unlink()
+    shutil.copytree(elsewhere / "sources", project / "kb" / "sources")
+    (project / "kb" / "sources" / "secret.yaml").unlink()
+    shutil.move(project / "kb" / "queries", elsewhere / "queries")
+    (project / "kb" / "queries").symlink_to(elsewhere / "queries", target_is_directory=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")}
+    q = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), "query", "--list"], cwd=project, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert q.returncode == 1 and "outside the kb folder" in q.stderr and "Traceback" not in q.stderr, q.stderr
 
 
 def test_path_traversal_in_every_reference_is_an_error_naming_it(tmp_path):

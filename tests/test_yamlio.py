@@ -185,7 +185,7 @@ def test_fuzz_nearly_valid_files_give_diagnostics_never_an_exception(tmp_path_fa
     else:
         parent[key] = [copy.deepcopy(parent[key]), copy.deepcopy(parent[key])]
     folder = tmp_path_factory.mktemp("near")
-    if path.parent.name == "vocabulary":  # replaces the kb's file of its kind for the run
+    if path.parent.name == "vocabulary":  # validated with the kb, a second file of its kind
         (folder / "vocabulary").mkdir()
         target = folder / "vocabulary" / path.name
     else:  # a copy under a name and id of its own, so that it is not the kb's file again

@@ -18,6 +18,7 @@ import argparse
 import datetime
 import functools
 import io
+import os
 import re
 import sys
 from collections import Counter
@@ -32,7 +33,8 @@ from pydantic import BaseModel
 from . import schema as S
 from .annotations import MapOf, accepts_not_reported, choices, list_item, models_in, unwrap
 from .config import Config, load_config
-from .load import REFUSED, discover, file_kind
+from .folders import write_whole
+from .load import REFUSED, discover, file_kind, leaves_kb
 from .yamlio import load_yaml_text
 
 __all__ = [
@@ -660,6 +662,16 @@ def _kind_of(path: Path, config: Config) -> str | None:
     return file_kind(path, config.kb_dir)
 
 
+def _out_of_kb(p: Path, config: Config) -> str | None:
+    """Why a file named in the kb must not be read or written: a symbolic link (its own, or a
+    folder's) leads out of the kb (see load.leaves_kb). A file outside the kb (a test fixture) is
+    formatted where it is."""
+    here = Path(os.path.abspath(p))
+    if not (here.is_relative_to(os.path.abspath(config.kb_dir)) or here.is_relative_to(config.kb_dir.resolve())):
+        return None
+    return leaves_kb(p, config.kb_dir.resolve())
+
+
 def _paths(config: Config, given: list[str]) -> list[Path]:
     if not given:
         return [p for kind, p in discover(config.kb_dir) if kind != REFUSED]  # a link out of the kb is never rewritten (validate reports it)
@@ -697,6 +709,11 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     failed = 0
     for p in paths:
         shown = _shown(p, config)
+        refused = _out_of_kb(p, config)
+        if refused:  # never read, never written through
+            print(f"{shown}:1:1: error: {refused}; not formatted (put the file itself in the kb folder, in place of the link)", file=sys.stderr)
+            failed += 1
+            continue
         try:
             text = p.read_text(encoding="utf-8")
             new = format_text(text, _kind_of(p, config), shown)
@@ -714,7 +731,7 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         if args.check:
             print(f"{shown}: not in the canonical layout; to fix it, run: evidence fmt {shown}")
         else:
-            p.write_text(new, encoding="utf-8")
+            write_whole(p, new.encode("utf-8"))  # a curator's file: never left half-written
             print(f"formatted {shown}")
     n = len(changed)
     if args.check:

@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 the kb or the query has problems (each one is printed);
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import pyoxigraph as ox
 from . import interrupts
 from .config import load_config
 from .errors import Diagnostic, EvidenceError, QueryError, Terminated, WorkerError
+from .folders import write_whole
 
 __all__ = ["main"]
 
@@ -105,7 +107,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     data = serialize(_compiled(args), args.format)
     if args.out:
-        Path(args.out).write_bytes(data)
+        write_whole(args.out, data)
     else:
         sys.stdout.buffer.write(data)
     return EXIT_OK
@@ -266,12 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_TERMINATED
 
 
+# Errors of the machine's files that a user can set right (exit 1), and its shortages (exit 4).
+# Any other OSError (a file that exists where the code made sure none did ...) is a bug (exit 3).
+_FILES = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+          errno.EIO, errno.ELOOP, errno.ENAMETOOLONG, errno.EXDEV, errno.ETXTBSY, errno.EBUSY}
+_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN}
+
+
 def _os_error(exc: OSError) -> str:
-    """An error of the file system as a user can act on it: what failed, on which path, and what to check."""
+    """An error of the machine's files as a user can act on it: what failed, on which path, and what to check."""
     what = exc.strerror or str(exc) or type(exc).__name__
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
-    return (f"{what}" + (f": {paths}" if paths else "")
-            + " (check that the folder exists, that you may write there and that the disk has room; nothing else was changed)")
+    if exc.errno in _RESOURCES:
+        check = "the machine ran short of memory, processes or open files: run again, or set EVIDENCE_WORKERS=1"
+    else:
+        check = "check that the folder exists, that you may write there and that the disk has room"
+    return f"{what}" + (f": {paths}" if paths else "") + f" ({check})"
 
 
 def _run(argv: list[str] | None) -> int:
@@ -291,12 +303,22 @@ def _run(argv: list[str] | None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
-    except OSError as exc:  # the machine's files, not a bug: a folder that cannot be written, a disk full ...
-        print(f"error: {_os_error(exc)}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    except Exception as exc:  # never a traceback for a user; say what broke and how to report it
-        print(f"internal error: {type(exc).__name__}: {exc}\nThis is a bug in evidence; please report it with the command you ran.", file=sys.stderr)
-        return EXIT_INTERNAL
+    except OSError as exc:
+        if exc.errno in _RESOURCES:  # the machine's shortage, as a worker that cannot start
+            print(f"error: {_os_error(exc)}", file=sys.stderr)
+            return EXIT_RESOURCES
+        if exc.errno in _FILES:
+            print(f"error: {_os_error(exc)}", file=sys.stderr)
+            return EXIT_PROBLEMS
+        return _internal(exc)  # not what a user can set right (a file that exists where none should): a bug
+    except Exception as exc:
+        return _internal(exc)
+
+
+def _internal(exc: BaseException) -> int:
+    """Never a traceback for a user: say what broke and how to report it."""
+    print(f"internal error: {type(exc).__name__}: {exc}\nThis is a bug in evidence; please report it with the command you ran.", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ try:
 except ImportError:  # not POSIX: folders left behind are told by their PID
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SITE_MARKER", "SITE_MARKER_TEXT", "check_out", "left_behind", "lock_folder", "unlock_folder"]
+__all__ = ["SITE_MARKER", "SITE_MARKER_TEXT", "check_out", "left_behind", "lock_folder", "unlock_folder", "write_whole"]
 
 # Every site a build writes holds this file: the next build replaces only a folder that has it
 # (or is empty, or new), as Sphinx keeps a .buildinfo in its output.
@@ -33,9 +33,9 @@ def check_out(out: Path, keep: dict[str, Path | None], recorded: Callable[[], se
     A build replaces its output folder whole, so ``out`` must not be, or hold, any folder of
     ``keep`` (what -> path: the project, the kb, the build cache, the source texts); and if it
     exists, it must be a folder that is empty or holds a site a build wrote: one
-    with :data:`SITE_MARKER`, or, for a site written before the marker, one whose every name the
-    build cache's record of the last build into it holds (``recorded``: the first part of each
-    name there, asked only then)."""
+    with :data:`SITE_MARKER`, or, for a site written before the marker, one whose every file the
+    build cache's record of the last build into it names (``recorded``: those names, relative to
+    ``out``, asked only then)."""
     for what, folder in keep.items():
         if folder is None:
             continue
@@ -47,6 +47,8 @@ def check_out(out: Path, keep: dict[str, Path | None], recorded: Callable[[], se
         st = os.lstat(out)
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        return f"the output folder {out} cannot be made: a part of its path is a file, not a folder. Choose a folder, such as _site"
     except OSError as exc:
         return f"cannot read the output folder {out}: {exc.strerror or exc}"
     if not stat.S_ISDIR(st.st_mode):
@@ -57,7 +59,7 @@ def check_out(out: Path, keep: dict[str, Path | None], recorded: Callable[[], se
             names = {entry.name for entry in it}
     except OSError as exc:
         return f"cannot read the output folder {out}: {exc.strerror or exc}"
-    if not names or SITE_MARKER in names and os.path.isfile(out / SITE_MARKER) or names <= recorded():
+    if not names or (SITE_MARKER in names and os.path.isfile(out / SITE_MARKER)) or _all_recorded(out, recorded()):
         return None
     return (f"the output folder {out} holds files that no build of evidence wrote (it has no {SITE_MARKER}): a build replaces its "
             "output folder whole, and they would be deleted. Choose a new or empty folder, or remove this one yourself first")
@@ -148,3 +150,42 @@ def _running(pid: int) -> bool:
     except PermissionError:
         pass
     return True
+
+
+def _all_recorded(out: Path, recorded: set[str]) -> bool:
+    """Whether every file under ``out`` (in every folder) is one of ``recorded``."""
+    if not recorded:
+        return False
+    for dirpath, _dirs, names in os.walk(out):
+        prefix = os.path.relpath(dirpath, out).replace(os.sep, "/")
+        for name in names:
+            if (name if prefix == "." else f"{prefix}/{name}") not in recorded:
+                return False
+    return True
+
+
+def write_whole(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to the file at ``path`` whole or not at all: into a new file beside it, then
+    renamed over it, so that a failure (a full disk, Ctrl-C) leaves the old file as it was, never
+    a half-written one. A symbolic link is written through (the file it names is replaced, the
+    link stays); a file that was there keeps its permissions."""
+    target = os.path.realpath(path)
+    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, target)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and exc.filename == tmp:
+            exc.filename = str(path)  # the file the caller asked for, not the one beside it
+        raise

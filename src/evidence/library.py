@@ -71,10 +71,22 @@ def _parse(path: Path) -> LibraryQuery:
 
 
 def load_library(folder: Path) -> list[LibraryQuery]:
-    """Every query of the library, sorted by name."""
+    """Every query of the library (``queries/`` of the kb), sorted by name. The folder, or a query
+    in it, that a symbolic link leads out of the kb is a QueryError, and never read."""
+    from .load import leaves_kb
+
+    kb_real = folder.parent.resolve()
+    problem = leaves_kb(folder, kb_real, folder=True) if folder.is_symlink() else None
+    if problem:
+        raise QueryError(f"{folder}: {problem}; put the folder itself in the kb, in place of the link")
     if not folder.is_dir():
         return []
-    return [_parse(p) for p in sorted(folder.glob("*.rq"))]
+    paths = sorted(folder.glob("*.rq"))
+    for p in paths:
+        problem = leaves_kb(p, kb_real) if p.is_symlink() else None
+        if problem:
+            raise QueryError(f"{p}: {problem}; put the file itself in the kb, in place of the link")
+    return [_parse(p) for p in paths]
 
 
 def find_query(folder: Path, name: str) -> LibraryQuery:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from .errors import Diagnostic, LoadError
 from .schema import VOCABULARY_KINDS
 from .yamlio import MAX_BYTES, YamlDoc, load_yaml_bytes
 
-__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "discover", "read_kb", "file_kind"]
+__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "discover", "leaves_kb", "read_kb", "file_kind"]
 
 
 class KbFile:
@@ -163,21 +162,33 @@ _FOLDERS = (("", "case"), ("sources", "source"), ("vocabulary", "vocabulary:")) 
 REFUSED = "refused"  # the kind discover() gives a symbolic link that leaves the kb
 
 
-def _link_problem(p: Path) -> str:
-    """Why a symbolic link in the kb is not read (see discover)."""
+def leaves_kb(path: Path, kb_real: Path, folder: bool = False) -> str | None:
+    """Why ``path``, a file of the kb (or with ``folder``, one of its folders), must not be read:
+    through a symbolic link (its own, or a folder's on its way) it leads out of the kb folder
+    ``kb_real`` (resolved), to nothing, round in a loop, or to a folder where a file belongs (or the
+    reverse). None when it may be read, or does not exist. Pull requests may hold links: a link to
+    /etc/passwd, read as a case, showed its first line in an error."""
+    what = "the folder" if folder else "the file"
     try:
-        target = os.readlink(p)
+        target = os.readlink(path)
     except OSError:
-        target = "?"
+        target = None
     try:
-        st = os.stat(p)
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"{what} is a symbolic link to {target}, which does not exist" if os.path.islink(path) else None
+    except RuntimeError:  # Python 3.11's word for a loop
+        return f"{what} is a symbolic link to {target}, which leads back to itself (a loop)"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return f"the file is a symbolic link to {target}, which leads back to itself (a loop)"
-        return f"the file is a symbolic link to {target}, which does not exist"
-    if stat.S_ISDIR(st.st_mode):
-        return f"the file is a symbolic link to {target}, a folder"
-    return f"the file is a symbolic link to {target}, outside the kb folder: the kb is read from its own folder only"
+            return f"{what} is a symbolic link to {target}, which leads back to itself (a loop)"
+        return f"{what} cannot be read: {exc.strerror or exc}"
+    shown = target if target is not None else str(real)
+    if not real.is_relative_to(kb_real):
+        return f"{what} leads to {shown}, outside the kb folder: the kb is read from its own folder only"
+    if folder != real.is_dir():
+        return f"{what} is a symbolic link to {shown}, a {'file' if folder else 'folder'}"
+    return None
 
 
 def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[Path], Path] | None = None) -> list[tuple[str, Path]]:
@@ -186,13 +197,16 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
     Each folder is listed once (``os.scandir``): a regular file's kind is its folder's, and only
     a symbolic link is resolved to find it (at 10,000 cases, a glob and a ``resolve`` per file took
     about a second of every build). A symbolic link in the kb that does not lead to a file inside
-    the kb folder (one outside it, such as /etc/passwd, a folder, nothing, or a loop) is listed
-    with the kind ``REFUSED``: it is never read, and :func:`read_kb` reports it."""
+    the kb folder (see :func:`leaves_kb`), and a folder of the kb linked out of it, is listed with
+    the kind ``REFUSED``: it is never read, and :func:`read_kb` reports it."""
     resolve = resolve or _Resolver()
     found: list[tuple[str, Path]] = []
     inside = resolve(kb_dir)
     for folder, kind in _FOLDERS:
         where = kb_dir / folder if folder else kb_dir
+        if folder and os.path.islink(where) and leaves_kb(where, inside, folder=True):
+            found.append((REFUSED, where))  # none of its files is read
+            continue
         try:
             with os.scandir(where) as listing:
                 entries = sorted((e for e in listing if e.name.endswith(".yaml") and e.name != ".yaml"), key=lambda e: e.name)
@@ -201,11 +215,7 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
         for e in entries:
             p = where / e.name
             if e.is_symlink():
-                try:
-                    a_file = e.is_file()
-                except OSError:  # a loop of links
-                    a_file = False
-                if not a_file or not resolve(p).is_relative_to(inside):
+                if leaves_kb(p, inside):
                     found.append((REFUSED, p))
                     continue
                 k = file_kind(p, kb_dir, resolve)
@@ -306,8 +316,9 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None, shas: Fil
     for kind, p in discover(kb_dir, extra, resolve):
         shown = display(p, follow=kind != REFUSED)  # a link out of the kb is named by its place in it
         if kind == REFUSED:
-            diags.append(Diagnostic(shown, 1, 1, _link_problem(p), rule="file-link",
-                                    hint="put the file itself in the kb folder, in place of the link"))
+            is_folder = p.parent == kb_dir and p.name in {f for f, _ in _FOLDERS}
+            problem = leaves_kb(p, resolve(kb_dir), folder=is_folder) or "the file leads out of the kb folder"
+            diags.append(Diagnostic(shown, 1, 1, problem, rule="file-link", hint="put the file or folder itself in the kb folder, in place of the link"))
             continue
         if kind.startswith("vocabulary:") and kind.split(":", 1)[1] not in VOCABULARY_KINDS:
             diags.append(

@@ -132,7 +132,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
     # Checked first: a build replaces its output folder whole (see folders.check_out).
     keep = {"the project folder": config.root, "the kb folder": config.kb_dir, "the build cache": cache.folder,
             "the source texts folder": config.texts_dir()}
-    refused = check_out(out, keep, lambda: {rel.split("/", 1)[0] for rel in Outputs.load(out, cache).previous})
+    refused = check_out(out, keep, lambda: set(Outputs.load(out, cache).previous))
     if refused:
         raise RenderError(refused)
     report = BuildReport(out=out)
@@ -149,7 +149,10 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
     report.patients = sum(len(c.patients) for c in kb.cases.values())
     report.quads = compiled.quad_count()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RenderError(f"cannot make the folder {out.parent} for the site: {exc.strerror or exc}; check the path and that you may write there") from None
     for left, kind in left_behind(out):
         if kind == "old" and not out.exists():  # killed between the two renames of the swap
             log.warning("restoring %s from %s, where a build that was killed had moved it", out, left)
@@ -159,7 +162,11 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         discard_tree(left, cache)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     with deferred():  # made and locked whole (a descriptor left open would hold the lock)
-        tmp.mkdir()
+        try:
+            tmp.mkdir()
+        except OSError as exc:
+            raise RenderError(f"cannot write the site beside {out} (its new folder {tmp.name}): {exc.strerror or exc}; "
+                              "check that you may write in that folder and that the disk has room") from None
         # Held until build() ends, or this process and the workers it forks (see folders.left_behind).
         # Waited for: another build checking whether the folder is left behind holds it a moment.
         locks.append(lock_folder(tmp, wait=True))

@@ -487,7 +487,11 @@ def _stale(kb_dir: Path, nquads: Path) -> Path | None:
     """A kb file newer than the build's N-Quads, if there is one."""
     built = nquads.stat().st_mtime
     for p in kb_dir.rglob("*.yaml"):
-        if p.stat().st_mtime > built:
+        try:
+            changed = p.stat().st_mtime
+        except OSError:  # a link to nothing, or a loop: validate reports it
+            continue
+        if changed > built:
             return p
     return None
 

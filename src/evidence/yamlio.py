@@ -193,7 +193,8 @@ class _Builder:
                 try:
                     self._scalar(ev)  # refuses tags and hidden characters in keys too
                 except _Refused as r:
-                    r.field = f"a key of {field_name(stack[0].container, parent.loc)}" if parent.loc else "a key"
+                    r.field = field_name(stack[0].container, parent.loc)  # the mapping the key is in
+                    r.message = f"a key: {r.message}"
                     raise
                 key = ev.value  # keys stay text as written: `1:` is the key '1'
                 if not key:
