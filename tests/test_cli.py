@@ -391,3 +391,33 @@ def test_an_ask_query_answers_true_or_false():
     for query, answer in (("ASK { ?c a ev:CaseReport }", "true"), ("ASK { ?c a ev:NoSuchClass }", "false")):
         r = run("query", query)
         assert r.returncode == 0 and r.stdout.strip() == answer, (query, r.stdout, r.stderr)
+
+
+def test_a_sigterm_that_the_callers_handler_survives_returns_143():
+    """main() unwinds a SIGTERM, then sends it again to the handler it found: when that handler (a
+    caller's own) lets the process live, main returns EXIT_TERMINATED (143), as a shell reports."""
+    script = ("import signal, sys\n"
+              "signal.signal(signal.SIGTERM, lambda *a: print('caller handled it', file=sys.stderr))\n"
+              "import evidence.pipeline as p\n"
+              "from evidence.errors import Terminated\n"
+              "def stopped(*args, **kwargs):\n    raise Terminated()\n"
+              "p.build = stopped\n"
+              "from evidence.cli import main\n"
+              "sys.exit(main(['build', '--out', sys.argv[1]]))\n")
+    r = subprocess.run([sys.executable, "-c", script, "unused-site"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 143, r.stderr
+    assert "terminated" in r.stderr and "caller handled it" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_output_cut_short_by_a_closed_pipe_is_exit_0_without_a_traceback():
+    """`evidence export | head -c 100`: the reader goes away; the command ends quietly."""
+    p = subprocess.Popen([sys.executable, "-m", "evidence", "export", "--format", "nt"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert p.stdout is not None and len(p.stdout.read(100)) == 100
+    p.stdout.close()  # as head does when it has its bytes
+    assert p.stderr is not None
+    with p.stderr:
+        err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "error" not in err
