@@ -273,7 +273,7 @@ def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, l
         col = where - (text.rfind("\n", 0, where) + 1) + 1
         char = exc.character if isinstance(exc.character, str) else chr(exc.character) if isinstance(exc.character, int) else "?"
         return None, [_diag(path, line, col, f"the file holds the control character U+{ord(char):04X}, which YAML does not allow",
-                            "delete it (it is invisible in most editors)", "text-control")]
+                            "delete it (it is invisible in most editors)", "text-control", _field_at(text.replace(char, " "), line, col))]
     except yaml.YAMLError as exc:
         return None, [_diag(path, 1, 1, f"YAML error: {exc}", "", "yaml-syntax")]
     finally:
@@ -282,6 +282,16 @@ def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, l
         return None, [_diag(path, 1, 1, "the file is empty", "a kb file is a YAML mapping; see README.md", "yaml-empty")]
     doc = YamlDoc(path=path, data=data, text=text, positions=builder.positions, key_positions=builder.key_positions)
     return doc, []
+
+
+def _field_at(text: str, line: int, col: int) -> str:
+    """The field whose value is at (or last begins before) ``line``:``col`` of ``text``, a file the
+    reader refused, with the refused character taken out; "" if it cannot be told."""
+    doc, diags = load_yaml_text(re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", " ", text), "")  # every such character at once
+    if doc is None or diags:
+        return ""
+    before = [(pos, loc) for loc, pos in doc.positions.items() if loc and pos <= (line, col)]
+    return field_name(doc.data, max(before)[1]) if before else ""
 
 
 def load_yaml(path: Path | str, display: str | None = None) -> tuple[YamlDoc | None, list[Diagnostic]]:
