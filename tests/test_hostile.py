@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from .yamlplaces import places, put
+
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = ROOT / "tests" / "data" / "hostile"
 FILES = sorted(p for p in HOSTILE.rglob("*.yaml"))
@@ -128,19 +130,11 @@ REFERENCES = {"source", "reports_on", "drug", "gene", "measure", "term", "indica
 TRAVERSAL = "../../../../etc/passwd"
 
 
-def _refs(node, loc=()):
-    """The place of every reference to another file or term (a key of REFERENCES, or an item of one)."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k in REFERENCES and isinstance(v, str) and v != "not reported":
-                yield loc + (k,)
-            elif k in REFERENCES and isinstance(v, list):
-                yield from (loc + (k, i) for i, x in enumerate(v) if isinstance(x, str))
-            else:
-                yield from _refs(v, loc + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _refs(v, loc + (i,))
+def _refs(node) -> list[tuple]:
+    """The place of every reference to another file or term: the value of a key of REFERENCES, or
+    an item of one (a list of terms)."""
+    return [loc for loc, v in places(node) if isinstance(v, str) and v != "not reported" and loc
+            and (loc[-1] in REFERENCES or (isinstance(loc[-1], int) and len(loc) > 1 and loc[-2] in REFERENCES))]
 
 
 def test_a_folder_of_the_kb_linked_out_of_it_is_refused_and_none_of_its_files_read(tmp_path):
@@ -184,11 +178,8 @@ def test_path_traversal_in_every_reference_is_an_error_naming_it(tmp_path):
         path = project / rel
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         before = yaml.safe_load(path.read_text(encoding="utf-8"))
-        for loc in list(_refs(data)):
-            parent = data
-            for seg in loc[:-1]:
-                parent = parent[seg]
-            parent[loc[-1]] = TRAVERSAL
+        for loc in _refs(data):
+            put(data, loc, TRAVERSAL)
             placed.setdefault(rel, set()).add(field_name(before, loc))
         path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     assert sum(len(v) for v in placed.values()) >= 40

@@ -23,6 +23,7 @@ from evidence.config import load_config
 from evidence.pipeline import load_and_validate
 
 from .test_site import check_links, parse_site
+from .yamlplaces import places, put
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "<script>window.__pwned=1</script>"
@@ -189,24 +190,6 @@ def test_the_pages_are_inert_in_a_browser(evil_site):
 
 # ------------------------------------------------------------------ every text field of every file
 
-def _leaves(node, loc=()):
-    """The place of every string in a YAML document."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _leaves(v, loc + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _leaves(v, loc + (i,))
-    elif isinstance(node, str):
-        yield loc
-
-
-def _set(data, loc, value):
-    for seg in loc[:-1]:
-        data = data[seg]
-    data[loc[-1]] = value
-
-
 def _payloads(n: int) -> list[str]:
     """Markup that runs code, numbered: free text first, then one without spaces for the fields
     whose pattern allows anything but spaces, then one that starts as a DOI does."""
@@ -247,7 +230,7 @@ def every_field_site(tmp_path_factory):
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         before = copy.deepcopy(data)
         fields: dict[str, tuple] = {}
-        for loc in list(_leaves(data)):
+        for loc in [loc for loc, v in places(data) if isinstance(v, str)]:
             if path.parent.name == "vocabulary":  # a mapping of key -> term: each term is checked on its own
                 if len(loc) < 2:
                     continue
@@ -256,9 +239,9 @@ def every_field_site(tmp_path_factory):
                 model, root, at = (S.Source if path.parent.name == "sources" else S.CaseReport), data, loc
             for text in _payloads(len(placed)):
                 trial = copy.deepcopy(root)
-                _set(trial, at, text)
+                put(trial, at, text)
                 if _accepts(model, trial):
-                    _set(data, loc, text)
+                    put(data, loc, text)
                     name = field_name(before, loc)
                     placed[len(placed)] = (path.relative_to(project).as_posix(), name)
                     fields[name] = loc
@@ -280,7 +263,7 @@ def every_field_site(tmp_path_factory):
             original = before
             for seg in loc:
                 original = original[seg]
-            _set(data, loc, original)
+            put(data, loc, original)
             _dump(path, data)
             placed = {n: where for n, where in placed.items() if where != (d.path, d.field)}
             reverted.append(d.text())

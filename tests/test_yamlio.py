@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from evidence import yamlio
 from evidence.yamlio import load_yaml, load_yaml_text
 
+from .yamlplaces import places
+
 
 def one(text: str) -> str:
     doc, diags = load_yaml_text(text, "f.yaml")
@@ -136,17 +138,6 @@ def test_fuzz_loader_bytes_never_raises(raw):
     assert all(d.path == "fuzz.yaml" and d.line >= 1 and d.col >= 1 and d.message for d in diags)
 
 
-def _places(node, loc=()):
-    """Every place in a YAML document: its mappings' keys and every value."""
-    yield loc
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _places(v, loc + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _places(v, loc + (i,))
-
-
 _ODD = (st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30) | st.floats(allow_nan=True, allow_infinity=True)
         | st.text(max_size=30) | st.sampled_from(["not reported", "", " ", "P3M", "10.1000/x", "HGNC:1", "<script>x</script>", "../x.txt"])
         | st.lists(st.text(max_size=5), max_size=3) | st.dictionaries(st.sampled_from(["id", "value", "unit", "source", "x"]), st.text(max_size=5), max_size=3))
@@ -170,8 +161,8 @@ def test_fuzz_nearly_valid_files_give_diagnostics_never_an_exception(tmp_path_fa
     files = sorted(kb.glob("*.yaml")) + sorted((kb / "sources").glob("*.yaml")) + sorted((kb / "vocabulary").glob("*.yaml"))
     path = files[which % len(files)]
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    places = [loc for loc in _places(data) if loc]
-    loc = places[where % len(places)]
+    spots = [loc for loc, _value in places(data) if loc]
+    loc = spots[where % len(spots)]
     parent = data
     for seg in loc[:-1]:
         parent = parent[seg]
