@@ -385,6 +385,50 @@ def test_timeout_stops_the_query_and_the_server_keeps_serving(limited):
         assert len(after) == len(before) == 2 and set(after) != set(before)
 
 
+def _query_from(server: Server, source: str, query: str, timeout: float = 60.0) -> tuple[int, float]:
+    """POST a query from the loopback address ``source`` (each stands for a client of its own);
+    (status, seconds)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server.url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=timeout, source_address=(source, 0))
+    t = time.perf_counter()
+    try:
+        conn.request("POST", "/sparql", urlencode({"query": query}), {"Content-Type": "application/x-www-form-urlencoded",
+                                                                      "Accept": "application/sparql-results+json"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, time.perf_counter() - t
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="clients on 127.0.0.2 and 127.0.0.3 (Linux routes all of 127/8 to loopback)")
+def test_a_client_with_many_slow_queries_holds_up_its_own_not_anothers(limited):
+    """Two workers, a 1 s limit. One client sends six queries that each run past it; a quick query
+    from another client, sent while four of them wait, gets the first worker that comes free, not
+    a place behind them. Every slow query still gets its 503, in three rounds of two."""
+    slow: list[tuple[int, float]] = []
+    threads = [threading.Thread(target=lambda: slow.append(_query_from(limited, "127.0.0.2", HEAVY))) for _ in range(6)]
+    for th in threads:
+        th.start()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    status, seconds = _query_from(limited, "127.0.0.3", "ASK { ?c a ev:CaseReport }")
+    for th in threads:
+        th.join(60)
+    assert status == 200
+    # Measured: 0.48 s; first come, first served, it waited 2.56 s (behind four slow queries).
+    assert seconds < 2.0, f"the quick query waited {seconds:.2f} s behind the other client's slow ones"
+    assert sorted(st for st, _ in slow) == [503] * 6
+    assert max(sec for _, sec in slow) > 2.5  # they did queue behind each other: three rounds of two
+    # The replaced workers are back before the next test.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _query_from(limited, "127.0.0.1", "ASK {}")[1] > 0.5:
+        time.sleep(0.2)
+
+
 def test_result_cap(limited):
     status, headers, body = sparql_get(limited, "SELECT ?s WHERE { ?s ?p ?o }")
     assert status == 413 and headers["content-type"].startswith("text/plain")

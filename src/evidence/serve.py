@@ -218,7 +218,7 @@ def create_app(settings: Settings):
             return text(400, str(exc))
         html = choice.select == "html" or choice.graph == "html"
         try:
-            return await evaluate(queries[0], params, choice)
+            return await evaluate(queries[0], params, choice, request.client.host if request.client else "")
         except _Problem as p:
             if html:
                 return page(p.status, interactive=False, query=queries[0], error=p.message)
@@ -245,7 +245,7 @@ def create_app(settings: Settings):
         body = ox.serialize(triples, format=formats[fmt], prefixes=SD_PREFIXES if fmt in ("turtle", "rdfxml") else None)
         return Response(body, media_type=MEDIA_TYPES[fmt], headers={"Vary": "Accept"})
 
-    async def evaluate(query: str, params: dict[str, list[str]], choice: Choice) -> Response:
+    async def evaluate(query: str, params: dict[str, list[str]], choice: Choice, client: str = "") -> Response:
         if not query.strip():
             raise _Problem(400, "the query is empty")
         if uses_service(query):
@@ -269,7 +269,7 @@ def create_app(settings: Settings):
         pool: WorkerPool = state["pool"]
         t = time.perf_counter()
         try:
-            reply = await pool.run(job)
+            reply = await pool.run(job, client)  # waits in its client's turn when every worker is busy
         except QueryTimeout:
             log.info("query stopped after %g s", settings.timeout)
             raise _Problem(503, f"the query exceeded the {settings.timeout:g} s time limit and was stopped; add LIMIT or narrow it "

@@ -10,6 +10,7 @@ the build, and each loads its own in-memory store (about 0.5 KB a quad, see PERF
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -121,7 +122,14 @@ class Worker:
 
 
 class WorkerPool:
-    """``size`` workers; :meth:`run` hands a job to a free one, under a time limit."""
+    """``size`` workers; :meth:`run` hands a job to a free one, under a time limit.
+
+    When every worker is busy, requests wait in one queue per client, and a worker that comes free
+    goes to the clients in turn (round robin), each client's requests in the order they came. So a
+    client that sends many slow queries at once holds up its own, not everyone's: another client's
+    query waits at most for the first worker to come free (the time limit, at worst), not behind
+    all of them. With one client (every request from one address) it is first come, first served.
+    """
 
     def __init__(self, nquads: Path, prefixes: dict[str, str], size: int, timeout: float, wait: float | None = None):
         self.nquads = nquads
@@ -132,7 +140,9 @@ class WorkerPool:
         # worker's replacement to load the graph.
         self.wait = wait if wait is not None else max(timeout, 30.0)
         self.info: dict[str, Any] = {}
-        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
+        self._free: list[Worker] = []  # idle workers, when no request waits
+        self._waiting: dict[str, collections.deque[asyncio.Future[Worker]]] = {}  # client -> its requests that wait, in order
+        self._turns: collections.deque[str] = collections.deque()  # the clients with a request that waits, in turn
         self._all: set[Worker] = set()
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -145,7 +155,7 @@ class WorkerPool:
         for w in workers:
             if isinstance(w, Worker):
                 self._all.add(w)
-                self._idle.put_nowait(w)
+                self._release(w)
         if failed:
             await self.close()
             raise WorkerFailed(str(failed[0]))
@@ -153,12 +163,10 @@ class WorkerPool:
         self.info = first.info
         log.info("%d query workers loaded %s quads in %.2f s", self.size, self.info.get("quads"), time.perf_counter() - t)
 
-    async def run(self, job: dict[str, Any]) -> Reply:
-        """Evaluate ``job`` in a free worker; :class:`QueryTimeout` if it takes too long."""
-        try:
-            worker = await asyncio.wait_for(self._idle.get(), self.wait)
-        except TimeoutError:
-            raise PoolBusy(f"all {self.size} query workers stayed busy for {self.wait:g} s") from None
+    async def run(self, job: dict[str, Any], client: str = "") -> Reply:
+        """Evaluate ``job`` in a free worker, waiting in ``client``'s turn (see the class) for one;
+        :class:`QueryTimeout` if it takes too long, :class:`PoolBusy` if no worker came free in time."""
+        worker = await self._acquire(client)
         try:
             reply = await asyncio.wait_for(worker.ask(job), self.timeout)
         except TimeoutError:
@@ -170,8 +178,45 @@ class WorkerPool:
         except BaseException:  # cancelled (the client went away): the worker's state is unknown
             self._replace(worker)
             raise
-        self._idle.put_nowait(worker)
+        self._release(worker)
         return reply
+
+    async def _acquire(self, client: str) -> Worker:
+        if self._free and not self._turns:
+            return self._free.pop()
+        got: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+        if client not in self._waiting:
+            self._waiting[client] = collections.deque()
+            self._turns.append(client)
+        self._waiting[client].append(got)
+        try:
+            return await asyncio.wait_for(asyncio.shield(got), self.wait)
+        except BaseException as exc:  # no worker in time, or the client went away
+            if got.done() and not got.cancelled() and got.exception() is None:
+                self._release(got.result())  # handed over just as the wait ended: give it to the next
+            else:
+                got.cancel()
+            if isinstance(exc, TimeoutError):
+                raise PoolBusy(f"all {self.size} query workers stayed busy for {self.wait:g} s") from None
+            raise
+
+    def _release(self, worker: Worker) -> None:
+        """Give a free worker to the first waiting request of the client whose turn it is."""
+        while self._turns:
+            client = self._turns.popleft()
+            queue = self._waiting[client]
+            while queue and queue[0].done():  # given up on (timed out, or the client went away)
+                queue.popleft()
+            if not queue:
+                del self._waiting[client]
+                continue
+            queue.popleft().set_result(worker)
+            if queue:
+                self._turns.append(client)  # its next request waits for a later turn
+            else:
+                del self._waiting[client]
+            return
+        self._free.append(worker)
 
     def _replace(self, worker: Worker) -> None:
         task = asyncio.get_running_loop().create_task(self._respawn(worker))
@@ -194,7 +239,7 @@ class WorkerPool:
                 await worker.kill()
                 return
             self._all.add(worker)
-            self._idle.put_nowait(worker)
+            self._release(worker)
             log.info("started a fresh query worker (pid %d)", worker.proc.pid)
             return
 
