@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -635,3 +636,27 @@ def test_install_yasgui_without_npm(tmp_path, monkeypatch):
     reason = install_yasgui(tmp_path / "v" / "yasgui")
     assert reason and "failed" in reason and "E404" in reason
     assert not (tmp_path / "v" / "yasgui").exists()
+
+
+@pytest.mark.parametrize("raw", [
+    b"POST /sparql HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"POST /sparql HTTP/1.1\r\nHost: x\r\nContent-Type: application/sparql-query\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nASK {}\r\n0\r\n\r\n",
+    b"POST /sparql HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GARBAGE\r\n\r\n",
+    b"GET /sparql?query=ASK%7B%7D HTTP/1.1\r\nHost: x\r\nBad Header Name: y\r\n\r\n",
+], ids=["length-not-a-number", "chunk-size-not-hex", "length-and-chunked", "no-request-line", "space-in-a-header-name"])
+def test_a_malformed_request_on_the_wire_gets_a_4xx_never_a_5xx(server, raw):
+    """What a browser or urllib never sends, written to the socket as it is: the answer is a 4xx,
+    never a 5xx, and the server goes on serving."""
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server.url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = answer.split(b"\r\n", 1)[0]
+    assert re.match(rb"HTTP/1\.[01] 4\d\d ", status), status
+    assert sparql_get(server, "ASK {}")[0] == 200
