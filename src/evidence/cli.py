@@ -55,15 +55,8 @@ def _expand_paths(paths: list[str]) -> list[Path]:
     return out
 
 
-def _real(p: Path) -> Path:
-    """``p`` resolved, or as it is where it cannot be (a loop of links: its diagnostic says so)."""
-    try:
-        return p.resolve()
-    except (OSError, RuntimeError):
-        return p.absolute()
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .load import real_path
     from .validate import validate_kb
 
     config = load_config(args.root)
@@ -76,8 +69,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     kb = validate_kb(config, paths)
     diags = kb.diagnostics
     if args.paths:
-        wanted = {str(_real(p)) for p in paths}
-        diags = [d for d in diags if str(_real(config.root / d.path)) in wanted or str(_real(Path(d.path))) in wanted]
+        wanted = {str(real_path(p)) for p in paths}
+        diags = [d for d in diags if str(real_path(config.root / d.path)) in wanted or str(real_path(Path(d.path))) in wanted]
     _print_diagnostics(diags, args.format)
     files = len(paths) if args.paths else len({f.display for f in kb.files.values()} | {d.path for d in diags})
     print(_summary(diags, files), file=sys.stderr)

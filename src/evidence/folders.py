@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .outputs import walk_names
+
 try:
     import fcntl
 except ImportError:  # not POSIX: folders left behind are told by their PID
@@ -154,14 +156,7 @@ def _running(pid: int) -> bool:
 
 def _all_recorded(out: Path, recorded: set[str]) -> bool:
     """Whether every file under ``out`` (in every folder) is one of ``recorded``."""
-    if not recorded:
-        return False
-    for dirpath, _dirs, names in os.walk(out):
-        prefix = os.path.relpath(dirpath, out).replace(os.sep, "/")
-        for name in names:
-            if (name if prefix == "." else f"{prefix}/{name}") not in recorded:
-                return False
-    return True
+    return bool(recorded) and all(rel in recorded for _path, rel in walk_names(out))
 
 
 def write_whole(path: Path | str, data: bytes) -> None:

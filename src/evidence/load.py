@@ -23,7 +23,7 @@ from .errors import Diagnostic, LoadError
 from .schema import VOCABULARY_KINDS
 from .yamlio import MAX_BYTES, YamlDoc, load_yaml_bytes
 
-__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "discover", "leaves_kb", "read_kb", "file_kind"]
+__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "discover", "leaves_kb", "read_kb", "real_path", "file_kind"]
 
 
 class KbFile:
@@ -114,10 +114,7 @@ class _Resolver:
         if got is not None:
             return got
         if p.name in ("", ".", "..") or p.is_symlink():
-            try:
-                got = p.resolve()
-            except (OSError, RuntimeError):  # a loop of links: reading it says so (see read_kb)
-                got = p.absolute()
+            got = real_path(p)
         else:
             real = self.folders.get(p.parent)
             if real is None:
@@ -162,6 +159,15 @@ _FOLDERS = (("", "case"), ("sources", "source"), ("vocabulary", "vocabulary:")) 
 REFUSED = "refused"  # the kind discover() gives a symbolic link that leaves the kb
 
 
+def real_path(p: Path) -> Path:
+    """``p`` resolved, or as it is where it cannot be (a loop of links: reading it, or
+    :func:`leaves_kb`, says so)."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's word for a loop
+        return p.absolute()
+
+
 def leaves_kb(path: Path, kb_real: Path, folder: bool = False) -> str | None:
     """Why ``path``, a file of the kb (or with ``folder``, one of its folders), must not be read:
     through a symbolic link (its own, or a folder's on its way) it leads out of the kb folder
@@ -191,21 +197,26 @@ def leaves_kb(path: Path, kb_real: Path, folder: bool = False) -> str | None:
     return None
 
 
-def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[Path], Path] | None = None) -> list[tuple[str, Path]]:
+def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[Path], Path] | None = None,
+             why: dict[Path, str] | None = None) -> list[tuple[str, Path]]:
     """Every kb file, sorted, as (kind, path); ``extra`` files are added to the kb as well.
 
     Each folder is listed once (``os.scandir``): a regular file's kind is its folder's, and only
     a symbolic link is resolved to find it (at 10,000 cases, a glob and a ``resolve`` per file took
     about a second of every build). A symbolic link in the kb that does not lead to a file inside
     the kb folder (see :func:`leaves_kb`), and a folder of the kb linked out of it, is listed with
-    the kind ``REFUSED``: it is never read, and :func:`read_kb` reports it."""
+    the kind ``REFUSED``: it is never read, and :func:`read_kb` reports it (``why``, if given,
+    gets the reason for each)."""
     resolve = resolve or _Resolver()
     found: list[tuple[str, Path]] = []
     inside = resolve(kb_dir)
     for folder, kind in _FOLDERS:
         where = kb_dir / folder if folder else kb_dir
-        if folder and os.path.islink(where) and leaves_kb(where, inside, folder=True):
+        problem = leaves_kb(where, inside, folder=True) if folder and os.path.islink(where) else None
+        if problem:
             found.append((REFUSED, where))  # none of its files is read
+            if why is not None:
+                why[where] = problem
             continue
         try:
             with os.scandir(where) as listing:
@@ -215,8 +226,11 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
         for e in entries:
             p = where / e.name
             if e.is_symlink():
-                if leaves_kb(p, inside):
+                problem = leaves_kb(p, inside)
+                if problem:
                     found.append((REFUSED, p))
+                    if why is not None:
+                        why[p] = problem
                     continue
                 k = file_kind(p, kb_dir, resolve)
             else:
@@ -313,12 +327,11 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None, shas: Fil
         prefix = prefixes[p.parent]
         return str(p) if prefix is None else prefix + p.name
 
-    for kind, p in discover(kb_dir, extra, resolve):
+    refused: dict[Path, str] = {}
+    for kind, p in discover(kb_dir, extra, resolve, why=refused):
         shown = display(p, follow=kind != REFUSED)  # a link out of the kb is named by its place in it
         if kind == REFUSED:
-            is_folder = p.parent == kb_dir and p.name in {f for f, _ in _FOLDERS}
-            problem = leaves_kb(p, resolve(kb_dir), folder=is_folder) or "the file leads out of the kb folder"
-            diags.append(Diagnostic(shown, 1, 1, problem, rule="file-link", hint="put the file or folder itself in the kb folder, in place of the link"))
+            diags.append(Diagnostic(shown, 1, 1, refused[p], rule="file-link", hint="put the file or folder itself in the kb folder, in place of the link"))
             continue
         if kind.startswith("vocabulary:") and kind.split(":", 1)[1] not in VOCABULARY_KINDS:
             diags.append(
