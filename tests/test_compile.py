@@ -18,18 +18,9 @@ from evidence.ontology import CLASSES, PROPERTIES
 from evidence.pipeline import build, shapes_turtle
 from evidence.shapes import validate_shapes
 
+from .yamlplaces import leaves
+
 EV = "https://w3id.org/evidence-kb/vocab/"
-
-
-def _leaves(data, path=()):
-    if isinstance(data, dict):
-        for k, v in data.items():
-            yield from _leaves(v, path + (k,))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            yield from _leaves(v, path + (i,))
-    else:
-        yield path, data
 
 
 def _graph_values(compiled, graphs: set[str]) -> tuple[set[str], set[float], set[str]]:
@@ -82,7 +73,7 @@ def test_every_yaml_value_is_in_the_graph(kb, compiled):
             f = kb.files[f"{kind}:{key}"]
             graphs = {ns.graph(kind, key), ns.graph("vocabulary"), ns.graph("shared")}
             literals, numbers, iris = _graph_values(compiled, graphs)
-            for path, value in _leaves(f.doc.data):
+            for path, value in leaves(f.doc.data):
                 if not _found(value, path[-1], literals, numbers, iris, compiled, kb):
                     missing.append(f"{f.display}: {'.'.join(map(str, path))} = {value!r}")
     assert not missing, "values lost in compilation:\n" + "\n".join(missing)
@@ -93,7 +84,7 @@ def test_every_vocabulary_value_is_in_the_graph(kb, compiled):
     missing = []
     for kind in kb.vocab:
         f = kb.files[f"vocabulary:{kind}"]
-        for path, value in _leaves(f.doc.data):
+        for path, value in leaves(f.doc.data):
             if not _found(value, path[-1], literals, numbers, iris, compiled, kb):
                 missing.append(f"{f.display}: {'.'.join(map(str, path))} = {value!r}")
     assert not missing, "\n".join(missing)

@@ -23,7 +23,7 @@ from evidence.config import load_config
 from evidence.pipeline import load_and_validate
 
 from .test_site import check_links, parse_site
-from .yamlplaces import places, put
+from .yamlplaces import leaves, put
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "<script>window.__pwned=1</script>"
@@ -230,7 +230,7 @@ def every_field_site(tmp_path_factory):
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         before = copy.deepcopy(data)
         fields: dict[str, tuple] = {}
-        for loc in [loc for loc, v in places(data) if isinstance(v, str)]:
+        for loc in [loc for loc, v in leaves(data) if isinstance(v, str)]:
             if path.parent.name == "vocabulary":  # a mapping of key -> term: each term is checked on its own
                 if len(loc) < 2:
                     continue

@@ -18,6 +18,11 @@ def places(node: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any]]:
             yield from places(v, loc + (i,))
 
 
+def leaves(node: Any) -> Iterator[tuple[tuple, Any]]:
+    """Every value that is neither a mapping nor a list, as (path, value)."""
+    return ((loc, v) for loc, v in places(node) if not isinstance(v, (dict, list)))
+
+
 def put(data: Any, loc: tuple, value: Any) -> None:
     """Set the place ``loc`` of ``data`` to ``value``."""
     for seg in loc[:-1]:
