@@ -94,7 +94,7 @@ def server(site, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def limited(site, tmp_path_factory):
-    srv = Server(site, "--timeout", "1", "--max-results", "5", "--workers", "2", "--no-yasgui",
+    srv = Server(site, "--timeout", "1", "--max-results", "5", "--workers", "2", "--no-yasgui", "--forwarded-allow-ips", "127.0.0.1",
                  log=tmp_path_factory.mktemp("serve-limited") / "server.log")
     yield srv
     srv.stop()
@@ -116,7 +116,9 @@ def test_help_says_what_it_serves_and_its_limits():
         assert text in r.stdout, text
 
 
-@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "http"], ["--timeout", "-1"], ["--max-results", "0"], ["--workers", "x"]])
+@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "http"], ["--timeout", "-1"], ["--max-results", "0"], ["--workers", "x"],
+                                  ["--forwarded-allow-ips", "*"], ["--forwarded-allow-ips", "proxy.example"],
+                                  ["--forwarded-allow-ips", "10.0.0.1/8"], ["--forwarded-allow-ips", "127.0.0.1,"]])
 def test_bad_arguments_exit_2(args):
     r = subprocess.run([sys.executable, "-m", "evidence", "serve", *args], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
@@ -386,9 +388,9 @@ def test_timeout_stops_the_query_and_the_server_keeps_serving(limited):
         assert len(after) == len(before) == 2 and set(after) != set(before)
 
 
-def _query_from(server: Server, source: str, query: str, timeout: float = 60.0) -> tuple[int, float]:
-    """POST a query from the loopback address ``source`` (each stands for a client of its own);
-    (status, seconds)."""
+def _query_from(server: Server, source: str, query: str, timeout: float = 60.0, forwarded_for: str | None = None) -> tuple[int, float]:
+    """POST a query from the loopback address ``source`` (each stands for a client of its own),
+    as a proxy would if ``forwarded_for`` is given; (status, seconds)."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -396,8 +398,10 @@ def _query_from(server: Server, source: str, query: str, timeout: float = 60.0) 
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=timeout, source_address=(source, 0))
     t = time.perf_counter()
     try:
-        conn.request("POST", "/sparql", urlencode({"query": query}), {"Content-Type": "application/x-www-form-urlencoded",
-                                                                      "Accept": "application/sparql-results+json"})
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/sparql-results+json"}
+        if forwarded_for is not None:
+            headers["X-Forwarded-For"] = forwarded_for
+        conn.request("POST", "/sparql", urlencode({"query": query}), headers)
         response = conn.getresponse()
         response.read()
         return response.status, time.perf_counter() - t
@@ -424,10 +428,43 @@ def test_a_client_with_many_slow_queries_holds_up_its_own_not_anothers(limited):
     assert seconds < 2.0, f"the quick query waited {seconds:.2f} s behind the other client's slow ones"
     assert sorted(st for st, _ in slow) == [503] * 6
     assert max(sec for _, sec in slow) > 2.5  # they did queue behind each other: three rounds of two
-    # The replaced workers are back before the next test.
+    _settle(limited)
+
+
+def _settle(server: Server) -> None:
+    """Wait until the workers replaced after a time limit are back."""
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _query_from(limited, "127.0.0.1", "ASK {}")[1] > 0.5:
+    while time.monotonic() < deadline and _query_from(server, "127.0.0.1", "ASK {}")[1] > 0.5:
         time.sleep(0.2)
+
+
+def _quick_behind_slow(server: Server, slow_from: tuple[str, str], quick_from: tuple[str, str]) -> float:
+    """Six slow queries from one (address, X-Forwarded-For), then a quick one from another while
+    four of them wait: the seconds the quick one took."""
+    slow: list[tuple[int, float]] = []
+    threads = [threading.Thread(target=lambda: slow.append(_query_from(server, slow_from[0], HEAVY, forwarded_for=slow_from[1])))
+               for _ in range(6)]
+    for th in threads:
+        th.start()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    status, seconds = _query_from(server, quick_from[0], "ASK { ?c a ev:CaseReport }", forwarded_for=quick_from[1])
+    for th in threads:
+        th.join(60)
+    assert status == 200 and sorted(st for st, _ in slow) == [503] * 6
+    _settle(server)
+    return seconds
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a client on 127.0.0.2 (Linux routes all of 127/8 to loopback)")
+def test_behind_a_trusted_proxy_the_client_is_the_one_it_names(limited):
+    """The server trusts X-Forwarded-For from 127.0.0.1 only (--forwarded-allow-ips). Through that
+    proxy, two clients have turns of their own; from any other address the header is ignored, so a
+    client cannot name itself another to jump the queue."""
+    through_proxy = _quick_behind_slow(limited, ("127.0.0.1", "198.51.100.7"), ("127.0.0.1", "198.51.100.8"))
+    assert through_proxy < 2.0, f"through the proxy, the quick query waited {through_proxy:.2f} s behind another client's slow ones"
+    forged = _quick_behind_slow(limited, ("127.0.0.2", "198.51.100.7"), ("127.0.0.2", "198.51.100.8"))
+    assert forged > 2.0, f"a forged X-Forwarded-For from an untrusted address got a turn of its own ({forged:.2f} s)"
 
 
 def test_result_cap(limited):

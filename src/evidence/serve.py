@@ -93,6 +93,9 @@ class Settings:
     yasgui: bool = True
     vendor: Path | None = None
     max_body: int = 1 << 20
+    # Proxies whose X-Forwarded-For names the client (comma-separated addresses or networks);
+    # None: the header is ignored, and the client is the address that connects.
+    forwarded_allow_ips: str | None = None
 
 
 class _Problem(Exception):
@@ -525,7 +528,8 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info", lifespan="on",
-                            server_header=False, proxy_headers=False, timeout_graceful_shutdown=5,
+                            server_header=False, proxy_headers=settings.forwarded_allow_ips is not None,
+                            forwarded_allow_ips=settings.forwarded_allow_ips or "", timeout_graceful_shutdown=5,
                             h11_max_incomplete_event_size=settings.max_body)  # a long query may come by GET too
     uvicorn.Server(config).run()
 
@@ -585,6 +589,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             root=config.root, site=site, nquads=nquads, prefixes=Namespaces(config.base_iri).prefixes(), templates=templates,
             library=load_library(config.kb_dir / "queries"), host=args.host, port=args.port, timeout=args.timeout,
             max_results=args.max_results, workers=args.workers, yasgui=not args.no_yasgui,
+            forwarded_allow_ips=args.forwarded_allow_ips,
         )
         serve(settings)
     return 0
@@ -601,6 +606,26 @@ def _positive(kind):
         return value
 
     return parse
+
+
+def _proxies(text: str) -> str:
+    """``--forwarded-allow-ips``: IP addresses or networks, comma-separated, as uvicorn reads them
+    (its ProxyHeadersMiddleware). uvicorn takes an entry that is not an address for a name that
+    never matches, silently; here it is an error. ``*`` (trust any client) is refused: then any
+    client could name itself another one in X-Forwarded-For and take the turns of many."""
+    entries = [e.strip() for e in text.split(",")]
+    if not text.strip() or any(not e for e in entries):
+        raise argparse.ArgumentTypeError(f"expected IP addresses or networks separated by commas, found {text!r}")
+    for entry in entries:
+        if entry == "*":
+            raise argparse.ArgumentTypeError("expected the addresses of your proxies (for example 127.0.0.1 or 10.0.0.0/8), found '*', "
+                                             "which would let any client name itself another in X-Forwarded-For")
+        try:
+            ipaddress.ip_network(entry, strict="/" in entry)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an IP address or network (for example 127.0.0.1, ::1 or 10.0.0.0/8, "
+                                             f"a network's host bits zero), found {entry!r}") from None
+    return ",".join(entries)
 
 
 def _port(text: str) -> int:
@@ -624,6 +649,7 @@ query page, on one port:
 The default graph is the union of the named graphs, and the prefixes of `evidence query` are
 predeclared. Read-only: SPARQL Update is refused (403), and so is SERVICE: the server makes no
 requests to other hosts. It listens on 127.0.0.1, this machine only, unless --host says otherwise.
+Behind a reverse proxy, --forwarded-allow-ips names the proxies whose X-Forwarded-For is trusted.
 
 Limits: each query runs in a worker process (--workers) and is stopped after --timeout seconds
 (HTTP 503, and the worker is replaced); a result with more than --max-results rows or triples is
@@ -650,5 +676,9 @@ def add_commands(sub) -> None:
     p.add_argument("--max-results", type=_positive(int), default=10000, metavar="N", help="refuse a result of more than N rows or triples (default: 10000)")
     p.add_argument("--workers", type=_positive(int), default=default_workers(), metavar="N",
                    help=f"worker processes, each holding the graph: how many queries run at once (default: {default_workers()})")
+    p.add_argument("--forwarded-allow-ips", type=_proxies, metavar="ADDRS",
+                   help="behind a reverse proxy: the proxies' addresses or networks (comma-separated), whose X-Forwarded-For "
+                        "header names the client, for the per-client turns of the workers and the log (default: none; the "
+                        "header is ignored and the client is the address that connects)")
     p.add_argument("--no-yasgui", action="store_true", help="serve the plain query form; never run npm")
     p.set_defaults(func=cmd_serve)
