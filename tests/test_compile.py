@@ -16,7 +16,7 @@ from evidence.compile import compile_kb
 from evidence.errors import CompileError
 from evidence.ontology import CLASSES, PROPERTIES
 from evidence.pipeline import build, shapes_turtle
-from evidence.shapes import validate_shapes
+from evidence.shapes import _compiled_shapes, validate_shapes
 
 from .yamlplaces import leaves
 
@@ -270,6 +270,9 @@ def test_the_shacl_engine_agrees_with_pyshacl(compiled, breakage):
     store = ox.Store()
     store.extend(quads)
     ok_turbo, turbo_report, _ = pyshacl_turbo.validate(store, shacl_graph=shapes, inference="none")
+    # As the build calls it: the shapes compiled once (evidence.shapes._compiled_shapes), reused.
+    ok_build, build_report, _ = _compiled_shapes(shapes).validate(store, inference=None, allow_warnings=True)
+    assert not ok_build and _results(build_report) == _results(turbo_report)
     reference = Graph().parse(data=ox.serialize([q.triple for q in quads], format=ox.RdfFormat.N_TRIPLES).decode(), format="nt")
     ok_ref, ref_report, _ = pyshacl.validate(reference, shacl_graph=Graph().parse(data=shapes, format="turtle"), inference="none")
     assert not ok_turbo and not ok_ref
