@@ -10,6 +10,7 @@ not change instead of loading and querying the whole graph.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -56,6 +57,7 @@ _FRAGMENT_LABELS = (
     "UNION { ?s ev:localId ?l BIND(2 AS ?r) } }"
 )
 _PREFIXES = {"rdfs": "http://www.w3.org/2000/01/rdf-schema#", "dcterms": "http://purl.org/dc/terms/"}
+_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 
 
 _NO_KIND = 1 << 30  # the kind rank of an IRI that no edge of a fragment reaches (one it only labels)
@@ -124,17 +126,41 @@ def case_scope(ns: Namespaces, graph: str) -> str:
 
 def network_fragment(nquads: bytes, ev: str, scope: str = "") -> Fragment:
     """The fragment of the graphs in ``nquads`` (N-Quads, every quad in a named graph); the IRIs
-    under ``scope`` are its own (see :class:`Fragment`)."""
+    under ``scope`` are its own (see :class:`Fragment`).
+
+    Only the lines whose predicate the two queries read are loaded (:func:`_read_predicates`):
+    any other triple cannot change their answers. That is about 30% of a case file's bytes, and
+    with ``Store.load`` (``bulk_load`` is made for large data and costs more per call) a
+    fragment took 0.57 of the time (measured ad hoc on the 2,002 files of 1,000 synthetic cases:
+    0.94 s against 1.65 s)."""
     if not nquads:
         return Fragment(scope=scope)
+    read = _read_predicates(ev)
+    # An N-Quads line is `subject predicate object graph .`; neither an IRI nor a blank node
+    # holds a space, so the predicate is the second word.
+    lines = [line for line in nquads.split(b"\n") if (words := line.split(b" ", 2))[1:2] and words[1] in read]
     store = ox.Store()
-    store.bulk_load(nquads, format=ox.RdfFormat.N_QUADS)
+    store.load(b"\n".join(lines), format=ox.RdfFormat.N_QUADS)
     prefixes = {**_PREFIXES, "ev": ev}
     edges = [(int(r["e"].value), r["s"].value, r["o"].value)
              for r in store.query(_FRAGMENT_EDGES, prefixes=prefixes, use_default_graph_as_union=True)]
     labels = [(r["s"].value, int(r["r"].value), r["l"].value)
               for r in store.query(_FRAGMENT_LABELS, prefixes=prefixes, use_default_graph_as_union=True)]
     return Fragment.of(edges, labels, scope)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_predicates(ev: str) -> frozenset[bytes]:
+    """Every predicate that the fragment's queries name, as it stands in N-Quads (``<IRI>``):
+    each ``prefix:name`` and ``<IRI>`` of their text, and rdf:type for ``a``. A prefix that is
+    not declared is a KeyError here, not a predicate silently left out."""
+    prefixes = {**_PREFIXES, "ev": ev, "rdf": _RDF}
+    text = _FRAGMENT_EDGES + " " + _FRAGMENT_LABELS
+    iris = {prefixes[p] + name for p, name in re.findall(r"(?<![\w<])([a-z]+):(\w+)", text)}
+    iris |= set(re.findall(r"<([^<>\s]+)>", text))
+    if re.search(r"\sa\s", text):
+        iris.add(_RDF + "type")
+    return frozenset(f"<{iri}>".encode() for iri in iris)
 
 
 class Network:
