@@ -49,6 +49,14 @@ _SCALAR_TAGS = {
 }
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
+# The event classes, compared by identity in _Builder.build (the loaders make these exact classes).
+_SCALAR_EVENT, _MAPPING_START, _SEQUENCE_START = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
+_MAPPING_END, _SEQUENCE_END, _ALIAS = yaml.MappingEndEvent, yaml.SequenceEndEvent, yaml.AliasEvent
+_DOCUMENT_START, _DOCUMENT_END, _STREAM_START, _STREAM_END = yaml.DocumentStartEvent, yaml.DocumentEndEvent, yaml.StreamStartEvent, yaml.StreamEndEvent
+# The first characters of a plain scalar that some implicit resolver of the loader matches (the
+# empty string: the empty scalar, null); any other plain scalar resolves to text.
+_RESOLVED_FIRST = frozenset(_Loader.yaml_implicit_resolvers)
+assert not _Loader.yaml_path_resolvers, "the loader resolves by path: _Builder._scalar must call resolve for every scalar"
 
 Path_ = tuple  # a path into the document: keys and list indices
 
@@ -144,13 +152,21 @@ class _Builder:
     def _scalar(self, ev: yaml.ScalarEvent) -> Any:
         tag = ev.tag
         if tag is None or tag == "!":
-            tag = self.loader.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+            value = ev.value
+            # What the resolver would say, without calling it for most scalars: a quoted or block
+            # scalar, or a plain one whose first character no implicit resolver of the loader
+            # starts with, is text (PyYAML's BaseResolver.resolve; the loader has no path
+            # resolvers, checked at import).
+            if not ev.implicit[0] or value[:1] not in _RESOLVED_FIRST:
+                tag = _STR
+            else:
+                tag = self.loader.resolve(yaml.ScalarNode, value, ev.implicit)
         if tag not in _SCALAR_TAGS:
             raise _Refused(ev.start_mark, f"the YAML tag '{tag}' is not allowed", "kb files hold plain text, numbers, lists and mappings; remove the tag", "yaml-tag")
-        if tag in (_STR, "tag:yaml.org,2002:timestamp"):
-            if _INVISIBLE.search(ev.value):
-                ch = _INVISIBLE.search(ev.value).group(0)
-                raise _Refused(ev.start_mark, f"the text holds an invisible, direction-changing or control character U+{ord(ch):04X}",
+        if tag == _STR or tag == "tag:yaml.org,2002:timestamp":
+            found = _INVISIBLE.search(ev.value)
+            if found:
+                raise _Refused(ev.start_mark, f"the text holds an invisible, direction-changing or control character U+{ord(found.group(0)):04X}",
                                "delete it: it can make text display differently from what it says", "text-control")
             return ev.value
         try:
@@ -159,34 +175,43 @@ class _Builder:
             raise _Refused(ev.start_mark, f"the number '{ev.value[:20]}...' is too large", "check the value against the source", "plausible-value") from None
 
     def build(self) -> tuple[Any, bool]:
-        """The document's value, and whether there was a document at all."""
-        loader = self.loader
+        """The document's value, and whether there was a document at all.
+
+        The loop dispatches on the event's exact class, scalars first (two events in three): this
+        ran in about 1 ms a case file at 1,000 synthetic cases, most of validating a kb cold."""
+        check, get = self.loader.check_event, self.loader.get_event
+        positions, key_positions = self.positions, self.key_positions
         stack: list[_Frame] = []
         root: Any = None
         seen_doc = False
-        while loader.check_event():
-            ev = loader.get_event()
-            if isinstance(ev, yaml.DocumentStartEvent):
-                if seen_doc:
-                    raise _Refused(ev.start_mark, "the file holds more than one YAML document", "keep one document per file; remove the '---' line", "yaml-documents")
-                seen_doc = True
-                continue
-            if isinstance(ev, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)):
-                continue
-            if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                done = stack.pop()
-                if not stack:
-                    root = done.container
-                continue
-            if isinstance(ev, yaml.AliasEvent):
-                raise _Refused(ev.start_mark, "YAML aliases (*name) are not allowed in kb files", "write the value out in full; aliases can expand without bound", "yaml-alias")
-            self.count += 1
-            if self.count > MAX_NODES:
+        count = self.count
+        while check():
+            ev = get()
+            kind = type(ev)
+            if kind is not _SCALAR_EVENT and kind is not _MAPPING_START and kind is not _SEQUENCE_START:
+                if kind is _DOCUMENT_START:
+                    if seen_doc:
+                        raise _Refused(ev.start_mark, "the file holds more than one YAML document", "keep one document per file; remove the '---' line", "yaml-documents")
+                    seen_doc = True
+                    continue
+                if kind is _STREAM_START or kind is _STREAM_END or kind is _DOCUMENT_END:
+                    continue
+                if kind is _MAPPING_END or kind is _SEQUENCE_END:
+                    done = stack.pop()
+                    if not stack:
+                        root = done.container
+                    continue
+                if kind is _ALIAS:
+                    raise _Refused(ev.start_mark, "YAML aliases (*name) are not allowed in kb files", "write the value out in full; aliases can expand without bound", "yaml-alias")
+            count += 1
+            self.count = count
+            if count > MAX_NODES:
                 raise _Refused(ev.start_mark, f"the file has more than {MAX_NODES} YAML nodes", "split it into smaller files", "yaml-size")
             parent = stack[-1] if stack else None
+            in_map = parent is not None and type(parent.container) is dict
             # A scalar in key position of a mapping is the key.
-            if parent is not None and isinstance(parent.container, dict) and parent.key is None:
-                if not isinstance(ev, yaml.ScalarEvent):
+            if in_map and parent.key is None:
+                if kind is not _SCALAR_EVENT:
                     raise _Refused(ev.start_mark, "a mapping key must be a plain word", "write the key as text, such as `dose:`", "yaml-key")
                 if ev.tag == "tag:yaml.org,2002:merge" or (ev.value == "<<" and ev.implicit[0]):
                     raise _Refused(ev.start_mark, "YAML merge keys (<<) are not allowed in kb files", "write the keys out in full", "yaml-merge")
@@ -200,21 +225,23 @@ class _Builder:
                 if not key:
                     raise _Refused(ev.start_mark, "a mapping key is empty", "write the key as text, such as `dose:`", "yaml-key")
                 if key in parent.container:
-                    first = self.key_positions[parent.loc + (key,)]
+                    first = key_positions[parent.loc + (key,)]
                     raise _Refused(ev.start_mark, f"duplicate key '{key}' (first at line {first[0]})",
                                    "keep one of the two; YAML would silently drop the first", "yaml-duplicate-key")
                 parent.key = key
-                self.key_positions[parent.loc + (key,)] = _pos(ev.start_mark)
+                mark = ev.start_mark
+                key_positions[parent.loc + (key,)] = (mark.line + 1, mark.column + 1)
                 continue
             if parent is None:
                 loc: Path_ = ()
-            elif isinstance(parent.container, dict):
+            elif in_map:
                 loc = parent.loc + (parent.key,)
             else:
                 loc = parent.loc + (len(parent.container),)
-            self.positions[loc] = _pos(ev.start_mark)
-            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                is_map = isinstance(ev, yaml.MappingStartEvent)
+            mark = ev.start_mark
+            positions[loc] = (mark.line + 1, mark.column + 1)
+            if kind is _MAPPING_START or kind is _SEQUENCE_START:
+                is_map = kind is _MAPPING_START
                 if ev.tag not in (None, "!", _MAP if is_map else _SEQ):
                     raise _Refused(ev.start_mark, f"the YAML tag '{ev.tag}' is not allowed", "kb files hold plain text, numbers, lists and mappings; remove the tag", "yaml-tag")
                 depth = (parent.depth + 1) if parent else 0
@@ -230,7 +257,7 @@ class _Builder:
                     raise
                 frame = None
             if parent is not None:
-                if isinstance(parent.container, dict):
+                if in_map:
                     parent.container[parent.key] = value
                     parent.key = None
                 else:
