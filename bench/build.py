@@ -29,8 +29,10 @@ machine, and prints the medians of each and their ratio (this tree / the other).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,13 +125,21 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def run_once(root: Path, tree: Path = ROOT, profile: Path | None = None) -> dict:
+def run_once(root: Path, tree: Path = ROOT, profile: Path | None = None, kept: list[Path] | None = None) -> dict:
     """One child process: cold build, rebuild, query library, with the package and templates of
     ``tree``. Its memory is sampled every 0.1 s as the sum of the proportional set sizes of the
     child and its workers: the memory the build really holds at that moment (ru_maxrss of parent
     plus child counts shared pages twice). With ``profile``, one more rebuild after an edit is
-    profiled (cProfile, the build's own process) into that file; it is not in the timings."""
-    with tempfile.TemporaryDirectory() as tmp:
+    profiled (cProfile, the build's own process) into that file; it is not in the timings.
+
+    The run's folder (site, cache) is deleted when it ends, or, with ``kept``, added to that list
+    for the caller to delete after the last run (see :func:`_delete`)."""
+    with contextlib.ExitStack() as stack:
+        tmp = tempfile.mkdtemp(prefix="evidence-bench-")
+        if kept is None:
+            stack.callback(shutil.rmtree, tmp, True)
+        else:
+            kept.append(Path(tmp))
         phase_file = Path(tmp) / "phase"
         code = CHILD.format(src=str(tree / "src"), root=str(root), out=str(Path(tmp) / "_site"), templates=str(tree / "site_templates"),
                             cache=str(Path(tmp) / "cache"), queries=str(ROOT / "kb" / "queries"), phase=str(phase_file),
@@ -165,13 +175,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, metavar="FILE",
                     help="profile one more rebuild after an edit, at the largest size, in the first run, into FILE (cProfile), "
                          "and print its 25 costliest functions")
+    ap.add_argument("--delete-each-run", action="store_true",
+                    help="delete each run's folder as soon as it ends, as until session 19: the next run's cold build then "
+                         "creates its files just after 100,000 were deleted (see bench/README.md, 'File creation after a "
+                         "mass deletion'); by default every run's folder is kept until the last run ends (3.3 GB a run at "
+                         "10,000 cases)")
     args = ap.parse_args(argv)
+    kept: list[Path] | None = None if args.delete_each_run else []
+    try:
+        return _main(args, ap, kept)
+    finally:
+        _delete(kept or [])
+
+
+def _delete(folders: list[Path]) -> None:
+    """Delete the runs' folders, once every run has ended.
+
+    On this project's machines (ext4 without a journal), the kernel does not reuse an inode for a
+    minute (five if its table block is not yet written) after it is freed, and each new file's
+    allocation scans past the recently freed ones: after a run's folder (about 100,000 files at
+    10,000 cases) was deleted, creating a file took 0.74 ms instead of 0.02 ms, and the next
+    cold build at 1,000 cases spent 2.7 s more in export and render (measured in session 19).
+    Deleting each run's folder as it ended charged that to the next run, which a build on a
+    fresh clone or a CI machine never pays."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _main(args: argparse.Namespace, ap: argparse.ArgumentParser, kept: list[Path] | None) -> int:
     import synth
 
     if args.against and args.profile:
         ap.error("--profile profiles this tree's rebuild: run it without --against")
     if args.against:
-        return compare(args.against.resolve(), sorted(set(args.sizes + ([10000] if args.large else []))), args.runs, args.seed)
+        return compare(args.against.resolve(), sorted(set(args.sizes + ([10000] if args.large else []))), args.runs, args.seed, kept)
 
     sizes = sorted(set(args.sizes + ([10000] if args.large else [])))
     rows = []
@@ -180,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         out = ROOT / "bench" / "out" / f"synth-{n}-seed{args.seed}"
         synth.generate(out, n, args.seed)
-        runs = [run_once(out, profile=args.profile if (n == sizes[-1] and i == 0) else None) for i in range(args.runs)]
+        runs = [run_once(out, profile=args.profile if (n == sizes[-1] and i == 0) else None, kept=kept) for i in range(args.runs)]
         stages = sorted({k for r in runs for k in r["timings"]})
         med = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in stages}
         rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in runs),
@@ -226,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def compare(other: Path, sizes: list[int], runs: int, seed: int) -> int:
+def compare(other: Path, sizes: list[int], runs: int, seed: int, kept: list[Path] | None = None) -> int:
     """Interleaved A/B: the other tree's run, then this tree's, ``runs`` times per size; medians of
     the cold build and its stages, of both rebuilds and the second one's stages, and the largest
     run's peak PSS."""
@@ -240,8 +277,8 @@ def compare(other: Path, sizes: list[int], runs: int, seed: int) -> int:
         synth.generate(out, n, seed)
         results: dict[str, list[dict]] = {"A": [], "B": []}
         for _ in range(runs):
-            results["A"].append(run_once(out, other))
-            results["B"].append(run_once(out, ROOT))
+            results["A"].append(run_once(out, other, kept=kept))
+            results["B"].append(run_once(out, ROOT, kept=kept))
         cold = sorted({k for r in results["B"] for k in r["timings"]})
         rows = [("cold build", lambda r: r["wall"])]
         rows += [(f"cold: {k}", lambda r, k=k: r["timings"].get(k, 0.0)) for k in cold]
