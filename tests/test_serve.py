@@ -117,7 +117,8 @@ def test_help_says_what_it_serves_and_its_limits():
 
 
 @pytest.mark.parametrize("args", [["--port", "0"], ["--port", "http"], ["--timeout", "-1"], ["--max-results", "0"], ["--workers", "x"],
-                                  ["--forwarded-allow-ips", "*"], ["--forwarded-allow-ips", "proxy.example"],
+                                  ["--forwarded-allow-ips", "*"], ["--forwarded-allow-ips", "0.0.0.0/0"], ["--forwarded-allow-ips", "::/0"],
+                                  ["--forwarded-allow-ips", "proxy.example"],
                                   ["--forwarded-allow-ips", "10.0.0.1/8"], ["--forwarded-allow-ips", "127.0.0.1,"]])
 def test_bad_arguments_exit_2(args):
     r = subprocess.run([sys.executable, "-m", "evidence", "serve", *args], capture_output=True, text=True, cwd=ROOT,
@@ -454,6 +455,20 @@ def _quick_behind_slow(server: Server, slow_from: tuple[str, str], quick_from: t
     assert status == 200 and sorted(st for st, _ in slow) == [503] * 6
     _settle(server)
     return seconds
+
+
+def test_a_trusted_ipv4_proxy_is_trusted_when_it_comes_in_as_ipv6():
+    """Listening on ``::``, the server sees an IPv4 proxy as ``::ffff:a.b.c.d``: uvicorn's own
+    check of the trusted addresses must take it for the proxy named, and no other address."""
+    from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+    from evidence.serve import trusted_proxies
+
+    trusted = _TrustedHosts(trusted_proxies("127.0.0.1,10.1.0.0/16,::1"))
+    for client in ("127.0.0.1", "::ffff:127.0.0.1", "10.1.2.3", "::ffff:10.1.2.3", "::1"):
+        assert client in trusted, client
+    for client in ("127.0.0.2", "::ffff:127.0.0.2", "10.2.0.1", "::ffff:10.2.0.1", "::2", "192.0.2.1"):
+        assert client not in trusted, client
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="a client on 127.0.0.2 (Linux routes all of 127/8 to loopback)")

@@ -56,7 +56,7 @@ from .serve_protocol import (
 )
 from .serve_vendor import LICENSES, YASGUI_VERSION, install_yasgui, vendor_folder, yasgui_ready
 
-__all__ = ["Settings", "add_commands", "cmd_serve", "create_app", "default_workers", "serve"]
+__all__ = ["Settings", "add_commands", "cmd_serve", "create_app", "default_workers", "serve", "trusted_proxies"]
 
 log = logging.getLogger("evidence.serve")
 
@@ -529,7 +529,8 @@ def serve(settings: Settings) -> None:
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info", lifespan="on",
                             server_header=False, proxy_headers=settings.forwarded_allow_ips is not None,
-                            forwarded_allow_ips=settings.forwarded_allow_ips or "", timeout_graceful_shutdown=5,
+                            forwarded_allow_ips=trusted_proxies(settings.forwarded_allow_ips) if settings.forwarded_allow_ips else "",
+                            timeout_graceful_shutdown=5,
                             h11_max_incomplete_event_size=settings.max_body)  # a long query may come by GET too
     uvicorn.Server(config).run()
 
@@ -621,11 +622,29 @@ def _proxies(text: str) -> str:
             raise argparse.ArgumentTypeError("expected the addresses of your proxies (for example 127.0.0.1 or 10.0.0.0/8), found '*', "
                                              "which would let any client name itself another in X-Forwarded-For")
         try:
-            ipaddress.ip_network(entry, strict="/" in entry)
+            network = ipaddress.ip_network(entry, strict="/" in entry)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an IP address or network (for example 127.0.0.1, ::1 or 10.0.0.0/8, "
                                              f"a network's host bits zero), found {entry!r}") from None
+        if network.prefixlen == 0:
+            raise argparse.ArgumentTypeError(f"expected the addresses of your proxies (for example 127.0.0.1 or 10.0.0.0/8), found "
+                                             f"{entry!r}, every address, which would let any client name itself another in X-Forwarded-For")
     return ",".join(entries)
+
+
+def trusted_proxies(entries: str) -> str:
+    """What uvicorn is given for ``--forwarded-allow-ips``: each entry, and for an IPv4 one its
+    IPv4-mapped IPv6 form too. A server listening on ``::`` takes IPv4 connections as well, and
+    sees such a proxy as ``::ffff:127.0.0.1``, which uvicorn does not match with ``127.0.0.1``: the
+    header would be ignored, and every client behind the proxy would share one turn again."""
+    out: list[str] = []
+    for entry in entries.split(","):
+        out.append(entry)
+        network = ipaddress.ip_network(entry, strict=False)
+        if network.version == 4:
+            mapped = ipaddress.IPv6Address(f"::ffff:{network.network_address}")
+            out.append(str(mapped) if "/" not in entry else f"{mapped}/{96 + network.prefixlen}")
+    return ",".join(out)
 
 
 def _port(text: str) -> int:
