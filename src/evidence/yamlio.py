@@ -56,7 +56,8 @@ _DOCUMENT_START, _DOCUMENT_END, _STREAM_START, _STREAM_END = yaml.DocumentStartE
 # The first characters of a plain scalar that some implicit resolver of the loader matches (the
 # empty string: the empty scalar, null); any other plain scalar resolves to text.
 _RESOLVED_FIRST = frozenset(_Loader.yaml_implicit_resolvers)
-assert not _Loader.yaml_path_resolvers, "the loader resolves by path: _Builder._scalar must call resolve for every scalar"
+if _Loader.yaml_path_resolvers or None in _RESOLVED_FIRST:  # a resolver by path, or one for any first character
+    raise ImportError("the YAML loader resolves some scalars by path or by a wildcard: _Builder._scalar must call resolve for every scalar")
 
 Path_ = tuple  # a path into the document: keys and list indices
 
