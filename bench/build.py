@@ -33,6 +33,7 @@ import contextlib
 import json
 import math
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -146,6 +147,8 @@ def run_once(root: Path, tree: Path = ROOT, profile: Path | None = None, kept: l
                             profile=str(profile.resolve()) if profile else "")
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             child = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, text=True)
+            stack.callback(child.wait)  # stopped before its folder is deleted (callbacks run last first)
+            stack.callback(child.kill)  # a no-op once it has ended
             peak = 0
             peaks: dict[str, int] = {}
             while child.poll() is None:
@@ -182,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                          "10,000 cases)")
     args = ap.parse_args(argv)
     kept: list[Path] | None = None if args.delete_each_run else []
+    # SIGTERM (a `timeout`, say) unwinds like Ctrl-C, so that the runs' folders are deleted.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     try:
         return _main(args, ap, kept)
     finally:
