@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 import networkx as nx
 import pyoxigraph as ox
 
+from .namespaces import STANDARD
 from .perf import gc_paused
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ _FRAGMENT_LABELS = (
     "UNION { ?s ev:localId ?l BIND(2 AS ?r) } }"
 )
 _PREFIXES = {"rdfs": "http://www.w3.org/2000/01/rdf-schema#", "dcterms": "http://purl.org/dc/terms/"}
-_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_RDF = STANDARD["rdf"]
 
 
 _NO_KIND = 1 << 30  # the kind rank of an IRI that no edge of a fragment reaches (one it only labels)

@@ -147,7 +147,6 @@ class _Builder:
         self.loader = loader
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.key_positions: dict[Path_, tuple[int, int]] = {}
-        self.count = 0
         self.scalars = yaml.constructor.SafeConstructor()
 
     def _scalar(self, ev: yaml.ScalarEvent) -> Any:
@@ -185,7 +184,7 @@ class _Builder:
         stack: list[_Frame] = []
         root: Any = None
         seen_doc = False
-        count = self.count
+        count = 0  # the document's nodes so far (MAX_NODES)
         while check():
             ev = get()
             kind = type(ev)
@@ -205,7 +204,6 @@ class _Builder:
                 if kind is _ALIAS:
                     raise _Refused(ev.start_mark, "YAML aliases (*name) are not allowed in kb files", "write the value out in full; aliases can expand without bound", "yaml-alias")
             count += 1
-            self.count = count
             if count > MAX_NODES:
                 raise _Refused(ev.start_mark, f"the file has more than {MAX_NODES} YAML nodes", "split it into smaller files", "yaml-size")
             parent = stack[-1] if stack else None
