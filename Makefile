@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# The source texts that quotes are checked against (see evidence.toml).
-export EVIDENCE_SOURCE_TEXTS ?= $(abspath ../shared/seeds)
+# The source texts that quotes are checked against (see evidence.toml), where they are: set to a
+# folder that does not exist, EVIDENCE_SOURCE_TEXTS is an error (a typo would turn the checks off).
+export EVIDENCE_SOURCE_TEXTS ?= $(if $(wildcard ../shared/seeds/.),$(abspath ../shared/seeds),)
 
 .PHONY: site test check lint schema clean bench
 

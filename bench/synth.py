@@ -482,10 +482,13 @@ def _cohort(cx: _Case, n_patients: int) -> S.Cohort:
                     adverse_event_counts=ae_counts, evidence=cx.claims(f"{n} patients ({female} women) were included."))
 
 
+LAST_CURATED = date(2026, 11, 1)  # the latest curation date a synthetic file gets: fixed, so that a seed gives one kb
+
+
 def _curation(rng: random.Random, created_after: date) -> S.Curation:
     curators = [S.Curator(name=name, orcid=orcid) for name, orcid in rng.sample(CURATORS, k=rng.choice([1, 1, 2]))]
-    created = _date(rng, max(created_after, date(2024, 1, 1)), 700)
-    updated = created + timedelta(days=rng.randint(1, 300)) if rng.random() < 0.3 else None
+    created = min(_date(rng, max(created_after, date(2024, 1, 1)), 700), LAST_CURATED)  # never in the future (a validation rule)
+    updated = min(created + timedelta(days=rng.randint(1, 300)), LAST_CURATED) if rng.random() < 0.3 else None
     notes = rng.choice([None, None, "Values read from Table 1.", "The second patient of the series is left out: no treatment given."])
     return S.Curation(curators=curators, created=created, updated=updated, notes=notes)
 

@@ -125,8 +125,11 @@ def test_new_refuses_an_existing_source_unless_asked_and_a_bad_id(project: Path)
     r = run("new", "heymann-2016", "--existing-source", cwd=project)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["kb/heymann-2016.yaml"]
-    r = run("new", "Smith 2021", cwd=project)
-    assert r.returncode == 1 and "not a usable id" in r.stderr
+    for args in (["Smith 2021"], ["Smith-2024"], ["smith-2024", "--patients", "-1"], ["smith-2024", "--patients", "0"]):
+        r = run("new", *args, cwd=project)
+        assert r.returncode == 2, (args, r.stderr)  # a wrong command line, as the README says
+        assert "not a usable id" in r.stderr or "not a number of patients from 1 to 100" in r.stderr, r.stderr
+    assert not (project / "kb" / "smith-2024.yaml").exists()
 
 
 def _placeholder_lines(text: str) -> dict[int, str]:
@@ -359,6 +362,18 @@ def test_fmt_check_names_each_file_and_the_command_then_fmt_fixes_it(project: Pa
     assert r.returncode == 0, r.stderr
     assert (_load(case.read_text()), _load(source.read_text())) == data
     assert run("fmt", "--check", cwd=project).returncode == 0
+
+
+def test_fmt_check_finds_crlf_line_ends_and_fmt_writes_lf(project: Path):
+    """Windows line ends are not the canonical layout: the file was read with its newlines
+    translated, so --check passed it and fmt left it as it was."""
+    case = project / "kb" / "wenzel-2016.yaml"
+    canonical = case.read_bytes()
+    case.write_bytes(canonical.replace(b"\n", b"\r\n"))
+    r = run("fmt", "--check", cwd=project)
+    assert r.returncode == 1 and "kb/wenzel-2016.yaml: not in the canonical layout" in r.stdout, r.stdout
+    assert run("fmt", "kb/wenzel-2016.yaml", cwd=project).returncode == 0
+    assert case.read_bytes() == canonical
 
 
 def test_fmt_leaves_a_file_it_cannot_read_as_it_is(project: Path):

@@ -14,6 +14,8 @@ import pytest
 from rdflib import Dataset, Graph
 
 ROOT = Path(__file__).resolve().parents[1]
+# The source texts: where this run has them (.ci/run and the Makefile set the variable), else beside the repository.
+SEEDS = Path(os.environ.get("EVIDENCE_SOURCE_TEXTS") or ROOT.parent / "shared" / "seeds")
 INVALID = ROOT / "tests" / "data" / "invalid"
 
 
@@ -51,6 +53,49 @@ def test_validate_json():
     r = run("validate", "--format", "json", str(INVALID / "unit-unknown.yaml"))
     data = json.loads(r.stdout)
     assert data and data[0]["rule"] == "unit" and data[0]["field"].endswith("dose.unit")
+
+
+def test_a_source_texts_setting_that_names_no_folder_is_an_error_and_missing_texts_are_said(tmp_path):
+    """EVIDENCE_SOURCE_TEXTS with a typo turned every quote check off without a word; the texts
+    missing where the configuration looks for them is allowed (a contributor may not have them),
+    and said."""
+    r = run("validate", env={"EVIDENCE_SOURCE_TEXTS": str(tmp_path / "seed")})
+    assert r.returncode == 1 and f"EVIDENCE_SOURCE_TEXTS={tmp_path / 'seed'} is not a folder" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    shutil.copytree(ROOT / "kb", tmp_path / "project" / "kb")
+    (tmp_path / "project" / "evidence.toml").write_text('[evidence]\nsource_texts = "no-texts-here"\n')
+    r = run("--root", str(tmp_path / "project"), "validate", env={"EVIDENCE_SOURCE_TEXTS": ""})
+    assert r.returncode == 0, r.stderr
+    assert f"note: no source texts at {tmp_path / 'project' / 'no-texts-here'}: quotes were not checked" in r.stderr
+    assert "note:" not in run("validate").stderr  # the texts are here (.ci/run and the Makefile set them)
+
+
+def test_a_broken_vocabulary_term_is_one_error_not_one_per_case_that_names_it(tmp_path):
+    """A term the schema refuses (here a malformed CHEBI identifier) was dropped, and every case
+    naming it got 'unknown drug', with a hint to add the term (it is there) or a wrong guess."""
+    shutil.copytree(ROOT / "kb", tmp_path / "kb")
+    shutil.copy(ROOT / "evidence.toml", tmp_path / "evidence.toml")
+    drugs = tmp_path / "kb" / "vocabulary" / "drugs.yaml"
+    drugs.write_text(drugs.read_text().replace("CHEBI:66919", "CHEBI:6691X"))
+    r = run("--root", str(tmp_path), "validate")
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [
+        "kb/vocabulary/drugs.yaml:6:17: error: ruxolitinib.identifiers[0]: 'CHEBI:6691X' does not match the CHEBI pattern ^CHEBI:\\d+$; "
+        "found 'CHEBI:6691X'"], r.stdout
+
+
+@pytest.mark.parametrize("copy", ["zimmermann-2019-v2", "aaa-2024"])
+def test_a_copied_case_with_its_id_unchanged_is_the_one_told_to_change_it(tmp_path, copy):
+    """The duplicate id was put on whichever file sorted first: for a copy named zimmermann-2019-v2
+    that was the untouched original (whose own checks were then skipped)."""
+    shutil.copytree(ROOT / "kb", tmp_path / "kb")
+    shutil.copy(ROOT / "evidence.toml", tmp_path / "evidence.toml")
+    shutil.copy(tmp_path / "kb" / "zimmermann-2019.yaml", tmp_path / "kb" / f"{copy}.yaml")
+    r = run("--root", str(tmp_path), "validate")
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == [
+        f"kb/{copy}.yaml:4:5: error: case id 'zimmermann-2019' is already used by kb/zimmermann-2019.yaml "
+        f"(hint: ids are unique across the kb: give this file an id of its own such as '{copy}', its file name)"], r.stdout
 
 
 def test_validate_missing_file_is_an_error_not_a_traceback():
@@ -129,7 +174,7 @@ def test_a_failed_build_leaves_the_previous_site_untouched(tmp_path):
     text, n = re.subn(r"unit: mg\b(?!/)", "unit: mgs", case.read_text(), count=1)
     assert n == 1
     case.write_text(text)
-    r = run("--root", str(project), "build", "--out", str(out), env={"EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")})
+    r = run("--root", str(project), "build", "--out", str(out), env={"EVIDENCE_SOURCE_TEXTS": str(SEEDS)})
     assert r.returncode == 1
     assert "zimmermann-2019.yaml:" in r.stderr and "'mgs' is not a known unit" in r.stderr
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -160,7 +205,7 @@ def test_build_refuses_an_output_folder_it_would_lose_data_in(tmp_path, target, 
     (project / "notes").mkdir()
     (project / "notes" / "mine.txt").write_text("my notes\n")
     before = _tree(tmp_path)
-    r = run("--root", str(project), "build", "--out", target, cwd=project, env={"EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")})
+    r = run("--root", str(project), "build", "--out", target, cwd=project, env={"EVIDENCE_SOURCE_TEXTS": str(SEEDS)})
     assert r.returncode == 1, r.stderr
     assert why in r.stderr and "Choose" in r.stderr and "Traceback" not in r.stderr
     assert _tree(tmp_path) == before

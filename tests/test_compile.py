@@ -339,3 +339,22 @@ def test_a_temporary_folder_without_room_is_a_compile_error(kb, monkeypatch):
     monkeypatch.setattr(Spool, "add", full)
     with pytest.raises(CompileError, match=r"cannot keep the compiled graph in a temporary file in .*No space left.*TMPDIR"):
         compile_kb(kb)
+
+
+def test_small_and_large_numbers_are_plain_decimals_in_the_graph(config):
+    """A number is an xsd:decimal in positional notation: repr() gave 2e-05, which SHACL (rightly)
+    refused as a decimal, after `evidence validate` had passed the file (tests/data/valid/)."""
+    from evidence.pipeline import compile_checked, load_and_validate
+
+    fixture = Path(__file__).parent / "data" / "valid" / "age-months-tiny-value.yaml"
+    compiled = compile_checked(load_and_validate(config, [fixture]))  # SHACL included
+    graph = compiled.ns.graph("case", "age-months-tiny-value")
+    decimals = {q.object.value for q in compiled.quads if q.graph_name.value == graph and isinstance(q.object, ox.Literal)
+                and q.object.datatype.value.endswith("#decimal")}
+    assert {"0.00002", "0.000001", "130"} <= decimals
+    assert not any("e" in d.lower() for d in decimals)
+
+
+@pytest.mark.parametrize(("x", "text"), [(4.0, "4"), (0.5, "0.5"), (2e-05, "0.00002"), (1e16, "10000000000000000"), (3, "3"), (-1.25e-7, "-0.000000125")])
+def test_number_text_is_positional(x, text):
+    assert S.number_text(x) == text

@@ -142,7 +142,7 @@ def hostile(max_len: int) -> st.SearchStrategy[str]:
     long = st.tuples(st.lists(_piece, min_size=1, max_size=4).map("".join), st.integers(max(1, max_len - 50), max_len)).map(
         lambda t: (t[0] * (t[1] // len(t[0]) + 1))[: t[1]]
     )
-    return st.one_of(short, short, short, long)
+    return st.one_of(short, short, short, long).filter(lambda s: re.search(r"\S", s))  # blanks only: an empty field (schema.Text)
 
 
 # Source addresses that the schema accepts (https?://, no space, no <>"') and that are IRIs (RFC 3987),

@@ -20,6 +20,8 @@ import pytest
 from .yamlplaces import places, put
 
 ROOT = Path(__file__).resolve().parents[1]
+# The source texts: where this run has them (.ci/run and the Makefile set the variable), else beside the repository.
+SEEDS = Path(os.environ.get("EVIDENCE_SOURCE_TEXTS") or ROOT.parent / "shared" / "seeds")
 HOSTILE = ROOT / "tests" / "data" / "hostile"
 FILES = sorted(p for p in HOSTILE.rglob("*.yaml"))
 MEMORY_LIMIT = 2 * 1024**3
@@ -123,6 +125,42 @@ def test_a_link_out_of_the_kb_is_refused_and_never_read(tmp_path):
     assert not (project / "_site").exists()
 
 
+def test_a_yaml_file_the_kb_would_not_read_is_an_error_not_left_out(tmp_path):
+    """Only kb/<id>.yaml, kb/sources/<id>.yaml and kb/vocabulary/<kind>.yaml are read. A case saved
+    as .yml or .YAML, or in a folder of its own, was left out without a word (and the build
+    published the kb without it), while `validate kb` read it: now each is an error naming the
+    file and how to put it right, whether the kb is validated whole or the file is named. A folder
+    of other files (notes) and the query library are not the kb's YAML, and pass."""
+    project = _project(tmp_path)
+    kb = project / "kb"
+    case = (kb / "zimmermann-2019.yaml").read_text()
+    (kb / "zimmermann-2019.yaml").rename(kb / "zimmermann-2019.yml")
+    (kb / "sources" / "extra.YAML").write_text("id: extra\n")
+    (kb / "cases").mkdir()
+    (kb / "cases" / "smith-2024.yaml").write_text(case.replace("id: zimmermann-2019", "id: smith-2024"))
+    (kb / "notes").mkdir()
+    (kb / "notes" / "todo.md").write_text("to check\n")
+    (tmp_path / "elsewhere.txt").write_text("id: x\n")
+    expected = {
+        "kb/zimmermann-2019.yml": "'zimmermann-2019.yml' is not read: kb files are named *.yaml (hint: rename it to zimmermann-2019.yaml)",
+        "kb/sources/extra.YAML": "'extra.YAML' is not read: kb files are named *.yaml (hint: rename it to extra.yaml)",
+        "kb/cases": "this folder is not part of the kb: its YAML files are not read (hint: put case files in kb/",
+    }
+    for r in (_validate(root=project), _validate(kb, root=project)):
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        for shown, what in expected.items():
+            assert any(ln.startswith(f"{shown}:1:1: error: {what}") for ln in r.stdout.splitlines()), (shown, r.stdout)
+        assert "kb/notes" not in r.stdout and "kb/queries" not in r.stdout
+    r = _validate(kb / "cases" / "smith-2024.yaml", tmp_path / "elsewhere.txt", root=project)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "kb/cases/smith-2024.yaml:1:1: error: not a kb file: only kb/<id>.yaml, kb/sources/<id>.yaml and kb/vocabulary/<kind>.yaml are read" in r.stdout
+    assert f"{tmp_path / 'elsewhere.txt'}:1:1: error: not a kb file" in r.stdout
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    b = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), "build"], cwd=project, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert b.returncode == 1 and "kb/zimmermann-2019.yml" in b.stderr and not (project / "_site").exists(), b.stderr
+
+
 # A reference to another file or term. (A source's text_file, the one file name, has a pattern of
 # its own, so "../" there is a schema error that stops the rules of its file: tests/data/hostile/
 # sources/path-traversal.yaml.)
@@ -156,7 +194,7 @@ def test_a_folder_of_the_kb_linked_out_of_it_is_refused_and_none_of_its_files_re
     (project / "kb" / "sources" / "secret.yaml").unlink()
     shutil.move(project / "kb" / "queries", elsewhere / "queries")
     (project / "kb" / "queries").symlink_to(elsewhere / "queries", target_is_directory=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EVIDENCE_SOURCE_TEXTS": str(SEEDS)}
     q = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), "query", "--list"], cwd=project, env=env,
                        capture_output=True, text=True, timeout=120)
     assert q.returncode == 1 and "outside the kb folder" in q.stderr and "Traceback" not in q.stderr, q.stderr
@@ -198,7 +236,7 @@ def test_script_in_text_is_inert_in_the_built_site(tmp_path):
         shutil.copytree(ROOT / name, project / name)
     shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
     shutil.copy(HOSTILE / "script-in-text.yaml", project / "kb" / "script-in-text.yaml")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EVIDENCE_SOURCE_TEXTS": str(ROOT.parent / "shared" / "seeds")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EVIDENCE_SOURCE_TEXTS": str(SEEDS)}
     out = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), "build", "--out", str(out)], cwd=project, env=env,
                        capture_output=True, text=True, timeout=300)

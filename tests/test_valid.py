@@ -80,6 +80,9 @@ def test_valid_cases_exercise_the_forms_the_kb_does_not_use() -> None:
         ),
         "adverse event with a severity": any(a.severity != S.NOT_REPORTED for p in patients for a in p.adverse_events),
         "dose increased phase": any(ph.kind == "dose increased" for t in treatments for ph in t.phases),
+        "age over 120 in a unit other than years": any(isinstance(p.age, S.Age) and p.age.unit != "years" and (p.age.value or 0) > 120
+                                                       for p in patients),
+        "measured value below 0.0001": any(isinstance(o.before, S.Measurement) and 0 < o.before.value < 0.0001 for p in patients for o in p.outcomes),
     }
     assert [name for name, used in forms.items() if not used] == []
 

@@ -224,10 +224,35 @@ def source_template(source_id: str, today: str | None = None) -> str:
     return head + "\n".join(_model_lines(t, S.Source, 0, expand=False)) + "\n"
 
 
+def _id_problem(case_id: str) -> str | None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", case_id) or len(case_id) > 80:
+        return f"'{case_id}' is not a usable id: use lower-case letters, digits and hyphens, such as smith-2021 (first author and year)"
+    return None
+
+
+def _new_id(text: str) -> str:
+    """argparse's check of `new`'s id: a wrong one is a wrong command line (exit 2)."""
+    problem = _id_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _patients(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of patients from 1 to 100")
+    return n
+
+
 def write_new(config: Config, case_id: str, patients: int = 1, existing_source: bool = False) -> list[Path]:
     """Write the two templates; refuse (ValueError) to overwrite anything."""
-    if not re.match(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$", case_id) or len(case_id) > 80:
-        raise ValueError(f"'{case_id}' is not a usable id: use lower-case letters, digits and hyphens, such as smith-2021 (first author and year)")
+    problem = _id_problem(case_id)
+    if problem:
+        raise ValueError(problem)
     case = config.kb_dir / f"{case_id}.yaml"
     source = config.kb_dir / "sources" / f"{case_id}.yaml"
     if case.exists():
@@ -715,7 +740,8 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             failed += 1
             continue
         try:
-            text = p.read_text(encoding="utf-8")
+            with open(p, encoding="utf-8", newline="") as fh:  # as it is: CRLF line ends are not the canonical layout
+                text = fh.read()
             new = format_text(text, _kind_of(p, config), shown)
         except (OSError, UnicodeDecodeError) as exc:
             print(f"{shown}:1:1: error: cannot read the file: {exc}", file=sys.stderr)
@@ -746,8 +772,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     n = sub.add_parser("new", help="start a new case: write kb/<id>.yaml and kb/sources/<id>.yaml from a template",
                        description="Write a case file and its source record from a template of every field (each with a comment saying "
                                    "what it holds). Never overwrites a file. Then fill them in and run `evidence validate`.")
-    n.add_argument("id", help="the new case's id: first author and year, such as smith-2021 (lower-case letters, digits, hyphens)")
-    n.add_argument("--patients", type=int, default=1, metavar="N", help="how many patient blocks to write (default 1)")
+    n.add_argument("id", type=_new_id, help="the new case's id: first author and year, such as smith-2021 (lower-case letters, digits, hyphens)")
+    n.add_argument("--patients", type=_patients, default=1, metavar="N", help="how many patient blocks to write, 1 to 100 (default 1)")
     n.add_argument("--existing-source", action="store_true", help="write only the case file, citing the source record kb/sources/<id>.yaml that exists")
     n.set_defaults(func=cmd_new)
 

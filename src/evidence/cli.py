@@ -20,7 +20,7 @@ from pathlib import Path
 import pyoxigraph as ox
 
 from . import interrupts
-from .config import load_config
+from .config import SOURCE_TEXTS_ENV, load_config
 from .errors import Diagnostic, EvidenceError, QueryError, Terminated, WorkerError
 from .folders import write_whole
 
@@ -48,8 +48,8 @@ def _expand_paths(paths: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            out.extend(sorted(q for q in path.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file()))
+        if path.is_dir():  # every YAML file under it, misnamed ones too (validate says they are not read)
+            out.extend(sorted(q for q in path.rglob("*") if q.name.lower().endswith((".yaml", ".yml")) and q.is_file()))
         else:
             out.append(path)
     return out
@@ -68,12 +68,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     paths = [p for p in paths if p.exists()]
     kb = validate_kb(config, paths)
     diags = kb.diagnostics
-    if args.paths:
+    if args.paths:  # what was named: its files, and for a folder, anything under it (a folder the kb does not read)
         wanted = {str(real_path(p)) for p in paths}
-        diags = [d for d in diags if str(real_path(config.root / d.path)) in wanted or str(real_path(Path(d.path))) in wanted]
+        folders = [real_path(Path(p)) for p in args.paths if Path(p).is_dir()]
+
+        def named(d) -> bool:
+            found = {real_path(config.root / d.path), real_path(Path(d.path))}
+            return any(str(f) in wanted or any(f == top or top in f.parents for top in folders) for f in found)
+
+        diags = [d for d in diags if named(d)]
     _print_diagnostics(diags, args.format)
     files = len(paths) if args.paths else len({f.display for f in kb.files.values()} | {d.path for d in diags})
     print(_summary(diags, files), file=sys.stderr)
+    if config.texts_dir() is None:  # allowed (a contributor may not have them), and said: the check runs where they are
+        print(f"note: no source texts at {config.texts_wanted()}: quotes were not checked against them "
+              f"(set {SOURCE_TEXTS_ENV} to the folder of texts)", file=sys.stderr)
     return EXIT_PROBLEMS if missing or any(d.level == "error" for d in diags) else EXIT_OK
 
 

@@ -82,12 +82,6 @@ def xsd_duration(iso: str) -> str:
     return f"{date}{days}D" + (f"T{time}" if time else "")
 
 
-def _num(x: float | int) -> str:
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x))
-    return repr(x) if isinstance(x, float) else str(x)
-
-
 def canonical_nquads(quads: Iterable[ox.Quad]) -> bytes:
     """N-Quads, one distinct line per quad, lines sorted: the same quads give the same bytes."""
     return _merge(ox.serialize(quads, format=ox.RdfFormat.N_QUADS))
@@ -289,7 +283,7 @@ class _Builder:
         elif isinstance(value, int) and datatype is None:
             self.add(s, pred, ox.Literal(str(value), datatype=self.dt("integer")))
         elif isinstance(value, float) or datatype == "decimal":
-            self.add(s, pred, ox.Literal(_num(value), datatype=self.dt("decimal")))
+            self.add(s, pred, ox.Literal(S.number_text(value), datatype=self.dt("decimal")))
         elif datatype == "duration":
             self.add(s, pred, ox.Literal(xsd_duration(str(value)), datatype=self.dt(datatype)))
         elif datatype:

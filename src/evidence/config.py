@@ -28,10 +28,15 @@ class Config:
         return self.root / self.kb
 
     def texts_dir(self) -> Path | None:
-        """The folder of source texts, if it exists: the environment variable wins."""
-        env = os.environ.get(SOURCE_TEXTS_ENV)
-        folder = Path(env) if env else (self.root / self.source_texts)
+        """The folder of source texts, if it exists: the environment variable wins (one that
+        names no folder is refused by :func:`load_config`)."""
+        folder = self.texts_wanted()
         return folder if folder.is_dir() else None
+
+    def texts_wanted(self) -> Path:
+        """Where the source texts are looked for, whether or not they are there."""
+        env = os.environ.get(SOURCE_TEXTS_ENV)
+        return Path(env) if env else (self.root / self.source_texts)
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -45,6 +50,10 @@ def find_root(start: Path | None = None) -> Path:
 def load_config(root: Path | str | None = None) -> Config:
     """Read ``evidence.toml`` from ``root`` (or the nearest parent that has one)."""
     base = find_root(Path(root) if root else None)
+    env = os.environ.get(SOURCE_TEXTS_ENV)
+    if env and not Path(env).is_dir():  # a typo would have turned every quote check off without a word
+        raise LoadError(f"{SOURCE_TEXTS_ENV}={env} is not a folder: set it to the folder of source texts, or unset it "
+                        f"(the default is source_texts in evidence.toml)")
     path = base / "evidence.toml"
     if not path.is_file():
         return Config(root=base)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import schema as S
 from .config import Config, load_config
 from .errors import EvidenceError
 from .folders import write_whole
@@ -208,7 +209,7 @@ def _claims(value: Any, owner: str, where: str, out: set[tuple[str, str, str, st
 
 
 def _num(x: Any) -> str:
-    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+    return S.number_text(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
 
 
 def _summary(kind: str, d: dict) -> str:

@@ -6,6 +6,10 @@ Layout of a kb folder::
     kb/sources/<source-id>.yaml    publication records
     kb/vocabulary/<kind>.yaml      genes, drugs, diseases, measures, phenotypes
     kb/queries/*.rq                the SPARQL query library (read by the query stage)
+
+Nothing else of the kb is read, so anything a curator may have meant as a kb file is reported
+rather than left out without a word: a YAML file named ``.yml`` or ``.YAML``, a folder of YAML
+files anywhere else, a file named on the command line that is not in one of those places.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from .errors import Diagnostic, LoadError
 from .schema import VOCABULARY_KINDS
 from .yamlio import MAX_BYTES, YamlDoc, load_yaml_bytes
 
-__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "discover", "leaves_kb", "read_kb", "real_path", "file_kind"]
+__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "Refusal", "discover", "leaves_kb", "read_kb", "real_path", "file_kind"]
 
 
 class KbFile:
@@ -125,8 +129,9 @@ class _Resolver:
 
 
 def file_kind(path: Path, kb_dir: Path, resolve: Callable[[Path], Path] = Path.resolve) -> str | None:
-    """The kind of a file from its place in the kb, or None if it is not a kb YAML file."""
-    if path.suffix not in (".yaml", ".yml"):
+    """The kind of a file from its place in the kb, or None if it is not a kb YAML file (named
+    ``*.yaml``, in the kb folder, its sources/ or its vocabulary/)."""
+    if path.suffix != ".yaml":
         return None
     try:
         rel = resolve(path).relative_to(resolve(kb_dir))
@@ -156,7 +161,42 @@ def _display(path: Path, base: Path, resolve: Callable[[Path], Path] = Path.reso
 
 
 _FOLDERS = (("", "case"), ("sources", "source"), ("vocabulary", "vocabulary:"))  # where each kind of file is, in the kb
-REFUSED = "refused"  # the kind discover() gives a symbolic link that leaves the kb
+_OTHER_FOLDERS = {"queries"}  # the kb's folders of other files (see the module's text)
+REFUSED = "refused"  # the kind discover() gives what it will not read (see Refusal)
+_KB_FILES = "kb/<id>.yaml, kb/sources/<id>.yaml and kb/vocabulary/<kind>.yaml"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why discover() will not read a path, as :func:`read_kb` reports it."""
+
+    message: str
+    rule: str
+    hint: str
+
+
+def _link_refusal(problem: str) -> Refusal:
+    return Refusal(problem, "file-link", "put the file or folder itself in the kb folder, in place of the link")
+
+
+def _looks_yaml(name: str) -> bool:
+    return name.lower().endswith((".yaml", ".yml")) and not name.startswith(".")
+
+
+def _misnamed(name: str) -> Refusal:
+    stem = name.rsplit(".", 1)[0]
+    return Refusal(f"'{name}' is not read: kb files are named *.yaml", "file-name", f"rename it to {stem}.yaml")
+
+
+def _holds_yaml(folder: str) -> bool:
+    for _dirpath, _dirs, names in os.walk(folder):
+        if any(_looks_yaml(n) for n in names):
+            return True
+    return False
+
+
+_STRAY_FOLDER = Refusal("this folder is not part of the kb: its YAML files are not read", "file-name",
+                        "put case files in kb/, source records in kb/sources/ and vocabulary files in kb/vocabulary/")
 
 
 def real_path(p: Path) -> Path:
@@ -198,15 +238,22 @@ def leaves_kb(path: Path, kb_real: Path, folder: bool = False) -> str | None:
 
 
 def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[Path], Path] | None = None,
-             why: dict[Path, str] | None = None) -> list[tuple[str, Path]]:
+             why: dict[Path, Refusal] | None = None) -> list[tuple[str, Path]]:
     """Every kb file, sorted, as (kind, path); ``extra`` files are added to the kb as well.
 
     Each folder is listed once (``os.scandir``): a regular file's kind is its folder's, and only
     a symbolic link is resolved to find it (at 10,000 cases, a glob and a ``resolve`` per file took
-    about a second of every build). A symbolic link in the kb that does not lead to a file inside
-    the kb folder (see :func:`leaves_kb`), and a folder of the kb linked out of it, is listed with
-    the kind ``REFUSED``: it is never read, and :func:`read_kb` reports it (``why``, if given,
-    gets the reason for each)."""
+    about a second of every build). Listed with the kind ``REFUSED``, never read, and reported by
+    :func:`read_kb` (``why``, if given, gets a :class:`Refusal` for each): a symbolic link in the kb
+    that does not lead to a file inside the kb folder (see :func:`leaves_kb`), a folder of the kb
+    linked out of it, a YAML file not named ``*.yaml``, a folder of YAML files that is not one of
+    the kb's, and a file of ``extra`` that is not a kb file."""
+
+    def refuse(p: Path, refusal: Refusal) -> None:
+        found.append((REFUSED, p))
+        if why is not None:
+            why[p] = refusal
+
     resolve = resolve or _Resolver()
     found: list[tuple[str, Path]] = []
     inside = resolve(kb_dir)
@@ -214,23 +261,26 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
         where = kb_dir / folder if folder else kb_dir
         problem = leaves_kb(where, inside, folder=True) if folder and os.path.islink(where) else None
         if problem:
-            found.append((REFUSED, where))  # none of its files is read
-            if why is not None:
-                why[where] = problem
+            refuse(where, _link_refusal(problem))  # none of its files is read
             continue
         try:
             with os.scandir(where) as listing:
-                entries = sorted((e for e in listing if e.name.endswith(".yaml") and e.name != ".yaml"), key=lambda e: e.name)
+                entries = sorted(listing, key=lambda e: e.name)
         except OSError:  # as a glob would: a folder that is missing or cannot be listed has no file
             continue
         for e in entries:
             p = where / e.name
+            if not (e.name.endswith(".yaml") and e.name != ".yaml"):
+                if _looks_yaml(e.name) and not e.is_dir():
+                    refuse(p, _misnamed(e.name))
+                elif (e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and (folder or e.name not in _OTHER_FOLDERS)
+                      and (folder or e.name not in dict(_FOLDERS)) and _holds_yaml(e.path)):
+                    refuse(p, _STRAY_FOLDER)
+                continue
             if e.is_symlink():
                 problem = leaves_kb(p, inside)
                 if problem:
-                    found.append((REFUSED, p))
-                    if why is not None:
-                        why[p] = problem
+                    refuse(p, _link_refusal(problem))
                     continue
                 k = file_kind(p, kb_dir, resolve)
             else:
@@ -238,9 +288,14 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
             if k and e.is_file():
                 found.append((k, p))
     for p in extra or []:
+        if any(resolve(p) == resolve(q) for _, q in found):
+            continue
         kind = file_kind(p, kb_dir, resolve)
-        if kind and all(resolve(p) != resolve(q) for _, q in found):
+        if kind:
             found.append((kind, p))
+        else:  # named on the command line, and not a kb file: checked by nothing, so said
+            refuse(p, _misnamed(p.name) if _looks_yaml(p.name) and p.suffix != ".yaml" else
+                   Refusal(f"not a kb file: only {_KB_FILES} are read", "file-name", "move it into the kb folder, or name a kb file"))
     return found
 
 
@@ -327,11 +382,12 @@ def read_kb(kb_dir: Path, base: Path, extra: list[Path] | None = None, shas: Fil
         prefix = prefixes[p.parent]
         return str(p) if prefix is None else prefix + p.name
 
-    refused: dict[Path, str] = {}
+    refused: dict[Path, Refusal] = {}
     for kind, p in discover(kb_dir, extra, resolve, why=refused):
         shown = display(p, follow=kind != REFUSED)  # a link out of the kb is named by its place in it
         if kind == REFUSED:
-            diags.append(Diagnostic(shown, 1, 1, refused[p], rule="file-link", hint="put the file or folder itself in the kb folder, in place of the link"))
+            r = refused[p]
+            diags.append(Diagnostic(shown, 1, 1, r.message, rule=r.rule, hint=r.hint))
             continue
         if kind.startswith("vocabulary:") and kind.split(":", 1)[1] not in VOCABULARY_KINDS:
             diags.append(

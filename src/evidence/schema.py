@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import re
 from datetime import date as Date
+from datetime import timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "NOT_REPORTED",
     "NotReported",
+    "number_text",
+    "at_field",
     "Claim",
     "Curator",
     "Curation",
@@ -74,14 +79,67 @@ NotReported = Literal["not reported"]
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*[a-z0-9]$", max_length=80)]
 LocalId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=40)]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=80)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=5000)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+# Text holds something besides blanks: "  " is as empty as "" (and reported so, see
+# validate.schema_diagnostics); a blank key named no term, and a blank quote was "found" anywhere.
+Key = Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=r"\S")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=5000, pattern=r"\S")]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"\S")]
+
+# true/false is never a number: pydantic's lax mode read `value: yes` as a dose of 1 and `n: yes`
+# as a cohort of 1. A number YAML reads as text stays a number ("4", and 1.7e308, which YAML 1.1
+# reads as text for want of a sign in the exponent); true/false is only true or false.
+
+
+def _not_a_flag(kind: str) -> Any:
+    def check(x: Any) -> Any:
+        if isinstance(x, bool):
+            raise PydanticCustomError(kind, "true or false is not a number")
+        return x
+    return BeforeValidator(check)
+
+
+Number = Annotated[float, _not_a_flag("float_type")]
+Whole = Annotated[int, _not_a_flag("int_type")]
+Flag = Annotated[bool, Strict()]
+
+
+def at_field(name: str, message: str, hint: str = "") -> PydanticCustomError:
+    """An error a model's own check finds in one of its fields (a model validator's errors are
+    otherwise placed on the whole mapping): reported at that field by
+    validate.schema_diagnostics (error type ``at_field``)."""
+    return PydanticCustomError("at_field", "{field}: {message}", {"field": name, "message": message, "hint": hint})
+
+
+def number_text(x: float | int) -> str:
+    """A number as the kb means it, in plain positional notation: 4.0 is '4', 0.00002 is
+    '0.00002' (``repr`` gives '2e-05', which is not an xsd:decimal, and which a reader of a dose
+    should not have to decode)."""
+    if isinstance(x, float):
+        if x.is_integer():
+            return str(int(x))
+        return format(Decimal(repr(x)), "f")
+    return str(x)
 
 # Whole numbers in every field but seconds, as in xsd:duration (which the graph uses; weeks are
 # written there as days): "1.5 years" is curated as P1Y6M, which says the same exactly.
 ISO_DURATION = r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?!$)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
-Duration = Annotated[str, StringConstraints(pattern=ISO_DURATION)]
+_DURATION_PARTS = re.compile(r"(\d+(?:\.\d+)?)([YMWDHS])")
+_DAYS_IN = {"Y": 365.25, "M": 30.4375, "W": 7.0, "D": 1.0, "H": 1 / 24, "TM": 1 / 1440, "S": 1 / 86400}
+MAX_DURATION_YEARS = 150
+
+
+def _plausible_duration(iso: str) -> str:
+    """A duration of at most 150 years (P99999999999999999999999W passed the pattern, and the
+    graph's tools then failed on it)."""
+    date_part, _, time_part = iso.partition("T")
+    days = sum(float(n) * _DAYS_IN[u] for n, u in _DURATION_PARTS.findall(date_part))
+    days += sum(float(n) * _DAYS_IN["TM" if u == "M" else u] for n, u in _DURATION_PARTS.findall(time_part))
+    if days > MAX_DURATION_YEARS * 365.25:
+        raise ValueError(f"{iso} is more than {MAX_DURATION_YEARS} years; check the duration against the source")
+    return iso
+
+
+Duration = Annotated[str, StringConstraints(pattern=ISO_DURATION), AfterValidator(_plausible_duration)]
 
 # A transcript-anchored HGVS variant such as NM_033629.6:c.52G>A (substitution, deletion,
 # duplication, insertion, delins); the transcript version is required.
@@ -145,6 +203,20 @@ CURIE_PATTERNS: dict[str, str] = {
     "NCIT": r"^NCIT:C\d+$",
 }
 Curie = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.]*:[A-Za-z0-9_.:-]+$")]
+
+
+def _known_prefix(curie: str) -> str:
+    """A CURIE of a known prefix, with that prefix's syntax (checked item by item, so that an
+    error names the identifier and its line, not the whole list)."""
+    prefix = curie.split(":", 1)[0]
+    if prefix not in CURIE_PATTERNS:
+        raise ValueError(f"unknown identifier prefix '{prefix}' in '{curie}'; known: {', '.join(sorted(CURIE_PATTERNS))}")
+    if not re.fullmatch(CURIE_PATTERNS[prefix], curie):  # not re.match: its "$" lets a final newline through
+        raise ValueError(f"'{curie}' does not match the {prefix} pattern {CURIE_PATTERNS[prefix]}")
+    return curie
+
+
+CheckedCurie = Annotated[Curie, AfterValidator(_known_prefix)]
 
 
 class _Model(BaseModel):
@@ -378,6 +450,19 @@ class Curation(_Model):
     updated: Date | None = Field(None, description="Date of the last substantive change.")
     notes: Text | None = Field(None, description="What was left out and why; anything a reviewer should know.")
 
+    @model_validator(mode="after")
+    def _dates(self) -> Curation:
+        # A day ahead is allowed: a curator east of UTC may already be on the next day.
+        latest = Date.today() + timedelta(days=1)
+        for name in ("created", "updated"):
+            when = getattr(self, name)
+            if when is not None and when > latest:
+                raise at_field(name, f"{when.isoformat()} is in the future", "write the date the file was curated")
+        if self.updated is not None and self.updated < self.created:
+            raise at_field("updated", f"{self.updated.isoformat()} is before created ({self.created.isoformat()})",
+                           "updated is the date of the last change, on or after created")
+        return self
+
 
 # --------------------------------------------------------------------------- publications
 
@@ -389,10 +474,10 @@ class Source(_Model):
     kind: SourceKind = Field(description="Publication type.")
     title: Text = Field(description="Title as published.")
     authors: list[ShortText] = Field(min_length=1, description="Authors as 'Family Initials', in order.")
-    authors_complete: bool = Field(description="False when only the first authors are known (et al.).")
+    authors_complete: Flag = Field(description="False when only the first authors are known (et al.).")
     journal: ShortText | None = Field(None, description="Journal or venue.")
     publisher: ShortText | None = Field(None, description="Publisher, for a venue that is not a journal.")
-    year: int = Field(ge=1800, le=2100, description="Year of publication.")
+    year: Whole = Field(ge=1800, le=2100, description="Year of publication.")
     date: Date | None = Field(None, description="Full publication date where known.")
     volume: ShortText | None = None
     issue: ShortText | None = None
@@ -411,7 +496,10 @@ class Source(_Model):
     @model_validator(mode="after")
     def _text(self) -> Source:
         if self.text_held != TextHeld.none.value and not self.text_file:
-            raise ValueError("text_file is required when text_held is not 'none'")
+            raise at_field("text_held", f"'{self.text_held}' needs text_file, the name of the held text's file",
+                           "add text_file: <name>.txt, or write text_held: none")
+        if self.date is not None and self.date.year != self.year:
+            raise at_field("date", f"{self.date.isoformat()} is not in the year {self.year}", "make the date and the year agree with the publication")
         return self
 
 
@@ -432,9 +520,9 @@ class EvidenceLevel(_Model):
 class Age(_Model):
     """Exactly one of: ``value`` (exact), ``min`` and ``max`` (a range), or ``category``."""
 
-    value: float | None = Field(None, ge=0, le=120, description="Exact age.")
-    min: float | None = Field(None, ge=0, le=120)
-    max: float | None = Field(None, ge=0, le=120)
+    value: Number | None = Field(None, ge=0, description="Exact age, in ``unit``: at most 120 years.")
+    min: Number | None = Field(None, ge=0)
+    max: Number | None = Field(None, ge=0)
     unit: Literal["years", "months", "weeks", "days"] = "years"
     category: Literal["neonate", "infant", "child", "adolescent", "minor", "adult", "older adult"] | None = None
     basis: Literal["stated", "derived"] = Field("stated", description="derived: inferred from the text, as 'minor' from parental consent.")
@@ -446,7 +534,23 @@ class Age(_Model):
             raise ValueError("give exactly one of value, min and max, or category")
         if forms[1] and (self.min is None or self.max is None or self.min > self.max):
             raise ValueError("an age range needs min <= max")
+        _plausible_age(self, ("value", "min", "max"))
         return self
+
+
+_MAX_AGE = {"years": 120, "months": 120 * 12, "weeks": 6261, "days": 43830}  # 120 years in each unit
+
+
+def _plausible_age(age: Any, fields: tuple[str, ...]) -> None:
+    """No age (or spread of ages) above 120 years, in the unit it is written in. Checked here,
+    where the unit is known (a field is validated before the fields after it); reported at the
+    field (validate.schema_diagnostics, error type ``plausible_age``)."""
+    limit = _MAX_AGE[age.unit]
+    for name in fields:
+        x = getattr(age, name)
+        if x is not None and x > limit:
+            raise PydanticCustomError("plausible_age", "{field} is more than 120 years",
+                                      {"field": name, "found": number_text(x), "limit": limit, "unit": age.unit})
 
 
 class Variant(_Model):
@@ -475,7 +579,7 @@ class Genotype(_Model):
 class Dose(_Model):
     """A dose: a value with a unit, or only a qualifier such as 'full dose' when no value is given."""
 
-    value: float | None = Field(None, gt=0, le=100000, description="Amount per administration; must be positive.")
+    value: Number | None = Field(None, gt=0, le=100000, description="Amount per administration; must be positive.")
     unit: Unit | None = None
     qualifier: ShortText | None = Field(None, description="As the source words it: 'full dose', 'reduced'.")
 
@@ -541,7 +645,7 @@ MAX_MEASUREMENT = 1e12
 
 
 class Measurement(_Model):
-    value: float = Field(ge=-MAX_MEASUREMENT, le=MAX_MEASUREMENT)
+    value: Number = Field(ge=-MAX_MEASUREMENT, le=MAX_MEASUREMENT)
     unit: ShortText | None = None
 
 
@@ -585,35 +689,40 @@ class Patient(_Model):
 
 
 class CohortAge(_Model):
-    mean: float | None = Field(None, ge=0, le=120)
-    sd: float | None = Field(None, ge=0, le=120)
-    median: float | None = Field(None, ge=0, le=120)
-    min: float | None = Field(None, ge=0, le=120)
-    max: float | None = Field(None, ge=0, le=120)
+    mean: Number | None = Field(None, ge=0)
+    sd: Number | None = Field(None, ge=0)
+    median: Number | None = Field(None, ge=0)
+    min: Number | None = Field(None, ge=0)
+    max: Number | None = Field(None, ge=0)
     unit: Literal["years", "months"] = "years"
+
+    @model_validator(mode="after")
+    def _plausible(self) -> CohortAge:
+        _plausible_age(self, ("mean", "sd", "median", "min", "max"))
+        return self
 
 
 class OutcomeCount(_Model):
     measure: Key
     response: Response | None = None
     direction: Direction | None = None
-    patients: int = Field(ge=0, le=MAX_PATIENTS)
+    patients: Whole = Field(ge=0, le=MAX_PATIENTS)
     evidence: list[Claim] = Field(min_length=1)
 
 
 class AdverseEventCount(_Model):
     term: Key | None = Field(None, description="Phenotype key, or left out for any adverse event.")
     severity: Severity | None = None
-    patients: int = Field(ge=0, le=MAX_PATIENTS)
+    patients: Whole = Field(ge=0, le=MAX_PATIENTS)
     evidence: list[Claim] = Field(min_length=1)
 
 
 class Cohort(_Model):
     """Figures the source gives only for the group, not per patient."""
 
-    n: int = Field(ge=1, le=MAX_PATIENTS)
-    female: int | None = Field(None, ge=0, le=MAX_PATIENTS)
-    male: int | None = Field(None, ge=0, le=MAX_PATIENTS)
+    n: Whole = Field(ge=1, le=MAX_PATIENTS)
+    female: Whole | None = Field(None, ge=0, le=MAX_PATIENTS)
+    male: Whole | None = Field(None, ge=0, le=MAX_PATIENTS)
     age: CohortAge | None = None
     outcome_counts: list[OutcomeCount] = Field(default_factory=list)
     adverse_event_counts: list[AdverseEventCount] = Field(default_factory=list)
@@ -648,19 +757,8 @@ class VocabTerm(_Model):
     label: ShortText
     synonyms: list[ShortText] = Field(default_factory=list)
     description: Text | None = None
-    identifiers: list[Curie] = Field(default_factory=list, description="CURIEs, each checked in a public registry.")
+    identifiers: list[CheckedCurie] = Field(default_factory=list, description="CURIEs, each checked in a public registry.")
     identifier_provenance: Text | None = Field(None, description="Where the identifiers were checked.")
-
-    @field_validator("identifiers")
-    @classmethod
-    def _known_prefixes(cls, ids: list[str]) -> list[str]:
-        for curie in ids:
-            prefix = curie.split(":", 1)[0]
-            if prefix not in CURIE_PATTERNS:
-                raise ValueError(f"unknown identifier prefix '{prefix}' in '{curie}'; known: {', '.join(sorted(CURIE_PATTERNS))}")
-            if not re.fullmatch(CURIE_PATTERNS[prefix], curie):  # not re.match: its "$" lets a final newline through
-                raise ValueError(f"'{curie}' does not match the {prefix} pattern {CURIE_PATTERNS[prefix]}")
-        return ids
 
     @model_validator(mode="after")
     def _provenance(self) -> VocabTerm:

@@ -18,6 +18,7 @@ from . import schema as S
 __all__ = [
     "NR",
     "is_nr",
+    "regimen_text",
     "num",
     "human_duration",
     "dose_text",
@@ -39,12 +40,10 @@ def is_nr(value: Any) -> bool:
 
 
 def num(x: float | int | None) -> str:
-    """4.0 -> '4', 0.5 -> '0.5'."""
+    """4.0 -> '4', 0.5 -> '0.5', 2e-05 -> '0.00002' (:func:`evidence.schema.number_text`)."""
     if x is None:
         return ""
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x))
-    return str(x)
+    return S.number_text(x)
 
 
 _UNITS = [("Y", "year"), ("M", "month"), ("W", "week"), ("D", "day")]
@@ -77,6 +76,19 @@ def dose_text(dose: S.Dose | str | None) -> str | None:
     if amount and dose.qualifier:
         return f"{amount} ({dose.qualifier})"
     return amount or dose.qualifier
+
+
+def regimen_text(t: S.Treatment) -> str:
+    """'4 mg, daily, oral, for 3 months'; a part the source does not give is named: 'dose not
+    reported, daily, route not reported, duration not reported' (a row of bare 'not reported'
+    did not say which was missing)."""
+    dose = dose_text(t.dose)
+    parts = [dose if dose and not is_nr(dose) else "dose not reported",
+             t.frequency if not is_nr(t.frequency) else "frequency not reported",
+             t.route if not is_nr(t.route) else "route not reported"]
+    duration = human_duration(t.duration)
+    parts.append(f"for {duration}" if duration and not is_nr(duration) else "duration not reported")
+    return ", ".join(parts)
 
 
 def age_text(age: S.Age | str) -> str:

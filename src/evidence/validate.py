@@ -187,7 +187,10 @@ def schema_diagnostics(model: type[BaseModel], doc: YamlDoc, exc: PydanticValida
             continue  # the writer meant the structured form; its own errors say what is wrong
         if loc in reported_nr:
             continue
-        if not is_nr_literal and etype in ("model_type", "list_type", "dict_type", "date_type", "date_from_datetime_parsing", "enum") and isinstance(value, str) and value != S.NOT_REPORTED and any(
+        if is_nr_literal and not isinstance(value, str) and len(by_loc[loc]) > 1:
+            continue  # a number where a mapping goes (age: 12): the mapping's error says so, with 'not reported' added
+        is_date = etype in ("date_type", "date_from_datetime_parsing", "date_parsing")
+        if not is_nr_literal and etype in ("model_type", "list_type", "dict_type", "date_type", "date_from_datetime_parsing", "enum") and isinstance(value, str) and value != S.NOT_REPORTED and (not is_date or _nr_typo(value)) and any(
             c[3]["type"] == "literal_error" and "'not reported'" in str(c[3].get("ctx", {}).get("expected", "")) for c in by_loc[loc] if c[3] is not err
         ):
             continue  # the 'not reported' branch of the same field reports it, once
@@ -206,15 +209,17 @@ def schema_diagnostics(model: type[BaseModel], doc: YamlDoc, exc: PydanticValida
             continue
         if is_nr_literal and isinstance(value, str):
             others = [c for c in by_loc[loc] if c[3] is not err]
-            if any(c[3]["type"] in ("model_type", "list_type", "model_attributes_type", "date_from_datetime_parsing", "date_parsing") for c in others) or not others:
+            dated = any(c[3]["type"] in ("date_from_datetime_parsing", "date_parsing") for c in others)  # explained by its own error unless it means 'not reported'
+            if any(c[3]["type"] in ("model_type", "list_type", "model_attributes_type") for c in others) or not others or (dated and _nr_typo(value)):
                 reported_nr.add(loc)
                 name = field_name(data, loc)
                 line, col = doc.where(loc)
-                hint = "write `not reported` when the source is silent"
-                guess = "not reported" if value.strip().lower().replace("_", " ") in ("not reported", "nr", "unknown", "n/a", "na", "not given") else None
-                if guess:
-                    hint = "write exactly `not reported`"
                 kind = "a value" if not others else ("a list" if any(c[3]["type"] == "list_type" for c in others) else "a mapping" if any(c[3]["type"] in ("model_type", "model_attributes_type") for c in others) else "a value")
+                example = _STRUCTURED.get(str(loc[-1]) if loc else "")
+                hint = (f"write it as {kind}" + (f", such as {loc[-1]}: {example}" if example else "") + ", or `not reported` if the source is silent"
+                        if kind != "a value" else "write `not reported` when the source is silent")
+                if _nr_typo(value):
+                    hint = "write exactly `not reported`"
                 out.append(Diagnostic(doc.path, line, col, f"{name}: {_show(value)} is not allowed here", rule="schema-type", field=name,
                                       expected=f"{kind} or 'not reported'", found=_show(value), hint=hint))
                 continue
@@ -224,6 +229,15 @@ def schema_diagnostics(model: type[BaseModel], doc: YamlDoc, exc: PydanticValida
             d = replace(d, expected=d.expected + ", or 'not reported'")
         out.append(d)
     return out
+
+
+_STRUCTURED = {"dose": "{value: 4, unit: mg}", "age": "{value: 40, unit: years}", "before": "{value: 12, unit: points}",
+               "after": "{value: 2, unit: points}", "reason": "{description: ...}"}  # the structured form of fields that take 'not reported'
+
+
+def _nr_typo(value: Any) -> bool:
+    """Whether text means 'not reported' in other words (nr, unknown, n/a ...)."""
+    return isinstance(value, str) and value.strip().lower().replace("_", " ") in ("not reported", "nr", "unknown", "n/a", "na", "not given")
 
 
 def _one(model: type[BaseModel], doc: YamlDoc, loc: tuple, value: Any, exists: bool, err: dict) -> Diagnostic:
@@ -244,6 +258,18 @@ def _one(model: type[BaseModel], doc: YamlDoc, loc: tuple, value: Any, exists: b
         hint = f"did you mean '{guess}'?" if guess else "remove it"
         return Diagnostic(doc.path, line, col, f"{name}: unknown field '{loc[-1]}'", rule="schema-unknown-field", field=name,
                           expected=("one of " + ", ".join(allowed)) if allowed else "", hint=hint)
+    if etype == "plausible_age":  # raised by the age's model, where the unit is known: reported at the number
+        loc = loc + (ctx["field"],)
+        name = field_name(data, loc)
+        line, col = doc.where(loc)
+        return Diagnostic(doc.path, line, col, f"{name} {ctx['found']} is not plausible", rule="plausible-age", field=name,
+                          expected=f"at most {ctx['limit']} {ctx['unit']}" + ("" if ctx["unit"] == "years" else " (120 years)"), found=ctx["found"],
+                          hint="check the number and its unit against the source")
+    if etype == "at_field":  # a model's own check of one of its fields (schema.at_field)
+        loc = loc + (ctx["field"],)
+        name = field_name(data, loc)
+        line, col = doc.where(loc)
+        return Diagnostic(doc.path, line, col, f"{name}: {ctx['message']}", rule="schema-rule", field=name, hint=ctx.get("hint", ""))
     line, col = doc.where(loc)
     found = _show(value)
     if etype in ("literal_error", "enum"):
@@ -295,8 +321,14 @@ def _one(model: type[BaseModel], doc: YamlDoc, loc: tuple, value: Any, exists: b
         "date_from_datetime_parsing": "a date as YYYY-MM-DD", "date_parsing": "a date as YYYY-MM-DD", "date_type": "a date as YYYY-MM-DD",
         "string_too_long": f"at most {ctx.get('max_length')} characters", "string_too_short": "some text",
     }.get(etype, str(err.get("msg", etype)))
-    return Diagnostic(doc.path, line, col, f"{name}: wrong type", rule="schema-type", field=name, expected=expected, found=found,
-                      hint="see README.md, 'The case format'")
+    hint = "see README.md, 'The case format'"
+    if etype in ("int_type", "float_type") and isinstance(value, bool):  # schema.Number, Whole: YAML's yes/no/true/false
+        hint = "write the number itself (yes, no, true and false are not numbers)"
+    elif etype == "bool_type":  # schema.Flag
+        hint = "write true or false, without quotes"
+    elif etype in ("model_type", "model_attributes_type") and loc and str(loc[-1]) in _STRUCTURED:
+        hint = f"write it as a mapping, such as {loc[-1]}: {_STRUCTURED[str(loc[-1])]}"
+    return Diagnostic(doc.path, line, col, f"{name}: wrong type", rule="schema-type", field=name, expected=expected, found=found, hint=hint)
 
 
 # ----------------------------------------------------------------------------- rules across files
@@ -332,7 +364,8 @@ class _Checker:
         if not str(key).strip():
             return  # an empty key: the schema check has said so already
         for kind in kinds:
-            if key in self.kb.vocab.get(kind, {}):
+            terms = self.kb.vocab.get(kind, {})
+            if key in terms or key in getattr(terms, "broken", ()):
                 return
         choices = [k for kind in kinds for k in self.kb.vocab.get(kind, {})]
         guess = closest(key, choices)
@@ -348,7 +381,7 @@ class _Checker:
         self.touched.add(key)
         if key in self.kb.sources:
             return True
-        guess = closest(key, self.kb.sources)
+        guess = _source_guess(key, list(self.kb.sources))
         self.add(f, loc, f"{field_name(f.doc.data, loc)}: unknown source '{key}'", "unknown-source", expected="a file in kb/sources/",
                  found=f"'{key}'", hint=f"did you mean '{guess}'?" if guess else f"add kb/sources/{key}.yaml (see CONTRIBUTING.md)")
         return False
@@ -370,15 +403,17 @@ class _Checker:
 
     def claims(self, f: KbFile, loc: tuple, claims: list[S.Claim], allowed: set[str] | None) -> None:
         for i, c in enumerate(claims):
-            cloc = loc + (i,)
-            if not self.source_ref(f, cloc + ("source",), c.source):
-                continue
-            if allowed is not None and c.source not in allowed:
-                self.add(f, cloc + ("source",), f"{field_name(f.doc.data, cloc)}: the claim cites '{c.source}', which the case does not list", "claim-source",
-                         expected=f"one of the case's sources: {', '.join(sorted(allowed))}", found=f"'{c.source}'",
-                         hint="add the source to the case's `sources:` with its role")
-            if c.quote:
-                self.quote(f, cloc, c)
+            self.claim(f, loc + (i,), c, allowed)
+
+    def claim(self, f: KbFile, cloc: tuple, c: S.Claim, allowed: set[str] | None) -> None:
+        if not self.source_ref(f, cloc + ("source",), c.source):
+            return
+        if allowed is not None and c.source not in allowed:
+            self.add(f, cloc + ("source",), f"{field_name(f.doc.data, cloc)}: the claim cites '{c.source}', which the case does not list", "claim-source",
+                     expected=f"one of the case's sources: {', '.join(sorted(allowed))}", found=f"'{c.source}'",
+                     hint="add the source to the case's `sources:` with its role")
+        if c.quote:
+            self.quote(f, cloc, c)
 
     def quote(self, f: KbFile, loc: tuple, c: S.Claim) -> None:
         src = self.kb.sources[c.source]
@@ -552,8 +587,14 @@ class _Checker:
     }
 
     def raw_references(self, f: KbFile) -> None:
-        """A case file that failed the schema still gets its unknown terms and sources reported,
-        so that one run shows every problem (its other cross-file rules wait for the fix)."""
+        """A case file that failed the schema still gets what it names checked, as far as its
+        YAML allows, so that one run shows every problem: its unknown terms and sources, each
+        claim that is whole (the source it cites is one the case lists, its quote is in the
+        text), and the ids its patients' records name (an outcome's treatment, a phase's outcomes
+        and adverse event)."""
+        data = f.doc.data
+        listed = {r["source"] for r in data.get("sources", []) if isinstance(r, dict) and isinstance(r.get("source"), str)} \
+            if isinstance(data, dict) and isinstance(data.get("sources"), list) else None
 
         def walk(node: Any, loc: tuple) -> None:
             if isinstance(node, dict):
@@ -567,19 +608,75 @@ class _Checker:
                                 self.vocab_ref(f, loc + (k, i), item, kinds)
                     elif k == "source" and isinstance(v, str):
                         self.source_ref(f, loc + (k,), v)
+                    elif k == "evidence" and isinstance(v, list):
+                        for i, item in enumerate(v):
+                            try:
+                                claim = S.Claim.model_validate(item)
+                            except PydanticValidationError:  # the schema's errors say what is wrong with it
+                                walk(item, loc + (k, i))
+                                continue
+                            self.claim(f, loc + (k, i), claim, listed)
                     else:
                         walk(v, loc + (k,))
             elif isinstance(node, list):
                 for i, item in enumerate(node):
                     walk(item, loc + (i,))
 
-        walk(f.doc.data, ())
+        walk(data, ())
+        for i, p in enumerate(data.get("patients", []) if isinstance(data, dict) and isinstance(data.get("patients"), list) else []):
+            if isinstance(p, dict):
+                self._raw_locals(f, ("patients", i), p)
+
+    def _raw_locals(self, f: KbFile, loc: tuple, p: dict) -> None:
+        """The local ids one raw patient's records name (see :meth:`patient`, for a valid one)."""
+        def ids(key: str) -> set[str]:
+            items = p.get(key)
+            return {x["id"] for x in items if isinstance(x, dict) and isinstance(x.get("id"), str)} if isinstance(items, list) else set()
+
+        def items(node: Any, key: str) -> list[tuple[int, dict]]:
+            got = node.get(key) if isinstance(node, dict) else None
+            return [(i, x) for i, x in enumerate(got) if isinstance(x, dict)] if isinstance(got, list) else []
+
+        t_ids, o_ids, a_ids = ids("treatments"), ids("outcomes"), ids("adverse_events")
+        for key in ("outcomes", "adverse_events"):
+            for i, rec in items(p, key):
+                ref = rec.get("treatment")
+                if isinstance(ref, str) and ref not in t_ids:
+                    self._local(f, loc + (key, i, "treatment"), ref, t_ids, "treatment")
+        for i, t in items(p, "treatments"):
+            for j, ph in items(t, "phases"):
+                pl = loc + ("treatments", i, "phases", j)
+                reason = ph.get("reason")
+                ae = reason.get("adverse_event") if isinstance(reason, dict) else None
+                if isinstance(ae, str) and ae not in a_ids:
+                    self._local(f, pl + ("reason", "adverse_event"), ae, a_ids, "adverse event")
+                outcomes = ph.get("outcomes")
+                for k, oid in enumerate(outcomes if isinstance(outcomes, list) else []):
+                    if isinstance(oid, str) and oid not in o_ids:
+                        self._local(f, pl + ("outcomes", k), oid, o_ids, "outcome")
 
     def _local(self, f: KbFile, loc: tuple, ref: str, ids: set[str], what: str) -> None:
         guess = closest(ref, ids)
         self.add(f, loc, f"{field_name(f.doc.data, loc)}: no {what} '{ref}' for this patient", "local-reference",
                  expected=f"one of {', '.join(sorted(ids)) or '(none defined)'}", found=f"'{ref}'",
                  hint=f"did you mean '{guess}'?" if guess else f"define the {what} first, or fix the id")
+
+
+_YEAR = re.compile(r"-\d{4}[a-z]?$")
+
+
+def _source_guess(key: str, sources: list[str]) -> str | None:
+    """The source a misspelt key may mean. Keys are author-year: the guess is made on the author
+    first, then the key (a missing heymann-2016 is not zimmermann-2019, though they share
+    'mann-201'; wenzel-2061 is wenzel-2016)."""
+    def author(k: str) -> str:
+        return _YEAR.sub("", k)
+
+    near = closest(author(key), sorted({author(s) for s in sources}))
+    if not near:
+        return None
+    same = sorted(s for s in sources if author(s) == near)
+    return difflib.get_close_matches(key, same, n=1, cutoff=0.0)[0]
 
 
 def _read_and_parse_at(files: list[KbFile], i: int) -> tuple[bool, Any, list[Diagnostic], list[Diagnostic]]:
@@ -614,7 +711,7 @@ def _parse(f: KbFile) -> tuple[Any, list[Diagnostic]]:
         if not isinstance(doc.data, dict):
             return None, [Diagnostic(f.display, 1, 1, "a vocabulary file is a mapping of key to term", rule="schema-type",
                                      expected="a mapping", found=_show(doc.data))]
-        terms: dict[str, S.VocabTerm] = {}
+        terms: _Terms = _Terms()
         diags: list[Diagnostic] = []
         for key, entry in doc.data.items():
             # fullmatch: with re.match, "$" let a key end in a newline ("evil\n"), which then named the page of "evil_"
@@ -629,6 +726,7 @@ def _parse(f: KbFile) -> tuple[Any, list[Diagnostic]]:
                 terms[key] = model.model_validate(entry)
             except PydanticValidationError as exc:
                 diags.extend(schema_diagnostics(MapOf(model), doc, _EntryErrors(exc, key)))  # type: ignore[arg-type]
+                terms.broken.add(key)
         return terms, diags
     model = S.CaseReport if f.kind == "case" else S.Source
     if not isinstance(doc.data, dict):
@@ -637,6 +735,16 @@ def _parse(f: KbFile) -> tuple[Any, list[Diagnostic]]:
         return model.model_validate(doc.data), []
     except PydanticValidationError as exc:
         return None, schema_diagnostics(model, doc, exc)
+
+
+class _Terms(dict):
+    """A vocabulary file's terms, and the keys of those the schema refused (``broken``): a case
+    that names one is not told the term is unknown, or to add it (the term's own error says
+    what to fix)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: set[str] = set()
 
 
 class _EntryErrors:
@@ -712,7 +820,7 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
                     cached[id(f)] = (entry[0], entry[1])
     parsed: list[KbFile] = []
     broken_cases: list[KbFile] = []
-    ids_seen: dict[str, KbFile] = {}
+    claimed: dict[str, list[KbFile]] = {}  # "case:<id>" or "source:<id>" -> the files that give that id, in order
     found: dict[int, list[Diagnostic]] = {}  # what reading and the schema found in each file
     # Case and source files the cache does not have are read and checked against the schema in
     # forked workers (each depends on nothing but its bytes); the checks across files follow here.
@@ -737,24 +845,30 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
             continue
         f.model = model
         if f.kind == "case" or f.kind == "source":
-            k = f"{f.kind}:{model.id}"
-            if k in ids_seen:
-                other = ids_seen[k]
+            claimed.setdefault(f"{f.kind}:{model.id}", []).append(f)  # registered below, once every claim to the id is known
+            continue
+        kind = f.kind.split(":", 1)[1]
+        kb.files[f.kind] = f
+        kb.vocab[kind] = model
+        parsed.append(f)
+    # An id used by two files belongs to the one named after it (a copy of a file, its id left as
+    # it was, is the one to change), else to the first; the other is a duplicate, and its rules
+    # are not run (they would report what the file it copies reports).
+    for k, fs in claimed.items():
+        first = next((f for f in fs if f.path.stem == f.model.id), fs[0])
+        for f in fs:
+            if f is not first:
                 line, col = f.doc.where(("id",))
-                diags.append(Diagnostic(f.display, line, col, f"{f.kind} id '{model.id}' is already used by {other.display}", rule="duplicate-id",
-                                        hint="ids are unique across the kb; choose another"))
+                own = f" such as '{f.path.stem}', its file name" if f.path.stem != f.model.id and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", f.path.stem) else ""
+                diags.append(Diagnostic(f.display, line, col, f"{f.kind} id '{f.model.id}' is already used by {first.display}", rule="duplicate-id",
+                                        hint=f"ids are unique across the kb: give this file an id of its own{own}"))
                 continue
-            ids_seen[k] = f
             kb.files[k] = f
             if f.kind == "case":
-                kb.cases[model.id] = model
+                kb.cases[f.model.id] = f.model
             else:
-                kb.sources[model.id] = model
-        else:
-            kind = f.kind.split(":", 1)[1]
-            kb.files[f.kind] = f
-            kb.vocab[kind] = model
-        parsed.append(f)
+                kb.sources[f.model.id] = f.model
+            parsed.append(f)
     # Vocabulary keys are unique across kinds, so that one key names one thing.
     owner: dict[str, str] = {}
     for kind in sorted(kb.vocab):
