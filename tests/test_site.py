@@ -242,7 +242,7 @@ def test_nothing_is_fetched_from_elsewhere(site, pages):
             if not src:
                 assert s.get("type") == "application/ld+json", f"{rel}: an inline script that is not JSON-LD"
     for p in (site / "static").rglob("*"):
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8").replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, never fetched
         assert not re.search(r"https?://", text), f"{p.name} names an outside address"
         assert "@import" not in text and "url(" not in text, p.name
     for rel, page in pages.items():
@@ -426,8 +426,24 @@ def test_drug_page_targets_with_sources_identifiers_patients_doses(site):
     assert "../cases/wenzel-2016.html#patient-P1-T1" in text
     assert "rechallenge" in text
     bari = html(site, "drugs/baricitinib.html")
-    assert "4 mg, daily, not reported, for 3 months" in bari and "(3 treatments)" in bari
+    assert "4 mg, daily, route not reported, for 3 months" in bari and "(3 treatments)" in bari  # what is not reported is named
+    assert "dose not reported, frequency not reported, route not reported, duration not reported" in text
+    assert '<span class="nr">route not reported</span>' in bari  # and in each row's regimen
     assert "Targets: <span class=\"nr\">not reported</span>" in bari
+
+
+def test_drug_condition_and_gene_pages_show_the_cohort_level_figures(site):
+    """Baricitinib's only graded results and its one statement of harm are counts for the group of
+    Zimmermann's three patients: the drug page, the condition page and the gene page show them
+    (they showed 'response not reported' and 'none recorded at patient level' only)."""
+    for rel in ("drugs/baricitinib.html", "diseases/familial-chilblain-lupus.html", "genes/TREX1.html"):
+        text = re.sub(r"<[^>]+>", "", html(site, rel))
+        assert "Cohort-level figures" in text, rel
+        assert "zimmermann-2019: a group of 3 patients, given baricitinib" in text, rel
+        assert "pain visual analogue scale: 1 of 3, response complete" in text and "pain visual analogue scale: 2 of 3, response partial" in text, rel
+        assert "0 of 3 with severe adverse events of any kind" in text, rel
+    assert 'see the <a href="#cohort">cohort-level figures</a>' in html(site, "drugs/baricitinib.html")
+    assert "Cohort-level figures" not in html(site, "drugs/ruxolitinib.html")  # no cohort gave it
 
 
 def test_gene_variant_disease_measure_phenotype_and_source_pages(site):
@@ -447,12 +463,40 @@ def test_gene_variant_disease_measure_phenotype_and_source_pages(site):
     assert "Retold by" in html(site, "sources/wenzel-2016.html")
 
 
+def test_every_page_is_html5_with_a_doctype_and_an_icon(site):
+    """Without a doctype a browser lays the page out in quirks mode (tables lost the body's line
+    height); without an icon it asks the server for /favicon.ico, a 404 on every first visit."""
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 30
+    for p in pages:
+        if "pagefind" in p.parts:
+            continue
+        text = p.read_text(encoding="utf-8")
+        assert text.startswith("<!doctype html>\n"), p
+        assert 'static/favicon.svg">' in text or p.name == "query.html", p
+
+
+def test_cohort_age_lists_only_the_figures_given(site):
+    text = html(site, "cases/zimmermann-2019.html")
+    assert "mean 51; SD 24</dd>" in text
+
+
 def test_contributors_are_credited(site):
     text = html(site, "contributors.html")
     assert "evidence founding team" in text and "3 case reports" in text
 
 
 # ------------------------------------------------------------------------------------ evidence table
+
+def test_cohort_rows_of_the_evidence_table_carry_the_regimen_and_the_counted_harms(site):
+    """Zimmermann's three patients all had 4 mg daily for 3 months, and the source counts no severe
+    adverse event in the group: the cohort rows said 'nothing recorded' for both."""
+    rows = [r for r in csv.DictReader(io.StringIO((site / "evidence.csv").read_text(encoding="utf-8"))) if r["scope"] == "cohort"]
+    assert len(rows) == 2
+    for r in rows:
+        assert (r["dose"], r["frequency"], r["route"], r["duration"]) == ("4 mg", "daily", "not reported", "3 months")
+        assert r["adverse events"] == "0 of 3 with severe adverse events of any kind"
+
 
 def test_evidence_table_has_every_row_server_rendered_and_a_matching_csv(site, kb):
     text = html(site, "evidence.html")
@@ -544,6 +588,17 @@ def test_downloads_page_lists_every_format(site):
                  "ontology.ttl", "schema/case.schema.json", "vocabulary.json", "vocabulary/drugs.yaml"):
         assert f'href="{name}"' in text, name
         assert (site / name).is_file()
+    media = dict(re.findall(r'href="([^"]+)" download>[^<]*</a></th><td>[^<]*</td><td><code>([^<]+)</code>', text))
+    assert media["vocabulary.json"] == "application/json"  # data, not a schema
+    assert media["schema/case.schema.json"] == "application/schema+json"
+    assert media["evidence.ttl.gz"] == "text/turtle"
+
+
+def test_the_title_search_knows_every_page_linked_from_the_menu_footer_and_docs(site):
+    titles = (site / "search-titles.js").read_text(encoding="utf-8")
+    for rel in ("contributors.html", "docs/vocabulary.html", "licences/index.html", "measures.html", "phenotypes.html", "sources.html",
+                "variants.html", "cases.html", "docs/format.html"):
+        assert f'"{rel}"' in titles, rel
 
 
 _PARSERS = {"ttl": ox.RdfFormat.TURTLE, "nt": ox.RdfFormat.N_TRIPLES, "nq": ox.RdfFormat.N_QUADS, "trig": ox.RdfFormat.TRIG,

@@ -24,7 +24,14 @@
       var key = s.getAttribute("data-filter");
       values[key] = (r.getAttribute("data-" + key) || "").split("|");
     });
-    return { row: r, values: values, text: r.textContent.toLowerCase(), other: other };
+    return { row: r, values: values, text: visibleText(r).toLowerCase(), other: other };
+  }
+  // What a reader sees of a row: its text without the words kept for screen readers (".vh",
+  // such as "not recorded" beside a dash), which a sighted user filtering by text cannot see.
+  function visibleText(r) {
+    var copy = r.cloneNode(true);
+    Array.prototype.forEach.call(copy.querySelectorAll(".vh"), function (e) { e.remove(); });
+    return copy.textContent;
   }
   var index = rows.map(function (r) { return entry(r, false); });
 

@@ -1,6 +1,6 @@
 /* evidence: the search page. Over http(s) it queries Pagefind's index, written at build time as
    one or more bundles (pagefind/, pagefind-N/, listed in the form's data-bundles) that it merges;
-   from file://, where a browser may not load that index, it searches the titles of every page
+   from file://, where a browser may not load that index, it searches the pages' titles
    (search-titles.js). Results are built as DOM nodes, never as HTML strings.
 
    An index of several bundles has a words bundle too (data-words, see site_search.words_pages).
@@ -120,7 +120,7 @@
   }
   function useTitles(why) {
     mode.hidden = false;
-    mode.textContent = why + " Searching the titles of every page instead of the full text.";
+    mode.textContent = why + " Searching the titles of the pages instead of the full text.";
     var s = document.createElement("script");
     s.src = new URL("search-titles.js", siteRoot).href;
     s.onload = ready;

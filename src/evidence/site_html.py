@@ -199,11 +199,13 @@ class Ui:
                       "known through a publication that retells the case</p>")
 
     # -- big tables, row by row (thousands of rows on a large kb) --------------------------------
-    def _val(self, x: Any, why: str = "not recorded") -> str:
+    def _val(self, x: Any, why: str = "not recorded", nr: str = "") -> str:
+        """A cell's value; ``nr`` names what is not reported, where a bare 'not reported' would
+        not say (the parts of a regimen)."""
         if x is None or x == "":
             return str(_absent(why))
         if x == NR:
-            return str(_NR)
+            return f'<span class="nr">{escape(nr)} not reported</span>' if nr else str(_NR)
         return str(escape(x))
 
     @pass_context
@@ -225,7 +227,8 @@ class Ui:
             cells.append(f"<td>{self._val(p.sex)}</td>")
             cells.append(f"<td>{self._val(m.genotype_text(e))}</td>")
             cells.append("<td>" + (", ".join(self._term(root, "diseases", k) for k in e.conditions) or str(_absent())) + "</td>")
-            cells.append(f"<td>{self._val(dose_text(t.dose))}, {self._val(t.frequency)}, {self._val(t.route)}; {self._val(human_duration(t.duration))}</td>")
+            regimen = [self._val(dose_text(t.dose), nr="dose"), self._val(t.frequency, nr="frequency"), self._val(t.route, nr="route")]
+            cells.append(f"<td>{', '.join(regimen)}; {self._val(human_duration(t.duration), nr='duration')}</td>")
             if e.course:
                 badge = ' <span class="badge badge-course">rechallenge</span>' if e.rechallenge else (
                     ' <span class="badge badge-course">dechallenge</span>' if e.dechallenge else "")

@@ -167,6 +167,9 @@ class SiteModel:
         self.claims_citing: dict[str, int] = defaultdict(int)
         self.reported_by: dict[str, list[str]] = defaultdict(list)  # primary source -> secondary sources
         self.targeted_by: dict[str, list[str]] = defaultdict(list)  # gene -> drugs
+        # Cases with cohort-level figures (counts the source gives only for the group), by each
+        # drug the case gave, each condition it is about and each gene its patients were genotyped at.
+        self.cohorts: dict[tuple[str, str], list[S.CaseReport]] = defaultdict(list)  # (kind, key) -> cases
 
         for sid in self.source_ids:
             s = kb.sources[sid]
@@ -195,6 +198,10 @@ class SiteModel:
                     self.cohort_outcomes[oc.measure].append((c, oc))
                 for ac in c.cohort.adverse_event_counts:
                     self.cohort_aes[ac.term or ""].append((c, ac))
+                if c.cohort.outcome_counts or c.cohort.adverse_event_counts:
+                    for kind, keys in (("drugs", self.case_drugs(c)), ("diseases", c.conditions), ("genes", self.case_genes(c))):
+                        for k in dict.fromkeys(keys):
+                            self.cohorts[(kind, k)].append(c)
             for p in c.patients:
                 genes: list[str] | None = None
                 variants: list[str] = []
@@ -456,6 +463,12 @@ class SiteModel:
             drugs = self.case_drugs(c)
             drug_labels = [self.label("drugs", d) for d in drugs]
             genes = self.case_genes(c)
+            # The regimen, where every patient of the case had the same one; the harms the source
+            # counted for the group.
+            regimens = {(t.drug, dose_text(t.dose) or "", t.frequency, t.route, human_duration(t.duration) or "") for p in c.patients for t in p.treatments}
+            regimen = dict(zip(("dose", "frequency", "route", "duration"), next(iter(regimens))[1:], strict=True)) if len(regimens) == 1 else {}
+            harms = "; ".join(f"{ac.patients} of {c.cohort.n} with " + (f"{ac.severity} " if ac.severity else "")
+                              + (self.label("phenotypes", ac.term) if ac.term else "adverse events of any kind") for ac in c.cohort.adverse_event_counts)
             for oc in c.cohort.outcome_counts:
                 cells = {k: "" for k in EVIDENCE_COLUMNS}
                 cells.update({
@@ -463,6 +476,7 @@ class SiteModel:
                     "drug": "; ".join(drug_labels), "measure": self.label("measures", oc.measure),
                     "direction": oc.direction or "", "response": oc.response or "", "level": c.evidence_level.level,
                     "patients": str(oc.patients), "genotype": "; ".join(self.label("genes", g) for g in genes),
+                    "adverse events": harms, **regimen,
                 })
                 rows.append(EvidenceRow(
                     cells, {"case": f"{self.url('cases', c.id)}#cohort", "measure": self.url("measures", oc.measure) or ""},

@@ -27,7 +27,7 @@ from .graph import evidence_network, forget_evidence_graph
 from .library_run import LibraryAnswers
 from .perf import parallel_imap, trim_heap
 from .site_docs import fixed_lists, format_docs
-from .site_format import NR, citation_text, dose_text, human_bytes, human_duration, json_script, short_citation
+from .site_format import NR, citation_text, human_bytes, json_script, regimen_text, short_citation
 from .site_graph import graph_view
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
@@ -53,7 +53,8 @@ NAV = [
 
 MEDIA_TYPES = {
     ".ttl": "text/turtle", ".nt": "application/n-triples", ".nq": "application/n-quads", ".trig": "application/trig",
-    ".jsonld": "application/ld+json", ".graphml": "application/graphml+xml", ".json": "application/schema+json",
+    ".jsonld": "application/ld+json", ".graphml": "application/graphml+xml", ".json": "application/json",
+    ".schema.json": "application/schema+json",
     ".csv": "text/csv", ".rq": "application/sparql-query", ".yaml": "application/yaml", ".txt": "text/plain",
 }
 RDF_FILES = {FORMATS[fmt][0] for fmt in DUMPS}
@@ -395,7 +396,7 @@ class SitePages:
             outcomes: dict[tuple[str, str], int] = defaultdict(int)
             aes: dict[str, int] = defaultdict(int)
             for e in exps:
-                doses[f"{dose_text(e.treatment.dose)}, {e.treatment.frequency}, {e.treatment.route}, for {human_duration(e.treatment.duration)}"] += 1
+                doses[regimen_text(e.treatment)] += 1
                 for o in e.outcomes:
                     outcomes[(o.measure, o.response)] += 1
                 for a in e.adverse_events:
@@ -404,7 +405,9 @@ class SitePages:
             exps_page = self.paged(rel, "patients", "exposures", exps, ("drugs", "Drugs", label), f"Patients treated with {label}", "Patients treated")
             # The page shows the list's first rows (exps_page) and counts: its key holds those, not
             # every row (see _context_key), as the page holds nothing else of them.
-            self.entity_page(rel, "drug.html", f"drug {key}", title=label, page_kind="drugs", indexed=True,
+            cohort = self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("drugs", key), []), ("drugs", "Drugs", label), "",
+                                "Cohort-level figures")
+            self.entity_page(rel, "drug.html", f"drug {key}", title=label, page_kind="drugs", indexed=True, cohort=cohort,
                       key=key, t=m.term("drugs", key), n_exps=len(exps), n_exp_cases=len({e.case.id for e in exps}), exps_page=exps_page,
                       doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
                       outcomes=sorted(outcomes.items(), key=lambda kv: (m.label("measures", kv[0][0]).lower(), RESPONSE_ORDER.index(kv[0][1]))),
@@ -419,7 +422,9 @@ class SitePages:
             rel, label = m.url("genes", key), m.label("genes", key)
             carriers_page = self.paged(rel, "patients", "carriers", carriers, ("genes", "Genes", label), f"Patients genotyped at {label}",
                                        f"Patients with a genotype at {label}")
-            self.entity_page(rel, "gene.html", f"gene {key}", title=label, page_kind="genes", indexed=True,
+            cohort = self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("genes", key), []), ("genes", "Genes", label), "",
+                                "Cohort-level figures")
+            self.entity_page(rel, "gene.html", f"gene {key}", title=label, page_kind="genes", indexed=True, cohort=cohort,
                       key=key, t=m.term("genes", key), n_carriers=len(carriers), carriers_page=carriers_page, variants=variants,
                       drugs=sorted(((d, len(ps)) for d, ps in drugs.items()), key=lambda x: (-x[1], x[0])),
                       targeted_by=m.targeted_by.get(key, []))
@@ -436,6 +441,7 @@ class SitePages:
                       diagnosed=self.paged(rel, "diagnosed", "patients", m.diagnosed.get(key, []), parent, "", "Patients diagnosed with it"),
                       comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"),
                       treated=self.paged(rel, "treated", "exposures", treated, parent, f"Treatments for {label}", "Treatments for it", show_drug=True),
+                      cohort=self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("diseases", key), []), parent, "", "Cohort-level figures"),
                       drug_summary=_drug_summary(treated))
         for key in m.pages("measures"):
             rel, label = m.url("measures", key), m.label("measures", key)
@@ -806,7 +812,8 @@ class SitePages:
             if not p.is_file():
                 continue
             packed = p.suffix == ".gz"  # the media type of what is inside, and the compression (as DCAT has them)
-            media = MEDIA_TYPES.get(Path(p.stem).suffix if packed else p.suffix, "application/octet-stream")
+            inner = Path(p.stem) if packed else p  # what is inside a .gz
+            media = MEDIA_TYPES.get("".join(inner.suffixes[-2:]), MEDIA_TYPES.get(inner.suffix, "application/octet-stream"))
             size = p.stat().st_size
             out.append({**d, "media": media, "compress": "application/gzip" if packed else None, "size": human_bytes(size),
                         "bytes": size, "rdf": d["href"] in RDF_FILES})
@@ -854,6 +861,14 @@ class SitePages:
                 entries.append((label, one, m.url(kind, key) or ""))
         for href, text, _k in NAV:
             entries.append((text, "page", href))
+        # The other pages a reader may look for by title: the lists NAV does not name, and the
+        # pages linked from the footer and the docs (not the numbered pages of a long list).
+        in_nav = {href for href, _t, _k in NAV}
+        for kind, (_one, many) in ENTITY_KINDS.items():
+            if f"{kind}.html" not in in_nav:
+                entries.append((many[:1].upper() + many[1:], "list", f"{kind}.html"))
+        entries += [("Vocabulary", "page", "docs/vocabulary.html"), ("Contributors", "page", "contributors.html"),
+                    ("Licences", "page", "licences/index.html")]
         # A case's or source's words are known by their key in the build cache (see _search_key)
         # and looked up only for a bundle that Pagefind remakes; the others' are worked out here.
         context = digest("search text", code_digest(), m.kb.vocab_digest)
