@@ -402,6 +402,17 @@ def test_query_parameter_is_bound_as_a_term_not_pasted():
     assert rows[1:] == []
 
 
+def test_query_with_from_runs_on_the_graphs_it_names(compiled):
+    """FROM was replaced by the union of every graph: a count FROM one case counted the kb."""
+    graph = "https://w3id.org/evidence-kb/graph/case/briand-2019"
+    in_graph = sum(1 for q in compiled.quads if q.graph_name.value == graph)
+    r = run("query", "--format", "csv", f"SELECT (COUNT(*) AS ?n) FROM <{graph}> WHERE {{ ?s ?p ?o }}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["n", str(in_graph)]
+    r = run("query", "--format", "csv", "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }")
+    assert r.stdout.split() == ["n", str(len(compiled.quads))]
+
+
 def test_query_refuses_service_unless_allowed(tmp_path):
     """SERVICE makes this machine fetch from the address a query names; a contributed library
     query runs in every build, so it is refused unless the user asks for it on the command line."""
@@ -411,11 +422,13 @@ def test_query_refuses_service_unless_allowed(tmp_path):
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
-        query = f"SELECT * WHERE {{ SERVICE <http://127.0.0.1:{port}/sparql> {{ ?s ?p ?o }} }}"
-        r = run("query", query)
-        assert r.returncode == 1, r.stderr
-        assert "SERVICE (federated query) is not allowed" in r.stderr and "--allow-service" in r.stderr
-        assert "Traceback" not in r.stderr
+        for query in (f"SELECT * WHERE {{ SERVICE <http://127.0.0.1:{port}/sparql> {{ ?s ?p ?o }} }}",
+                      # A line that starts with # inside a long string is text, not a comment.
+                      f"SELECT * WHERE {{ BIND('''\n# ''' AS ?x) SERVICE <http://127.0.0.1:{port}/sparql> {{ ?s ?p ?o }} }}"):
+            r = run("query", query)
+            assert r.returncode == 1, r.stderr
+            assert "SERVICE (federated query) is not allowed" in r.stderr and "--allow-service" in r.stderr
+            assert "Traceback" not in r.stderr
         listener.settimeout(0.5)
         with pytest.raises(TimeoutError):
             listener.accept()  # nothing tried to connect

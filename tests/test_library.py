@@ -14,6 +14,7 @@ from pathlib import Path
 import pyoxigraph as ox
 import pytest
 
+from evidence.errors import QueryError
 from evidence.library import load_library
 from evidence.query import bind_values, format_result, run_query, with_prefixes
 
@@ -75,6 +76,20 @@ def test_a_parameter_narrows_the_result(name, compiled):
     # The same binding through VALUES (what a remote endpoint gets) gives the same rows.
     via_values = run_query(compiled, bind_values(with_prefixes(q.text, compiled.ns.prefixes()), EXAMPLES[name]))
     assert [tuple(map(str, r.values())) for r in via_values.rows] == [tuple(map(str, r.values())) for r in part.rows]
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_a_misspelt_parameter_is_refused_for_a_remote_endpoint_as_locally(name, compiled):
+    """Locally a name the query does not select is an error; through VALUES (what a remote endpoint
+    gets) it filtered nothing, so a typo returned the whole answer as if it were the narrowed one."""
+    q = next(q for q in LIBRARY if q.name == name)
+    typo = {f"{var}e": term for var, term in EXAMPLES[name].items()}
+    with pytest.raises(QueryError, match="is not a variable that the query selects") as local:
+        run_query(compiled, q.text, typo)
+    with pytest.raises(QueryError, match="is not a variable that the query selects") as remote:
+        bind_values(with_prefixes(q.text, compiled.ns.prefixes()), typo)
+    for said in (str(local.value), str(remote.value)):  # each names a misspelt one (of two, either may come first)
+        assert any(f"parameter '{name}'" in said for name in typo), said
 
 
 def test_every_parametrised_query_has_an_example():

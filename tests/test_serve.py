@@ -116,7 +116,8 @@ def test_help_says_what_it_serves_and_its_limits():
         assert text in r.stdout, text
 
 
-@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "http"], ["--timeout", "-1"], ["--max-results", "0"], ["--workers", "x"],
+@pytest.mark.parametrize("args", [["--port", "0"], ["--port", "http"], ["--timeout", "-1"], ["--timeout", "nan"], ["--timeout", "inf"],
+                                  ["--max-results", "0"], ["--workers", "x"],
                                   ["--forwarded-allow-ips", "*"], ["--forwarded-allow-ips", "0.0.0.0/0"], ["--forwarded-allow-ips", "::/0"],
                                   ["--forwarded-allow-ips", "proxy.example"],
                                   ["--forwarded-allow-ips", "10.0.0.1/8"], ["--forwarded-allow-ips", "127.0.0.1,"]])
@@ -146,6 +147,64 @@ def test_sigterm_stops_cleanly_and_leaves_no_temporary_files(site, tmp_path):
     assert srv.proc.returncode == -signal.SIGTERM, srv.log_text()
     assert "Application shutdown complete" in srv.log_text()
     assert list(scratch.iterdir()) == []
+
+
+def test_a_query_still_running_at_sigterm_is_answered_not_cut_off(site, tmp_path):
+    """uvicorn cancelled what was still running 5 s into a shutdown: a query of the 10 s limit got
+    a 500 and a traceback in the log. The shutdown now waits for the time limit."""
+    srv = Server(site, "--timeout", "7", "--workers", "1", "--no-yasgui", log=tmp_path / "server.log")
+    got: dict = {}
+
+    def run_heavy():
+        got["reply"] = sparql_post(srv, HEAVY)
+
+    thread = threading.Thread(target=run_heavy)
+    try:
+        thread.start()
+        time.sleep(0.5)
+        srv.proc.send_signal(signal.SIGTERM)
+        thread.join(30)
+    finally:
+        srv.stop()
+    status, _, body = got["reply"]
+    assert status == 503 and body.decode().startswith("the query exceeded the 7 s time limit"), (status, body[:200])
+    assert "CancelledError" not in srv.log_text() and "Exception in ASGI application" not in srv.log_text()
+
+
+def test_a_host_header_that_makes_no_address_is_400(limited):
+    """The service description names the endpoint by the Host header: one that makes no IRI was
+    answered with a 500."""
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
+    where = urlsplit(limited.url)
+    for host in ("%zz", "%", "a%2"):
+        conn = HTTPConnection(where.hostname, where.port, timeout=30)
+        conn.putrequest("GET", "/sparql", skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        reply = conn.getresponse()
+        assert reply.status == 400, (host, reply.status)
+        conn.close()
+
+
+
+def test_the_query_pages_scripts_are_404_where_they_are_not_installed(site, tmp_path):
+    from evidence.serve_vendor import CACHE_ENV
+
+    srv = Server(site, "--workers", "1", "--no-yasgui", log=tmp_path / "server.log", env={CACHE_ENV: str(tmp_path / "no-vendor")})
+    try:
+        for path in ("/vendor/yasgui/yasgui.min.js", "/vendor/yasgui/LICENSES.txt"):
+            assert http(f"{srv.url}{path}")[0] == 404, path
+        assert http(f"{srv.url}/query")[0] == 200  # the plain form
+    finally:
+        srv.stop()
+    assert "Exception in ASGI application" not in srv.log_text()
+
+
+def test_a_query_that_starts_with_a_byte_order_mark_is_read(server):
+    status, _, body = http(f"{server.url}/sparql", "\ufeffASK { ?c a ev:CaseReport }".encode("utf-8"), {"Content-Type": "application/sparql-query"})
+    assert status == 200 and json.loads(body)["boolean"] is True
 
 
 def test_binds_loopback_by_default(server):
@@ -248,6 +307,32 @@ def test_protocol_dataset_parameters(server):
     assert [b["c"]["value"] for b in json.loads(body)["results"]["bindings"]] == ["https://w3id.org/evidence-kb/case/wenzel-2016"]
 
 
+def _count(server: Server, query: str, **params: str) -> int:
+    status, _, body = sparql_get(server, query, **params)
+    assert status == 200, body
+    return int(json.loads(body)["results"]["bindings"][0]["n"]["value"])
+
+
+def test_the_dataset_is_the_querys_own_from_clauses_or_the_protocols(server, compiled):
+    """A query's FROM names its default graph (it was replaced by the union of every graph, so a
+    count FROM one case counted the whole kb); default-graph-uri and named-graph-uri make the
+    dataset whole, each an empty set where not given (as the SPARQL protocol has it); and with
+    neither, the default graph is the union of all graphs."""
+    graph = "https://w3id.org/evidence-kb/graph/case/briand-2019"
+    in_graph = sum(1 for q in compiled.quads if q.graph_name.value == graph)
+    assert 0 < in_graph < len(compiled.quads)
+    every = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
+    named = "SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }"
+    assert _count(server, every) == len(compiled.quads)
+    assert _count(server, f"SELECT (COUNT(*) AS ?n) FROM <{graph}> WHERE {{ ?s ?p ?o }}") == in_graph
+    assert _count(server, f"SELECT (COUNT(*) AS ?n) FROM NAMED <{graph}> WHERE {{ GRAPH ?g {{ ?s ?p ?o }} }}") == in_graph
+    assert _count(server, 'SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o FILTER(?o != "from") }') > in_graph  # the word in a string is no FROM
+    assert _count(server, every, **{"default-graph-uri": graph}) == in_graph
+    assert _count(server, named, **{"default-graph-uri": graph}) == 0
+    assert _count(server, every, **{"named-graph-uri": graph}) == 0
+    assert _count(server, named, **{"named-graph-uri": graph}) == in_graph
+
+
 def test_service_description(server):
     status, headers, body = http(f"{server.url}/sparql")
     assert status == 200 and headers["content-type"].startswith("text/turtle")
@@ -298,6 +383,7 @@ def test_malformed_query_names_line_and_column(server, compiled):
     query = "SELECT ?s\nWHERE {\n  ?s ?p \n}"
     status, headers, body = sparql_post(server, query)
     assert status == 400 and headers["content-type"].startswith("text/plain")
+    assert "Accept" in headers.get("vary", "")  # the same address answers an HTML page to a browser
     assert body.decode().startswith("line 4, column 2: SPARQL syntax error: expected")
     with pytest.raises(QueryError) as local:  # the words of `evidence query`
         run_query(compiled, query)
@@ -617,7 +703,11 @@ def test_browser_runs_a_library_query_without_leaving_the_machine(server, librar
     ('SELECT * WHERE { ?s ?p "customer service" }', True),  # deliberately coarse
     ('SELECT * WHERE { ?s ?p """\n# no comment\n""" . SERVICE <http://x/> { } }', True),
     ("# title: what the health service reported\nSELECT * WHERE { ?s ?p ?o }", False),
-    ("SELECT * WHERE {\n  # SERVICE <http://x/> { }\n  ?s ?p ?o }", False),
+    ("SELECT * WHERE {\n  # SERVICE <http://x/> { }\n  ?s ?p ?o }", True),  # a comment after code: coarse, as a string
+    # A line starting with # inside a long string is text, and code may follow the string on it:
+    # leaving out every such line let this SERVICE through (the server fetched the address).
+    ("SELECT * WHERE { BIND('''\n# ''' AS ?x) SERVICE <http://127.0.0.1:8790/internal> { ?s ?p ?o } }", True),
+    ("# the header may say service\r\n\r\n  # service, again\nSELECT * WHERE { ?s ?p ?o }", False),
     ("SELECT * WHERE {\n\\u0023 SERVICE <http://x/> { } }", True),
     ("SELECT * WHERE {\n# a comment\rSERVICE <http://x/> { } }", True),
     ("SELECT ?service WHERE { ?s ?p ?service }", False),
@@ -631,7 +721,25 @@ def test_uses_service(text, expected):
 def test_looks_like_update():
     assert looks_like_update("PREFIX ex: <http://x/>\n# add\nINSERT DATA { ex:a ex:b ex:c }")
     assert looks_like_update("DROP ALL")
+    assert looks_like_update(" \t\n  DROP ALL")
     assert not looks_like_update("SELECT * WHERE { ?s ?p ?o }")
+
+
+def test_the_checks_on_a_malformed_query_take_time_in_proportion_to_it():
+    """Both run in the server's own loop on every syntax error: a run of 30 spaces before a word
+    held the update check for seconds (each space doubled it), a long name before an unknown
+    prefix held the error's explanation for 9 s at 40,000 characters. A megabyte, the largest
+    body the endpoint takes, now takes a fraction of a second."""
+    import time
+
+    from evidence.query import explain_syntax_error
+
+    t = time.perf_counter()
+    assert not looks_like_update(" " * 1_000_000 + "x")
+    line = "SELECT * { " + "a" * 1_000_000 + ":b ?p ?o }"
+    said = explain_syntax_error(line, f"error at 1:{len('SELECT * { ') + 1_000_000 + 2}: Prefix not found", {"ev": "x"})
+    assert time.perf_counter() - t < 2, "a check on a malformed query is not linear"
+    assert said.startswith("line 1, column") and "unknown prefix 'aaa" in said
 
 
 def test_negotiation():

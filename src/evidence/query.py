@@ -21,6 +21,7 @@ import pyoxigraph as ox
 
 from .compile import Compiled
 from .errors import QueryError
+from .serve_worker import dataset
 
 __all__ = [
     "QueryResult",
@@ -59,6 +60,9 @@ def read_query(text_or_path: str) -> str:
     return text_or_path
 
 
+_PREFIX_WINDOW = 200  # characters of a query line searched for an unknown prefix's name (see explain_syntax_error)
+
+
 def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> str:
     """A parser error in words: line and column, and for an unknown prefix, which one; then the
     line itself with a caret under that column.
@@ -73,8 +77,10 @@ def explain_syntax_error(query: str, message: str, prefixes: dict[str, str]) -> 
     lines = query.split("\n")  # as the parser counts lines (str.splitlines also splits at \r, \f, U+2028 ...)
     text_line = lines[line - 1].removesuffix("\r") if 0 < line <= len(lines) else ""
     if "Prefix not found" in message:
-        before = text_line[: col - 1]
-        pm = re.search(r"([A-Za-z][\w.-]*)?:$", before) or re.search(r"([A-Za-z][\w.-]*)?:", text_line[col - 1 - 20 if col > 20 else 0 :])
+        # A window around the column: a search over the whole line took time in the square of its
+        # length (9 s for 40,000 characters, in the server's event loop). A prefix is a short name.
+        before = text_line[max(0, col - 1 - _PREFIX_WINDOW) : col - 1]
+        pm = re.search(r"([A-Za-z][\w.-]*)?:$", before) or re.search(r"([A-Za-z][\w.-]*)?:", text_line[max(0, col - 21) : col - 1 + _PREFIX_WINDOW])
         name = (pm.group(1) or "") if pm else "?"
         head = (f"line {line}, column {col}: unknown prefix '{name}:'; declare it with PREFIX {name}: <...>, "
                 f"or use one of the predeclared prefixes: {', '.join(sorted(prefixes))}")
@@ -121,19 +127,20 @@ def refuse_service(query: str) -> None:
 
 def run_query(compiled: Compiled, query: str, params: dict[str, ox.NamedNode | ox.Literal] | None = None, store: ox.Store | None = None,
               allow_service: bool = False) -> QueryResult:
-    """Run a SPARQL query over the union of all graphs.
+    """Run a SPARQL query over the union of all graphs (or, with FROM, over the graphs it names).
 
     SERVICE (federated query) is refused unless ``allow_service``: pyoxigraph answers it with an
     HTTP request to any address the query names, and a query can come from a contribution (the
     library in kb/queries is run by every build, in CI too).
     """
+    query = query.removeprefix("\ufeff")  # a byte-order mark, as some editors start a saved .rq file
     if not allow_service:
         refuse_service(query)
     store = store or compiled.store()
     prefixes = compiled.ns.prefixes()
     subs = {ox.Variable(k): v for k, v in (params or {}).items()}
     try:
-        res = store.query(query, prefixes=prefixes, use_default_graph_as_union=True, substitutions=subs or None)
+        res = store.query(query, prefixes=prefixes, substitutions=subs or None, **dataset(query))
     except SyntaxError as exc:
         raise QueryError(explain_syntax_error(query, str(exc), prefixes)) from None
     except (OSError, ValueError, RuntimeError) as exc:
@@ -296,6 +303,14 @@ def bind_values(query: str, params: dict[str, ox.NamedNode | ox.Literal]) -> str
     for n in names:
         if not re.fullmatch(r"\w+", n):
             raise QueryError(f"parameter name {n!r}: letters, digits and _ only")
+    # As locally (run_query): a name the query does not select is an error, not a VALUES that
+    # filters nothing (a misspelt --param returned the unfiltered answer as if filtered).
+    select = re.search(r"\bSELECT\b(.*?)(?:\bWHERE\b|\{)", body, re.IGNORECASE | re.DOTALL)
+    projection = select.group(1) if select else ""
+    for n in names:
+        if not re.search(r"(?:^|\s)\*(?:\s|$)", projection) and not re.search(rf"[?$]{n}\b", projection):
+            raise QueryError(f"parameter '{n}' is not a variable that the query selects; "
+                             "a parameter binds one of the SELECT variables (see the query's header)")
     return f"{query.rstrip()}\nVALUES ({' '.join('?' + n for n in names)}) {{ ({' '.join(str(params[n]) for n in names)}) }}\n"
 
 

@@ -22,6 +22,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -134,6 +135,20 @@ def create_app(settings: Settings):
                 response.headers["content-type"] = "application/gzip"
             return response
 
+    class VendorFiles(StaticFiles):
+        """YASGUI's files, once installed: until then (--no-yasgui, no npm, offline, or still
+        installing) every address under /vendor/yasgui/ is 404, where Starlette answered 500 for
+        a folder that is not there."""
+
+        async def check_config(self) -> None:
+            if os.path.isdir(str(self.directory)):
+                await super().check_config()
+
+        async def get_response(self, path: str, scope: Any) -> Response:
+            if not os.path.isdir(str(self.directory)):
+                return PlainTextResponse("not found: the query page's scripts are not installed here", status_code=404)
+            return await super().get_response(path, scope)
+
     state: dict[str, Any] = {"pool": None, "vendor": "not installed"}
     vendor = settings.vendor or vendor_folder(settings.root)
     env = environment(settings.templates) if settings.templates else None
@@ -169,7 +184,7 @@ def create_app(settings: Settings):
                 "version": YASGUI_VERSION}
 
     def page(status: int = 200, *, interactive: bool, query: str | None = None, result: dict | None = None,
-             error: str | None = None) -> Response:
+             error: str | None = None, headers: dict[str, str] | None = None) -> Response:
         if env is None:
             return text(404, "no query page: site_templates/query.html was not found")
         try:
@@ -194,7 +209,7 @@ def create_app(settings: Settings):
         )
         csp = (f"default-src 'none'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                "font-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-        return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})
+        return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": csp, "Cache-Control": "no-store", **(headers or {})})
 
     async def query_page(request: Request) -> Response:
         return page(interactive=True)
@@ -223,9 +238,11 @@ def create_app(settings: Settings):
         try:
             return await evaluate(queries[0], params, choice, request.client.host if request.client else "")
         except _Problem as p:
+            # The same address answers HTML or text by Accept (Vary); a 503's Retry-After either way.
+            headers = {**(p.headers or {}), "Vary": "Accept"}
             if html:
-                return page(p.status, interactive=False, query=queries[0], error=p.message)
-            return text(p.status, p.message, p.headers)
+                return page(p.status, interactive=False, query=queries[0], error=p.message, headers=headers)
+            return text(p.status, p.message, headers)
 
     def description(request: Request, params: dict[str, list[str]]) -> Response:
         fmt_param = (params.get("format") or [None])[-1]
@@ -241,7 +258,11 @@ def create_app(settings: Settings):
         if fmt not in SD_FORMATS:
             return text(406, f"the service description is available as {', '.join(MEDIA_TYPES[f].split(';')[0] for f in SD_FORMATS)}")
         pool = state["pool"]
-        endpoint = str(request.url.replace(query="", fragment=""))
+        endpoint = str(request.url.replace(query="", fragment=""))  # its address as the client named it (the Host header)
+        try:
+            ox.NamedNode(endpoint)
+        except ValueError:
+            return text(400, f"the request's Host header does not make an address ({endpoint!r} is not an IRI); send the server's host and port")
         triples = service_description(endpoint, settings.prefixes, pool.info.get("graphs", {}) if pool else {}, settings.timeout,
                                       settings.max_results)
         formats = {"turtle": ox.RdfFormat.TURTLE, "jsonld": ox.RdfFormat.JSON_LD, "ntriples": ox.RdfFormat.N_TRIPLES, "rdfxml": ox.RdfFormat.RDF_XML}
@@ -249,6 +270,7 @@ def create_app(settings: Settings):
         return Response(body, media_type=MEDIA_TYPES[fmt], headers={"Vary": "Accept"})
 
     async def evaluate(query: str, params: dict[str, list[str]], choice: Choice, client: str = "") -> Response:
+        query = query.removeprefix("\ufeff")  # a byte-order mark, as some editors start a saved .rq file
         if not query.strip():
             raise _Problem(400, "the query is empty")
         if uses_service(query):
@@ -312,7 +334,7 @@ def create_app(settings: Settings):
     routes = [
         Route("/sparql", sparql, methods=["GET", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"]),
         Route("/query", query_page, methods=["GET"]),
-        Mount("/vendor/yasgui", app=StaticFiles(directory=str(vendor), check_dir=False), name="vendor"),
+        Mount("/vendor/yasgui", app=VendorFiles(directory=str(vendor), check_dir=False), name="vendor"),
         Mount("/", app=SiteFiles(directory=str(settings.site), html=True), name="site"),
     ]
     middleware = [
@@ -530,7 +552,9 @@ def serve(settings: Settings) -> None:
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="info", lifespan="on",
                             server_header=False, proxy_headers=settings.forwarded_allow_ips is not None,
                             forwarded_allow_ips=trusted_proxies(settings.forwarded_allow_ips) if settings.forwarded_allow_ips else "",
-                            timeout_graceful_shutdown=5,
+                            # Queries still running finish (or meet their time limit) before the
+                            # server goes: cut off at 5 s, a 10-s query got a 500 and a traceback.
+                            timeout_graceful_shutdown=max(5, int(settings.timeout) + 2),
                             h11_max_incomplete_event_size=settings.max_body)  # a long query may come by GET too
     uvicorn.Server(config).run()
 
@@ -602,7 +626,7 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}") from None
-        if value <= 0:
+        if not value > 0 or not math.isfinite(value):  # nan compares false both ways; inf is no limit
             raise argparse.ArgumentTypeError(f"expected a positive number, found {text!r}")
         return value
 

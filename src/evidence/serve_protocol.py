@@ -182,9 +182,11 @@ def choose_formats(accept: str | None, format_param: str | None) -> Choice:
 
 
 _ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})|\\U([0-9A-Fa-f]{8})")
-# A line whose first character is # is a comment, or text inside a long string: never code. A
-# comment ends at CR or LF (the grammar's EOL), so both end the match.
-_COMMENT_LINE = re.compile(r"(?:^|(?<=[\r\n]))[ \t]*#[^\r\n]*")
+# The header: the comment and blank lines before anything else, which no string can hold (a
+# string opens only after code). A comment ends at CR or LF (the grammar's EOL). A line that
+# starts with # further down may be inside a long string ('''...'''), with code after the string's
+# end on the same line: it is scanned like the rest.
+_HEADER = re.compile(r"(?:[ \t]*(?:#[^\r\n]*)?(?:\r\n|\r|\n))*")
 # The keyword, anywhere else: in a string or an IRI too. Telling those apart needs the whole
 # SPARQL grammar (``<`` opens an IRI or compares, ``#`` after code starts a comment or sits in an
 # IRI), and a scanner that guessed wrong would let a SERVICE through. Variables (?service) are safe.
@@ -202,9 +204,12 @@ def uses_service(query: str) -> bool:
     pyoxigraph answers SERVICE by making an HTTP request from the server, to any host and port
     named in the query, so the endpoint refuses such queries. The check is deliberately coarse:
     a false alarm costs a rephrased string; a miss would let anyone who can reach the endpoint
-    make requests from this machine. Comment lines are left out, so a header may say "service".
+    make requests from this machine. The header (the comment lines the query starts with) is left
+    out, so a query's description may say "service"; a comment after the first line of code that
+    says it is a false alarm. (Leaving out every line that starts with # let a SERVICE through:
+    inside a long string such a line is text, and code may follow the string on that line.)
     """
-    return bool(_SERVICE.search(_ESCAPE.sub(_unescape, _COMMENT_LINE.sub("", query))))
+    return bool(_SERVICE.search(_ESCAPE.sub(_unescape, query[_HEADER.match(query).end():])))
 
 
 MAX_NESTING = 1000
@@ -223,8 +228,10 @@ def nesting_depth(query: str) -> int:
     return deepest
 
 
+# One blank character a time (not \s+: a run of them could be split in exponentially many ways
+# before a failed match, and 30 spaces held the server for seconds).
 _UPDATE = re.compile(
-    r"^(?:\s+|#[^\n]*(?:\n|$)|(?:PREFIX)\s+[\w.-]*:\s*<[^>]*>|BASE\s*<[^>]*>)*"
+    r"^(?:\s|#[^\n]*(?:\n|$)|(?:PREFIX)\s+[\w.-]*:\s*<[^>]*>|BASE\s*<[^>]*>)*"
     r"(INSERT|DELETE|LOAD|CLEAR|CREATE|DROP|COPY|MOVE|ADD|WITH)\b",
     re.IGNORECASE,
 )
@@ -261,7 +268,8 @@ def service_description(endpoint: str, prefixes: dict[str, str], graphs: dict[st
         ox.Triple(svc, n(_SD + "defaultEntailmentRegime"), n("http://www.w3.org/ns/entailment/Simple")),
         ox.Triple(svc, n(_DCT + "title"), ox.Literal("evidence: a read-only SPARQL endpoint over the knowledge base")),
         ox.Triple(svc, n(_RDFS + "comment"), ox.Literal(
-            "Read-only SPARQL 1.1 Query (no Update, no SERVICE). The default graph is the union of the named graphs, one per kb file. "
+            "Read-only SPARQL 1.1 Query (no Update, no SERVICE). The default graph is the union of the named graphs, one per kb file, "
+            "unless the query names its dataset (FROM, FROM NAMED) or the request does (default-graph-uri, named-graph-uri). "
             f"A query is stopped after {timeout:g} s; a result may have at most {max_results} rows or triples. "
             f"Predeclared prefixes: {', '.join(p + ':' for p in sorted(prefixes))}.")),
     ]

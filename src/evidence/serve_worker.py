@@ -24,13 +24,14 @@ import gzip
 import io
 import json
 import os
+import re
 import sys
 import threading
 from typing import Any
 
 import pyoxigraph as ox
 
-__all__ = ["SELECT_FORMATS", "GRAPH_FORMATS", "STACK_SIZE", "answer", "load_store", "main"]
+__all__ = ["SELECT_FORMATS", "GRAPH_FORMATS", "STACK_SIZE", "answer", "dataset", "declares_dataset", "load_store", "main"]
 
 STACK_SIZE = 512 << 20
 
@@ -125,12 +126,38 @@ def load_store(path: str, segments: list[list[int]] | None = None) -> tuple[ox.S
     return store, dict(sorted(graphs.items()))
 
 
+# The tokens of a query that can hide the word FROM: long and short strings, IRIs, comments,
+# and words (a variable's, a prefixed name's or a blank node's are not keywords); the rest in runs.
+_SKIP = "|".join([
+    r"'{3}(?:[^'\\]|\\.|'(?!''))*'{3}",  # a long string
+    r'"{3}(?:[^"\\]|\\.|"(?!""))*"{3}',
+    r"'(?:[^'\\\n\r]|\\.)*'",  # a string
+    r'"(?:[^"\\\n\r]|\\.)*"',
+    r'<[^<>"{}|^`\\\x00-\x20]*>',  # an IRI (a < that is not one compares)
+    r"#[^\r\n]*",  # a comment
+])
+_TOKENS = re.compile(f"(?P<skip>{_SKIP})" + r"|(?P<word>(?<![?$:\w.-])[A-Za-z_][\w-]*+(?!:))" + r"""|[^'"<#A-Za-z_]+|.""", re.DOTALL)
+
+
+def declares_dataset(query: str) -> bool:
+    """Whether the query names its own dataset (FROM or FROM NAMED). Such a query is run on it;
+    any other on the union of all graphs (use_default_graph_as_union would replace a FROM)."""
+    return any(m.group("word") and m.group("word").upper() == "FROM" for m in _TOKENS.finditer(query))
+
+
+def dataset(query: str, default_graph: list[str] | None = None, named_graphs: list[str] | None = None) -> dict[str, Any]:
+    """The dataset options of a query for pyoxigraph: the protocol's default-graph-uri and
+    named-graph-uri when either is given (each an empty set where not given, as the SPARQL
+    protocol has it); else the query's own FROM clauses; else every graph, as the default graph."""
+    if default_graph or named_graphs:
+        return {"default_graph": [ox.NamedNode(g) for g in default_graph or []], "named_graphs": [ox.NamedNode(g) for g in named_graphs or []]}
+    if declares_dataset(query):
+        return {}
+    return {"use_default_graph_as_union": True}
+
+
 def _dataset(job: dict[str, Any]) -> dict[str, Any]:
-    default = [ox.NamedNode(g) for g in job.get("default_graph") or []]
-    named = [ox.NamedNode(g) for g in job.get("named_graphs") or []]
-    if default:
-        return {"default_graph": default, "named_graphs": named or None}
-    return {"use_default_graph_as_union": True, "named_graphs": named or None}
+    return dataset(job["query"], job.get("default_graph"), job.get("named_graphs"))
 
 
 def answer(store: ox.Store, prefixes: dict[str, str], job: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
