@@ -240,6 +240,23 @@ def test_search_finds_and_links_to_pages(http_page):
     assert "zimmermann-2019" in page.content()
 
 
+def test_search_for_a_variant_as_written_finds_its_page_first(http_page):
+    """Pagefind cuts c.52G>A into pieces: the search matched pages holding a lone "c" and missed the
+    variant's own page. The pages whose titles hold a notation as written now come first."""
+    page, base, _watch = http_page
+    for q in ("c.52G>A", "TREX1 c.52G>A", "NM_033629.6:c.52G>A", "p.(Asp18Asn)"):
+        page.goto(base + "search.html")
+        page.fill("#q", q)
+        page.keyboard.press("Enter")
+        results = page.locator("#search-results li a")
+        results.first.wait_for()
+        assert results.first.get_attribute("href") == base + "variants/NM_033629.6_c.52G_A.html", (q, page.content()[:500])
+    page.goto(base + "search.html")
+    page.fill("#q", "thrombocytopenia")  # a plain word: Pagefind alone, with its excerpts
+    page.keyboard.press("Enter")
+    page.locator("#search-results li p.excerpt").first.wait_for()
+
+
 def _build_and_serve(config, docroot: Path, module, **settings):
     """Build the founding kb into docroot/evidence with ``module``'s settings changed, and serve it."""
     from evidence.cache import BuildCache

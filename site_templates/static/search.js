@@ -63,14 +63,36 @@
     say(total === 0 ? "No results." : total + " result" + (total === 1 ? "" : "s") + (total > results.length ? ", the first " + results.length + " shown." : "."));
   }
 
-  function searchTitles(q) {
+  function titleMatches(q, titles) {
     var words = q.toLowerCase().split(/\s+/).filter(Boolean);
-    var found = (window.EVIDENCE_TITLES || []).filter(function (e) {
+    return titles.filter(function (e) {
       var hay = (e[0] + " " + e[1]).toLowerCase();
       return words.every(function (w) { return hay.indexOf(w) >= 0; });
     });
+  }
+  function searchTitles(q) {
+    var found = titleMatches(q, window.EVIDENCE_TITLES || []);
     show(found.slice(0, 100).map(function (e) { return item(new URL(e[2], siteRoot).href, e[0], e[1]); }), found.length);
   }
+  // The titles, loaded once, when a search needs them over http too (see searchPagefind).
+  var titlesLoaded = null;
+  function loadTitles() {
+    if (window.EVIDENCE_TITLES) { return Promise.resolve(window.EVIDENCE_TITLES); }
+    if (!titlesLoaded) {
+      titlesLoaded = new Promise(function (resolve) {
+        var s = document.createElement("script");
+        s.src = new URL("search-titles.js", siteRoot).href;
+        s.onload = function () { resolve(window.EVIDENCE_TITLES || []); };
+        s.onerror = function () { resolve([]); };
+        document.body.appendChild(s);
+      });
+    }
+    return titlesLoaded;
+  }
+  // A notation with punctuation inside a word (c.52G>A, NM_033629.6, p.(Asp18Asn), a DOI) is cut
+  // into pieces by Pagefind, which then matched pages holding a lone "c" and missed the variant's
+  // own page: the pages whose titles hold it as written come first.
+  var NOTATION = /[^\s.>:_\/()\[\]-][.>:_\/()\[\]-]+[^\s.>:_\/()\[\]-]/;
 
   // The results, best first. A quoted search matches whole words only (Pagefind's exact search),
   // never a shorter word: it looks in every bundle.
@@ -92,15 +114,23 @@
   function searchPagefind(q) {
     var mine = ++seq;
     say("Searching…");
-    searchBundles(q).then(function (res) {
+    var titled = NOTATION.test(q) ? loadTitles().then(function (t) { return titleMatches(q, t); }) : Promise.resolve([]);
+    Promise.all([searchBundles(q), titled]).then(function (both) {
+      var res = both[0], first = both[1];
       if (mine !== seq) { return null; }
-      var total = res.results.length;
+      var seen = {};
+      var top = first.slice(0, 30).map(function (e) {
+        var url = new URL(e[2], siteRoot).href;
+        seen[url] = true;
+        return item(url, e[0], e[1]);
+      });
       return Promise.all(res.results.slice(0, 30).map(function (r) { return r.data(); })).then(function (data) {
         if (mine !== seq) { return; }
-        show(data.map(function (d) {
+        var rest = data.filter(function (d) { return !seen[new URL(d.url, location.href).href]; });
+        show(top.concat(rest.map(function (d) {
           var url = new URL(d.url, location.href).href;
           return item(url, (d.meta && d.meta.title) || d.url, d.meta && d.meta.kind, excerpt(d.excerpt || ""));
-        }), total);
+        })), first.length + res.results.length - (data.length - rest.length));
       });
     }).catch(function (err) { if (mine === seq) { say("Search failed: " + err); } });
   }
