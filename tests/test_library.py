@@ -92,6 +92,15 @@ def test_a_misspelt_parameter_is_refused_for_a_remote_endpoint_as_locally(name, 
         assert any(f"parameter '{name}'" in said for name in typo), said
 
 
+def test_a_parameter_of_an_ask_query_is_bound_for_a_remote_endpoint(compiled):
+    """bind_values checked the names against a SELECT clause only, and so refused every ASK."""
+    ask = "ASK { ?c a ev:CaseReport ; dcterms:title ?t }"
+    bound = bind_values(with_prefixes(ask, compiled.ns.prefixes()), {"c": ox.NamedNode("https://w3id.org/evidence-kb/case/wenzel-2016")})
+    assert run_query(compiled, bound).boolean is True
+    with pytest.raises(QueryError, match="parameter 'cc' is not a variable"):
+        bind_values(ask, {"cc": ox.Literal("x")})
+
+
 def test_every_parametrised_query_has_an_example():
     assert {q.name for q in LIBRARY if q.params} == set(EXAMPLES)
 

@@ -327,6 +327,8 @@ def test_the_dataset_is_the_querys_own_from_clauses_or_the_protocols(server, com
     assert _count(server, f"SELECT (COUNT(*) AS ?n) FROM <{graph}> WHERE {{ ?s ?p ?o }}") == in_graph
     assert _count(server, f"SELECT (COUNT(*) AS ?n) FROM NAMED <{graph}> WHERE {{ GRAPH ?g {{ ?s ?p ?o }} }}") == in_graph
     assert _count(server, 'SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o FILTER(?o != "from") }') > in_graph  # the word in a string is no FROM
+    assert _count(server, 'SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o FILTER(?o != "x"@from) }') == len(compiled.quads)  # nor a language tag
+    assert _count(server, "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o FILTER(?p != ev:a\\'b) } # ' FROM") == len(compiled.quads)  # nor an escape
     assert _count(server, every, **{"default-graph-uri": graph}) == in_graph
     assert _count(server, named, **{"default-graph-uri": graph}) == 0
     assert _count(server, every, **{"named-graph-uri": graph}) == 0
@@ -711,6 +713,8 @@ def test_browser_runs_a_library_query_without_leaving_the_machine(server, librar
     ("SELECT * WHERE {\n\\u0023 SERVICE <http://x/> { } }", True),
     ("SELECT * WHERE {\n# a comment\rSERVICE <http://x/> { } }", True),
     ("SELECT ?service WHERE { ?s ?p ?service }", False),
+    ("SELECT ?customerService WHERE { ?s ?p ?customerService }", False),
+    ("SELECT * WHERE { ?s ?p 1SERVICE <http://127.0.0.1:8799/x> { ?a ?b ?c } }", True),  # pyoxigraph reads `1 SERVICE`
     ("SELECT $service WHERE { ?s ?p $service }", False),
     ("SELECT * WHERE { ?s ev:services ?o }", False),
 ])
@@ -733,9 +737,14 @@ def test_the_checks_on_a_malformed_query_take_time_in_proportion_to_it():
     import time
 
     from evidence.query import explain_syntax_error
+    from evidence.serve_worker import declares_dataset
 
     t = time.perf_counter()
     assert not looks_like_update(" " * 1_000_000 + "x")
+    for text in ("'" + "\\'" * 500_000, "'" * 3 + "\\'" * 300_000, "?" + "a" * 1_000_000, "1" + "a" * 1_000_000, "@" + "a-" * 300_000):
+        query = "SELECT * { ?s ?p " + text + " }"
+        assert not declares_dataset(query)  # 64 KB of escaped quotes in an open string took 12 s
+        uses_service(query)
     line = "SELECT * { " + "a" * 1_000_000 + ":b ?p ?o }"
     said = explain_syntax_error(line, f"error at 1:{len('SELECT * { ') + 1_000_000 + 2}: Prefix not found", {"ev": "x"})
     assert time.perf_counter() - t < 2, "a check on a malformed query is not linear"

@@ -305,8 +305,9 @@ def bind_values(query: str, params: dict[str, ox.NamedNode | ox.Literal]) -> str
             raise QueryError(f"parameter name {n!r}: letters, digits and _ only")
     # As locally (run_query): a name the query does not select is an error, not a VALUES that
     # filters nothing (a misspelt --param returned the unfiltered answer as if filtered).
+    # A SELECT binds what it selects; an ASK, CONSTRUCT or DESCRIBE, a variable it uses.
     select = re.search(r"\bSELECT\b(.*?)(?:\bWHERE\b|\{)", body, re.IGNORECASE | re.DOTALL)
-    projection = select.group(1) if select else ""
+    projection = select.group(1) if select else body
     for n in names:
         if not re.search(r"(?:^|\s)\*(?:\s|$)", projection) and not re.search(rf"[?$]{n}\b", projection):
             raise QueryError(f"parameter '{n}' is not a variable that the query selects; "

@@ -689,7 +689,8 @@ query page, on one port:
             the npm registry into .cache/vendor/; a plain form if npm is not available)
   /         the site (--site)
 
-The default graph is the union of the named graphs, and the prefixes of `evidence query` are
+The default graph is the union of the named graphs (unless a query names its own with FROM, or the
+request with default-graph-uri or named-graph-uri), and the prefixes of `evidence query` are
 predeclared. Read-only: SPARQL Update is refused (403), and so is SERVICE: the server makes no
 requests to other hosts. It listens on 127.0.0.1, this machine only, unless --host says otherwise.
 Behind a reverse proxy, --forwarded-allow-ips names the proxies whose X-Forwarded-For is trusted.

@@ -190,7 +190,11 @@ _HEADER = re.compile(r"(?:[ \t]*(?:#[^\r\n]*)?(?:\r\n|\r|\n))*")
 # The keyword, anywhere else: in a string or an IRI too. Telling those apart needs the whole
 # SPARQL grammar (``<`` opens an IRI or compares, ``#`` after code starts a comment or sits in an
 # IRI), and a scanner that guessed wrong would let a SERVICE through. Variables (?service) are safe.
-_SERVICE = re.compile(r"(?<![?$\w])SERVICE(?!\w)", re.IGNORECASE)
+# Each word, with the ? or $ of a variable: a word that ends in SERVICE is the keyword unless it is
+# a variable's name. After other word characters too: pyoxigraph reads ?s ?p 1SERVICE <...> { } as
+# a triple ending in 1, then a SERVICE clause. (One pass over the words: a pattern that looked back
+# over a word from each SERVICE could take time in the square of a long word.)
+_WORDS = re.compile(r"[?$]?\w+")
 
 
 def _unescape(m: re.Match) -> str:
@@ -209,7 +213,8 @@ def uses_service(query: str) -> bool:
     says it is a false alarm. (Leaving out every line that starts with # let a SERVICE through:
     inside a long string such a line is text, and code may follow the string on that line.)
     """
-    return bool(_SERVICE.search(_ESCAPE.sub(_unescape, query[_HEADER.match(query).end():])))
+    text = _ESCAPE.sub(_unescape, query[_HEADER.match(query).end():])
+    return any(w[0] not in "?$" and w[-7:].upper() == "SERVICE" for w in _WORDS.findall(text))
 
 
 MAX_NESTING = 1000
