@@ -552,7 +552,19 @@ def make_case(seed: int, i: int, vocab: dict[str, list[str]], quotes: bool = Fal
         curation=_curation(rng, date(2024, 1, 1)),
     )
     source = make_source(rng, i, design, quotes, cx.sentences)
-    return case, source, cx.sentences
+    return _started_by(case, source.year), source, cx.sentences
+
+
+def _started_by(case: S.CaseReport, year: int) -> S.CaseReport:
+    """The case with every treatment start moved into its publication's year at the latest (a
+    start after it is a validation warning); no random draw, so a seed gives the kb it gave."""
+    def start(t: S.Treatment) -> S.Treatment:
+        if isinstance(t.start, date) and t.start.year > year:
+            return t.model_copy(update={"start": t.start.replace(year=year, day=min(t.start.day, 28))})
+        return t
+
+    patients = [p.model_copy(update={"treatments": [start(t) for t in p.treatments]}) for p in case.patients]
+    return case.model_copy(update={"patients": patients})
 
 
 # ----------------------------------------------------------------------------- writing

@@ -98,6 +98,22 @@ def test_a_copied_case_with_its_id_unchanged_is_the_one_told_to_change_it(tmp_pa
         f"(hint: ids are unique across the kb: give this file an id of its own such as '{copy}', its file name)"], r.stdout
 
 
+def test_a_treatment_that_starts_after_its_publication_is_a_warning(tmp_path):
+    """A year typed wrong (2031 in a case published in 2019) was accepted without a word."""
+    shutil.copytree(ROOT / "kb", tmp_path / "kb")
+    shutil.copy(ROOT / "evidence.toml", tmp_path / "evidence.toml")
+    case = tmp_path / "kb" / "zimmermann-2019.yaml"
+    lines = case.read_text().splitlines(keepends=True)
+    at = next(i for i, ln in enumerate(lines) if ln.strip() == "route: not reported")
+    lines.insert(at + 1, lines[at].replace("route: not reported", "start: 2031-01-15"))
+    case.write_text("".join(lines))
+    r = run("--root", str(tmp_path), "validate")
+    assert r.returncode == 0, r.stdout + r.stderr  # a warning: the reviewer decides
+    assert r.stdout.splitlines() == [
+        f"kb/zimmermann-2019.yaml:{at + 2}:16: warning: patients[P1].treatments[T1].start: 2031-01-15 is after the publication that "
+        "reports it (2019) (hint: check the date against the source)"], r.stdout
+
+
 def test_validate_missing_file_is_an_error_not_a_traceback():
     r = run("validate", "no/such/file.yaml")
     assert r.returncode == 1

@@ -146,14 +146,18 @@ def test_a_yaml_file_the_kb_would_not_read_is_an_error_not_left_out(tmp_path):
         "kb/sources/extra.YAML": "'extra.YAML' is not read: kb files are named *.yaml (hint: rename it to extra.yaml)",
         "kb/cases": "this folder is not part of the kb: its YAML files are not read (hint: put case files in kb/",
     }
-    for r in (_validate(root=project), _validate(kb, root=project)):
+    (kb / "queries" / "notes.yaml").write_text("a: 1\n")  # the query library's folder: not a kb file's place, and not said to be
+    runs = (_validate(root=project), _validate(kb, root=project))
+    for r in runs:
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         for shown, what in expected.items():
             assert any(ln.startswith(f"{shown}:1:1: error: {what}") for ln in r.stdout.splitlines()), (shown, r.stdout)
         assert "kb/notes" not in r.stdout and "kb/queries" not in r.stdout
+        assert "kb/cases/smith-2024.yaml" not in r.stdout  # its folder is reported, once
+    assert runs[0].stdout == runs[1].stdout  # the kb validated whole, or named: the same answer
     r = _validate(kb / "cases" / "smith-2024.yaml", tmp_path / "elsewhere.txt", root=project)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "kb/cases/smith-2024.yaml:1:1: error: not a kb file: only kb/<id>.yaml, kb/sources/<id>.yaml and kb/vocabulary/<kind>.yaml are read" in r.stdout
+    assert "kb/cases:1:1: error: this folder is not part of the kb: its YAML files are not read" in r.stdout  # where the named file is
     assert f"{tmp_path / 'elsewhere.txt'}:1:1: error: not a kb file" in r.stdout
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     b = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), "build"], cwd=project, env=env, capture_output=True, text=True,

@@ -20,6 +20,29 @@ def test_stale_check_can_fail(tmp_path):
     assert stale_schemas(tmp_path) == sorted(json_schemas())
 
 
+def test_the_schemas_use_json_schema_keywords_for_bounds():
+    """The bounds of an optional number were written as pydantic's own names ("ge", "gt", "le"),
+    which are not JSON Schema: an editor did not flag a negative dose, and Ajv's strict mode
+    refused the schema."""
+    def walk(node, path=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                assert k not in ("ge", "gt", "le", "lt"), f"{path}/{k}"
+                walk(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}/{i}")
+
+    schemas = {name: json.loads(text) for name, text in json_schemas().items()}
+    for name, schema in schemas.items():
+        walk(schema, name)
+    defs = schemas["case.schema.json"]["$defs"]
+    dose = next(b for b in defs["Dose"]["properties"]["value"]["anyOf"] if b.get("type") == "number")
+    assert dose["exclusiveMinimum"] == 0 and dose["maximum"] == 100000
+    age = next(b for b in defs["Age"]["properties"]["value"]["anyOf"] if b.get("type") == "number")
+    assert age["minimum"] == 0
+
+
 def test_every_field_has_a_description_or_obvious_name():
     """The docs are generated from the models: key fields carry a description."""
     case = json.loads(json_schemas()["case.schema.json"])

@@ -7,6 +7,7 @@ Checks shared with the security and browser tests (``parse_site``, ``check_links
 from __future__ import annotations
 
 import csv
+import dataclasses
 import filecmp
 import gzip
 import io
@@ -496,6 +497,20 @@ def test_cohort_rows_of_the_evidence_table_carry_the_regimen_and_the_counted_har
     for r in rows:
         assert (r["dose"], r["frequency"], r["route"], r["duration"]) == ("4 mg", "daily", "not reported", "3 months")
         assert r["adverse events"] == "0 of 3 with severe adverse events of any kind"
+
+
+def test_a_cohort_row_carries_the_regimen_only_when_the_patients_listed_are_the_whole_cohort(kb, compiled):
+    """Three patients listed of a cohort of twelve: their regimen is not everyone's."""
+    from evidence.site_model import SiteModel
+
+    case = kb.cases["zimmermann-2019"]
+    assert case.cohort is not None and case.cohort.n == len(case.patients) == 3
+    whole = SiteModel(kb, compiled.ns, compiled.term_iris).case_evidence_rows("zimmermann-2019")[1]
+    assert {r.cells["dose"] for r in whole} == {"4 mg"}
+    bigger = case.model_copy(update={"cohort": case.cohort.model_copy(update={"n": 12})})
+    partial = dataclasses.replace(kb, cases={**kb.cases, "zimmermann-2019": bigger})
+    rows = SiteModel(partial, compiled.ns, compiled.term_iris).case_evidence_rows("zimmermann-2019")[1]
+    assert rows and {(r.cells["dose"], r.cells["frequency"], r.cells["duration"]) for r in rows} == {("", "", "")}
 
 
 def test_evidence_table_has_every_row_server_rendered_and_a_matching_csv(site, kb):

@@ -48,8 +48,8 @@ def _expand_paths(paths: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():  # every YAML file under it, misnamed ones too (validate says they are not read)
-            out.extend(sorted(q for q in path.rglob("*") if q.name.lower().endswith((".yaml", ".yml")) and q.is_file()))
+        if path.is_dir():  # every YAML file under it, misnamed ones too (validate says they are not read), not the query library's
+            out.extend(sorted(q for q in path.rglob("*") if q.name.lower().endswith((".yaml", ".yml")) and q.is_file() and "queries" not in q.relative_to(path).parts))
         else:
             out.append(path)
     return out
@@ -72,9 +72,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         wanted = {str(real_path(p)) for p in paths}
         folders = [real_path(Path(p)) for p in args.paths if Path(p).is_dir()]
 
-        def named(d) -> bool:
+        named_files = [real_path(p) for p in paths]
+
+        def named(d) -> bool:  # about a named file, or under a named folder, or a folder (not read) that holds a named file
             found = {real_path(config.root / d.path), real_path(Path(d.path))}
-            return any(str(f) in wanted or any(f == top or top in f.parents for top in folders) for f in found)
+            return any(str(f) in wanted or any(f == top or top in f.parents for top in folders) or any(f in n.parents for n in named_files)
+                       for f in found)
 
         diags = [d for d in diags if named(d)]
     _print_diagnostics(diags, args.format)
@@ -210,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     q = sub.add_parser("query", help="run a SPARQL query over the compiled graph",
-                       description="Run SPARQL over the union of all graphs (or on --endpoint). Prefixes ev:, rdf:, rdfs:, dcterms:, prov:, bibo:, fabio:, schema:, skos:, obo:, xsd: are predeclared. "
+                       description="Run SPARQL over the union of all graphs, or the graphs its FROM names (or on --endpoint). Prefixes ev:, rdf:, rdfs:, dcterms:, prov:, bibo:, fabio:, schema:, skos:, obo:, xsd: are predeclared. "
                                    "Parameters bind SELECT variables as RDF terms: locally through pyoxigraph substitutions, remotely through a trailing VALUES clause.",
                        epilog="examples:\n  evidence query --list\n  evidence query drugs-by-gene --param gene=TREX1\n  evidence query kb/queries/gaps.rq --format csv\n"
                               "  evidence query drugs-by-gene --endpoint http://127.0.0.1:7878/query",

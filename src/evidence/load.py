@@ -287,9 +287,10 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
                 k = kind + e.name[: -len(".yaml")] if kind == "vocabulary:" else kind
             if k and e.is_file():
                 found.append((k, p))
+    strays = [resolve(q) for q in (why or {}) if why is not None and why[q] is _STRAY_FOLDER]
     for p in extra or []:
-        if any(resolve(p) == resolve(q) for _, q in found):
-            continue
+        if any(resolve(p) == resolve(q) for _, q in found) or any(top in resolve(p).parents for top in strays):
+            continue  # listed already, or in a folder reported as not part of the kb
         kind = file_kind(p, kb_dir, resolve)
         if kind:
             found.append((kind, p))

@@ -103,6 +103,12 @@ Whole = Annotated[int, _not_a_flag("int_type")]
 Flag = Annotated[bool, Strict()]
 
 
+def bounded(kind: type, **bounds: Any) -> Any:
+    """A Number or Whole with bounds (ge, gt, le): the bounds come before the check on true/false,
+    where the JSON Schema can name them (after it, they were written "ge", "le" into the schema)."""
+    return Annotated[kind, Field(**bounds), _not_a_flag("int_type" if kind is int else "float_type")]
+
+
 def at_field(name: str, message: str, hint: str = "") -> PydanticCustomError:
     """An error a model's own check finds in one of its fields (a model validator's errors are
     otherwise placed on the whole mapping): reported at that field by
@@ -117,7 +123,8 @@ def number_text(x: float | int) -> str:
     if isinstance(x, float):
         if x.is_integer():
             return str(int(x))
-        return format(Decimal(repr(x)), "f")
+        text = repr(x)
+        return text if "e" not in text else format(Decimal(text), "f")  # only an exponent needs the slower way
     return str(x)
 
 # Whole numbers in every field but seconds, as in xsd:duration (which the graph uses; weeks are
@@ -498,8 +505,9 @@ class Source(_Model):
         if self.text_held != TextHeld.none.value and not self.text_file:
             raise at_field("text_held", f"'{self.text_held}' needs text_file, the name of the held text's file",
                            "add text_file: <name>.txt, or write text_held: none")
-        if self.date is not None and self.date.year != self.year:
-            raise at_field("date", f"{self.date.isoformat()} is not in the year {self.year}", "make the date and the year agree with the publication")
+        if self.date is not None and not self.year - 1 <= self.date.year <= self.year:  # an online-first date may be the year before
+            raise at_field("date", f"{self.date.isoformat()} is not in the year {self.year} (nor, as an online-first date, the year before)",
+                           "make the date and the year agree with the publication")
         return self
 
 
@@ -520,9 +528,9 @@ class EvidenceLevel(_Model):
 class Age(_Model):
     """Exactly one of: ``value`` (exact), ``min`` and ``max`` (a range), or ``category``."""
 
-    value: Number | None = Field(None, ge=0, description="Exact age, in ``unit``: at most 120 years.")
-    min: Number | None = Field(None, ge=0)
-    max: Number | None = Field(None, ge=0)
+    value: bounded(float, ge=0) | None = Field(None, description="Exact age, in ``unit``: at most 120 years.")
+    min: bounded(float, ge=0) | None = None
+    max: bounded(float, ge=0) | None = None
     unit: Literal["years", "months", "weeks", "days"] = "years"
     category: Literal["neonate", "infant", "child", "adolescent", "minor", "adult", "older adult"] | None = None
     basis: Literal["stated", "derived"] = Field("stated", description="derived: inferred from the text, as 'minor' from parental consent.")
@@ -579,7 +587,7 @@ class Genotype(_Model):
 class Dose(_Model):
     """A dose: a value with a unit, or only a qualifier such as 'full dose' when no value is given."""
 
-    value: Number | None = Field(None, gt=0, le=100000, description="Amount per administration; must be positive.")
+    value: bounded(float, gt=0, le=100000) | None = Field(None, description="Amount per administration; must be positive.")
     unit: Unit | None = None
     qualifier: ShortText | None = Field(None, description="As the source words it: 'full dose', 'reduced'.")
 
@@ -689,11 +697,11 @@ class Patient(_Model):
 
 
 class CohortAge(_Model):
-    mean: Number | None = Field(None, ge=0)
-    sd: Number | None = Field(None, ge=0)
-    median: Number | None = Field(None, ge=0)
-    min: Number | None = Field(None, ge=0)
-    max: Number | None = Field(None, ge=0)
+    mean: bounded(float, ge=0) | None = None
+    sd: bounded(float, ge=0) | None = None
+    median: bounded(float, ge=0) | None = None
+    min: bounded(float, ge=0) | None = None
+    max: bounded(float, ge=0) | None = None
     unit: Literal["years", "months"] = "years"
 
     @model_validator(mode="after")
@@ -721,8 +729,8 @@ class Cohort(_Model):
     """Figures the source gives only for the group, not per patient."""
 
     n: Whole = Field(ge=1, le=MAX_PATIENTS)
-    female: Whole | None = Field(None, ge=0, le=MAX_PATIENTS)
-    male: Whole | None = Field(None, ge=0, le=MAX_PATIENTS)
+    female: bounded(int, ge=0, le=MAX_PATIENTS) | None = None
+    male: bounded(int, ge=0, le=MAX_PATIENTS) | None = None
     age: CohortAge | None = None
     outcome_counts: list[OutcomeCount] = Field(default_factory=list)
     adverse_event_counts: list[AdverseEventCount] = Field(default_factory=list)

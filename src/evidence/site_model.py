@@ -466,7 +466,9 @@ class SiteModel:
             # The regimen, where every patient of the case had the same one; the harms the source
             # counted for the group.
             regimens = {(t.drug, dose_text(t.dose) or "", t.frequency, t.route, human_duration(t.duration) or "") for p in c.patients for t in p.treatments}
-            regimen = dict(zip(("dose", "frequency", "route", "duration"), next(iter(regimens))[1:], strict=True)) if len(regimens) == 1 else {}
+            # Only when the patients listed are the whole cohort: theirs is then everyone's regimen.
+            whole = len(c.patients) == c.cohort.n
+            regimen = dict(zip(("dose", "frequency", "route", "duration"), next(iter(regimens))[1:], strict=True)) if whole and len(regimens) == 1 else {}
             harms = "; ".join(f"{ac.patients} of {c.cohort.n} with " + (f"{ac.severity} " if ac.severity else "")
                               + (self.label("phenotypes", ac.term) if ac.term else "adverse events of any kind") for ac in c.cohort.adverse_event_counts)
             for oc in c.cohort.outcome_counts:

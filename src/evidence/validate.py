@@ -13,6 +13,7 @@ import stat
 import typing
 import unicodedata
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -470,7 +471,12 @@ class _Checker:
                      hint=f"rename the file to {c.id}.yaml or change the id")
         allowed: set[str] | None = set()
         primaries = set()
+        listed: dict[str, int] = {}
         for i, ref in enumerate(c.sources):
+            if ref.source in listed:  # one publication, one entry (and one role)
+                self.add(f, ("sources", i, "source"), f"sources[{i}]: '{ref.source}' is listed twice (first as sources[{listed[ref.source]}])",
+                         "duplicate-entry", hint="list each publication once, with its role")
+            listed.setdefault(ref.source, i)
             known = self.source_ref(f, ("sources", i, "source"), ref.source)
             if ref.role == "primary":
                 primaries.add(ref.source)
@@ -487,6 +493,8 @@ class _Checker:
         if not primaries:
             self.add(f, ("sources",), "the case lists no primary source", "primary-source", hint="add the publication that reports the case, with role: primary")
         for i, k in enumerate(c.conditions):
+            if k in c.conditions[:i]:
+                self.add(f, ("conditions", i), f"conditions[{i}]: '{k}' is listed twice", "duplicate-entry", hint="list each condition once")
             self.vocab_ref(f, ("conditions", i), k, ("diseases",))
         self.claims(f, ("evidence",), c.evidence, allowed)
         if c.cohort:
@@ -497,6 +505,14 @@ class _Checker:
                 self.add(f, ("patients", i, "id"), f"patient id '{p.id}' is used twice in this case", "duplicate-id", hint="give each patient its own id (P1, P2, ...)")
             seen[p.id] = i
             self.patient(f, ("patients", i), p, allowed)
+        # A treatment cannot start after the publication that reports it (a year typed wrong).
+        years = [s.year for s in (self.kb.sources.get(x) for x in primaries) if s is not None]
+        for i, p in enumerate(c.patients):
+            for j, t in enumerate(p.treatments):
+                if years and isinstance(t.start, date) and t.start.year > max(years):
+                    self.add(f, ("patients", i, "treatments", j, "start"),
+                             f"{field_name(f.doc.data, ('patients', i, 'treatments', j, 'start'))}: {t.start.isoformat()} is after the publication "
+                             f"that reports it ({max(years)})", "plausible-date", level="warning", hint="check the date against the source")
 
     def cohort(self, f: KbFile, c: S.CaseReport, allowed: set[str]) -> None:
         co = c.cohort
@@ -593,8 +609,10 @@ class _Checker:
         text), and the ids its patients' records name (an outcome's treatment, a phase's outcomes
         and adverse event)."""
         data = f.doc.data
-        listed = {r["source"] for r in data.get("sources", []) if isinstance(r, dict) and isinstance(r.get("source"), str)} \
-            if isinstance(data, dict) and isinstance(data.get("sources"), list) else None
+        refs = data.get("sources") if isinstance(data, dict) else None
+        # The case's sources, if every entry names one (else a claim cannot be checked against them).
+        whole = isinstance(refs, list) and all(isinstance(r, dict) and isinstance(r.get("source"), str) for r in refs)
+        listed = {r["source"] for r in refs} if whole else None
 
         def walk(node: Any, loc: tuple) -> None:
             if isinstance(node, dict):
@@ -629,9 +647,13 @@ class _Checker:
 
     def _raw_locals(self, f: KbFile, loc: tuple, p: dict) -> None:
         """The local ids one raw patient's records name (see :meth:`patient`, for a valid one)."""
-        def ids(key: str) -> set[str]:
-            items = p.get(key)
-            return {x["id"] for x in items if isinstance(x, dict) and isinstance(x.get("id"), str)} if isinstance(items, list) else set()
+        def ids(key: str) -> set[str] | None:
+            """The ids of the patient's records of a kind; None if one has no id (a record named
+            by it may be that one: nothing is reported on guesswork)."""
+            items = p.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(x, dict) and isinstance(x.get("id"), str) for x in items):
+                return None
+            return {x["id"] for x in items}
 
         def items(node: Any, key: str) -> list[tuple[int, dict]]:
             got = node.get(key) if isinstance(node, dict) else None
@@ -641,18 +663,18 @@ class _Checker:
         for key in ("outcomes", "adverse_events"):
             for i, rec in items(p, key):
                 ref = rec.get("treatment")
-                if isinstance(ref, str) and ref not in t_ids:
+                if t_ids is not None and isinstance(ref, str) and ref not in t_ids:
                     self._local(f, loc + (key, i, "treatment"), ref, t_ids, "treatment")
         for i, t in items(p, "treatments"):
             for j, ph in items(t, "phases"):
                 pl = loc + ("treatments", i, "phases", j)
                 reason = ph.get("reason")
                 ae = reason.get("adverse_event") if isinstance(reason, dict) else None
-                if isinstance(ae, str) and ae not in a_ids:
+                if a_ids is not None and isinstance(ae, str) and ae not in a_ids:
                     self._local(f, pl + ("reason", "adverse_event"), ae, a_ids, "adverse event")
                 outcomes = ph.get("outcomes")
                 for k, oid in enumerate(outcomes if isinstance(outcomes, list) else []):
-                    if isinstance(oid, str) and oid not in o_ids:
+                    if o_ids is not None and isinstance(oid, str) and oid not in o_ids:
                         self._local(f, pl + ("outcomes", k), oid, o_ids, "outcome")
 
     def _local(self, f: KbFile, loc: tuple, ref: str, ids: set[str], what: str) -> None:
