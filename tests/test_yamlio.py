@@ -51,7 +51,20 @@ def test_constructing_tags_are_refused(tag):
 
 def test_merge_keys_and_duplicates_are_refused():
     assert "merge keys" in one("a: {x: 1}\nb:\n  <<: {x: 1}\n")
-    assert "duplicate key 'a' (first at line 1)" in one("a: 1\nb: 2\na: 3\n")
+
+
+def test_every_duplicate_key_is_an_error_and_the_file_is_read_on():
+    """A duplicate key stopped the file's reading: its other duplicates, and every other problem
+    of the file, waited for the fix. Each is an error now, the first value kept (the second is
+    read and dropped, its positions too), and the document is returned for the other checks."""
+    text = "a: 1\nb: {x: 1, x: 2}\na:\n  deep: [1, {y: 2}]\nc: 3\n"
+    doc, diags = load_yaml_text(text, "f.yaml")
+    assert doc is not None and doc.data == {"a": 1, "b": {"x": 1}, "c": 3}
+    assert [d.text() for d in diags] == [
+        "f.yaml:2:11: error: duplicate key 'x' (first at line 2) (hint: keep one of the two; YAML would silently drop the first)",
+        "f.yaml:3:1: error: duplicate key 'a' (first at line 1) (hint: keep one of the two; YAML would silently drop the first)",
+    ]
+    assert doc.where(("c",)) == (5, 4) and ("a", "deep") not in doc.positions
 
 
 def test_deep_nesting_is_refused():

@@ -662,7 +662,7 @@ def format_text(text: str, kind: str | None = None, path: str = "<string>") -> s
     if text.startswith("\ufeff"):
         text = text[1:]
     doc, problems = load_yaml_text(text, path)
-    if doc is None:
+    if doc is None or problems:  # a duplicate key: formatting would drop one of the two values
         raise FormatError("; ".join(d.text() for d in problems) or f"{path}: cannot read the YAML")
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     header, notes = _attach(text, root)

@@ -126,13 +126,17 @@ _INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u202a-\u202e
 
 
 class _Frame:
-    __slots__ = ("container", "loc", "key", "depth")
+    __slots__ = ("container", "loc", "key", "depth", "dropped")
 
-    def __init__(self, container: dict | list, loc: Path_, depth: int):
+    def __init__(self, container: dict | list, loc: Path_, depth: int, dropped: bool = False):
         self.container = container
         self.loc = loc
         self.key: str | None = None  # a mapping's pending key
         self.depth = depth
+        self.dropped = dropped  # the value of a duplicate key, read and dropped (see _Builder.build)
+
+
+_DUPLICATE = "\x00duplicate"  # a mapping's pending key when the key was a duplicate (no YAML key holds a NUL)
 
 
 class _Builder:
@@ -148,6 +152,9 @@ class _Builder:
         self.positions: dict[Path_, tuple[int, int]] = {}
         self.key_positions: dict[Path_, tuple[int, int]] = {}
         self.scalars = yaml.constructor.SafeConstructor()
+        # Duplicate keys: each is reported, its value read and dropped, and the first kept, so
+        # that the file's other problems are found in the same run.
+        self.duplicates: list[_Refused] = []
 
     def _scalar(self, ev: yaml.ScalarEvent) -> Any:
         tag = ev.tag
@@ -223,13 +230,16 @@ class _Builder:
                 key = ev.value  # keys stay text as written: `1:` is the key '1'
                 if not key:
                     raise _Refused(ev.start_mark, "a mapping key is empty", "write the key as text, such as `dose:`", "yaml-key")
-                if key in parent.container:
+                if key in parent.container and not parent.dropped:
                     first = key_positions[parent.loc + (key,)]
-                    raise _Refused(ev.start_mark, f"duplicate key '{key}' (first at line {first[0]})",
-                                   "keep one of the two; YAML would silently drop the first", "yaml-duplicate-key")
+                    self.duplicates.append(_Refused(ev.start_mark, f"duplicate key '{key}' (first at line {first[0]})",
+                                                    "keep one of the two; YAML would silently drop the first", "yaml-duplicate-key"))
+                    parent.key = _DUPLICATE
+                    continue
                 parent.key = key
                 mark = ev.start_mark
-                key_positions[parent.loc + (key,)] = (mark.line + 1, mark.column + 1)
+                if not parent.dropped:
+                    key_positions[parent.loc + (key,)] = (mark.line + 1, mark.column + 1)
                 continue
             if parent is None:
                 loc: Path_ = ()
@@ -237,8 +247,10 @@ class _Builder:
                 loc = parent.loc + (parent.key,)
             else:
                 loc = parent.loc + (len(parent.container),)
+            dropped = parent is not None and (parent.dropped or (in_map and parent.key == _DUPLICATE))
             mark = ev.start_mark
-            positions[loc] = (mark.line + 1, mark.column + 1)
+            if not dropped:
+                positions[loc] = (mark.line + 1, mark.column + 1)
             if kind is _MAPPING_START or kind is _SEQUENCE_START:
                 is_map = kind is _MAPPING_START
                 if ev.tag not in (None, "!", _MAP if is_map else _SEQ):
@@ -247,7 +259,7 @@ class _Builder:
                 if depth > MAX_DEPTH:
                     raise _Refused(ev.start_mark, f"the YAML is nested deeper than {MAX_DEPTH} levels", "flatten the structure", "yaml-depth")
                 value: Any = {} if is_map else []
-                frame = _Frame(value, loc, depth)
+                frame = _Frame(value, loc, depth, dropped)
             else:
                 try:
                     value = self._scalar(ev)
@@ -257,7 +269,8 @@ class _Builder:
                 frame = None
             if parent is not None:
                 if in_map:
-                    parent.container[parent.key] = value
+                    if parent.key != _DUPLICATE:
+                        parent.container[parent.key] = value
                     parent.key = None
                 else:
                     parent.container.append(value)
@@ -273,7 +286,8 @@ def _diag(path: str, line: int, col: int, message: str, hint: str = "", rule: st
 
 
 def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, list[Diagnostic]]:
-    """Parse ``text``; return the document, or ``None`` and the reasons it was refused."""
+    """Parse ``text``; return the document, or ``None`` and the reasons it was refused. A document
+    with duplicate keys is returned with an error for each (its first value of each kept)."""
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         return None, [_diag(path, line, 1, "the file holds a NUL byte", "save the file as UTF-8 text", "encoding")]
@@ -307,7 +321,8 @@ def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, l
     if data is None:
         return None, [_diag(path, 1, 1, "the file is empty", "a kb file is a YAML mapping; see README.md", "yaml-empty")]
     doc = YamlDoc(path=path, data=data, text=text, positions=builder.positions, key_positions=builder.key_positions)
-    return doc, []
+    # A duplicate key is an error, and the document (with the first value of each) is read on.
+    return doc, [_diag(path, *_pos(r.mark), r.message, r.hint, r.rule, r.field) for r in builder.duplicates]
 
 
 def _field_at(text: str, line: int, col: int) -> str:
