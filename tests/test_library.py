@@ -99,6 +99,16 @@ def test_a_parameter_of_an_ask_query_is_bound_for_a_remote_endpoint(compiled):
     assert run_query(compiled, bound).boolean is True
     with pytest.raises(QueryError, match="parameter 'cc' is not a variable"):
         bind_values(ask, {"cc": ox.Literal("x")})
+    # A subquery's SELECT is not the query's; a name in a string is no variable.
+    sub = "ASK { ?c a ev:CaseReport . { SELECT ?c WHERE { ?c dcterms:title ?t } } }"
+    assert bind_values(sub, {"c": ox.Literal("x")}).rstrip().endswith('VALUES (?c) { ("x") }')
+    with pytest.raises(QueryError, match="parameter 'dd' is not a variable"):
+        bind_values('ASK { ?c ?p ?d FILTER(?d != "?dd") }', {"dd": ox.Literal("x")})
+    with pytest.raises(QueryError, match="parameter 'cc' is not a variable"):
+        bind_values("CONSTRUCT { ?c ?p ?o } WHERE { ?c ?p ?o BIND(2 * 3 AS ?n) }", {"cc": ox.Literal("x")})
+    assert "VALUES (?n)" in bind_values("SELECT ?c (COUNT(*) AS ?n) WHERE { ?c ?p ?o } GROUP BY ?c", {"n": ox.Literal("1")})
+    with pytest.raises(QueryError, match="parameter 'o' is not a variable"):  # used, not selected
+        bind_values("SELECT ?c (COUNT(*) AS ?n) WHERE { ?c ?p ?o } GROUP BY ?c", {"o": ox.Literal("1")})
 
 
 def test_every_parametrised_query_has_an_example():

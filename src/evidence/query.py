@@ -21,7 +21,7 @@ import pyoxigraph as ox
 
 from .compile import Compiled
 from .errors import QueryError
-from .serve_worker import dataset
+from .serve_worker import dataset, query_variables
 
 __all__ = [
     "QueryResult",
@@ -305,11 +305,12 @@ def bind_values(query: str, params: dict[str, ox.NamedNode | ox.Literal]) -> str
             raise QueryError(f"parameter name {n!r}: letters, digits and _ only")
     # As locally (run_query): a name the query does not select is an error, not a VALUES that
     # filters nothing (a misspelt --param returned the unfiltered answer as if filtered).
-    # A SELECT binds what it selects; an ASK, CONSTRUCT or DESCRIBE, a variable it uses.
-    select = re.search(r"\bSELECT\b(.*?)(?:\bWHERE\b|\{)", body, re.IGNORECASE | re.DOTALL)
-    projection = select.group(1) if select else body
+    # A SELECT binds what it selects (anything, for SELECT *); an ASK, CONSTRUCT or DESCRIBE, a
+    # variable it names (outside strings, IRIs and comments; a subquery's SELECT is not the query's).
+    form, variables, selected = query_variables(query)
+    known = variables if selected is None else selected
     for n in names:
-        if not re.search(r"(?:^|\s)\*(?:\s|$)", projection) and not re.search(rf"[?$]{n}\b", projection):
+        if n not in known:
             raise QueryError(f"parameter '{n}' is not a variable that the query selects; "
                              "a parameter binds one of the SELECT variables (see the query's header)")
     return f"{query.rstrip()}\nVALUES ({' '.join('?' + n for n in names)}) {{ ({' '.join(str(params[n]) for n in names)}) }}\n"

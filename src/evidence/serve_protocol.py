@@ -190,10 +190,11 @@ _HEADER = re.compile(r"(?:[ \t]*(?:#[^\r\n]*)?(?:\r\n|\r|\n))*")
 # The keyword, anywhere else: in a string or an IRI too. Telling those apart needs the whole
 # SPARQL grammar (``<`` opens an IRI or compares, ``#`` after code starts a comment or sits in an
 # IRI), and a scanner that guessed wrong would let a SERVICE through. Variables (?service) are safe.
-# Each word, with the ? or $ of a variable: a word that ends in SERVICE is the keyword unless it is
-# a variable's name. After other word characters too: pyoxigraph reads ?s ?p 1SERVICE <...> { } as
-# a triple ending in 1, then a SERVICE clause. (One pass over the words: a pattern that looked back
-# over a word from each SERVICE could take time in the square of a long word.)
+# Each word, with the ? or $ of a variable: a word that holds SERVICE anywhere is taken for the
+# keyword unless it is a variable's name. pyoxigraph finds the keyword with no word boundary on
+# either side: it reads ?s ?p 1SERVICE <...> { } as a triple ending in 1 then a SERVICE clause, and
+# SERVICEx:b { }, SERVICESILENT<...> { } as SERVICE. (One pass over the words: a pattern that looked
+# around each SERVICE could take time in the square of a long word.)
 _WORDS = re.compile(r"[?$]?\w+")
 
 
@@ -214,7 +215,7 @@ def uses_service(query: str) -> bool:
     inside a long string such a line is text, and code may follow the string on that line.)
     """
     text = _ESCAPE.sub(_unescape, query[_HEADER.match(query).end():])
-    return any(w[0] not in "?$" and w[-7:].upper() == "SERVICE" for w in _WORDS.findall(text))
+    return any(w[0] not in "?$" and "SERVICE" in w.upper() for w in _WORDS.findall(text))
 
 
 MAX_NESTING = 1000

@@ -31,7 +31,7 @@ from typing import Any
 
 import pyoxigraph as ox
 
-__all__ = ["SELECT_FORMATS", "GRAPH_FORMATS", "STACK_SIZE", "answer", "dataset", "declares_dataset", "load_store", "main"]
+__all__ = ["SELECT_FORMATS", "GRAPH_FORMATS", "STACK_SIZE", "answer", "dataset", "declares_dataset", "load_store", "main", "query_variables"]
 
 STACK_SIZE = 512 << 20
 
@@ -126,30 +126,77 @@ def load_store(path: str, segments: list[list[int]] | None = None) -> tuple[ox.S
     return store, dict(sorted(graphs.items()))
 
 
-# The tokens of a query that can hide the word FROM: long and short strings, IRIs, comments,
-# and words (a variable's, a prefixed name's or a blank node's are not keywords); the rest in runs.
-# Possessive (*+) and open-ended: a string left open runs to the end of its line (of the query, for
-# a long one) instead of being tried again from each quote inside it, which took time in the
-# square of its length (12 s for 64 KB of escaped quotes).
+# The tokens of a query, as far as telling its keywords and variables from the rest needs: long
+# and short strings, IRIs (with \u escapes), comments and language tags are skipped; a variable;
+# a word, with a prefix's colon and local name if it has one (one token, scanned once: a word
+# tried again from each of its letters took time in the square of its length); a number (1FROM
+# is 1 and FROM). Possessive (*+) and open-ended: a string left open runs to the end of its line
+# (of the query, for a long one) instead of being tried again from each quote inside it.
+_NAME = r"\w\u00b7\u0300-\u036f\u203f\u2040"  # the characters of a name, SPARQL's beyond Python's \w
 _SKIP = "|".join([
     r"'{3}(?:[^'\\]|\\.|'(?!''))*+(?:'{3}|\Z)",  # a long string
     r'"{3}(?:[^"\\]|\\.|"(?!""))*+(?:"{3}|\Z)',
     r"'(?:[^'\\\n\r]|\\.)*+'?",  # a string
     r'"(?:[^"\\\n\r]|\\.)*+"?',
-    r'<[^<>"{}|^`\\\x00-\x20]*+>',  # an IRI (a < that is not one compares)
+    r'<(?:[^<>"{}|^`\\\x00-\x20]|\\u[0-9A-Fa-f]{4}|\\U[0-9A-Fa-f]{8})*+>',  # an IRI (a < that is not one compares)
     r"#[^\r\n]*+",  # a comment
     r"@[A-Za-z]++(?:-[A-Za-z0-9]++)*+",  # a language tag ("x"@from)
-    r"(?:[A-Za-z_][\w.-]*+)?:(?:[\w.:%-]|\\.)*+",  # a prefixed name or a blank node, its escapes too (ev:a\'b)
-    r"[?$]\w*+",  # a variable
-    r"\d[\d.]*+(?:[eE][+-]?\d++)?",  # a number (1FROM is 1 and FROM)
+    r"\d[\d.]*+(?:[eE][+-]?\d++)?",  # a number
 ])
-_TOKENS = re.compile(f"(?P<skip>{_SKIP})" + r"|(?P<word>[A-Za-z_][\w-]*+)" + r"""|[^'"<#@:?$\w]++|.""", re.DOTALL)
+_TOKENS = re.compile(
+    f"(?P<skip>{_SKIP})"
+    + rf"|(?P<var>[?$][{_NAME}]*+)"
+    + rf"|(?P<word>[A-Za-z_][{_NAME}.-]*+(?::(?:[{_NAME}.:%-]|\\.)*+)?|:(?:[{_NAME}.:%-]|\\.)*+)"
+    + r"""|[^'"<#@:?$\w]++|.""",
+    re.DOTALL,
+)
+
+
+def _words(query: str):
+    """The query's keywords and names, in order (prefixed names with their colon)."""
+    for m in _TOKENS.finditer(query):
+        w = m.group("word")
+        if w:
+            yield w
 
 
 def declares_dataset(query: str) -> bool:
     """Whether the query names its own dataset (FROM or FROM NAMED). Such a query is run on it;
     any other on the union of all graphs (use_default_graph_as_union would replace a FROM)."""
-    return any(m.group("word") and m.group("word").upper() == "FROM" for m in _TOKENS.finditer(query))
+    return any(":" not in w and w.rstrip(".-").upper() == "FROM" for w in _words(query))
+
+
+def query_variables(query: str) -> tuple[str, set[str], set[str] | None]:
+    """(the query's form: SELECT, ASK, CONSTRUCT or DESCRIBE, or "" if none is found; every
+    variable it names outside strings, IRIs and comments; for a SELECT, the variables it selects,
+    None for SELECT *). A subquery's SELECT is not the query's."""
+    form, names, selected, state, depth = "", set(), set(), "", 0
+    star = False
+    for m in _TOKENS.finditer(query):
+        var, word, skip = m.group("var"), m.group("word"), m.group("skip")
+        if var:
+            names.add(var[1:])
+            if state == "projection":
+                selected.add(var[1:])
+        elif word:
+            up = word.upper()
+            if not form and up in ("SELECT", "ASK", "CONSTRUCT", "DESCRIBE"):
+                form = up
+                state = "projection" if up == "SELECT" else ""
+            elif state == "projection" and depth == 0 and up in ("WHERE", "FROM"):
+                state = "done"
+        elif state == "projection" and not skip:
+            for ch in m.group():  # the projection ends at its group pattern; * is SELECT * outside parentheses
+                if ch == "(":
+                    depth += 1
+                elif ch == ")":
+                    depth -= 1
+                elif ch == "{" and depth == 0:
+                    state = "done"
+                    break
+                elif ch == "*" and depth == 0:
+                    star = True
+    return form, names, (None if star else selected) if form == "SELECT" else None
 
 
 def dataset(query: str, default_graph: list[str] | None = None, named_graphs: list[str] | None = None) -> dict[str, Any]:
