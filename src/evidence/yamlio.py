@@ -136,7 +136,7 @@ class _Frame:
         self.dropped = dropped  # the value of a duplicate key, read and dropped (see _Builder.build)
 
 
-_DUPLICATE = "\x00duplicate"  # a mapping's pending key when the key was a duplicate (no YAML key holds a NUL)
+_DUPLICATE: Any = object()  # a mapping's pending key when the key was a duplicate (compared by identity: one test an event)
 
 
 class _Builder:
@@ -243,11 +243,13 @@ class _Builder:
                 continue
             if parent is None:
                 loc: Path_ = ()
+                dropped = False
             elif in_map:
                 loc = parent.loc + (parent.key,)
+                dropped = parent.dropped or parent.key is _DUPLICATE
             else:
                 loc = parent.loc + (len(parent.container),)
-            dropped = parent is not None and (parent.dropped or (in_map and parent.key == _DUPLICATE))
+                dropped = parent.dropped
             mark = ev.start_mark
             if not dropped:
                 positions[loc] = (mark.line + 1, mark.column + 1)
@@ -269,7 +271,7 @@ class _Builder:
                 frame = None
             if parent is not None:
                 if in_map:
-                    if parent.key != _DUPLICATE:
+                    if parent.key is not _DUPLICATE:
                         parent.container[parent.key] = value
                     parent.key = None
                 else:
