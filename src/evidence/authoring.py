@@ -34,7 +34,7 @@ from . import schema as S
 from .annotations import MapOf, accepts_not_reported, choices, list_item, models_in, unwrap
 from .config import Config, load_config
 from .folders import write_whole
-from .load import REFUSED, discover, file_kind, leaves_kb
+from .load import REFUSED, discover, file_kind, leaves_kb, yaml_files_under
 from .yamlio import load_yaml_text
 
 __all__ = [
@@ -225,7 +225,7 @@ def source_template(source_id: str, today: str | None = None) -> str:
 
 
 def _id_problem(case_id: str) -> str | None:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", case_id) or len(case_id) > 80:
+    if not re.fullmatch(S.SLUG, case_id) or len(case_id) > 80:
         return f"'{case_id}' is not a usable id: use lower-case letters, digits and hyphens, such as smith-2021 (first author and year)"
     return None
 
@@ -704,7 +704,7 @@ def _paths(config: Config, given: list[str]) -> list[Path]:
     for g in given:
         p = Path(g)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml") and q.is_file() and "queries" not in q.parts))
+            out.extend(yaml_files_under(p))
         else:
             out.append(p)
     return out

@@ -45,11 +45,13 @@ def _summary(diags: list[Diagnostic], files: int) -> str:
 
 
 def _expand_paths(paths: list[str]) -> list[Path]:
+    from .load import yaml_files_under  # as every command's module, imported when it runs
+
     out: list[Path] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():  # every YAML file under it, misnamed ones too (validate says they are not read), not the query library's
-            out.extend(sorted(q for q in path.rglob("*") if q.name.lower().endswith((".yaml", ".yml")) and q.is_file() and "queries" not in q.relative_to(path).parts))
+        if path.is_dir():
+            out.extend(yaml_files_under(path))
         else:
             out.append(path)
     return out

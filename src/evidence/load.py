@@ -27,7 +27,7 @@ from .errors import Diagnostic, LoadError
 from .schema import VOCABULARY_KINDS
 from .yamlio import MAX_BYTES, YamlDoc, load_yaml_bytes
 
-__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "Refusal", "discover", "leaves_kb", "read_kb", "real_path", "file_kind"]
+__all__ = ["KbFile", "RawKb", "FileShas", "REFUSED", "Refusal", "discover", "leaves_kb", "read_kb", "real_path", "file_kind", "yaml_files_under"]
 
 
 class KbFile:
@@ -186,6 +186,12 @@ def _looks_yaml(name: str) -> bool:
 def _misnamed(name: str) -> Refusal:
     stem = name.rsplit(".", 1)[0]
     return Refusal(f"'{name}' is not read: kb files are named *.yaml", "file-name", f"rename it to {stem}.yaml")
+
+
+def yaml_files_under(folder: Path) -> list[Path]:
+    """Every YAML file under a folder named on the command line, misnamed ones too (validate says
+    they are not read), sorted; not the query library's (``queries/``, relative to ``folder``)."""
+    return sorted(q for q in folder.rglob("*") if _looks_yaml(q.name) and q.is_file() and "queries" not in q.relative_to(folder).parts)
 
 
 def _holds_yaml(folder: str) -> bool:

@@ -24,6 +24,7 @@ __all__ = [
     "NOT_REPORTED",
     "NotReported",
     "number_text",
+    "SLUG",
     "at_field",
     "Claim",
     "Curator",
@@ -77,7 +78,8 @@ __all__ = [
 NOT_REPORTED = "not reported"
 NotReported = Literal["not reported"]
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*[a-z0-9]$", max_length=80)]
+SLUG = r"^[a-z0-9][a-z0-9-]*[a-z0-9]$"  # a case or source id: the file name without .yaml
+Slug = Annotated[str, StringConstraints(pattern=SLUG, max_length=80)]
 LocalId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=40)]
 # Text holds something besides blanks: "  " is as empty as "" (and reported so, see
 # validate.schema_diagnostics); a blank key named no term, and a blank quote was "found" anywhere.
@@ -109,11 +111,13 @@ def bounded(kind: type, **bounds: Any) -> Any:
     return Annotated[kind, Field(**bounds), _not_a_flag("int_type" if kind is int else "float_type")]
 
 
-def at_field(name: str, message: str, hint: str = "") -> PydanticCustomError:
+def at_field(name: str, message: str, hint: str = "", rule: str = "schema-rule", expected: str = "", found: str = "",
+             sep: str = ": ") -> PydanticCustomError:
     """An error a model's own check finds in one of its fields (a model validator's errors are
-    otherwise placed on the whole mapping): reported at that field by
-    validate.schema_diagnostics (error type ``at_field``)."""
-    return PydanticCustomError("at_field", "{field}: {message}", {"field": name, "message": message, "hint": hint})
+    otherwise placed on the whole mapping): reported at that field, as ``<field><sep><message>``,
+    by validate.schema_diagnostics (error type ``at_field``)."""
+    return PydanticCustomError("at_field", "{field}: {message}", {"field": name, "message": message, "hint": hint, "rule": rule,
+                                                                  "expected": expected, "found": found, "sep": sep})
 
 
 def number_text(x: float | int) -> str:
@@ -552,13 +556,14 @@ _MAX_AGE = {"years": 120, "months": 120 * 12, "weeks": 6261, "days": 43830}  # 1
 def _plausible_age(age: Any, fields: tuple[str, ...]) -> None:
     """No age (or spread of ages) above 120 years, in the unit it is written in. Checked here,
     where the unit is known (a field is validated before the fields after it); reported at the
-    field (validate.schema_diagnostics, error type ``plausible_age``)."""
+    field (at_field)."""
     limit = _MAX_AGE[age.unit]
     for name in fields:
         x = getattr(age, name)
         if x is not None and x > limit:
-            raise PydanticCustomError("plausible_age", "{field} is more than 120 years",
-                                      {"field": name, "found": number_text(x), "limit": limit, "unit": age.unit})
+            found = number_text(x)
+            raise at_field(name, f"{found} is not plausible", "check the number and its unit against the source", rule="plausible-age",
+                           expected=f"at most {limit} {age.unit}" + ("" if age.unit == "years" else " (120 years)"), found=found, sep=" ")
 
 
 class Variant(_Model):

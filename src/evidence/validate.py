@@ -195,7 +195,7 @@ def schema_diagnostics(model: type[BaseModel], doc: YamlDoc, exc: PydanticValida
             c[3]["type"] == "literal_error" and "'not reported'" in str(c[3].get("ctx", {}).get("expected", "")) for c in by_loc[loc] if c[3] is not err
         ):
             continue  # the 'not reported' branch of the same field reports it, once
-        elif not is_nr_literal and etype in ("model_type", "list_type", "model_attributes_type") and isinstance(value, str) and value.strip().lower() in ("not reported", "not_reported", "nr", "unknown", "n/a", "na"):
+        elif not is_nr_literal and etype in ("model_type", "list_type", "model_attributes_type") and _nr_typo(value):
             reported_nr.add(loc)
             name = field_name(data, loc)
             line, col = doc.where(loc)
@@ -259,18 +259,12 @@ def _one(model: type[BaseModel], doc: YamlDoc, loc: tuple, value: Any, exists: b
         hint = f"did you mean '{guess}'?" if guess else "remove it"
         return Diagnostic(doc.path, line, col, f"{name}: unknown field '{loc[-1]}'", rule="schema-unknown-field", field=name,
                           expected=("one of " + ", ".join(allowed)) if allowed else "", hint=hint)
-    if etype == "plausible_age":  # raised by the age's model, where the unit is known: reported at the number
-        loc = loc + (ctx["field"],)
-        name = field_name(data, loc)
-        line, col = doc.where(loc)
-        return Diagnostic(doc.path, line, col, f"{name} {ctx['found']} is not plausible", rule="plausible-age", field=name,
-                          expected=f"at most {ctx['limit']} {ctx['unit']}" + ("" if ctx["unit"] == "years" else " (120 years)"), found=ctx["found"],
-                          hint="check the number and its unit against the source")
     if etype == "at_field":  # a model's own check of one of its fields (schema.at_field)
         loc = loc + (ctx["field"],)
         name = field_name(data, loc)
         line, col = doc.where(loc)
-        return Diagnostic(doc.path, line, col, f"{name}: {ctx['message']}", rule="schema-rule", field=name, hint=ctx.get("hint", ""))
+        return Diagnostic(doc.path, line, col, f"{name}{ctx['sep']}{ctx['message']}", rule=ctx["rule"], field=name, hint=ctx["hint"],
+                          expected=ctx["expected"], found=ctx["found"])
     line, col = doc.where(loc)
     found = _show(value)
     if etype in ("literal_error", "enum"):
@@ -881,7 +875,7 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
         for f in fs:
             if f is not first:
                 line, col = f.doc.where(("id",))
-                own = f" such as '{f.path.stem}', its file name" if f.path.stem != f.model.id and re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", f.path.stem) else ""
+                own = f" such as '{f.path.stem}', its file name" if f.path.stem != f.model.id and re.fullmatch(S.SLUG, f.path.stem) else ""
                 diags.append(Diagnostic(f.display, line, col, f"{f.kind} id '{f.model.id}' is already used by {first.display}", rule="duplicate-id",
                                         hint=f"ids are unique across the kb: give this file an id of its own{own}"))
                 continue
