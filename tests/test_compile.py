@@ -164,6 +164,23 @@ def test_shapes_catch_a_violation(compiled):
         validate_shapes(broken.union_graph(), shapes_turtle(compiled))
 
 
+def test_shapes_read_nquads_bytes_as_they_read_a_store(compiled):
+    """The build hands each batch to the engine as N-Quads bytes (shapes._nquads_input): the
+    verdict and every violation are those of the same quads loaded into a Store."""
+    broken = [q for q in compiled.quads if q.predicate.value != EV + "drug"]
+    data = ox.serialize(broken, format=ox.RdfFormat.N_QUADS)
+    store = ox.Store()
+    store.bulk_load(data, format=ox.RdfFormat.N_QUADS)
+    found = []
+    for given in (data, store):
+        with pytest.raises(CompileError) as err:
+            validate_shapes(given, shapes_turtle(compiled))
+        found.append(sorted(ln for ln in err.value.message.splitlines() if ln.strip()))
+    assert found[0] == found[1]
+    assert any("MinCount" in ln for ln in found[0])
+    validate_shapes(ox.serialize(compiled.quads, format=ox.RdfFormat.N_QUADS), shapes_turtle(compiled))
+
+
 def test_dechallenge_and_rechallenge_are_derived(compiled):
     res = compiled.store().query(
         f"SELECT ?t WHERE {{ ?t <{EV}hasDechallenge> true ; <{EV}hasRechallenge> true }}", use_default_graph_as_union=True

@@ -112,7 +112,7 @@ def shape_triples(ns: Namespaces) -> list[ox.Triple]:
 
 def validate_shapes(data, shapes_turtle: str) -> None:
     """Validate ``data`` (N-Quads bytes, a pyoxigraph Store or an rdflib graph: the union of its
-    graphs is checked) against the shapes; raise CompileError listing the violations.
+    graphs is checked; bytes go to the engine as they are, see :func:`_nquads_input`) against the shapes; raise CompileError listing the violations.
 
     The engine is pyshacl-turbo, pySHACL's API on a Rust engine: 5 times faster than pyshacl at
     1,000 cases, it finds the same violations on broken graphs, and it checks literals more
@@ -122,9 +122,7 @@ def validate_shapes(data, shapes_turtle: str) -> None:
     from pyshacl_turbo import ValidationFailure
 
     if isinstance(data, bytes):
-        store = ox.Store()
-        store.bulk_load(data, format=ox.RdfFormat.N_QUADS)
-        data = store
+        data = _nquads_input(data)
     try:
         conforms, _graph, report_text = _compiled_shapes(shapes_turtle).validate(data, inference=None, allow_warnings=True)
     except ValidationFailure as failure:  # what pyshacl_turbo.validate reports as a result
@@ -133,6 +131,17 @@ def validate_shapes(data, shapes_turtle: str) -> None:
         return
     lines = [ln for ln in str(report_text).splitlines() if ln.strip()]
     raise CompileError("the compiled graph violates its SHACL shapes:\n" + "\n".join(lines[:80]))
+
+
+def _nquads_input(data: bytes):
+    """N-Quads bytes as pyshacl-turbo's own input (its ``rdf.Input``), read by its Rust engine as
+    they are. Loaded into a pyoxigraph Store first, as before, the engine took the Store's N-Quads
+    dump: the load built indexes that nothing used and the dump wrote the same lines again. A
+    batch of 100 synthetic cases (52,843 quads) was checked in 0.21 s instead of 0.33 s, with the
+    same verdict and the same violations (bench/README.md, session 21)."""
+    from pyshacl_turbo.rdf import Input
+
+    return Input(data.decode("utf-8"), "nquads", None, {}, preserve_ids=True)
 
 
 @functools.lru_cache(maxsize=4)
