@@ -157,9 +157,10 @@ def _compiled_shapes(shapes_turtle: str):
 
 
 # Graphs validated together in one call: enough that the engine's fixed cost per call is small,
-# few enough that a worker holds little. At 1,000 cases, in one process: 250 took 5.86-5.98 s and
-# 220 MB above the process, 100 took 5.88-6.09 s and 120 MB, 50 took 6.79 s and 86 MB.
-BATCH = 100
+# few enough that a worker holds little. The engine's time per quad grows with the batch: 400
+# synthetic cases took 0.78 s in batches of 25, 0.82 s of 10, 0.90 s of 5, 1.75 s of 1, 0.98 s of
+# 100 and 1.22 s of 400 (session 21, bytes handed over as they are, in one process).
+BATCH = 25
 
 
 def _check_batch_at(job: tuple[Mapping[str, bytes], dict[str, tuple[str, list[str], bytes]], list[str], bytes, str], start: int) -> str | None:
