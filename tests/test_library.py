@@ -92,6 +92,28 @@ def test_a_misspelt_parameter_is_refused_for_a_remote_endpoint_as_locally(name, 
         assert any(f"parameter '{name}'" in said for name in typo), said
 
 
+@pytest.mark.parametrize("query", [
+    "SELECT ?c WHERE { ?c ?p ?o } VALUES ?c { <https://w3id.org/evidence-kb/case/a#b> }",  # '#' in an IRI was cut as a comment
+    "SELECT ?c WHERE { ?c ?p ?o }\nvalues (?c) {\n  (\"}\") # a brace in a string\n}\n# the end\n",
+    "SELECT ?c WHERE { ?c ?p ?o } VALUES ?c { <https://w3id.org/evidence-kb/case/a> } # VALUES ?x { }",
+])
+def test_a_query_that_ends_with_values_takes_no_parameter_remotely(query):
+    """A second VALUES clause would be a syntax error at the endpoint: bind_values says why instead.
+    It read the query with its comments cut at every '#', an IRI's fragment included."""
+    with pytest.raises(QueryError, match="already ends with a VALUES clause"):
+        bind_values(query, {"c": ox.Literal("x")})
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT ?c WHERE { VALUES ?c { <https://w3id.org/evidence-kb/case/a> } ?c ?p ?o }",  # inside the pattern
+    "SELECT ?c WHERE { ?c ?p \"VALUES ?c { 1 }\" }",
+    "SELECT ?c WHERE { ?c ?p ?o } # VALUES ?c { 1 }",
+    "SELECT ?c WHERE { ?c ?p ?o } VALUES ?c { 1 } LIMIT 1",  # not the end (and not SPARQL either: the endpoint says so)
+])
+def test_values_elsewhere_does_not_stop_a_parameter(query):
+    assert bind_values(query, {"c": ox.Literal("x")}).rstrip().endswith('VALUES (?c) { ("x") }')
+
+
 def test_a_parameter_of_an_ask_query_is_bound_for_a_remote_endpoint(compiled):
     """bind_values checked the names against a SELECT clause only, and so refused every ASK."""
     ask = "ASK { ?c a ev:CaseReport ; dcterms:title ?t }"

@@ -21,7 +21,7 @@ import pyoxigraph as ox
 
 from .compile import Compiled
 from .errors import QueryError
-from .serve_worker import dataset, query_variables
+from .serve_worker import dataset, ends_with_values, query_variables
 
 __all__ = [
     "QueryResult",
@@ -296,8 +296,7 @@ def bind_values(query: str, params: dict[str, ox.NamedNode | ox.Literal]) -> str
     """
     if not params:
         return query
-    body = re.sub(r"#[^\n]*", "", query)
-    if re.search(r"\bVALUES\b[^{}]*\{[^{}]*\}\s*$", body, re.IGNORECASE):
+    if ends_with_values(query):
         raise QueryError("the query already ends with a VALUES clause; it cannot take --param on a remote endpoint")
     names = sorted(params)
     for n in names:

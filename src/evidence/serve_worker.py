@@ -199,6 +199,21 @@ def query_variables(query: str) -> tuple[str, set[str], set[str] | None]:
     return form, names, (None if star else selected) if form == "SELECT" else None
 
 
+def ends_with_values(query: str) -> bool:
+    """Whether the query ends with a VALUES clause of its own (one outside every group pattern),
+    read with the tokens above: braces, VALUES and ``#`` inside strings, IRIs and comments do not
+    count."""
+    depth, trailing = 0, False
+    for m in _TOKENS.finditer(query):
+        var, word, skip = m.group("var"), m.group("word"), m.group("skip")
+        if word:
+            if depth == 0:
+                trailing = word.upper() == "VALUES"
+        elif not var and not skip:
+            depth += m.group().count("{") - m.group().count("}")
+    return trailing
+
+
 def dataset(query: str, default_graph: list[str] | None = None, named_graphs: list[str] | None = None) -> dict[str, Any]:
     """The dataset options of a query for pyoxigraph: the protocol's default-graph-uri and
     named-graph-uri when either is given (each an empty set where not given, as the SPARQL
