@@ -116,6 +116,25 @@ class _Ranker:
         for c in cases:  # sorted, so each group's members are in IRI order
             groups[(ents[c] & self.common, len(ents[c]))].append(c)
         self.groups = sorted(groups.items(), key=lambda kv: (sorted(kv[0][0]), kv[0][1]))
+        # A case's scores against the groups depend only on its common entities and the size of
+        # its entity set: worked out once for each such pair, not for each case. At 10,000
+        # synthetic cases (816 groups) ranking every case took 4.2 s, scoring every group again.
+        self._scored: dict[tuple[frozenset[str], int], list[tuple[float, list[str]]]] = {}
+
+    def _scored_groups(self, mine_common: frozenset[str], a_len: int) -> list[tuple[float, list[str]]]:
+        """The groups that share a common entity with such a case, with their score, best first
+        (groups of one score in their order)."""
+        key = (mine_common, a_len)
+        found = self._scored.get(key)
+        if found is None:
+            found = []
+            for (gcommon, b_len), members in self.groups:
+                shared = len(mine_common & gcommon)
+                if shared:
+                    found.append((shared / (a_len + b_len - shared), members))
+            found.sort(key=lambda sg: -sg[0])
+            self._scored[key] = found
+        return found
 
     def top(self, a: str, limit: int) -> list[tuple[str, float]]:
         ents, common = self.ents, self.common
@@ -129,13 +148,7 @@ class _Ranker:
                     theirs = ents[b]
                     exact[b] = len(mine & theirs) / len(mine | theirs)
         candidates: list[tuple[float, str]] = [(-s, b) for b, s in exact.items()]
-        mine_common = mine & common
-        scored_groups: list[tuple[float, list[str]]] = []
-        for (gcommon, b_len), members in self.groups:
-            shared = len(mine_common & gcommon)
-            if shared:
-                scored_groups.append((shared / (a_len + b_len - shared), members))
-        scored_groups.sort(key=lambda sg: -sg[0])
+        scored_groups = self._scored_groups(mine & common, a_len)
         # Walk groups from the best score down; stop once `limit` candidates are certain and the
         # next group scores lower than all of them.
         taken = 0
