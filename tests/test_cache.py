@@ -633,6 +633,56 @@ def test_a_carrier_moved_to_another_variant_remakes_every_page_that_shows_it(tmp
     assert str(escape(carriers[other].group(1))) in fresh[f"cases/{moved.stem}.html"].decode("utf-8")  # the edit took
 
 
+def test_the_network_view_of_a_large_kb_is_remade_when_its_edges_change_and_only_then(tmp_path, monkeypatch):
+    """Above MAX_CASES cases the network view shows the entities only, and is keyed by the files'
+    network fragments without their own nodes' labels (SitePages._graph_key): a case's title
+    leaves it as it was (linked from the previous build); a drug given instead of another, or a
+    vocabulary label, remakes it. Each build equals a build without cache, byte for byte."""
+    import sys
+
+    import evidence.site_pages as site_pages
+    from evidence.site_graph import MAX_CASES
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import synth
+
+    root = tmp_path / "project"
+    synth.generate(root, MAX_CASES + 5, seed=11)
+    site, fresh = tmp_path / "site", tmp_path / "fresh"
+    made: list[int] = []
+    real = site_pages.graph_view
+    monkeypatch.setattr(site_pages, "graph_view", lambda *a: (made.append(1), real(*a))[1])
+
+    def built() -> tuple[int, bytes]:
+        made.clear()
+        build(load_config(root), site, templates=ROOT / "site_templates", cache=BuildCache(tmp_path / "cache"))
+        remade = bool(made)
+        shutil.rmtree(fresh, ignore_errors=True)
+        build(load_config(root), fresh, templates=ROOT / "site_templates", cache=BuildCache(None))
+        got, want = _tree(site), _tree(fresh)
+        assert sorted(got) == sorted(want)
+        assert [n for n in want if got[n] != want[n]] == []
+        return remade, (site / "graph.html").read_bytes()
+
+    remade, page = built()
+    assert remade and b"too many case reports to draw each one" in page
+    case = root / "kb" / "synth-00001.yaml"
+    case.write_text(case.read_text(encoding="utf-8").replace("title: ", "title: Retitled ", 1), encoding="utf-8")
+    assert built() == (False, page), "a title is not in the view: the page is linked, not made again"
+    text = case.read_text(encoding="utf-8")
+    given = re.findall(r"^    drug: (\S+)$", text, re.M)
+    other = next(d for d in ("ruxolitinib", "baricitinib", "steroids") if d not in given)
+    case.write_text(text.replace(f"    drug: {given[0]}\n", f"    drug: {other}\n", 1), encoding="utf-8")
+    changed = built()
+    assert changed[0] and changed[1] != page
+    vocab = root / "kb" / "vocabulary" / "drugs.yaml"
+    label = re.search(r"^  label: (.+)$", vocab.read_text(encoding="utf-8"), re.M)
+    assert label, "a drug with a label"
+    vocab.write_text(vocab.read_text(encoding="utf-8").replace(label.group(0), f"  label: {label.group(1)} (relabelled)", 1), encoding="utf-8")
+    relabelled = built()
+    assert relabelled[0] and relabelled[1] != changed[1]
+
+
 def _singles(cache_dir: Path, stage: str) -> list[Path]:
     return sorted((cache_dir / stage).glob("*/*.pickle"))
 

@@ -11,6 +11,7 @@ not change instead of loading and querying the whole graph.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -92,6 +93,9 @@ class Fragment:
     own_edges: tuple[tuple[str, str, str], ...] = ()  # (subject, object, label) from an own IRI, sorted
     other_edges: tuple[tuple[str, str, str], ...] = ()  # the other edges, sorted
     scope: str = ""
+    # SHA-256 of everything above but the own IRIs' labels (a case's title, a patient's id): what
+    # the network view of a large kb is made from (site_pages.SitePages.network). Set by of().
+    shape: bytes = b""
 
     @classmethod
     def of(cls, edges: Iterable[tuple[int, str, str]] = (), labels: Iterable[tuple[str, int, str]] = (), scope: str = "") -> Fragment:
@@ -115,7 +119,9 @@ class Fragment:
             (own if scope and (iri == scope or iri.startswith(inside)) else others).append(named)
         mine = {n[0] for n in own}
         lines = sorted({(s, o, _EDGES[e][1]) for e, s, o in edges})
-        return cls(tuple(own), tuple(others), tuple(e for e in lines if e[0] in mine), tuple(e for e in lines if e[0] not in mine), scope)
+        own_edges, other_edges = tuple(e for e in lines if e[0] in mine), tuple(e for e in lines if e[0] not in mine)
+        shape = hashlib.sha256(repr((scope, [n[:2] for n in own], others, own_edges, other_edges)).encode("utf-8")).digest()
+        return cls(tuple(own), tuple(others), own_edges, other_edges, scope, shape)
 
 
 def case_scope(ns: Namespaces, graph: str) -> str:

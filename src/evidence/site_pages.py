@@ -28,7 +28,7 @@ from .library_run import LibraryAnswers
 from .perf import parallel_imap, trim_heap
 from .site_docs import fixed_lists, format_docs
 from .site_format import NR, citation_text, human_bytes, json_script, regimen_text, short_citation
-from .site_graph import graph_view
+from .site_graph import MAX_CASES, graph_view
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
 from .site_related import all_related, related_view
@@ -179,6 +179,12 @@ class SitePages:
         if ctx["indexed"] and self.index is not None and rel not in self.late_copies:
             raise RenderError(f"{rel} is to be indexed for search, but is written after the search page: write it before "
                               "(SitePages.write_all), or name it in LATE_COPIES")
+        if cache_key is not None and not ctx["indexed"]:  # linked from the previous build, or written under its key
+            path = self.writer.claim(rel, origin)
+            if not self.writer.outputs.link(path, rel, cache_key):
+                self.writer.emit(rel, self.render(rel, template, ctx).encode("utf-8"), cache_key)
+            self.writer.files.append(path)
+            return
         html = self.render(rel, template, ctx)
         if ctx["indexed"]:
             self.search_copies[rel] = html
@@ -306,6 +312,15 @@ class SitePages:
     def network(self) -> None:
         m = self.m
         self.case_titles = {m.ns.case(cid): m.kb.cases[cid].title for cid in m.case_ids}
+        self.page("graph.html", "graph.html", "the network view", cache_key=self._graph_key(), title="Evidence network", page_kind="graph",
+                  lazy=self._graph_context)
+        # Nothing after this page reads the network: at 10,000 cases it was 300 MB that every
+        # render worker would fork with.
+        forget_evidence_graph(self.compiled)
+        del self.net
+
+    def _graph_context(self) -> dict[str, Any]:
+        m = self.m
         labels: dict[str, tuple[str, str]] = {}
         for iri, (kind, key) in m.iri_entity.items():
             if kind == "cases":
@@ -315,12 +330,23 @@ class SitePages:
             else:
                 labels[iri] = (m.label(kind, key), m.label(kind, key))
         view = graph_view(self.net, m.iri_url, labels)
-        self.page("graph.html", "graph.html", "the network view", title="Evidence network", page_kind="graph", view=view,
-                  paths=view.paths(), adjacency=view.adjacency(), kinds=sorted({n.kind for n in view.nodes}))
-        # Nothing after this page reads the network: at 10,000 cases it was 300 MB that every
-        # render worker would fork with.
-        forget_evidence_graph(self.compiled)
-        del self.net
+        return {"view": view, "paths": view.paths(), "adjacency": view.adjacency(), "kinds": sorted({n.kind for n in view.nodes})}
+
+    def _graph_key(self) -> str | None:
+        """The network view's key when it shows the entities only (more than MAX_CASES cases):
+        every file's network fragment without its own nodes' labels (Fragment.shape), and the
+        entities' labels and pages; what every page shows is in ``pages_key`` (the vocabulary,
+        and so the graphs no file owns, among it). None with the cases in the view (their titles
+        are in it) or a part without a fragment: the view is made again. At 10,000 cases making
+        it took about 0.5 s of every rebuild, and a case's title, the most common edit, does not
+        change it."""
+        m = self.m
+        parts = self.compiled.parts
+        if len(self.net.of_kind("case")) <= MAX_CASES or any(p.network is None or not p.network.shape for p in parts.values()):
+            return None
+        entities = sorted((iri, kind, key, m.label(kind, key), m.iri_url.get(iri, "")) for iri, (kind, key) in m.iri_entity.items()
+                          if kind not in ("cases", "sources"))
+        return "page:" + digest(self.pages_key, "graph", repr(entities), *(p.network.shape for _g, p in sorted(parts.items())))
 
     # ------------------------------------------------------------------------------ cases
     def cases(self) -> None:
