@@ -18,6 +18,7 @@ from . import schema as S
 __all__ = [
     "NR",
     "is_nr",
+    "regimen_parts",
     "regimen_text",
     "num",
     "human_duration",
@@ -78,17 +79,18 @@ def dose_text(dose: S.Dose | str | None) -> str | None:
     return amount or dose.qualifier
 
 
+def regimen_parts(t: S.Treatment) -> list[tuple[str, str]]:
+    """A treatment's regimen as (what, its text or NR): dose, frequency, route, duration. The
+    drug page's text (:func:`regimen_text`) and the tables' cells (site_html) are made from it."""
+    return [("dose", dose_text(t.dose) or NR), ("frequency", t.frequency), ("route", t.route), ("duration", human_duration(t.duration) or NR)]
+
+
 def regimen_text(t: S.Treatment) -> str:
     """'4 mg, daily, oral, for 3 months'; a part the source does not give is named: 'dose not
     reported, daily, route not reported, duration not reported' (a row of bare 'not reported'
     did not say which was missing)."""
-    dose = dose_text(t.dose)
-    parts = [dose if dose and not is_nr(dose) else "dose not reported",
-             t.frequency if not is_nr(t.frequency) else "frequency not reported",
-             t.route if not is_nr(t.route) else "route not reported"]
-    duration = human_duration(t.duration)
-    parts.append(f"for {duration}" if duration and not is_nr(duration) else "duration not reported")
-    return ", ".join(parts)
+    return ", ".join(f"{what} not reported" if is_nr(text) else f"for {text}" if what == "duration" else text
+                     for what, text in regimen_parts(t))
 
 
 def age_text(age: S.Age | str) -> str:

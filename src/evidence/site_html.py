@@ -211,7 +211,7 @@ class Ui:
     @pass_context
     def exposure_rows(self, ctx, exps: list, show_drug: bool = False) -> Markup:
         """The rows of a patients-treated table: one per patient and treatment."""
-        from .site_format import age_text, dose_text, human_duration
+        from .site_format import age_text, regimen_parts
 
         root = str(ctx.get("root", ""))
         m = self.m
@@ -227,8 +227,8 @@ class Ui:
             cells.append(f"<td>{self._val(p.sex)}</td>")
             cells.append(f"<td>{self._val(m.genotype_text(e))}</td>")
             cells.append("<td>" + (", ".join(self._term(root, "diseases", k) for k in e.conditions) or str(_absent())) + "</td>")
-            regimen = [self._val(dose_text(t.dose), nr="dose"), self._val(t.frequency, nr="frequency"), self._val(t.route, nr="route")]
-            cells.append(f"<td>{', '.join(regimen)}; {self._val(human_duration(t.duration), nr='duration')}</td>")
+            *regimen, duration = [self._val(text, nr=what) for what, text in regimen_parts(t)]
+            cells.append(f"<td>{', '.join(regimen)}; {duration}</td>")
             if e.course:
                 badge = ' <span class="badge badge-course">rechallenge</span>' if e.rechallenge else (
                     ' <span class="badge badge-course">dechallenge</span>' if e.dechallenge else "")
