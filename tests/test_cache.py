@@ -683,6 +683,35 @@ def test_the_network_view_of_a_large_kb_is_remade_when_its_edges_change_and_only
     assert relabelled[0] and relabelled[1] != changed[1]
 
 
+def test_a_file_renamed_without_its_id_fails_a_cached_build_as_it_fails_one_without_cache(project):
+    """A checked file was kept in the cache under its bytes alone: renamed with its id left as it
+    was, the cached build took the old verdict and published the site. Its key holds its path."""
+    project.build()
+    kb = project.root / "kb"
+    (kb / "briand-2019.yaml").rename(kb / "briand-2019-letter.yaml")
+    for cache in (BuildCache(project.cache_dir), BuildCache(None)):
+        with pytest.raises(ValidationError) as err:
+            build(load_config(project.root), project.out, templates=project.templates, cache=cache)
+        assert any(d.rule == "id-filename" and d.path.endswith("briand-2019-letter.yaml") for d in err.value.diagnostics)
+
+
+def test_diagnostics_kept_in_the_cache_name_the_file_where_it_is_now(project):
+    """A warning kept with a checked file named the file where it was: after the kb folder was
+    moved, a cached build printed the old path."""
+    from evidence.validate import validate_kb
+
+    project.edit("wenzel-2016.yaml", "            duration: P1Y\n", "            duration: P0D\n")  # a warning
+    project.build()
+    before = [d for d in validate_kb(load_config(project.root), cache=BuildCache(project.cache_dir)).diagnostics if d.level == "warning"]
+    assert [d.path for d in before] == ["kb/wenzel-2016.yaml"], before
+    (project.root / "kb").rename(project.root / "data")
+    toml = project.root / "evidence.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('kb = "kb"', 'kb = "data"', 1), encoding="utf-8")
+    for cache in (BuildCache(project.cache_dir), BuildCache(None)):
+        after = [d for d in validate_kb(load_config(project.root), cache=cache).diagnostics if d.level == "warning"]
+        assert [(d.path, d.line, d.message) for d in after] == [("data/wenzel-2016.yaml", before[0].line, before[0].message)]
+
+
 def _singles(cache_dir: Path, stage: str) -> list[Path]:
     return sorted((cache_dir / stage).glob("*/*.pickle"))
 

@@ -816,6 +816,14 @@ def _texts_digest(config: Config, shas: FileShas | None) -> str:
     return digest(str(folder.resolve()), *parts)
 
 
+def _checked_key(context: str, f: KbFile) -> str:
+    """The build-cache key of a checked case or source file: its bytes and its path as shown (the
+    rules compare the id with the file's name, and the diagnostics kept with it name the file),
+    under ``context`` (the code, the vocabulary and the source texts). Keyed by the bytes alone, a
+    file renamed without its id passed a cached build, which a build without cache refused."""
+    return digest(context, f.kind, f.display, f.sha)
+
+
 def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) -> Kb:
     shas_key = digest("file-shas", str(config.kb_dir.resolve()))
     shas = FileShas.from_state(cache.get("file-shas", shas_key)) if cache.enabled else None
@@ -831,7 +839,7 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
     if cache.enabled:
         for f in raw.files:
             if f.kind in ("case", "source"):
-                entry = cache.get("validate", digest(context, f.kind, f.sha))
+                entry = cache.get("validate", _checked_key(context, f))
                 if isinstance(entry, tuple) and len(entry) == 3 and all(source_sha.get(sid) == sha for sid, sha in entry[2]):
                     cached[id(f)] = (entry[0], entry[1])
     parsed: list[KbFile] = []
@@ -917,7 +925,7 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
         if f.kind in ("case", "source") and not any(d.level == "error" for d in mine):
             if cache.enabled:
                 deps = tuple(sorted((sid, source_sha.get(sid)) for sid in checker.touched))
-                cache.put("validate", digest(context, f.kind, f.sha), (f.model, found.get(id(f), []) + mine, deps))
+                cache.put("validate", _checked_key(context, f), (f.model, found.get(id(f), []) + mine, deps))
             f.release()
     for f in broken_cases:
         checker.raw_references(f)
