@@ -870,3 +870,20 @@ def test_the_claim_walk_finds_every_claim_by_visiting_only_fields_that_can_hold_
         assert sum(map(len, found)) > 40
         assert [[id(c) for c in f] for f in found] == [[id(c) for c in every_field(x)] for x in models]
     assert "title" not in _claim_fields(S.CaseReport) and "patients" in _claim_fields(S.CaseReport)
+
+
+@pytest.mark.parametrize(("n", "step", "workers"), [(0, 50, 2), (1, 50, 2), (120, 50, 1), (401, 50, 2), (2508, 50, 2), (25000, 390, 2), (25000, 195, 4)])
+def test_deferred_pages_are_cut_into_chunks_that_end_together(n, step, workers):
+    """The render workers take chunks of ``step`` pages, smaller towards the end so that no
+    worker is left with a long last chunk while the other waits; every page is in one chunk."""
+    from evidence.site_pages import _guided
+
+    chunks = _guided(n, step, workers)
+    assert [i for a, b in chunks for i in range(a, b)] == list(range(n))
+    sizes = [b - a for a, b in chunks]
+    assert all(0 < s <= step for s in sizes)
+    if workers > 1 and n > 8 * step * workers:
+        assert sizes[0] == step and sizes[-2] <= step // 4, sizes[-4:]
+        assert all(s >= step // 8 for s in sizes[:-1])
+    if workers < 2:
+        assert all(s == step for s in sizes[:-1])
