@@ -495,3 +495,23 @@ def test_output_cut_short_by_a_closed_pipe_is_exit_0_without_a_traceback():
         err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "error" not in err
+
+
+def test_a_missing_kb_folder_is_an_error_and_the_site_stays(tmp_path):
+    """kb = "kbx" (a typo) or a kb folder moved away: read as an empty kb, this passed validate
+    ("0 errors in 0 files") and a build replaced the site with an empty one, exit 0."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(ROOT / "kb", project / "kb")
+    shutil.copytree(ROOT / "site_templates", project / "site_templates")
+    (project / "evidence.toml").write_text((ROOT / "evidence.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    site = tmp_path / "site"
+    assert run("--root", str(project), "build", "--out", str(site)).returncode == 0
+    before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
+    toml = project / "evidence.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('kb = "kb"', 'kb = "kbx"', 1), encoding="utf-8")
+    for args in (("validate",), ("build", "--out", str(site))):
+        r = run("--root", str(project), *args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert "the kb folder" in r.stdout + r.stderr and "kbx" in r.stdout + r.stderr and "Traceback" not in r.stderr
+    assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before

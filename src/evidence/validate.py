@@ -781,6 +781,16 @@ def validate_kb(config: Config, paths: list[Path] | None = None, cache: BuildCac
     sources are all unchanged since a build that found no error in it is not parsed again: its
     checked model and its warnings come from the cache. Checks across files always run.
     """
+    if not config.kb_dir.is_dir():
+        # Read as an empty kb, this was a valid one of no case: a build replaced the site with an
+        # empty one, and validate said "0 errors in 0 files".
+        kb = Kb(config=config)
+        setting = "evidence.toml" if (config.root / "evidence.toml").is_file() else "the default"
+        kb.diagnostics = [Diagnostic(str(config.kb_dir), 1, 1, f"the kb folder {config.kb_dir} does not exist or is not a folder",
+                                     rule="kb-folder", expected="the folder of case files (kb = \"" + config.kb + "\" in " + setting + ")",
+                                     hint="run the command in the project's folder (the one with evidence.toml), or set kb in evidence.toml "
+                                          "to the folder that holds the case files")]
+        return kb
     with gc_paused():
         try:
             return _validate_kb(config, paths, cache or BuildCache(None))
