@@ -627,3 +627,30 @@ def test_a_file_written_whole_is_the_old_one_or_the_new_one_never_half(tmp_path,
     folders.write_whole(tmp_path / "fresh.ttl", b"x")
     assert (tmp_path / "fresh.ttl").read_bytes() == b"x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.yaml", "fresh.ttl", "link.yaml"]
+
+
+@pytest.mark.parametrize(("broken", "said"), [
+    ("{% if c.title %}", "Encountered unknown tag 'endblock'"),  # a block left open: found where the main block ends
+    ("{{ c.title | nosuchfilter }}", "No filter named 'nosuchfilter'"),
+], ids=["syntax", "unknown-filter"])
+def test_an_error_in_a_template_names_the_template_and_its_line(config, tmp_path, broken, said):
+    """A template that does not compile said only 'TemplateSyntaxError: ...', without the file or line."""
+    import shutil
+
+    from evidence.errors import RenderError
+
+    templates = tmp_path / "templates"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "site_templates", templates)
+    case = templates / "case.html"
+    lines = case.read_text(encoding="utf-8").splitlines(keepends=True)
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("<h1>"))
+    lines.insert(at + 1, broken + "\n")
+    case.write_text("".join(lines), encoding="utf-8")
+    out = tmp_path / "_site"
+    with pytest.raises(RenderError) as err:
+        build(config, out, templates=templates, cache=BuildCache(None))
+    message = str(err.value)
+    assert f"{case}:" in message and said in message, message
+    line = int(message.split(f"{case}:", 1)[1].split(":", 1)[0])
+    assert line > at + 2 if "endblock" in said else line == at + 2
+    assert not out.exists()

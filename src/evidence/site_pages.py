@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyoxigraph as ox
-from jinja2 import Environment
+from jinja2 import Environment, TemplateSyntaxError
 
 from . import schema as S
 from .cache import code_digest, digest
@@ -193,10 +193,10 @@ class SitePages:
         self.writer.text(rel, html, origin)
 
     def render(self, rel: str, template: str, ctx: dict[str, Any]) -> str:
-        tpl = self._templates.get(template)
-        if tpl is None:
-            tpl = self._templates[template] = self.env.get_template(template)
         try:
+            tpl = self._templates.get(template)
+            if tpl is None:
+                tpl = self._templates[template] = self.env.get_template(template)
             lazy = ctx.get("lazy")
             if lazy is not None:  # the rest of the context, computed where the page is rendered
                 # (not handed to the template: a rendered context is in cycles of Jinja2's own,
@@ -205,6 +205,9 @@ class SitePages:
             return tpl.render(**ctx)
         except RenderError:
             raise
+        except TemplateSyntaxError as exc:  # an error in a template's text (an unknown filter is one too): where it is
+            where = Path(exc.filename) if exc.filename else self.templates / template
+            raise RenderError(f"{where}:{exc.lineno}: {exc.message} (while rendering {rel}); fix the template") from None
         except Exception as exc:  # a template bug: say which page and template
             raise RenderError(f"cannot render {rel} from {template}: {type(exc).__name__}: {exc}") from exc
 
