@@ -15,7 +15,9 @@ The modules: :mod:`~evidence.site_model` (what each page shows), :mod:`~evidence
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -81,20 +83,46 @@ def environment(templates: Path, compiled_in: Path | None = None) -> Environment
 class _CompiledTemplates(FileSystemBytecodeCache):
     """Jinja2's cache of compiled templates, kept as the build cache keeps its entries: one that
     cannot be read is missing (the template is compiled again), one that cannot be written only
-    costs speed. Jinja2 writes each to a temporary file and renames it."""
+    costs speed.
+
+    Each file is sealed with the SHA-256 of what follows, checked before Jinja2 reads it. Jinja2
+    checks only its header and the template source's checksum, then hands the rest to
+    ``marshal``: a file damaged in its middle became code with invalid instructions, and a render
+    worker that ran it crashed (a segmentation fault; the build then waited for the task it held)."""
+
+    _SEAL = 32  # bytes of the SHA-256 in front of each file
 
     def load_bytecode(self, bucket: Any) -> None:
         try:
-            super().load_bytecode(bucket)
-        except Exception as exc:  # a damaged file (Jinja2 checks the header and the source's checksum, not the rest)
+            with open(self._get_cache_filename(bucket), "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return
+        payload = data[self._SEAL:]
+        if len(data) < self._SEAL or hashlib.sha256(payload).digest() != data[:self._SEAL]:
+            log.debug("compiled template %s is damaged; compiling it again", bucket.key)
+            bucket.reset()
+            return
+        try:
+            bucket.bytecode_from_string(payload)
+        except Exception as exc:  # sealed, yet not Jinja2's (an older format): compiled again
             log.debug("compiled template %s not read (%s: %s); compiling it again", bucket.key, type(exc).__name__, exc)
             bucket.reset()
 
     def dump_bytecode(self, bucket: Any) -> None:
+        """Written to a temporary file of this process's, then renamed (another build may read it)."""
+        name = self._get_cache_filename(bucket)
+        tmp = f"{name}.{os.getpid()}.tmp"
         try:
-            super().dump_bytecode(bucket)
+            payload = bucket.bytecode_to_string()
+            with open(tmp, "wb") as fh:
+                fh.write(hashlib.sha256(payload).digest() + payload)
+            os.replace(tmp, name)
         except OSError:
-            pass
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
 
 
 def _bytecode_cache(folder: Path) -> FileSystemBytecodeCache | None:
