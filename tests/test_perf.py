@@ -230,3 +230,36 @@ def test_evidence_workers_bounds_the_workers(tmp_path, value, forks):
     assert out["got"] == list(range(300))
     assert out["forks"] >= forks and (out["forks"] == 0) == (forks == 0)
     assert ("is not a number of worker processes" in err) == (value == "none"), err
+
+
+_NO_THREAD = """
+import json, logging, multiprocessing, multiprocessing.pool, threading, time
+from evidence import perf as P
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+real = threading.Thread.start
+def start(self):  # as under a limit on processes: the pool forks its workers, then cannot start its {which} thread
+    if getattr(self, "_target", None) == multiprocessing.pool.Pool.{target}:
+        raise RuntimeError("can't start new thread")
+    return real(self)
+threading.Thread.start = start
+got = list(P.parallel_imap(abs, [-k for k in range(1000)], workers=2, chunksize=25))
+time.sleep(0.3)
+print(json.dumps({{"ok": got == list(range(1000)), "children": len(multiprocessing.active_children())}}))
+"""
+
+
+@pytest.mark.parametrize(("which", "target"), [("first", "_handle_workers"), ("second", "_handle_tasks"), ("third", "_handle_results")])
+def test_a_pool_whose_thread_cannot_start_leaves_the_work_here_and_exits(tmp_path, which, target):
+    """Pool() forked its workers, then failed to start a thread: that was an 'internal error'
+    with a traceback, and the process then waited for ever at exit for the workers it had left."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    r = subprocess.run([sys.executable, "-c", _NO_THREAD.format(which=which, target=target)], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(src)})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "working in this one process" in r.stderr
+    assert json.loads(r.stdout) == {"ok": True, "children": 0}

@@ -163,6 +163,9 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
                                      context=context)
             except OSError as exc:  # no worker could be forked (_start stopped those it had started): the work is done here
                 log.warning("could not start worker processes (%s); working in this one process, more slowly", exc)
+            except RuntimeError as exc:  # one of the pool's threads could not start (a limit on processes): the work is done here
+                _abandon_half_made_pool(exc, _creating.started or [])
+                log.warning("could not start worker processes (%s); working in this one process, more slowly", exc)
             finally:
                 _creating.started = None
             if pool is not None:
@@ -262,6 +265,33 @@ def _start(process: Any) -> None:
                 raise
             _BROKEN[threading.current_thread()] = exc
             raise SystemExit(1) from exc
+
+
+def _abandon_half_made_pool(exc: BaseException, started: list[Any]) -> None:
+    """Undo a Pool() that failed to start one of its threads ("can't start new thread", under a
+    limit on processes): its workers were forked and wait for tasks, and ignore SIGTERM (see
+    _worker_job), so the exit handler of multiprocessing waited for them for ever, after an
+    'internal error'. Its thread that replaces workers, if it started, is told to end (found in
+    the error's traceback, as Pool.__init__ raised before returning the pool), and the workers
+    are killed and reaped."""
+    import multiprocessing.pool
+
+    tb = exc.__traceback__
+    while tb is not None:
+        pool = tb.tb_frame.f_locals.get("self")
+        if tb.tb_frame.f_code.co_name == "__init__" and isinstance(pool, multiprocessing.pool.Pool):
+            for name in ("_worker_handler", "_task_handler", "_result_handler"):
+                thread = getattr(pool, name, None)
+                if thread is not None:
+                    thread._state = multiprocessing.pool.TERMINATE
+        tb = tb.tb_next
+    for process in started:
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except (OSError, TypeError):
+            pass
+    for process in started:
+        process.join(5)
 
 
 def _close_unforked_pipes(exc: BaseException) -> None:
