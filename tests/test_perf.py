@@ -263,3 +263,41 @@ def test_a_pool_whose_thread_cannot_start_leaves_the_work_here_and_exits(tmp_pat
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "working in this one process" in r.stderr
     assert json.loads(r.stdout) == {"ok": True, "children": 0}
+
+
+_KILLED = """
+import json, multiprocessing, os, signal, time
+from evidence import perf as P
+def work(x):
+    if x == 37:
+        os.kill(os.getpid(), signal.{sig})  # as the out-of-memory killer, or a crash
+    time.sleep(0.002)
+    return x
+got, error = [], None
+try:
+    for x in P.parallel_imap(work, list(range(400)), workers=2, chunksize=5):
+        got.append(x)
+except P.WorkerError as exc:
+    error = exc.message
+time.sleep(0.3)
+print(json.dumps({{"got": got, "error": error, "children": len(multiprocessing.active_children())}}))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGSEGV"])
+def test_a_worker_killed_while_it_holds_work_stops_the_stage_with_an_error(tmp_path, sig):
+    """Its task was lost, and the pool waited for its result for ever (a damaged compiled template
+    crashed a render worker, and the build hung until a second Ctrl-C)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    r = subprocess.run([sys.executable, "-c", _KILLED.format(sig=sig)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(src)})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    out = json.loads(r.stdout)
+    assert out["error"] and f"a worker process was killed ({sig})" in out["error"], out
+    assert out["got"] == list(range(len(out["got"]))) and len(out["got"]) < 37  # what came, came in order, up to the lost work
+    assert out["children"] == 0, "a worker outlived its pool"

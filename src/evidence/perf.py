@@ -169,6 +169,7 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
             finally:
                 _creating.started = None
             if pool is not None:
+                _KILLED.pop(id(pool._inqueue), None)  # a pool of the past whose queue had this id
                 _OPEN.append(closing)
                 # In batches of our own: Pool.imap's would be a generator over its iterator, which
                 # cannot be waited on with a time limit.
@@ -189,7 +190,19 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
                 # waiting for them would wait for ever.
                 cause = _stop_if_broken(pool, closing)
                 if cause is None:
-                    continue
+                    killed = _died(pool)
+                    if killed is None:
+                        continue
+                    _halt(pool, closing)
+                    pool = None
+                    try:
+                        name = signal.Signals(killed).name
+                    except ValueError:
+                        name = f"signal {killed}"
+                    raise WorkerError(f"a worker process was killed ({name}) while it held work, and the build was stopped; nothing was "
+                                      f"changed. SIGKILL is most often the system's out-of-memory killer: close other programs, or set "
+                                      f"{WORKERS_ENV}=1 to work in one process. Any other signal is a crash of evidence or of a "
+                                      "library it uses: please report it") from None
                 pool = None
                 raise WorkerError(f"could not start a worker process ({cause}): the machine is out of processes or memory. "
                                   f"Nothing was changed; close other programs and run the command again, or set {WORKERS_ENV}=1 "
@@ -225,9 +238,36 @@ def _pool_class() -> type:
         def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:  # the hook Pool itself offers (ThreadPool uses it)
             process = ctx.Process(*args, **kwds)
             process.start = functools.partial(_start, process)
+            inqueue = (kwds.get("args") or (None,))[0]  # the pool's task queue: which pool the worker is of
+            process.join = functools.partial(_join, process, id(inqueue))
             return process
 
     return _Pool
+
+
+# The exit code of a pool's worker that was killed, by id() of the pool's task queue, noted as the
+# pool reaps it (see _join and _died; cleared when a pool is made, as an id may be used again).
+_KILLED: dict[int, int] = {}
+
+
+def _join(process: Any, pool_key: int, timeout: float | None = None) -> None:
+    """A pool worker's join (the pool reaps each worker that has left): a negative exit code (a
+    signal) is noted for the pool, which would otherwise forget the worker before the caller
+    looked (see _died). Nothing is kept of the others."""
+    type(process).join(process, timeout)
+    code = process.exitcode
+    if code is not None and code < 0:
+        _KILLED[pool_key] = code
+
+
+def _died(pool: Any) -> int | None:
+    """The signal that ended one of the pool's workers, if one was killed (a crash, or the
+    out-of-memory killer): its task is lost, and the pool would wait for it for ever. A worker
+    that leaves as it should (RENEW_AFTER, or when the pool closes) exits with 0."""
+    code = _KILLED.get(id(pool._inqueue))
+    if code is None:
+        code = next((c for c in (w.exitcode for w in list(pool._pool)) if c is not None and c < 0), None)
+    return -code if code is not None else None
 
 
 def _start(process: Any) -> None:
@@ -329,12 +369,20 @@ def _stop_if_broken(pool: Any, closing: Any) -> OSError | None:
         cause = _BROKEN.get(pool._worker_handler)
         if cause is None:
             return None
+        _halt(pool, closing)
+        return cause
+
+
+def _halt(pool: Any, closing: Any) -> None:
+    """Stop a pool whose work will not be done: the task thread is told to end, so that it tells
+    the workers left to leave, then Pool.terminate() ends what remains (the workers obey its
+    SIGTERM once the flag says the pool is going, see _worker_sigterm). Held whole."""
+    with deferred():
         closing.value = _EXITING
         pool._taskqueue.put(None)
         pool.terminate()  # a second time (a signal came before the caller forgot the pool) does nothing
         if closing in _OPEN:
             _OPEN.remove(closing)
-        return cause
 
 
 def _close(pool: Any, closing: Any) -> None:
