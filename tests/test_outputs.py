@@ -359,3 +359,39 @@ def test_a_rebuild_leaves_only_the_site_and_deletes_the_old_one(tmp_path):
     trash = list((cache / TRASH).iterdir())
     assert all(_gone(p) for p in trash)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+
+
+def test_a_file_that_cannot_be_written_is_named_and_a_full_disk_says_so(tmp_path, monkeypatch):
+    """A full disk said only 'error: No space left on device': the write names no file. The error
+    now holds the file, and its text says the disk is full; a render worker sends that text back."""
+    import errno
+    import types
+
+    import evidence.outputs as outputs_module
+    from evidence.errors import os_error_text
+    from evidence.site_pages import _render_chunk
+
+    class Full:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outputs_module, "open", lambda *a, **k: Full(), raising=False)
+    dest = tmp_path / "page.html"
+    with pytest.raises(OSError) as err:
+        Outputs(out=tmp_path).link_or_write(dest, "page.html", b"<p>x</p>")
+    assert err.value.filename == str(dest)
+    text = os_error_text(err.value)
+    assert str(dest) in text and "is full" in text, text
+
+    def emit(rel, data, key):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / rel))
+
+    pages = types.SimpleNamespace(writer=types.SimpleNamespace(emit=emit), render=lambda rel, template, ctx: "<p>x</p>")
+    said = _render_chunk((pages, [("cases/a.html", "case.html", {}, None)]), (0, 1))
+    assert said.startswith("cannot write the site: No space left on device: ") and str(tmp_path / "cases/a.html") in said and "is full" in said

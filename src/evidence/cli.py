@@ -8,7 +8,6 @@ Exit codes: 0 success; 1 the kb or the query has problems (each one is printed);
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import re
@@ -21,7 +20,7 @@ import pyoxigraph as ox
 
 from . import interrupts
 from .config import SOURCE_TEXTS_ENV, load_config
-from .errors import Diagnostic, EvidenceError, QueryError, Terminated, WorkerError
+from .errors import FILE_ERRNOS, RESOURCE_ERRNOS, Diagnostic, EvidenceError, QueryError, Terminated, WorkerError, os_error_text
 from .folders import write_whole
 
 __all__ = ["main"]
@@ -275,24 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_TERMINATED
 
 
-# Errors of the machine's files that a user can set right (exit 1), and its shortages (exit 4).
-# Any other OSError (a file that exists where the code made sure none did ...) is a bug (exit 3).
-_FILES = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
-          errno.EIO, errno.ELOOP, errno.ENAMETOOLONG, errno.EXDEV, errno.ETXTBSY, errno.EBUSY}
-_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN}
-
-
-def _os_error(exc: OSError) -> str:
-    """An error of the machine's files as a user can act on it: what failed, on which path, and what to check."""
-    what = exc.strerror or str(exc) or type(exc).__name__
-    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
-    if exc.errno in _RESOURCES:
-        check = "the machine ran short of memory, processes or open files: run again, or set EVIDENCE_WORKERS=1"
-    else:
-        check = "check that the folder exists, that you may write there and that the disk has room"
-    return f"{what}" + (f": {paths}" if paths else "") + f" ({check})"
-
-
 def _run(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)  # imports the commands' modules: a Ctrl-C may land here too
@@ -311,11 +292,11 @@ def _run(argv: list[str] | None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except OSError as exc:
-        if exc.errno in _RESOURCES:  # the machine's shortage, as a worker that cannot start
-            print(f"error: {_os_error(exc)}", file=sys.stderr)
+        if exc.errno in RESOURCE_ERRNOS:  # the machine's shortage, as a worker that cannot start
+            print(f"error: {os_error_text(exc)}", file=sys.stderr)
             return EXIT_RESOURCES
-        if exc.errno in _FILES:
-            print(f"error: {_os_error(exc)}", file=sys.stderr)
+        if exc.errno in FILE_ERRNOS:
+            print(f"error: {os_error_text(exc)}", file=sys.stderr)
             return EXIT_PROBLEMS
         return _internal(exc)  # not what a user can set right (a file that exists where none should): a bug
     except Exception as exc:

@@ -15,6 +15,7 @@ Every error formats itself for a curator: where, what, expected versus found, an
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass
 
@@ -29,7 +30,31 @@ __all__ = [
     "WorkerError",
     "Terminated",
     "Level",
+    "FILE_ERRNOS",
+    "RESOURCE_ERRNOS",
+    "os_error_text",
 ]
+
+# Errors of the machine's files that a user can set right, and its shortages (see cli: exit 1 and
+# 4). Any other OSError (a file that exists where the code made sure none did ...) is a bug.
+FILE_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+               errno.EIO, errno.ELOOP, errno.ENAMETOOLONG, errno.EXDEV, errno.ETXTBSY, errno.EBUSY}
+RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN}
+
+
+def os_error_text(exc: OSError) -> str:
+    """An error of the machine's files as a user can act on it: what failed, on which path, and
+    what to check (used by the command line, and by the render workers, which send it back as text)."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    if exc.errno in RESOURCE_ERRNOS:
+        check = "the machine ran short of memory, processes or open files: run again, or set EVIDENCE_WORKERS=1"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        check = "the disk that holds it (or your quota there) is full: free space on it, or build into a folder on another disk"
+    else:
+        check = "check that the folder exists, that you may write there and that the disk has room"
+    return f"{what}" + (f": {paths}" if paths else "") + f" ({check})"
+
 
 Level = str  # "error" | "warning" | "info"
 _LEVEL_ORDER = {"error": 0, "warning": 1, "info": 2}

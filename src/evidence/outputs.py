@@ -175,8 +175,13 @@ class Outputs:
         self.keys[rel] = key
         # "x": a new file, never one that exists (on a file system that ignores case, a name that
         # differs only in case could otherwise be a link to the published site's file).
-        with open(dest, "xb") as fh:
-            fh.write(data)
+        try:
+            with open(dest, "xb") as fh:
+                fh.write(data)
+        except OSError as exc:  # a write names no file (a full disk said only "No space left on device")
+            if exc.filename is None:
+                exc.filename = str(dest)
+            raise
 
     def link(self, dest: Path | str, rel: str, key: str) -> bool:
         """Link the old file with ``key`` to ``dest``; False if there is none (write it then)."""

@@ -21,7 +21,7 @@ from jinja2 import Environment, TemplateSyntaxError
 
 from . import schema as S
 from .cache import code_digest, digest
-from .errors import QueryError, RenderError
+from .errors import QueryError, RenderError, os_error_text
 from .export import DUMPS, FORMATS
 from .graph import evidence_network, forget_evidence_graph
 from .library_run import LibraryAnswers
@@ -990,6 +990,8 @@ def _render_chunk(job: tuple[SitePages, list], bounds: tuple[int, int]) -> str:
             pages.writer.emit(rel, pages.render(rel, template, ctx).encode("utf-8"), key)
     except RenderError as exc:  # sent back as text: an exception may not survive pickling
         return exc.message
+    except OSError as exc:  # a full disk, a folder that cannot be written: the file, and what to check
+        return f"cannot write the site: {os_error_text(exc)}"
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
