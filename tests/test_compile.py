@@ -375,3 +375,11 @@ def test_small_and_large_numbers_are_plain_decimals_in_the_graph(config):
 @pytest.mark.parametrize(("x", "text"), [(4.0, "4"), (0.5, "0.5"), (2e-05, "0.00002"), (1e16, "10000000000000000"), (3, "3"), (-1.25e-7, "-0.000000125")])
 def test_number_text_is_positional(x, text):
     assert S.number_text(x) == text
+
+
+def test_bytes_that_are_not_utf8_are_a_compile_error_naming_the_cache(compiled):
+    """A compiled part is read from the build cache by its place, unchecked: a damaged one stopped
+    the build with 'internal error: UnicodeDecodeError'."""
+    data = ox.serialize(compiled.quads, format=ox.RdfFormat.N_QUADS)
+    with pytest.raises(CompileError, match=r"not UTF-8 .*build cache may be damaged"):
+        validate_shapes(data[:100] + b"\xff\xfe" + data[100:], shapes_turtle(compiled))

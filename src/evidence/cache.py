@@ -40,6 +40,7 @@ import shutil
 import tempfile
 import time
 import weakref
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,7 +58,7 @@ TEMPLATES = "templates"  # the site templates compiled by Jinja2 (its bytecode c
 # or source's words for the search index, the export pieces of every graph: as single files,
 # listing the export stage's 20,000 for BuildCache.prune took 0.85 s of a 10,000-case rebuild).
 PACKED_STAGES = ("validate", "compile", "evidence-summary", "evidence-rows", "search-text", "export")
-_PACK_MAGIC = b"evidence-pack 1\n"
+_PACK_MAGIC = b"evidence-pack 2\n"  # 2: each entry has its CRC-32 in the index (see _Indexed.read)
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -335,7 +336,7 @@ class _Indexed:
     """A pack file open as ``fd`` (None once closed) and the byte range of each entry in it."""
 
     fd: int | None
-    index: dict[str, tuple[int, int]]
+    index: dict[str, tuple[int, int, int]]
 
     def where(self, key: str) -> tuple[int, int, int] | None:
         """(descriptor, offset, length) of the entry; None if there is none (or the file is closed)."""
@@ -343,18 +344,21 @@ class _Indexed:
         return (self.fd, at[0], at[1]) if at is not None and self.fd is not None else None
 
     def read(self, key: str) -> bytes | None:
-        found = self.where(key)
-        if found is None:
+        """The entry's bytes; None if there is none, or if they are not what was written (their
+        CRC-32 differs): damage inside a pickled entry that still unpickles (a byte of a gzip
+        member, a model's text) would have been served as it was, into the published files."""
+        at = self.index.get(key)
+        if at is None or self.fd is None:
             return None
-        fd, offset, length = found
-        raw = os.pread(fd, length, offset)
-        return raw if len(raw) == length else None
+        offset, length, crc = at
+        raw = os.pread(self.fd, length, offset)
+        return raw if len(raw) == length and zlib.crc32(raw) == crc else None
 
 
 class _Pack(_Indexed):
     """A sealed pack (see the module's text): an open file and the byte range of each entry."""
 
-    def __init__(self, path: Path, fd: int, index: dict[str, tuple[int, int]]):
+    def __init__(self, path: Path, fd: int, index: dict[str, tuple[int, int, int]]):
         self.path = path
         self.fd: int | None = fd
         self.index = index
@@ -394,7 +398,7 @@ class _Pack(_Indexed):
         self.close()
 
 
-def _index_of(fd: int) -> dict[str, tuple[int, int]] | None:
+def _index_of(fd: int) -> dict[str, tuple[int, int, int]] | None:
     """The index of the pack open as ``fd``; None if it is not a whole pack."""
     try:
         size = os.fstat(fd).st_size
@@ -404,7 +408,9 @@ def _index_of(fd: int) -> dict[str, tuple[int, int]] | None:
         if n > size - 8 - len(_PACK_MAGIC):
             return None  # torn
         index = pickle.loads(os.pread(fd, n, size - 8 - n))
-        if not isinstance(index, dict) or any(off < len(_PACK_MAGIC) or length < 0 or off + length > size - 8 - n for off, length in index.values()):
+        if not isinstance(index, dict) or any(not (isinstance(at, tuple) and len(at) == 3) for at in index.values()):
+            return None
+        if any(off < len(_PACK_MAGIC) or length < 0 or off + length > size - 8 - n for off, length, _crc in index.values()):
             return None  # an entry lies outside the pack
     except _UNREADABLE:
         return None
@@ -421,7 +427,7 @@ class _Writer(_Indexed):
         self.fd = fd
         self.folder = folder
         self.pid = os.getpid()  # a forked worker never writes into its parent's pack
-        self.index: dict[str, tuple[int, int]] = {}
+        self.index: dict[str, tuple[int, int, int]] = {}
         self.end = 0
         try:
             self.add_raw(_PACK_MAGIC)
@@ -438,7 +444,7 @@ class _Writer(_Indexed):
         return at
 
     def add(self, key: str, raw: bytes) -> None:
-        self.index[key] = (self.add_raw(raw), len(raw))
+        self.index[key] = (self.add_raw(raw), len(raw), zlib.crc32(raw))
 
     def seal(self, name: str) -> Path:
         """Write the index and rename the file to ``name``; on any failure or interrupt, the

@@ -141,7 +141,12 @@ def _nquads_input(data: bytes):
     same verdict and the same violations (bench/README.md, session 21)."""
     from pyshacl_turbo.rdf import Input
 
-    return Input(data.decode("utf-8"), "nquads", None, {}, preserve_ids=True)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # compiled parts are read from the build cache by their place, unchecked
+        raise CompileError(f"the compiled graph is not UTF-8 text (byte {exc.start}): the build cache may be damaged; "
+                           "delete its folder (.cache/build) and build again") from None
+    return Input(text, "nquads", None, {}, preserve_ids=True)
 
 
 @functools.lru_cache(maxsize=4)
