@@ -252,3 +252,42 @@ def test_script_in_text_is_inert_in_the_built_site(tmp_path):
     assert not raw, [str(p.relative_to(out)) for p in raw]
     case_page = next(p for p in pages if "script-in-text" in p.name or "script-in-text" in str(p.parent))
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in case_page.read_text(encoding="utf-8")
+
+
+def test_a_folder_or_fifo_named_like_a_kb_file_is_an_error(tmp_path):
+    """A folder or a FIFO named kb/zz.yaml was left out without a word: validate said 0 errors."""
+    import os
+
+    from evidence.config import load_config
+    from evidence.validate import validate_kb
+
+    project = _project(tmp_path)
+    (project / "kb" / "zz.yaml").mkdir()
+    os.mkfifo(project / "kb" / "sources" / "pipe.yaml")
+    kb = validate_kb(load_config(project))
+    found = {d.path: d.message for d in kb.diagnostics if d.level == "error"}
+    assert set(found) == {"kb/zz.yaml", "kb/sources/pipe.yaml"}, found
+    assert all(m.startswith("not a file: it is named like a kb file") for m in found.values())
+
+
+def test_a_kb_folder_that_cannot_be_listed_is_an_error_naming_it(tmp_path, monkeypatch):
+    """kb/sources/ that cannot be read (its permissions) gave 54 'unknown source' errors and no
+    word of the folder. Simulated: the tests may run as root, whom permissions do not stop."""
+    import os
+
+    import evidence.load as load_module
+    from evidence.config import load_config
+    from evidence.validate import validate_kb
+
+    project = _project(tmp_path)
+    real = os.scandir
+
+    def scandir(path):
+        if Path(path).name == "sources":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(load_module.os, "scandir", scandir)
+    kb = validate_kb(load_config(project))
+    first = [d for d in kb.diagnostics if d.rule == "unreadable"]
+    assert [(d.path, d.message) for d in first] == [("kb/sources", "cannot read the folder: Permission denied")], kb.diagnostics[:3]

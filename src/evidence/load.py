@@ -175,6 +175,10 @@ class Refusal:
     hint: str
 
 
+_NOT_A_FILE = Refusal("not a file: it is named like a kb file, but is a folder or another kind of file", "file-name",
+                      "a kb file is a YAML text file: remove it, or rename it")
+
+
 def _link_refusal(problem: str) -> Refusal:
     return Refusal(problem, "file-link", "put the file or folder itself in the kb folder, in place of the link")
 
@@ -272,7 +276,11 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
         try:
             with os.scandir(where) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
-        except OSError:  # as a glob would: a folder that is missing or cannot be listed has no file
+        except FileNotFoundError:  # a folder the kb does not have (no sources yet): no file
+            continue
+        except OSError as exc:  # there, but not listed: every file in it would be missing without a word
+            refuse(where, Refusal(f"cannot read the folder: {exc.strerror or exc}", "unreadable",
+                                  "check the folder's permissions: none of its files was read"))
             continue
         for e in entries:
             p = where / e.name
@@ -293,6 +301,8 @@ def discover(kb_dir: Path, extra: list[Path] | None = None, resolve: Callable[[P
                 k = kind + e.name[: -len(".yaml")] if kind == "vocabulary:" else kind
             if k and e.is_file():
                 found.append((k, p))
+            elif k and not e.is_symlink():  # a folder, a FIFO ... named like a kb file: not read, and said so
+                refuse(p, _NOT_A_FILE)
     strays = [resolve(q) for q in (why or {}) if why is not None and why[q] is _STRAY_FOLDER]
     for p in extra or []:
         if any(resolve(p) == resolve(q) for _, q in found) or any(top in resolve(p).parents for top in strays):
