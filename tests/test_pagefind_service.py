@@ -129,6 +129,10 @@ if mode == "error":
 elif mode == "crash":
     sys.stderr.write("thread 'main' panicked at 'out of memory'\\n")
     sys.exit(3)
+elif mode == "threads":  # as Pagefind under a limit on processes (ulimit -u): its thread pool cannot start
+    sys.stderr.write("thread 'main' panicked at rayon-core/src/registry.rs:171:10: The global thread pool has not been initialized.: "
+                     "ThreadPoolBuildError {{ kind: IOError(Os {{ code: 11, kind: WouldBlock }}) }}\\n")
+    sys.exit(101)
 elif mode == "disorder":
     answer(m["message_id"] + 5, {{"type": "IndexedFile", "page_word_count": 1, "page_url": "/x", "page_meta": {{}}}})
 elif mode == "garbage":
@@ -280,3 +284,19 @@ def test_a_fragment_of_another_format_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(RenderError, match=r"bundle pagefind: cannot read the fragment fragment/en_1\.pf_fragment .*pagefind_dcd.*Pagefind version") as raised:
         site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES, described={})
     assert "Traceback" not in str(raised.value)
+
+
+def test_a_pagefind_that_cannot_start_its_threads_is_the_machines_shortage(tmp_path, monkeypatch):
+    """Under a limit on processes Pagefind panicked ('ThreadPoolBuildError ... WouldBlock') and the
+    build said 'Pagefind failed' with Rust's backtrace (exit 1): it is the machine's shortage, exit
+    code 4 (WorkerError), with what to do."""
+    from evidence.errors import WorkerError
+
+    fake = tmp_path / "pagefind"
+    fake.write_text(FAKE.format(python=sys.executable, mode="threads"), encoding="utf-8")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
+    (tmp_path / "site").mkdir()
+    with pytest.raises(WorkerError, match="Pagefind could not start its threads .* out of processes or memory") as raised:
+        site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES)
+    assert "panicked" not in raised.value.message

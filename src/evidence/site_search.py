@@ -49,7 +49,7 @@ from pathlib import Path
 from markupsafe import escape
 
 from .cache import digest
-from .errors import RenderError
+from .errors import RenderError, WorkerError
 from .outputs import Outputs, content_key
 
 __all__ = ["run_pagefind", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "SearchIndex", "SHARD_DOCS", "WORDS_BUNDLE",
@@ -393,8 +393,13 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
             proc.communicate()
             raise RenderError(f"Pagefind did not finish indexing the search bundle {bundle.name} within {timeout:.0f} s") from None
     if proc.returncode != 0:
+        said = stderr.decode("utf-8", "replace").strip()
+        if any(sign in said for sign in _SHORT_OF):  # it could not start its threads: the machine's shortage, not the site's fault
+            raise WorkerError(f"Pagefind could not start its threads to index the search bundle {bundle.name} (the machine is out of "
+                              "processes or memory; a limit such as ulimit -u): nothing was changed; close other programs or raise "
+                              "the limit, and run the command again") from None
         status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        raise RenderError(f"Pagefind failed to index the search bundle {bundle.name}: {stderr.decode('utf-8', 'replace').strip()[-2000:] or status}")
+        raise RenderError(f"Pagefind failed to index the search bundle {bundle.name}: {said[-2000:] or status}")
     if described is not None:
         try:
             got = json.loads(stdout)
@@ -406,6 +411,8 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     return sorted(p for p in bundle.rglob("*") if p.is_file())
 
 
+# What Pagefind (Rust's thread pools) or its Python job print when they cannot start a thread.
+_SHORT_OF = ("ThreadPoolBuildError", "WouldBlock", "Resource temporarily unavailable", "can't start new thread")
 _JOB = Path(__file__).with_name("pagefind_job.py")
 
 
