@@ -654,3 +654,25 @@ def test_an_error_in_a_template_names_the_template_and_its_line(config, tmp_path
     line = int(message.split(f"{case}:", 1)[1].split(":", 1)[0])
     assert line > at + 2 if "endblock" in said else line == at + 2
     assert not out.exists()
+
+
+def test_a_site_moved_aside_by_a_killed_swap_is_back_even_when_the_next_build_fails_validation(config, tmp_path, monkeypatch):
+    """It was put back only after validation and compiling: a kb that no longer validated left
+    the site missing."""
+    from evidence.errors import ValidationError
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "_site"
+    moved = tmp_path / f"._site.old-{dead.pid}"
+    (moved / "cases").mkdir(parents=True)
+    (moved / "cases" / "a.html").write_text("the site")
+    (moved / SITE_MARKER).write_bytes(SITE_MARKER_TEXT)
+
+    def invalid(*args, **kwargs):
+        raise ValidationError("1 error(s) in the kb; nothing was built")
+
+    monkeypatch.setattr(pipeline, "load_and_validate", invalid)
+    with pytest.raises(ValidationError):
+        build(config, out, cache=BuildCache(None))
+    assert (out / "cases" / "a.html").read_text() == "the site" and not moved.exists()

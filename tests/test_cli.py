@@ -515,3 +515,17 @@ def test_a_missing_kb_folder_is_an_error_and_the_site_stays(tmp_path):
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         assert "the kb folder" in r.stdout + r.stderr and "kbx" in r.stdout + r.stderr and "Traceback" not in r.stderr
     assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
+
+
+def test_a_shortage_does_not_advise_the_setting_already_in_force(monkeypatch):
+    """With EVIDENCE_WORKERS=1 set, the advice was to set EVIDENCE_WORKERS=1."""
+    import errno
+
+    from evidence.errors import os_error_text
+
+    short = OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    monkeypatch.delenv("EVIDENCE_WORKERS", raising=False)
+    assert "set EVIDENCE_WORKERS=1" in os_error_text(short)
+    monkeypatch.setenv("EVIDENCE_WORKERS", "1")
+    said = os_error_text(short)
+    assert "EVIDENCE_WORKERS" not in said and "ulimit -u" in said, said

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from dataclasses import dataclass
 
 __all__ = [
@@ -48,7 +49,9 @@ def os_error_text(exc: OSError) -> str:
     what = exc.strerror or str(exc) or type(exc).__name__
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     if exc.errno in RESOURCE_ERRNOS:
-        check = "the machine ran short of memory, processes or open files: run again, or set EVIDENCE_WORKERS=1"
+        alone = os.environ.get("EVIDENCE_WORKERS", "").strip() == "1"  # the advice would be what is set already
+        check = ("the machine ran short of memory, processes or open files: close other programs, or raise the limit (ulimit -u, ulimit -n)"
+                 if alone else "the machine ran short of memory, processes or open files: run again, or set EVIDENCE_WORKERS=1")
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
         check = "the disk that holds it (or your quota there) is full: free space on it, or build into a folder on another disk"
     else:
