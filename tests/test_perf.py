@@ -301,3 +301,30 @@ def test_a_worker_killed_while_it_holds_work_stops_the_stage_with_an_error(tmp_p
     assert out["error"] and f"a worker process was killed ({sig})" in out["error"], out
     assert out["got"] == list(range(len(out["got"]))) and len(out["got"]) < 37  # what came, came in order, up to the lost work
     assert out["children"] == 0, "a worker outlived its pool"
+
+
+_ORPHANS = """
+import os, signal, threading, time
+from evidence import perf as P
+def work(x):
+    time.sleep(0.05)
+    return x
+threading.Timer(0.8, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()  # the build killed outright
+for _ in P.parallel_imap(work, list(range(2000)), workers=2, chunksize=4):
+    pass
+"""
+
+
+def test_workers_of_a_build_killed_outright_leave_without_a_traceback(tmp_path):
+    """Their pipes break as they hand back their work, and each printed multiprocessing's
+    traceback (BrokenPipeError) on the terminal. The stderr pipe is read until every worker has
+    closed it, so the workers have ended when it is checked."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    r = subprocess.run([sys.executable, "-c", _ORPHANS], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(src)})
+    assert r.returncode == -9
+    assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr

@@ -240,6 +240,7 @@ def _pool_class() -> type:
             process.start = functools.partial(_start, process)
             inqueue = (kwds.get("args") or (None,))[0]  # the pool's task queue: which pool the worker is of
             process.join = functools.partial(_join, process, id(inqueue))
+            process.run = functools.partial(_run_orphan_quietly, process)
             return process
 
     return _Pool
@@ -248,6 +249,18 @@ def _pool_class() -> type:
 # The exit code of a pool's worker that was killed, by id() of the pool's task queue, noted as the
 # pool reaps it (see _join and _died; cleared when a pool is made, as an id may be used again).
 _KILLED: dict[int, int] = {}
+
+
+def _run_orphan_quietly(process: Any) -> None:
+    """A pool worker's run (in the worker): when the build that made it was killed outright
+    (SIGKILL), its pipes break as it hands back its work, and multiprocessing printed the
+    traceback of each worker on the build's terminal. It leaves without one then."""
+    try:
+        type(process).run(process)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        if os.getppid() != process._parent_pid:  # the parent is gone (the worker was handed to init)
+            os._exit(1)
+        raise
 
 
 def _join(process: Any, pool_key: int, timeout: float | None = None) -> None:
