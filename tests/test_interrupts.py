@@ -26,7 +26,18 @@ def installed():
         interrupts.uninstall()
 
 
-def test_without_install_deferred_changes_nothing():
+@pytest.fixture
+def default_sigint():
+    """Python keeps SIGINT ignored when it starts with it ignored (a command that a non-interactive
+    shell runs in the background, as some CI runners do): a test about the default handler sets it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_without_install_deferred_changes_nothing(default_sigint):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt), interrupts.deferred():
         signal.raise_signal(signal.SIGINT)
