@@ -15,6 +15,7 @@ import pickle
 import re
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -905,8 +906,10 @@ def test_a_raw_entry_is_copied_from_its_pack_as_it_was_stored(tmp_path):
     being written and, after sealing, in the pack on disk; one that is not there is a miss."""
 
     def read(where):
-        fd, offset, length = where
-        return os.pread(fd, length, offset)
+        fd, offset, length, crc = where
+        data = os.pread(fd, length, offset)
+        assert zlib.crc32(data) == crc
+        return data
 
     data = os.urandom(100_000)
     cache = BuildCache(tmp_path)

@@ -97,3 +97,28 @@ def test_bytes_named_by_reference_outlive_the_file_name_and_descriptor_they_came
     sp.close()
     with pytest.raises(OSError):
         os.fstat(own[1])
+
+
+def test_bytes_named_with_a_crc_are_checked_as_they_are_read(tmp_path):
+    """A compiled part is named where the build cache keeps it (add_ref) and was read unchecked:
+    a byte changed there reached the shape check and the exports. With the entry's CRC-32 the
+    read is a CompileError that says the cache is damaged."""
+    import zlib
+
+    from evidence.errors import CompileError
+
+    data = b"<a> <b> <c> <g> .\n" * 100
+    path = tmp_path / "pack"
+    path.write_bytes(b"head" + data)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        spool = Spool()
+        spool.add_ref("g", fd, 4, len(data), zlib.crc32(data))
+        spool.add_ref("unchecked", fd, 4, len(data))
+        assert spool["g"] == data
+        os.pwrite(fd, b"X", 50)
+        with pytest.raises(CompileError, match="build cache is damaged"):
+            spool["g"]
+        assert spool["unchecked"] != data  # without a CRC the bytes are given as they are
+    finally:
+        os.close(fd)

@@ -177,7 +177,7 @@ class BuildCache:
         self.hits += 1
         return value
 
-    def put_raw(self, stage: str, key: str, data: bytes) -> tuple[int, int, int] | None:
+    def put_raw(self, stage: str, key: str, data: bytes) -> tuple[int, int, int, int] | None:
         """Keep ``data`` as it is (not pickled) under ``key`` in a packed stage, to be named where
         it is in the pack without being read into the process (:meth:`raw_range`). Returns where
         it was written, as :meth:`raw_range` does (None if it was not). It belongs to an entry
@@ -188,8 +188,8 @@ class BuildCache:
         self.used.add((stage, key))
         return self._packed(stage).write(key, data)
 
-    def raw_range(self, stage: str, key: str) -> tuple[int, int, int] | None:
-        """Where a raw entry (:meth:`put_raw`) lies: (an open descriptor, offset, length); None if
+    def raw_range(self, stage: str, key: str) -> tuple[int, int, int, int] | None:
+        """Where a raw entry (:meth:`put_raw`) lies: (an open descriptor, offset, length, CRC-32); None if
         there is none. The descriptor is the cache's: it may be closed by the next write that
         fails, or when the cache is closed, so use it at once (a :class:`~evidence.spool.Spool`
         takes a descriptor of its own). A pack's index was checked when it was opened (every
@@ -338,20 +338,21 @@ class _Indexed:
     fd: int | None
     index: dict[str, tuple[int, int, int]]
 
-    def where(self, key: str) -> tuple[int, int, int] | None:
-        """(descriptor, offset, length) of the entry; None if there is none (or the file is closed)."""
+    def where(self, key: str) -> tuple[int, int, int, int] | None:
+        """(descriptor, offset, length, CRC-32) of the entry; None if there is none (or the file is
+        closed). Whoever reads the bytes checks the CRC (:meth:`read`; a Spool for a raw entry)."""
         at = self.index.get(key)
-        return (self.fd, at[0], at[1]) if at is not None and self.fd is not None else None
+        return (self.fd, *at) if at is not None and self.fd is not None else None
 
     def read(self, key: str) -> bytes | None:
         """The entry's bytes; None if there is none, or if they are not what was written (their
         CRC-32 differs): damage inside a pickled entry that still unpickles (a byte of a gzip
         member, a model's text) would have been served as it was, into the published files."""
-        at = self.index.get(key)
-        if at is None or self.fd is None:
+        found = self.where(key)
+        if found is None:
             return None
-        offset, length, crc = at
-        raw = os.pread(self.fd, length, offset)
+        fd, offset, length, crc = found
+        raw = os.pread(fd, length, offset)
         return raw if len(raw) == length and zlib.crc32(raw) == crc else None
 
 
@@ -408,10 +409,10 @@ def _index_of(fd: int) -> dict[str, tuple[int, int, int]] | None:
         if n > size - 8 - len(_PACK_MAGIC):
             return None  # torn
         index = pickle.loads(os.pread(fd, n, size - 8 - n))
-        if not isinstance(index, dict) or any(not (isinstance(at, tuple) and len(at) == 3) for at in index.values()):
-            return None
-        if any(off < len(_PACK_MAGIC) or length < 0 or off + length > size - 8 - n for off, length, _crc in index.values()):
-            return None  # an entry lies outside the pack
+        end = size - 8 - n
+        if not isinstance(index, dict) or not all(isinstance(at, tuple) and len(at) == 3 and len(_PACK_MAGIC) <= at[0] and 0 <= at[1]
+                                                  and at[0] + at[1] <= end for at in index.values()):
+            return None  # not an index, or an entry lies outside the pack
     except _UNREADABLE:
         return None
     return index
@@ -496,8 +497,8 @@ class _Stage:
                 return raw
         return None
 
-    def where(self, key: str) -> tuple[int, int, int] | None:
-        """(descriptor, offset, length) of ``key``'s bytes, in the newest pack that has them."""
+    def where(self, key: str) -> tuple[int, int, int, int] | None:
+        """(descriptor, offset, length, CRC-32) of ``key``'s bytes, in the newest pack that has them."""
         for pack in self._newest_first():
             found = pack.where(key)
             if found is not None:
@@ -507,7 +508,7 @@ class _Stage:
     def _newest_first(self) -> list[_Indexed]:
         return ([self.writer] if self.writer is not None else []) + self.packs
 
-    def write(self, key: str, raw: bytes) -> tuple[int, int, int] | None:
+    def write(self, key: str, raw: bytes) -> tuple[int, int, int, int] | None:
         """Append an entry to the pack being written; where it is (see :meth:`where`), or None
         if it was not written (a forked worker's, or a cache that cannot be written)."""
         if self.failed:

@@ -789,7 +789,7 @@ class _PartSpool:
         except OSError as e:
             raise self._error(e) from None
 
-    def keep(self, part: Part, where: tuple[int, int, int] | None = None) -> Part:
+    def keep(self, part: Part, where: tuple[int, int, int, int] | None = None) -> Part:
         """The part without its chunk, which goes into the spool: named where it is (``where``,
         in the build cache's pack, so that a cold build does not write every chunk twice), or
         written."""
@@ -797,8 +797,8 @@ class _PartSpool:
             self.add(part.graph, part.nquads)
         return replace(part, nquads=b"")
 
-    def refer(self, part: Part, where: tuple[int, int, int]) -> bool:
-        """Name the part's chunk where it is, (descriptor, offset, length); False if it cannot be
+    def refer(self, part: Part, where: tuple[int, int, int, int]) -> bool:
+        """Name the part's chunk where it is, (descriptor, offset, length, CRC-32); False if it cannot be
         (a file cut short). An empty chunk is not named, as it is not written."""
         try:
             if where[2]:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import os
 import tempfile
 import weakref
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
+
+from .errors import CompileError
 
 __all__ = ["Spool"]
 
@@ -32,6 +35,7 @@ class Spool(Mapping[str, bytes]):
         self._files: dict[tuple[int, int, int], int] = {}  # (descriptor, device, inode) of another file -> its index in _fds
         self._closed = weakref.finalize(self, _close, self._fh, self._fds)  # the files go with the spool
         self._at: dict[str, tuple[int, int, int]] = {}  # name -> (index in _fds, offset, length)
+        self._crc: dict[str, int] = {}  # name -> the CRC-32 its bytes must have (add_ref)
         self._end = 0
         for name, data in items:
             self.add(name, data)
@@ -46,8 +50,10 @@ class Spool(Mapping[str, bytes]):
         self._at[name] = (0, self._end, len(data))
         self._end = at
 
-    def add_ref(self, name: str, fd: int, offset: int, length: int) -> None:
-        """Name ``length`` bytes at ``offset`` of the open file ``fd`` without copying them. The
+    def add_ref(self, name: str, fd: int, offset: int, length: int, crc: int | None = None) -> None:
+        """Name ``length`` bytes at ``offset`` of the open file ``fd`` without copying them; with
+        ``crc``, their CRC-32, checked each time they are read (a CompileError if it differs: the
+        build cache's packs give it, so damage there is never served). The
         spool keeps a descriptor of the file of its own (one per file), so ``fd`` may be closed
         and the file renamed or deleted; the bytes must not be overwritten (the build cache's
         packs are written once). OSError if the file is shorter; the name is not added then.
@@ -63,6 +69,8 @@ class Spool(Mapping[str, bytes]):
             self._fds.append(os.dup(fd))
             at = self._files[which] = len(self._fds) - 1
         self._at[name] = (at, offset, length)
+        if crc is not None:
+            self._crc[name] = crc
 
     def _new(self, name: str) -> None:
         if name in self._at:
@@ -77,6 +85,10 @@ class Spool(Mapping[str, bytes]):
             if not more:
                 raise OSError(f"the spool's file ended early reading {name!r}")
             data += more
+        crc = self._crc.get(name)
+        if crc is not None and zlib.crc32(data) != crc:
+            raise CompileError(f"the bytes of {name!r}, named where the build cache keeps them, are not what was written there "
+                               "(their CRC-32 differs): the build cache is damaged; delete its folder (.cache/build) and build again")
         return data
 
     def sort(self) -> None:
