@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 from dataclasses import dataclass
 
 __all__ = [
@@ -49,7 +48,9 @@ def os_error_text(exc: OSError) -> str:
     what = exc.strerror or str(exc) or type(exc).__name__
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     if exc.errno in RESOURCE_ERRNOS:
-        alone = os.environ.get("EVIDENCE_WORKERS", "").strip() == "1"  # the advice would be what is set already
+        from .perf import worker_limit  # (perf needs this module first)
+
+        alone = worker_limit() == 1  # the advice would be what is set already
         check = ("the machine ran short of memory, processes or open files: close other programs, or raise the limit (ulimit -u, ulimit -n)"
                  if alone else "the machine ran short of memory, processes or open files: run again, or set EVIDENCE_WORKERS=1")
     elif exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -161,15 +161,13 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
                 _creating.started = []
                 pool = _pool_class()(workers, initializer=_worker_job, initargs=(fn, shared, closing), maxtasksperchild=RENEW_AFTER,
                                      context=context)
-            except OSError as exc:  # no worker could be forked (_start stopped those it had started): the work is done here
-                log.warning("could not start worker processes (%s); working in this one process, more slowly", exc)
-            except RuntimeError as exc:  # one of the pool's threads could not start (a limit on processes): the work is done here
-                _abandon_half_made_pool(exc, _creating.started or [])
+            except (OSError, RuntimeError) as exc:  # no worker could be forked, or one of the pool's threads could not start: the work is done here
+                if isinstance(exc, RuntimeError):  # (for an OSError, _start stopped the workers it had started)
+                    _abandon_half_made_pool(exc, _creating.started or [])
                 log.warning("could not start worker processes (%s); working in this one process, more slowly", exc)
             finally:
                 _creating.started = None
             if pool is not None:
-                _KILLED.pop(id(pool._inqueue), None)  # a pool of the past whose queue had this id
                 _OPEN.append(closing)
                 # In batches of our own: Pool.imap's would be a generator over its iterator, which
                 # cannot be waited on with a time limit.
@@ -239,16 +237,16 @@ def _pool_class() -> type:
             process = ctx.Process(*args, **kwds)
             process.start = functools.partial(_start, process)
             inqueue = (kwds.get("args") or (None,))[0]  # the pool's task queue: which pool the worker is of
-            process.join = functools.partial(_join, process, id(inqueue))
+            process.join = functools.partial(_join, process, inqueue)
             process.run = functools.partial(_run_orphan_quietly, process)
             return process
 
     return _Pool
 
 
-# The exit code of a pool's worker that was killed, by id() of the pool's task queue, noted as the
-# pool reaps it (see _join and _died; cleared when a pool is made, as an id may be used again).
-_KILLED: dict[int, int] = {}
+# The exit code of a pool's worker that was killed, by the pool's task queue (see _join and _died):
+# gone with the pool.
+_KILLED: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def _run_orphan_quietly(process: Any) -> None:
@@ -263,21 +261,21 @@ def _run_orphan_quietly(process: Any) -> None:
         raise
 
 
-def _join(process: Any, pool_key: int, timeout: float | None = None) -> None:
+def _join(process: Any, inqueue: Any, timeout: float | None = None) -> None:
     """A pool worker's join (the pool reaps each worker that has left): a negative exit code (a
     signal) is noted for the pool, which would otherwise forget the worker before the caller
     looked (see _died). Nothing is kept of the others."""
     type(process).join(process, timeout)
     code = process.exitcode
-    if code is not None and code < 0:
-        _KILLED[pool_key] = code
+    if code is not None and code < 0 and inqueue is not None:
+        _KILLED[inqueue] = code
 
 
 def _died(pool: Any) -> int | None:
     """The signal that ended one of the pool's workers, if one was killed (a crash, or the
     out-of-memory killer): its task is lost, and the pool would wait for it for ever. A worker
     that leaves as it should (RENEW_AFTER, or when the pool closes) exits with 0."""
-    code = _KILLED.get(id(pool._inqueue))
+    code = _KILLED.get(pool._inqueue)
     if code is None:
         code = next((c for c in (w.exitcode for w in list(pool._pool)) if c is not None and c < 0), None)
     return -code if code is not None else None
@@ -310,11 +308,7 @@ def _start(process: Any) -> None:
             if making is not None:
                 # Pool() now stops the workers it started and waits for them; they have not run
                 # their initializer, or ignore SIGTERM (_worker_sigterm), so it would wait for ever.
-                for started in making:
-                    try:
-                        os.kill(started.pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+                _kill(making)
                 raise
             _BROKEN[threading.current_thread()] = exc
             raise SystemExit(1) from exc
@@ -338,13 +332,18 @@ def _abandon_half_made_pool(exc: BaseException, started: list[Any]) -> None:
                 if thread is not None:
                     thread._state = multiprocessing.pool.TERMINATE
         tb = tb.tb_next
-    for process in started:
-        try:
-            os.kill(process.pid, signal.SIGKILL)
-        except (OSError, TypeError):
-            pass
+    _kill(started)
     for process in started:
         process.join(5)
+
+
+def _kill(processes: list[Any]) -> None:
+    """SIGKILL each of a pool's workers started so far (they ignore SIGTERM, see _worker_job)."""
+    for process in processes:
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except (OSError, TypeError):  # gone already; or never forked (no pid)
+            pass
 
 
 def _close_unforked_pipes(exc: BaseException) -> None:
@@ -373,17 +372,13 @@ def _close_unforked_pipes(exc: BaseException) -> None:
 
 
 def _stop_if_broken(pool: Any, closing: Any) -> OSError | None:
-    """Stop the pool if its thread that replaces its workers has ended (see :func:`_start`), and
-    return the error of the fork that ended it (None: the pool is not broken, and goes on). That thread would have told the task thread to end; it is told here, so that the
-    task thread tells the workers left to leave, then Pool.terminate() ends what remains (the
-    workers obey its SIGTERM once the flag says the pool is going, see _worker_sigterm). Held
-    whole: a pool left half-stopped hangs the exit."""
-    with deferred():
-        cause = _BROKEN.get(pool._worker_handler)
-        if cause is None:
-            return None
+    """Stop the pool (:func:`_halt`) if its thread that replaces its workers has ended (see
+    :func:`_start`), and return the error of the fork that ended it (None: the pool is not
+    broken, and goes on)."""
+    cause = _BROKEN.get(pool._worker_handler)
+    if cause is not None:
         _halt(pool, closing)
-        return cause
+    return cause
 
 
 def _halt(pool: Any, closing: Any) -> None:

@@ -138,10 +138,13 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
     report = BuildReport(out=out)
     # A build killed between the two renames of its swap left the site moved aside: put back at
     # once, before anything can fail (a kb that no longer validates left the site missing).
+    leftovers = []
     for left, kind in left_behind(out):
         if kind == "old" and not out.exists():
             log.warning("restoring %s from %s, where a build that was killed had moved it", out, left)
             left.rename(out)
+        else:
+            leftovers.append(left)
     t = time.perf_counter()
     # The models live until the end: they are frozen (later collections need not walk them) before
     # the collector runs again; the first collection after validate_kb walked them all (about 1 s
@@ -159,7 +162,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RenderError(f"cannot make the folder {out.parent} for the site: {exc.strerror or exc}; check the path and that you may write there") from None
-    for left, _kind in left_behind(out):  # a site moved aside is back in place already (see above)
+    for left in leftovers:  # a site moved aside is back in place already (see above)
         log.info("removing %s, left by a build that was killed", left)
         discard_tree(left, cache)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"

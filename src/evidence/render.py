@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, Stric
 
 from .cache import TEMPLATES, code_digest
 from .errors import RenderError
+from .folders import write_whole
 from .outputs import Outputs, walk_names
 from .perf import gc_paused
 from .site_format import NR, age_text, dose_text, human_duration, measurement_text, num
@@ -110,19 +110,11 @@ class _CompiledTemplates(FileSystemBytecodeCache):
             bucket.reset()
 
     def dump_bytecode(self, bucket: Any) -> None:
-        """Written to a temporary file of this process's, then renamed (another build may read it)."""
-        name = self._get_cache_filename(bucket)
-        tmp = f"{name}.{os.getpid()}.tmp"
+        payload = bucket.bytecode_to_string()
         try:
-            payload = bucket.bytecode_to_string()
-            with open(tmp, "wb") as fh:
-                fh.write(hashlib.sha256(payload).digest() + payload)
-            os.replace(tmp, name)
+            write_whole(self._get_cache_filename(bucket), hashlib.sha256(payload).digest() + payload)
         except OSError:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
+            pass
 
 
 def _bytecode_cache(folder: Path) -> FileSystemBytecodeCache | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .graph import Network
 
-__all__ = ["GraphView", "graph_view", "MAX_CASES"]
+__all__ = ["GraphView", "graph_view", "shows_cases", "MAX_CASES"]
 
 MAX_CASES = 120
 MAX_PER_KIND = 40
@@ -120,9 +120,14 @@ def _contract(net: Network, with_cases: bool) -> tuple[dict[str, str], dict[tupl
     return nodes, edges
 
 
+def shows_cases(net: Network) -> bool:
+    """Whether the view draws each case (at most MAX_CASES of them), or the entities only."""
+    return len(net.of_kind("case")) <= MAX_CASES
+
+
 def graph_view(net: Network, url_of: dict[str, str], label_of: dict[str, tuple[str, str]]) -> GraphView:
     """Lay out the network. ``label_of`` maps an IRI to (short label, full title)."""
-    with_cases = len(net.of_kind("case")) <= MAX_CASES
+    with_cases = shows_cases(net)
     nodes, edges = _contract(net, with_cases)
     hidden: dict[str, int] = {}
     if not with_cases:

@@ -28,7 +28,7 @@ from .library_run import LibraryAnswers
 from .perf import parallel_imap, trim_heap
 from .site_docs import fixed_lists, format_docs
 from .site_format import NR, citation_text, human_bytes, json_script, regimen_text, short_citation
-from .site_graph import MAX_CASES, graph_view
+from .site_graph import graph_view, shows_cases
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
 from .site_related import all_related, related_view
@@ -344,7 +344,7 @@ class SitePages:
         change it."""
         m = self.m
         parts = self.compiled.parts
-        if len(self.net.of_kind("case")) <= MAX_CASES or any(p.network is None or not p.network.shape for p in parts.values()):
+        if shows_cases(self.net) or any(p.network is None or not p.network.shape for p in parts.values()):
             return None
         entities = sorted((iri, kind, key, m.label(kind, key), m.iri_url.get(iri, "")) for iri, (kind, key) in m.iri_entity.items()
                           if kind not in ("cases", "sources"))

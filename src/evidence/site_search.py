@@ -412,7 +412,7 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
 
 
 # What Pagefind (Rust's thread pools) or its Python job print when they cannot start a thread.
-_SHORT_OF = ("ThreadPoolBuildError", "WouldBlock", "Resource temporarily unavailable", "can't start new thread")
+_SHORT_OF = ("ThreadPoolBuildError", "can't start new thread")
 _JOB = Path(__file__).with_name("pagefind_job.py")
 
 
