@@ -197,7 +197,7 @@ def parallel_imap(fn: Callable[..., Any], items: Sequence[Any], workers: int | N
                         name = signal.Signals(killed).name
                     except ValueError:
                         name = f"signal {killed}"
-                    raise WorkerError(f"a worker process was killed ({name}) while it held work, and the build was stopped; nothing was "
+                    raise WorkerError(f"a worker process was killed ({name}), and its work may be lost, so the build was stopped; nothing was "
                                       f"changed. SIGKILL is most often the system's out-of-memory killer: close other programs, or set "
                                       f"{WORKERS_ENV}=1 to work in one process. Any other signal is a crash of evidence or of a "
                                       "library it uses: please report it") from None
