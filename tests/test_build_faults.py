@@ -557,6 +557,59 @@ def test_a_signal_during_the_swap_waits_for_it(config, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"], "a copy of a site was left beside it"
 
 
+def test_exchange_swaps_two_folders_at_once(tmp_path, monkeypatch):
+    from evidence import folders
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "name").write_text(d.name)
+    ino = {d.name: d.stat().st_ino for d in (a, b)}
+    assert folders.exchange(a, b) is True
+    assert (a / "name").read_text() == "b" and (b / "name").read_text() == "a"
+    assert (a.stat().st_ino, b.stat().st_ino) == (ino["b"], ino["a"])
+    with pytest.raises(FileNotFoundError) as caught:
+        folders.exchange(tmp_path / "missing", b)
+    assert caught.value.filename == str(tmp_path / "missing")
+    monkeypatch.setattr(folders, "_renameat2", None)  # a system without the call: nothing done, the caller renames
+    assert folders.exchange(a, b) is False and (a / "name").read_text() == "b"
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["exchange", "two-renames"])
+def test_the_swap_exchanges_the_sites_in_one_step_where_it_can(config, tmp_path, monkeypatch, atomic):
+    """With renameat2 the site's name never goes missing: a server of the folder never answers
+    404 mid-swap (with two renames it did, for a moment). Without it, two renames do the swap.
+    Either way the new site is in place, the old one is gone, and nothing is left beside it."""
+    from evidence import folders
+
+    out = tmp_path / "_site"
+    build(config, out, cache=BuildCache(None))
+    (out / "stale.txt").write_text("from the previous site")
+    calls = []
+    real_exchange, real_rename = folders.exchange, Path.rename
+
+    def watched_exchange(a, b):
+        assert b == out and (out / "stale.txt").is_file()
+        calls.append("exchange")
+        if not atomic:
+            return False
+        done = real_exchange(a, b)
+        assert done and (out / SITE_MARKER).is_file() and not (out / "stale.txt").exists()
+        return done
+
+    def watched_rename(self, target):
+        if self == out:
+            calls.append("site renamed away")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(pipeline, "exchange", watched_exchange)
+    monkeypatch.setattr(Path, "rename", watched_rename)
+    build(config, out, cache=BuildCache(None))
+    assert calls == (["exchange"] if atomic else ["exchange", "site renamed away"])
+    assert (out / "index.html").is_file() and not (out / "stale.txt").exists(), "the new site is not in place"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site"], "a copy of a site was left beside it"
+
+
 _REFUSED_FORKS = r"""
 import errno, sys
 import multiprocessing.context as C

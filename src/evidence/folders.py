@@ -2,10 +2,13 @@
 and the replaced site ``.NAME.old-PID``. A build holds them with a lock while it runs
 (:func:`lock_folder`), and the next build removes those that a killed build left
 (:func:`left_behind`). A build replaces its output folder whole, so it first makes sure that the
-folder is a site it may replace (:func:`check_out`)."""
+folder is a site it may replace (:func:`check_out`), and puts the new one in its place with one
+atomic exchange where the system has it (:func:`exchange`)."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import re
 import stat
@@ -20,7 +23,7 @@ try:
 except ImportError:  # not POSIX: folders left behind are told by their PID
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SITE_MARKER", "SITE_MARKER_TEXT", "check_out", "left_behind", "lock_folder", "unlock_folder", "write_whole"]
+__all__ = ["SITE_MARKER", "SITE_MARKER_TEXT", "check_out", "exchange", "left_behind", "lock_folder", "unlock_folder", "write_whole"]
 
 # Every site a build writes holds this file: the next build replaces only a folder that has it
 # (or is empty, or new), as Sphinx keeps a .buildinfo in its output.
@@ -87,6 +90,42 @@ def left_behind(out: Path) -> list[tuple[Path, str]]:
         if m and entry.is_dir(follow_symlinks=False) and not _held(Path(entry.path), int(m.group(2))):
             found.append((Path(entry.path), m.group(1)))
     return found
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_renameat2: Callable[..., int] | None | bool = False  # False: not looked up yet
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the names of ``a`` and ``b`` (both must exist) in one atomic step, the system call
+    renameat2 with RENAME_EXCHANGE (Linux 3.15, glibc 2.28): a process reading ``b`` finds the
+    old folder or the new one there, never nothing. Two renames left a moment without the site,
+    in which a server of it (``evidence serve``) answered 404, and a build killed in it left the
+    site moved aside until the next build.
+
+    False, nothing done, where the system cannot: no such call, or a file system without the
+    flag (the caller renames twice). Any other failure is the OSError, naming ``a``.
+
+    Python's os has no renameat2, and the one package for it (renameat2 on PyPI) is a compiled
+    CFFI extension: one call through ctypes is all it takes here."""
+    global _renameat2
+    if _renameat2 is False:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            _renameat2 = fn
+        except (OSError, AttributeError):  # no C library to open, or one without renameat2 (macOS)
+            _renameat2 = None
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:  # type: ignore[operator]
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # an old kernel; a file system without the flag
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
 
 
 def lock_folder(folder: Path, wait: bool = False) -> int | None:

@@ -20,7 +20,7 @@ from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import RenderError, ValidationError
 from .export import FORMATS, Finishing, write_exports
-from .folders import SITE_MARKER, SITE_MARKER_TEXT, check_out, left_behind, lock_folder, unlock_folder
+from .folders import SITE_MARKER, SITE_MARKER_TEXT, check_out, exchange, left_behind, lock_folder, unlock_folder
 from .interrupts import deferred
 from .outputs import Outputs, discard_tree, relative_name
 from .perf import freeze_heap, frozen_heap, gc_paused
@@ -219,9 +219,15 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
     with deferred():
         locks.append(lock_folder(out) if out.exists() else None)  # the previous site, while it is moved aside
         try:
-            if out.exists():
-                out.rename(old)
-            tmp.rename(out)
+            # One atomic exchange where the system has it: the previous site is then at the new
+            # one's temporary name (still locked, and removed as a killed build's unfinished site
+            # if this process ends before it does); else two renames.
+            if out.exists() and exchange(tmp, out):
+                old = tmp
+            else:
+                if out.exists():
+                    out.rename(old)
+                tmp.rename(out)
         except BaseException:  # the second rename failed: the previous site goes back
             if old.exists() and not out.exists():
                 old.rename(out)
