@@ -103,6 +103,52 @@ def test_editing_one_case_remakes_that_case_and_what_shows_it(project):
     assert "Edited, " in after["cases/briand-2019.html"].decode("utf-8")
 
 
+def test_the_contributors_page_is_linked_unless_a_curation_changed(project, monkeypatch):
+    """The contributors page shows who curated what, by id and date, not titles: a title edit
+    links it from the previous build, unrendered; a changed curation remakes it."""
+    from evidence import site_pages
+
+    project.build()
+    rendered = []
+    real = site_pages.SitePages.render
+
+    def watched(self, rel, template, ctx):
+        rendered.append(rel)
+        return real(self, rel, template, ctx)
+
+    monkeypatch.setattr(site_pages.SitePages, "render", watched)
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    build(load_config(project.root), project.out, templates=project.templates, cache=BuildCache(project.cache_dir))
+    assert "contributors.html" not in rendered
+    assert "index.html" in rendered, "the watch saw no page rendered"
+    before = project.build()  # the same, checked against a build without cache
+    project.edit("briand-2019.yaml", "created: 2026-11-22", "created: 2026-11-20")
+    after = project.build()
+    assert "contributors.html" in _changed(before, after) and "from 2026-11-20" in after["contributors.html"].decode("utf-8")
+
+
+def test_a_rebuild_tries_to_link_each_file_once(project, monkeypatch):
+    """A keyed page is linked by its key before it is made; once made, it is written, not tried
+    again (the second try cost a failed lookup and stat per page remade)."""
+    from collections import Counter
+
+    from evidence.outputs import Outputs
+
+    project.build()
+    tried: Counter[str] = Counter()
+    real = Outputs.link
+
+    def counted(self, dest, rel, key):
+        tried[rel] += 1
+        return real(self, dest, rel, key)
+
+    monkeypatch.setattr(Outputs, "link", counted)
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    build(load_config(project.root), project.out, templates=project.templates, cache=BuildCache(project.cache_dir))
+    assert tried["cases/briand-2019.html"] == 1 and tried["index.html"] == 1
+    assert [rel for rel, n in tried.items() if n > 1] == []
+
+
 def test_editing_a_vocabulary_label_reaches_every_case(project):
     before = project.build()
     project.edit("vocabulary/drugs.yaml", "label: ruxolitinib", "label: ruxolitinib (edited)")

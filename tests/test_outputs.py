@@ -389,7 +389,7 @@ def test_a_file_that_cannot_be_written_is_named_and_a_full_disk_says_so(tmp_path
     text = os_error_text(err.value)
     assert str(dest) in text and "is full" in text, text
 
-    def emit(rel, data, key):
+    def emit(rel, data, key, try_link=True):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / rel))
 
     pages = types.SimpleNamespace(writer=types.SimpleNamespace(emit=emit), render=lambda rel, template, ctx: "<p>x</p>")

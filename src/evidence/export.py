@@ -302,7 +302,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
 
         def write_alone(g: str, piece: Pieces) -> None:
             for fmt, p, key in alone.get(g, []):
-                outputs.link_or_write(p, p.relative_to(out).as_posix(), graph_file(compiled, fmt, piece, frames), key)
+                outputs.link_or_write(p, p.relative_to(out).as_posix(), graph_file(compiled, fmt, piece, frames), key, try_link=False)  # tried above
 
         pieces = iter_pieces(compiled, cache, graphs=[g for g in graphs if g in needed], keys=keys)
         _write_dumps(compiled, splices, pieces, keys, write_alone, packed)

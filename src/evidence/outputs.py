@@ -166,11 +166,12 @@ class Outputs:
             return None
         return path if _identity(st) == tuple(rec[1:]) else None
 
-    def link_or_write(self, dest: Path, rel: str, data: bytes, key: str | None = None) -> None:
+    def link_or_write(self, dest: Path, rel: str, data: bytes, key: str | None = None, try_link: bool = True) -> None:
         """Write ``data`` to ``dest`` (path ``rel`` in the site), or link the old file there when
-        it holds the same content. ``key`` defaults to the hash of ``data``."""
+        it holds the same content. ``key`` defaults to the hash of ``data``. ``try_link=False``:
+        the caller has tried :meth:`link` with this key already (a keyed page, before rendering it)."""
         key = key or content_key(data)
-        if self.link(dest, rel, key):
+        if try_link and self.link(dest, rel, key):
             return
         self.keys[rel] = key
         # "x": a new file, never one that exists (on a file system that ignores case, a name that

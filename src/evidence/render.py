@@ -160,10 +160,11 @@ class SiteWriter:
         self.files.append(path)
         return path
 
-    def emit(self, rel: str, data: bytes, key: str | None = None) -> None:
+    def emit(self, rel: str, data: bytes, key: str | None = None, try_link: bool = True) -> None:
         """Write a claimed file, or link the previous build's when it has the same bytes (or the
-        same ``key``: a hash of what the file was made from)."""
-        self.outputs.link_or_write(self.out / rel, rel, data, key)
+        same ``key``: a hash of what the file was made from). ``try_link=False``: the caller
+        tried to link it by ``key`` before making it (Outputs.link_or_write)."""
+        self.outputs.link_or_write(self.out / rel, rel, data, key, try_link)
 
 
 def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict], search: bool = True,

@@ -159,9 +159,10 @@ class SitePages:
 
     # ------------------------------------------------------------------------------ plumbing
     def page(self, rel: str, template: str, origin: str, cache_key: str | None = None, **ctx: Any) -> None:
-        """Render a page (or defer it, see :meth:`run_deferred`). ``cache_key``, for a deferred page, is
-        a hash of everything the page shows: when the previous build rendered it from the same
-        key, its file is linked instead (see :mod:`evidence.outputs`)."""
+        """Render a page (or defer it, see :meth:`run_deferred`). ``cache_key`` (for any page but
+        one of LATE_COPIES) is a hash of everything the page shows: when the previous build
+        rendered it from the same key, its file is linked instead (see :mod:`evidence.outputs`),
+        and a page indexed as it is goes to the search index as that file has it."""
         ctx.setdefault("root", "../" * rel.count("/"))
         ctx.setdefault("indexed", False)
         self._pages += 1
@@ -179,10 +180,16 @@ class SitePages:
         if ctx["indexed"] and self.index is not None and rel not in self.late_copies:
             raise RenderError(f"{rel} is to be indexed for search, but is written after the search page: write it before "
                               "(SitePages.write_all), or name it in LATE_COPIES")
-        if cache_key is not None and not ctx["indexed"]:  # linked from the previous build, or written under its key
+        if cache_key is not None and rel not in self.late_copies:  # linked from the previous build, or written under its key
             path = self.writer.claim(rel, origin)
-            if not self.writer.outputs.link(path, rel, cache_key):
-                self.writer.emit(rel, self.render(rel, template, ctx).encode("utf-8"), cache_key)
+            if self.writer.outputs.link(path, rel, cache_key):
+                if ctx["indexed"]:  # the search index reads the page: the one linked is this build's
+                    self.search_copies[rel] = path.read_text(encoding="utf-8")
+            else:
+                html = self.render(rel, template, ctx)
+                if ctx["indexed"]:
+                    self.search_copies[rel] = html
+                self.writer.emit(rel, html.encode("utf-8"), cache_key, try_link=False)
             self.writer.files.append(path)
             return
         html = self.render(rel, template, ctx)
@@ -819,8 +826,13 @@ class SitePages:
                   vocab=vocab, lists=fixed_lists(), concepts=sorted(m.levels.items()))
 
     def contributors(self) -> None:
-        self.page("contributors.html", "contributors.html", "the contributors page", title="Contributors", page_kind="contributors",
-                  indexed=True, people=self.m.contributors())
+        """Keyed by what it shows (the curators, with the ids and dates of what they curated): a
+        case's title, or anything but its curation, leaves it as it was. At 10,000 cases
+        rendering it took 0.2 s of every rebuild."""
+        people = self.m.contributors()
+        key = "page:" + digest(self.pages_key, "contributors", repr(people))
+        self.page("contributors.html", "contributors.html", "the contributors page", cache_key=key, title="Contributors",
+                  page_kind="contributors", indexed=True, people=people)
 
     # ------------------------------------------------------------------------------ downloads
     def download_list(self) -> list[dict[str, Any]]:
@@ -987,7 +999,7 @@ def _render_chunk(job: tuple[SitePages, list], bounds: tuple[int, int]) -> str:
     pages, jobs = job
     try:
         for rel, template, ctx, key in jobs[bounds[0]:bounds[1]]:
-            pages.writer.emit(rel, pages.render(rel, template, ctx).encode("utf-8"), key)
+            pages.writer.emit(rel, pages.render(rel, template, ctx).encode("utf-8"), key, try_link=key is None)  # a keyed page: page() tried
     except RenderError as exc:  # sent back as text: an exception may not survive pickling
         return exc.message
     except OSError as exc:  # a full disk, a folder that cannot be written: the file, and what to check
