@@ -45,3 +45,19 @@ def site(config, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("build") / "_site"
     build(config, out)
     return out
+
+
+@pytest.fixture
+def linker_processes(monkeypatch) -> list[int]:
+    """The processes started by evidence.linker while the test runs (their PIDs, in order)."""
+    started: list[int] = []
+    real = os.posix_spawn
+
+    def counted(path, argv, *args, **kwargs):
+        pid = real(path, argv, *args, **kwargs)
+        if any("os.link(" in a for a in argv):
+            started.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "posix_spawn", counted)
+    return started

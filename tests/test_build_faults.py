@@ -515,6 +515,34 @@ def _interrupted_build(config, out, cache):
         interrupts.uninstall()
 
 
+@pytest.mark.parametrize("fault", [KeyboardInterrupt(), OSError(28, "No space left on device")], ids=["ctrl-c", "error"])
+def test_a_failed_rebuild_stops_the_process_that_links_its_files(config, tmp_path, monkeypatch, fault, linker_processes):
+    """The unchanged files' links are made by a process of their own (evidence.linker): a build
+    that fails while it runs stops it, and leaves the previous site as it was and nothing beside it."""
+    from evidence import linker, site_pages
+
+    out, cache = tmp_path / "_site", tmp_path / "cache"
+    build(config, out, cache=BuildCache(cache))
+    before = _snapshot(out)
+    monkeypatch.setattr(linker, "START_FROM", 1)
+    monkeypatch.setattr(linker, "_BATCH", 1)
+    started = linker_processes
+    def failing(self):
+        raise fault
+
+    monkeypatch.setattr(site_pages.SitePages, "home", failing)  # the last step: every earlier page is linked by then
+    if isinstance(fault, KeyboardInterrupt):
+        _interrupted_build(config, out, BuildCache(cache))
+    else:
+        with pytest.raises(OSError):
+            build(config, out, cache=BuildCache(cache))
+    assert len(started) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(started[0], os.WNOHANG)  # stopped and waited for
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_site", "cache"]
+
+
 def test_a_second_interrupt_while_the_build_cleans_up_leaves_no_folder(config, tmp_path, monkeypatch):
     """Ctrl-C, then Ctrl-C again while the unfinished folder is removed: it is moved into the
     cache's trash whole before the second one is raised (an rmtree cut short left it beside the

@@ -138,15 +138,34 @@ def test_a_rebuild_tries_to_link_each_file_once(project, monkeypatch):
     tried: Counter[str] = Counter()
     real = Outputs.link
 
-    def counted(self, dest, rel, key):
+    def counted(self, dest, rel, key, later=False):
         tried[rel] += 1
-        return real(self, dest, rel, key)
+        return real(self, dest, rel, key, later)
 
     monkeypatch.setattr(Outputs, "link", counted)
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
     build(load_config(project.root), project.out, templates=project.templates, cache=BuildCache(project.cache_dir))
     assert tried["cases/briand-2019.html"] == 1 and tried["index.html"] == 1
     assert [rel for rel, n in tried.items() if n > 1] == []
+
+
+def test_a_rebuild_whose_links_are_made_by_a_process_of_their_own(project, monkeypatch, linker_processes):
+    """At 10,000 cases the unchanged files are linked by a process of their own (evidence.linker,
+    from 2,000 links): here from the first, in batches of 5. The site is the same as a build's
+    without cache, each unchanged page is the previous build's file, and the process ended."""
+    from evidence import linker
+
+    project.build()
+    old = {rel: (project.out / rel).stat().st_ino for rel in ("sources/zimmermann-2019.html", "cases/wenzel-2016.ttl", "drugs/baricitinib.html")}
+    monkeypatch.setattr(linker, "START_FROM", 1)
+    monkeypatch.setattr(linker, "_BATCH", 5)
+    started = linker_processes
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    project.build()
+    assert len(started) == 1, started
+    with pytest.raises(ChildProcessError):
+        os.waitpid(started[0], os.WNOHANG)  # waited for
+    assert {rel: (project.out / rel).stat().st_ino for rel in old} == old, "an unchanged file was written again"
 
 
 def test_editing_a_vocabulary_label_reaches_every_case(project):

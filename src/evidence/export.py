@@ -293,7 +293,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
                 rel = relative_name(p, out)
                 key = digest("graph file", alone_keys[fmt], keys[g])
                 written.append(p)
-                if not outputs.link(p, rel, key):
+                if not outputs.link(p, rel, key, later=True):
                     alone.setdefault(g, []).append((fmt, p, key))
                     needed.add(g)
         for g in graphs:

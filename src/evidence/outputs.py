@@ -32,12 +32,14 @@ import shutil
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .cache import TRASH, BuildCache, digest
 from .interrupts import deferred
+from .linker import Linker
 
 __all__ = ["Outputs", "Splice", "content_key", "discard_tree", "relative_name", "walk_names"]
 
@@ -133,6 +135,7 @@ class Outputs:
     layouts: dict[str, dict[str, Any]] = field(default_factory=dict)
     record: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
     linked: set[str] = field(default_factory=set)  # this build: paths where link() put the old file
+    linker: Linker | None = field(default=None, repr=False)  # while linking(): makes the links of link(later=True)
 
     @classmethod
     def load(cls, out: Path, cache: BuildCache | None) -> Outputs:
@@ -184,20 +187,43 @@ class Outputs:
                 exc.filename = str(dest)
             raise
 
-    def link(self, dest: Path | str, rel: str, key: str) -> bool:
-        """Link the old file with ``key`` to ``dest``; False if there is none (write it then)."""
+    def link(self, dest: Path | str, rel: str, key: str, later: bool = False) -> bool:
+        """Link the old file with ``key`` to ``dest``; False if there is none (write it then).
+
+        ``later``: the caller does not read ``dest`` during the build. Within :meth:`linking`, the
+        link is then made by a process of its own (:class:`evidence.linker.Linker`), or a copy
+        where it cannot be; the old file is checked here, now."""
         old = self.old(rel, key) if self.enabled else None
         if old is None:
             return False
-        try:
-            os.link(old, dest)
-        except FileExistsError:
-            raise
-        except OSError:
-            return False
+        if later and self.linker is not None:
+            self.linker.add(old, os.fspath(dest))
+        else:
+            try:
+                os.link(old, dest)
+            except FileExistsError:
+                raise
+            except OSError:
+                return False
         self.keys[rel] = key
         self.linked.add(rel)
         return True
+
+    @contextmanager
+    def linking(self, start_from: int | None = None) -> Iterator[None]:
+        """Within: the links of :meth:`link` with ``later`` are made as the build goes on, by a
+        process of their own; on leaving, waited for (an OSError names a file neither linked nor
+        copied), or, on an error, stopped."""
+        self.linker = Linker(start_from)
+        try:
+            yield
+        except BaseException:
+            self.linker.abort()
+            raise
+        else:
+            self.linker.finish()
+        finally:
+            self.linker = None
 
     # ------------------------------------------------------------------------------ the end
     def finish(self, new: Path) -> int:

@@ -180,6 +180,9 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         # The whole-graph files and the GraphML are finished while the site is rendered (see
         # export.Finishing): leaving `writing` waits for them, or stops them on an error.
         with Finishing() as writing:
+            # Unchanged files are linked by a process of their own (evidence.linker), waited for
+            # once everything else is finished, before the new folder is walked.
+            writing.stack.enter_context(outputs.linking())
             t = time.perf_counter()
             cases_dir = tmp / "cases"
             cases_dir.mkdir()

@@ -334,7 +334,7 @@ def _link_bundle(outputs: Outputs, out: Path, entry: list[tuple[str, str]]) -> b
         if folder not in made:
             os.makedirs(os.path.join(out, folder), exist_ok=True)
             made.add(folder)
-        if not outputs.link(os.path.join(out, rel), rel, key):
+        if not outputs.link(os.path.join(out, rel), rel, key, later=True):
             return False
     return True
 
