@@ -14,47 +14,53 @@ import pytest
 from evidence.linker import Linker
 
 
-def _olds(tmp_path, n, folders=3):
-    old, new = tmp_path / "old", tmp_path / "new"
-    pairs = []
+def _olds(root, n, folders=3):
+    """``n`` files in ``root/old`` (in a few folders), the same folders made in ``root/new``; the
+    Linker for them, and each file's (old path, new path)."""
+    old, new = Path(root) / "old", Path(root) / "new"
+    rels = []
     for i in range(n):
         sub = f"d{i % folders}"
         (old / sub).mkdir(parents=True, exist_ok=True)
         (new / sub).mkdir(parents=True, exist_ok=True)
         (old / sub / f"f{i}.html").write_text(f"page {i}")
-        pairs.append((str(old / sub / f"f{i}.html"), str(new / sub / f"f{i}.html")))
-    return pairs
+        rels.append(f"{sub}/f{i}.html")
+    return str(old), str(new), rels
+
+
+def _paths(old, new, rels):
+    return [(os.path.join(old, r), os.path.join(new, r)) for r in rels]
 
 
 @pytest.mark.parametrize("start_from", [0, 10**9], ids=["in-its-process", "here"])
 def test_every_pair_is_linked(tmp_path, start_from, linker_processes):
     started = linker_processes
-    pairs = _olds(tmp_path, 1203)
-    lk = Linker(start_from)
-    for old, new in pairs:
-        lk.add(old, new)
+    old, new, rels = _olds(tmp_path, 1203)
+    lk = Linker(old, new, start_from)
+    for rel in rels:
+        lk.add(rel)
     lk.finish()
-    assert all(os.path.samefile(old, new) for old, new in pairs)
+    assert all(os.path.samefile(a, b) for a, b in _paths(old, new, rels))
     assert len(started) == (1 if start_from == 0 else 0)
 
 
 def test_a_link_that_cannot_be_made_is_a_copy(tmp_path, monkeypatch):
     """Where link() fails (here: another file system, as with a full disk or too many links to
     one file), the new file is a copy with the old one's bytes."""
-    pairs = _olds(tmp_path, 3)
+    old, new, rels = _olds(tmp_path, 3)
     real = os.link
 
     def refused(src, dst, *a, **k):
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", refused)
-    lk = Linker(10**9)
-    for old, new in pairs:
-        lk.add(old, new)
+    lk = Linker(old, new, 10**9)
+    for rel in rels:
+        lk.add(rel)
     lk.finish()
     monkeypatch.setattr(os, "link", real)
-    for old, new in pairs:
-        assert Path(old).read_text() == Path(new).read_text() and not os.path.samefile(old, new)
+    for a, b in _paths(old, new, rels):
+        assert Path(a).read_text() == Path(b).read_text() and not os.path.samefile(a, b)
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no second file system at hand")
@@ -64,42 +70,43 @@ def test_the_process_copies_what_it_cannot_link(tmp_path):
     with tempfile.TemporaryDirectory(dir="/dev/shm") as other:
         if os.stat(other).st_dev == os.stat(tmp_path).st_dev:
             pytest.skip("/dev/shm is on the same file system")
-        pairs = _olds(Path(other), 1000)
-        pairs = [(old, str(tmp_path / os.path.relpath(new, other))) for old, new in pairs]
-        for _old, new in pairs:
-            os.makedirs(os.path.dirname(new), exist_ok=True)
-        lk = Linker(0)
-        for old, new in pairs:
-            lk.add(old, new)
+        old, _new, rels = _olds(other, 1000)
+        _o, new, _r = _olds(tmp_path, 0)
+        for rel in rels:
+            os.makedirs(os.path.dirname(os.path.join(new, rel)), exist_ok=True)
+        lk = Linker(old, new, 0)
+        for rel in rels:
+            lk.add(rel)
         lk.finish()
-        assert all(Path(old).read_text() == Path(new).read_text() for old, new in pairs)
+        assert all(Path(a).read_text() == Path(b).read_text() for a, b in _paths(old, new, rels))
 
 
 @pytest.mark.parametrize("start_from", [0, 10**9], ids=["in-its-process", "here"])
 def test_a_pair_neither_linked_nor_copied_is_an_error_naming_the_file(tmp_path, start_from):
-    pairs = _olds(tmp_path, 600)
-    missing = str(tmp_path / "new" / "gone" / "x.html")  # its folder does not exist
-    lk = Linker(start_from)
-    for old, new in pairs[:300] + [(pairs[0][0], missing)] + pairs[300:]:
-        lk.add(old, new)
+    old, new, rels = _olds(tmp_path, 600)
+    (Path(old) / "gone").mkdir()
+    (Path(old) / "gone" / "x.html").write_text("x")  # its folder is not in the new one
+    lk = Linker(old, new, start_from)
+    for rel in rels[:300] + ["gone/x.html"] + rels[300:]:
+        lk.add(rel)
     with pytest.raises(OSError) as caught:
         lk.finish()
-    assert caught.value.filename == missing and caught.value.errno == 2
-    assert all(os.path.samefile(old, new) for old, new in pairs[:300])
+    assert caught.value.filename == os.path.join(new, "gone/x.html") and caught.value.errno == 2
+    assert all(os.path.samefile(a, b) for a, b in _paths(old, new, rels[:300]))
 
 
 def test_a_process_killed_midway_leaves_its_work_to_the_build(tmp_path, linker_processes):
     started = linker_processes
-    pairs = _olds(tmp_path, 3000)
-    lk = Linker(0)
-    for old, new in pairs[:1500]:
-        lk.add(old, new)
+    old, new, rels = _olds(tmp_path, 3000)
+    lk = Linker(old, new, 0)
+    for rel in rels[:1500]:
+        lk.add(rel)
     assert started, "no process was started"
     os.kill(started[0], signal.SIGKILL)
-    for old, new in pairs[1500:]:
-        lk.add(old, new)  # its input is broken now: kept for the end
+    for rel in rels[1500:]:
+        lk.add(rel)  # its input is broken now: kept for the end
     lk.finish()
-    assert all(os.path.samefile(old, new) for old, new in pairs)
+    assert all(os.path.samefile(a, b) for a, b in _paths(old, new, rels))
 
 
 def test_no_process_to_be_had_links_here(tmp_path, monkeypatch):
@@ -107,20 +114,20 @@ def test_no_process_to_be_had_links_here(tmp_path, monkeypatch):
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(os, "posix_spawn", refused)
-    pairs = _olds(tmp_path, 1200)
-    lk = Linker(0)
-    for old, new in pairs:
-        lk.add(old, new)
+    old, new, rels = _olds(tmp_path, 1200)
+    lk = Linker(old, new, 0)
+    for rel in rels:
+        lk.add(rel)
     lk.finish()
-    assert all(os.path.samefile(old, new) for old, new in pairs)
+    assert all(os.path.samefile(a, b) for a, b in _paths(old, new, rels))
 
 
 def test_abort_stops_the_process_and_leaves_no_child(tmp_path, linker_processes):
     started = linker_processes
-    pairs = _olds(tmp_path, 1000)
-    lk = Linker(0)
-    for old, new in pairs:
-        lk.add(old, new)
+    old, new, rels = _olds(tmp_path, 1000)
+    lk = Linker(old, new, 0)
+    for rel in rels:
+        lk.add(rel)
     lk.abort()
     assert started
     with pytest.raises(ChildProcessError):
@@ -130,10 +137,10 @@ def test_abort_stops_the_process_and_leaves_no_child(tmp_path, linker_processes)
 def test_a_process_forked_by_the_build_does_not_keep_it_waiting(tmp_path):
     """A render worker forked while the linker runs holds no copy of the process's input: the
     process sees its end when the build closes it, not when the worker ends."""
-    pairs = _olds(tmp_path, 1000)
-    lk = Linker(0)
-    for old, new in pairs:
-        lk.add(old, new)
+    old, new, rels = _olds(tmp_path, 1000)
+    lk = Linker(old, new, 0)
+    for rel in rels:
+        lk.add(rel)
     child = os.fork()
     if child == 0:  # a worker: busy for a while, then gone
         time.sleep(8)
@@ -142,7 +149,7 @@ def test_a_process_forked_by_the_build_does_not_keep_it_waiting(tmp_path):
         t = time.monotonic()
         lk.finish()
         assert time.monotonic() - t < 5, "the build waited for the forked worker"
-        assert all(os.path.samefile(old, new) for old, new in pairs)
+        assert all(os.path.samefile(a, b) for a, b in _paths(old, new, rels))
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)

@@ -4,8 +4,9 @@ A rebuild after one edit of a 10,000-case kb links about 60,000 unchanged files 
 site into its new folder (pages, per-case downloads, search bundles): a ``link(2)`` each, about
 10 µs on ext4, 0.6 s of the build's own process, while the machine's other core had nothing to
 do. The build still checks each old file itself (:meth:`evidence.outputs.Outputs.old`: the file
-is the one the record names, with its key), then hands the pair to a :class:`Linker`, which
-passes it to a small Python process that makes the links as the build goes on. A thread would
+is the one the record names, with its key), then hands its path (the same in both folders) to a
+:class:`Linker`, which passes it to a small Python process that makes the links as the build
+goes on. A thread would
 not do: a thread that needs the GIL back after each system call waits for the build's own
 thread to give it up, up to 5 ms a link.
 
@@ -13,8 +14,8 @@ Nothing reads a file linked this way before :meth:`Linker.finish` (the build wai
 it walks the new folder, see :mod:`evidence.pipeline`). A link that cannot be made (a full disk,
 too many links to one file) is made a copy of the old file instead, whose bytes are those
 recorded; one that cannot be copied either is an OSError naming the file. Should the process
-fail in any way (it cannot start, it is killed), every pair is linked here instead, those
-it made being kept. Below ``START_FROM`` pairs no process is started: they are linked here, at
+fail in any way (it cannot start, it is killed), every file is linked here instead, those
+it made being kept. Below ``START_FROM`` files no process is started: they are linked here, at
 the end.
 """
 
@@ -30,15 +31,16 @@ import weakref
 
 __all__ = ["Linker", "START_FROM"]
 
-START_FROM = 2000  # pairs: fewer are linked here, in a few milliseconds
-_BATCH = 500  # pairs handed over at a time
+START_FROM = 2000  # files: fewer are linked here, in a few milliseconds
+_BATCH = 500  # files handed over at a time
 
-# The process: pairs (old, new) as NUL-separated paths on stdin; at the end of its input, each
-# link it could neither make nor replace by a copy, as (path, errno, message) on stdout. Ctrl-C
-# is the build's to handle: the build stops the process.
+# The process: the two folders as its arguments; each file's path in them, NUL-separated, on
+# stdin; at the end of its input, each link it could neither make nor replace by a copy, as
+# (path, errno, message) on stdout. Ctrl-C is the build's to handle: the build stops the process.
 _HELPER = r"""
 import os, shutil, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+old_root, new_root = os.fsencode(sys.argv[1]) + b"/", os.fsencode(sys.argv[2]) + b"/"
 def put(old, new):
     try:
         os.link(old, new)
@@ -52,20 +54,19 @@ def put(old, new):
             shutil.copyfileobj(src, dst, 1 << 20)
     except OSError as exc:
         return exc
-failed, fields, rest = [], [], b""
+failed, rest = [], b""
 while True:
     chunk = os.read(0, 1 << 16)
     if not chunk:
         break
     got = (rest + chunk).split(b"\0")
     rest = got.pop()
-    fields.extend(got)
-    n = len(fields) - len(fields) % 2
-    for i in range(0, n, 2):
-        exc = put(fields[i], fields[i + 1])
+    for rel in got:
+        if not rel:
+            continue
+        exc = put(old_root + rel, new_root + rel)
         if exc is not None:
-            failed.append(b"\0".join([fields[i + 1], str(exc.errno or 0).encode(), (exc.strerror or str(exc)).encode()]) + b"\0")
-    del fields[:n]
+            failed.append(b"\0".join([new_root + rel, str(exc.errno or 0).encode(), (exc.strerror or str(exc)).encode()]) + b"\0")
 out = b"".join(failed)
 while out:
     out = out[os.write(1, out):]
@@ -75,11 +76,13 @@ _LIVE: weakref.WeakSet[Linker] = weakref.WeakSet()
 
 
 class Linker:
-    """Links (old file, new path) pairs, in a process of its own once there are many."""
+    """Links files from the folder ``old`` to the same paths in ``new``, in a process of its own
+    once there are many."""
 
-    def __init__(self, start_from: int | None = None) -> None:
+    def __init__(self, old: str, new: str, start_from: int | None = None) -> None:
+        self.old, self.new = os.fspath(old), os.fspath(new)
         self.start_from = START_FROM if start_from is None else start_from
-        self.pairs: list[tuple[str, str]] = []
+        self.rels: list[str] = []
         self._sent = 0
         self._pid: int | None = None
         self._to: int | None = None  # the write end of the process's input
@@ -88,27 +91,28 @@ class Linker:
         self._lock = threading.Lock()  # a search bundle may be linked from a thread of the search index
         _LIVE.add(self)
 
-    def add(self, old: str, new: str) -> None:
+    def add(self, rel: str) -> None:
+        """Link ``old/rel`` to ``new/rel`` (``rel`` with ``/``)."""
         with self._lock:
-            self.pairs.append((old, new))
-            pending = len(self.pairs) - self._sent
-            if pending >= _BATCH and (self._pid is not None or len(self.pairs) >= self.start_from):
+            self.rels.append(rel)
+            pending = len(self.rels) - self._sent
+            if pending >= _BATCH and (self._pid is not None or len(self.rels) >= self.start_from):
                 self._hand_over()
 
     def _hand_over(self) -> None:
-        if self._failed:
+        if self._failed or self._sent == len(self.rels):
             return
         if self._pid is None and not self._start():
             self._failed = True
             return
-        data = b"".join(os.fsencode(a) + b"\0" + os.fsencode(b) + b"\0" for a, b in self.pairs[self._sent:])
+        data = "\0".join(self.rels[self._sent:]).encode("utf-8", "surrogateescape") + b"\0"
         try:
             while data:
                 data = data[os.write(self._to, data):]  # type: ignore[arg-type]
         except OSError:  # the process ended (killed): what it did not link is linked here, at the end
             self._failed = True
             return
-        self._sent = len(self.pairs)
+        self._sent = len(self.rels)
 
     def _start(self) -> bool:
         if not hasattr(os, "posix_spawn"):
@@ -118,7 +122,8 @@ class Linker:
         try:
             actions = [(os.POSIX_SPAWN_DUP2, to_child, 0), (os.POSIX_SPAWN_DUP2, from_child, 1),
                        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)]
-            self._pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _HELPER], os.environ, file_actions=actions)
+            self._pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _HELPER, self.old, self.new], os.environ,
+                                       file_actions=actions)
         except (OSError, ValueError, NotImplementedError):  # no process to be had (a process limit): linked here
             self._close_fds()
             return False
@@ -128,11 +133,11 @@ class Linker:
         return True
 
     def finish(self) -> None:
-        """Wait until every pair is linked (or copied); the first that could not be is an OSError
+        """Wait until every file is linked (or copied); the first that could not be is an OSError
         naming the new path."""
         _LIVE.discard(self)
         if self._pid is None:
-            self._link_here(self.pairs, made=False)
+            self._link_here(made=False)
             return
         self._hand_over()
         os.close(self._to)  # type: ignore[arg-type]
@@ -146,7 +151,7 @@ class Linker:
         status = self._wait()
         self._close_fds()
         if self._failed or status != 0:
-            self._link_here(self.pairs, made=True)
+            self._link_here(made=True)
             return
         fields = bytes(said).split(b"\0")
         if len(fields) >= 3:
@@ -186,11 +191,11 @@ class Linker:
                 except OSError:
                     pass
 
-    @staticmethod
-    def _link_here(pairs: list[tuple[str, str]], made: bool) -> None:
-        """Link the pairs in this process. ``made``: the process may have made some already (a
+    def _link_here(self, made: bool) -> None:
+        """Link the files in this process. ``made``: the process may have made some already (a
         link, or a copy with the same bytes), which are kept."""
-        for old, new in pairs:
+        for rel in self.rels:
+            old, new = os.path.join(self.old, rel), os.path.join(self.new, rel)
             try:
                 os.link(old, new)
                 continue

@@ -196,8 +196,8 @@ class Outputs:
         old = self.old(rel, key) if self.enabled else None
         if old is None:
             return False
-        if later and self.linker is not None:
-            self.linker.add(old, os.fspath(dest))
+        if later and self.linker is not None and os.fspath(dest) == os.path.join(self.linker.new, rel):
+            self.linker.add(rel)
         else:
             try:
                 os.link(old, dest)
@@ -210,11 +210,11 @@ class Outputs:
         return True
 
     @contextmanager
-    def linking(self, start_from: int | None = None) -> Iterator[None]:
-        """Within: the links of :meth:`link` with ``later`` are made as the build goes on, by a
-        process of their own; on leaving, waited for (an OSError names a file neither linked nor
-        copied), or, on an error, stopped."""
-        self.linker = Linker(start_from)
+    def linking(self, new: Path, start_from: int | None = None) -> Iterator[None]:
+        """Within: the links of :meth:`link` with ``later`` into the folder ``new`` are made as
+        the build goes on, by a process of their own; on leaving, waited for (an OSError names a
+        file neither linked nor copied), or, on an error, stopped."""
+        self.linker = Linker(str(self.out), str(new), start_from)
         try:
             yield
         except BaseException:

@@ -182,7 +182,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         with Finishing() as writing:
             # Unchanged files are linked by a process of their own (evidence.linker), waited for
             # once everything else is finished, before the new folder is walked.
-            writing.stack.enter_context(outputs.linking())
+            writing.stack.enter_context(outputs.linking(tmp))
             t = time.perf_counter()
             cases_dir = tmp / "cases"
             cases_dir.mkdir()
