@@ -503,11 +503,8 @@ class SiteModel:
                 row.patients += 1
                 row.cases.add(cid)
                 row.levels.add(exps[0].case.evidence_level.level)
-                best = None
-                for r in RESPONSE_ORDER:
-                    if any(ex.best_response == r for ex in exps):
-                        best = r
-                        break
+                found = {ex.best_response for ex in exps}  # each worked out once, not once per response level
+                best = next((r for r in RESPONSE_ORDER if r in found), None)
                 if best is None:
                     row.no_outcome += 1
                 else:
