@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -251,8 +252,9 @@ def _write_dumps(compiled: Compiled, splices: dict[str, tuple[Splice, dict[str, 
 
 
 def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None, graph_files: dict[str, Path] | None = None,
-                  outputs: Outputs | None = None, finish: Finishing | None = None) -> list[Path]:
-    """Write every export format into ``out``, graph by graph; return the files written.
+                  outputs: Outputs | None = None, finish: Finishing | None = None) -> list[str]:
+    """Write every export format into ``out``, graph by graph; return the names of the files
+    written, relative to ``out`` (with ``/``: a Path each took 0.15 s at 10,000 cases).
 
     ``graph_files`` maps a graph IRI to a path without suffix: that graph is also written alone, as
     ``.ttl`` and ``.jsonld`` (the per-case downloads). The pieces of one graph at a time are in
@@ -272,37 +274,38 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
     fkeys = {fmt: _frames_key(packed, fmt) for fmt in DUMPS}
     alone_keys = {fmt: _frames_key(frames, fmt) for fmt in ("ttl", "jsonld")}
     graphs = compiled.graphs()
-    written: list[Path] = []
+    written: list[str] = []
     needed: set[str] = set()
     splices: dict[str, tuple[Splice, dict[str, tuple[str, int, int]]]] = {}
     with ExitStack() as local:
         stack = finish.stack if finish is not None else local
+        every_graph = digest(*(f"{g}\0{keys[g]}" for g in graphs))  # once for the five files, not once each
         for fmt in DUMPS:
             name = FORMATS[fmt][0]
-            written.append(out / name)
-            whole = digest("dump", fkeys[fmt], *(f"{g}\0{keys[g]}" for g in graphs))
+            written.append(name)
+            whole = digest("dump", fkeys[fmt], every_graph)
             opened = _open_splice(outputs, out / name, fkeys[fmt], whole, packed[fmt][1], stack, background=True)
             if opened is None:
                 continue
             sp, before = splices[fmt] = opened
             needed.update(g for g in graphs if before.get(g, ("",))[0] != keys[g])
-        alone: dict[str, list[tuple[str, Path, str]]] = {}
+        alone: dict[str, list[tuple[str, str, str, str]]] = {}
         for g, base in graph_files.items():
+            stem, rel_stem = os.fspath(base), relative_name(base, out)
             for fmt in ("ttl", "jsonld"):
-                p = Path(f"{base}.{fmt}")
-                rel = relative_name(p, out)
+                p, rel = f"{stem}.{fmt}", f"{rel_stem}.{fmt}"
                 key = digest("graph file", alone_keys[fmt], keys[g])
-                written.append(p)
+                written.append(rel)
                 if not outputs.link(p, rel, key, later=True):
-                    alone.setdefault(g, []).append((fmt, p, key))
+                    alone.setdefault(g, []).append((fmt, p, rel, key))
                     needed.add(g)
         for g in graphs:
             if g not in needed and cache is not None and cache.enabled:
                 cache.touch("export", keys[g])  # copied from the old files: keep its entry for a build without them
 
         def write_alone(g: str, piece: Pieces) -> None:
-            for fmt, p, key in alone.get(g, []):
-                outputs.link_or_write(p, p.relative_to(out).as_posix(), graph_file(compiled, fmt, piece, frames), key, try_link=False)  # tried above
+            for fmt, p, rel, key in alone.get(g, []):
+                outputs.link_or_write(Path(p), rel, graph_file(compiled, fmt, piece, frames), key, try_link=False)  # tried above
 
         pieces = iter_pieces(compiled, cache, graphs=[g for g in graphs if g in needed], keys=keys)
         _write_dumps(compiled, splices, pieces, keys, write_alone, packed)
@@ -313,7 +316,7 @@ def write_exports(compiled: Compiled, out: Path, cache: BuildCache | None = None
         _write_graphml(compiled, graphml, outputs, finish.stack if finish is not None else local, background=finish is not None)
     context = (json.dumps(jsonld_context(compiled), indent=1, sort_keys=True) + "\n").encode("utf-8")
     outputs.link_or_write(out / "context.jsonld", "context.jsonld", context)
-    return written + [graphml, out / "context.jsonld"]
+    return written + [graphml.name, "context.jsonld"]
 
 
 class Finishing:

@@ -187,7 +187,8 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
             cases_dir = tmp / "cases"
             cases_dir.mkdir()
             graph_files = {compiled.ns.graph("case", cid): cases_dir / cid for cid in kb.cases}
-            files = write_exports(compiled, tmp, cache, graph_files, outputs, finish=writing)
+            names = write_exports(compiled, tmp, cache, graph_files, outputs, finish=writing)  # relative to tmp
+            files: list[Path] = []
             (tmp / "ontology.ttl").write_text(ontology_turtle(compiled), encoding="utf-8")
             (tmp / "shapes.ttl").write_text(shapes_turtle(compiled), encoding="utf-8")
             outputs.link_or_write(tmp / SITE_MARKER, SITE_MARKER, SITE_MARKER_TEXT)  # what the next build looks for (folders.check_out)
@@ -241,6 +242,6 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         if old.exists():
             discard_tree(old, cache)  # deleted by a process of its own: the build does not wait for it
     cache.prune()
-    report.written = sorted(relative_name(f, tmp) for f in files)
+    report.written = sorted(names + [relative_name(f, tmp) for f in files])
     assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
     return report
