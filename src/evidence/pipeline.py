@@ -198,7 +198,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
             t = time.perf_counter()
             downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
             site_timings: dict[str, float] = {}
-            files += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs)
+            names += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs)
             report.timings["search index"] = site_timings.get("search index", 0.0)
             report.timings["render"] = time.perf_counter() - t - report.timings["search index"]
             t = time.perf_counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -131,14 +132,15 @@ class SiteWriter:
 
     def __init__(self, out: Path, outputs: Outputs | None = None):
         self.out = out
+        self._root = os.fspath(out)
         self.outputs = outputs or Outputs(out=out)
         self.owner: dict[str, tuple[str, str]] = {}
-        self.files: list[Path] = []
+        self.files: list[str] = []  # the site's files, relative to ``out`` (with /): a Path each cost 7 µs, 40,000 of them
         self.folders: set[str] = set()  # made by claim()
         for _path, rel in walk_names(out):  # what is already there: the exports
             self.owner[rel.casefold()] = (rel, "the exports")
 
-    def claim(self, rel: str, origin: str) -> Path:
+    def claim(self, rel: str, origin: str) -> str:
         key = rel.casefold()
         if key in self.owner:
             first, by = self.owner[key]
@@ -149,15 +151,15 @@ class SiteWriter:
         if folder not in self.folders:
             (self.out / folder).mkdir(parents=True, exist_ok=True)
             self.folders.add(folder)
-        return self.out / rel
+        return os.path.join(self._root, rel)
 
-    def text(self, rel: str, text: str, origin: str) -> Path:
+    def text(self, rel: str, text: str, origin: str) -> str:
         return self.data(rel, text.encode("utf-8"), origin)
 
-    def data(self, rel: str, data: bytes, origin: str) -> Path:
+    def data(self, rel: str, data: bytes, origin: str) -> str:
         path = self.claim(rel, origin)
         self.emit(rel, data)
-        self.files.append(path)
+        self.files.append(rel)
         return path
 
     def emit(self, rel: str, data: bytes, key: str | None = None, try_link: bool = True) -> None:
@@ -169,7 +171,8 @@ class SiteWriter:
 
 def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict], search: bool = True,
                 timings: dict[str, float] | None = None, outputs: Outputs | None = None) -> list[Path]:
-    """Write every page, the assets and the search index into ``out``; return the files written.
+    """Write every page, the assets and the search index into ``out``; return the names of the
+    files written, relative to ``out`` (with ``/``).
 
     ``outputs`` is the previous build's record (:mod:`evidence.outputs`): a case or source page
     whose inputs did not change is linked from the previous build without being rendered, and any

@@ -171,7 +171,7 @@ class SitePages:
         if self._deferred is not None:  # rendered later, by run_deferred, maybe in parallel
             path = self.writer.claim(rel, origin)
             if cache_key is not None and self.writer.outputs.link(path, rel, cache_key, later=True):
-                self.writer.files.append(path)
+                self.writer.files.append(rel)
                 return
             self._deferred.append((rel, template, ctx, cache_key))
             return
@@ -190,7 +190,7 @@ class SitePages:
                 if ctx["indexed"]:
                     self.search_copies[rel] = html
                 self.writer.emit(rel, html.encode("utf-8"), cache_key, try_link=False)
-            self.writer.files.append(path)
+            self.writer.files.append(rel)
             return
         html = self.render(rel, template, ctx)
         if ctx["indexed"]:
@@ -233,7 +233,7 @@ class SitePages:
             if error:
                 raise RenderError(error)
         for rel, _t, _c, key in jobs:
-            self.writer.files.append(self.out / rel)
+            self.writer.files.append(rel)
             if key is not None:
                 self.writer.outputs.keys[rel] = key
 

@@ -162,7 +162,7 @@ class SearchIndex:
                  lookup: Callable[[str, str], tuple[str, str]] | None = None, bundles: int = 1):
         self.out, self.outputs, self.timeout = out, outputs, timeout
         self.lookup = lookup  # (path, key) -> (title, text) of a bundle's known documents (Shard.resolve)
-        self.files: list[Path] = []
+        self.files: list[str] = []  # relative to the site, with /
         self._procs: list[subprocess.Popen] = []
         self._lock = threading.Lock()
         self._stopped = False
@@ -187,7 +187,7 @@ class SearchIndex:
                 words = cache.get(_WORDS_STAGE, key) if cache is not None and self._split(sh) else []
                 if (_valid_entry(entry) and isinstance(words, list) and all(isinstance(w, str) for w in words)
                         and _link_bundle(self.outputs, self.out, entry)):
-                    self.files += [self.out / rel for rel, _k in entry]
+                    self.files += [rel for rel, _k in entry]
                     if self._split(sh):
                         self.words[sh.folder] = words
                 else:
@@ -245,9 +245,9 @@ class SearchIndex:
                 self._procs.append(proc)
             return not self._stopped
 
-    def result(self) -> list[Path]:
-        """Every file of the index, once Pagefind has written its bundles (a RenderError if it
-        failed)."""
+    def result(self) -> list[str]:
+        """Every file of the index (relative to the site, with /), once Pagefind has written its
+        bundles (a RenderError if it failed)."""
         try:
             self.start()
             self._record(block=True)
@@ -291,7 +291,7 @@ class SearchIndex:
                 self.outputs.keys[rel] = file_key
             if cache is not None:
                 cache.put(_STAGE, key, made)
-            self.files += written
+            self.files += [rel for rel, _k in made]
 
     def close(self) -> None:
         """Stop the Pagefind processes still running, and wait for their threads. The lookup is
