@@ -154,3 +154,20 @@ def test_a_process_forked_by_the_build_does_not_keep_it_waiting(tmp_path):
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
 
+
+
+def test_a_forked_process_links_what_it_is_given_itself(tmp_path):
+    """A render worker forked during a build has the build's Outputs, whose Linker is the
+    parent's: a link it asks for later is made at once, never queued where no one makes it."""
+    from evidence.outputs import Outputs
+
+    old, new, rels = _olds(tmp_path, 1)
+    outputs = Outputs(out=Path(old))
+    outputs.previous = {rels[0]: ("k", *(lambda st: (st.st_ino, st.st_size, st.st_mtime_ns))(os.stat(os.path.join(old, rels[0]))))}
+    outputs.cache = object()  # enabled: the record is used
+    with outputs.linking(Path(new)):
+        child = os.fork()
+        if child == 0:
+            os._exit(0 if outputs.link(os.path.join(new, rels[0]), rels[0], "k", later=True) else 1)
+        assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+        assert os.path.samefile(os.path.join(old, rels[0]), os.path.join(new, rels[0])), "the forked process's link was not made"

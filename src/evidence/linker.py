@@ -89,7 +89,13 @@ class Linker:
         self._back: int | None = None  # the read end of its output
         self._failed = False  # the process could not start, or its input broke: link here
         self._lock = threading.Lock()  # a search bundle may be linked from a thread of the search index
+        self._owner = os.getpid()
         _LIVE.add(self)
+
+    def here(self) -> bool:
+        """Whether this is the process that made the Linker (a process forked from it, such as a
+        render worker, has no process of links to hand files to: it links them itself)."""
+        return os.getpid() == self._owner
 
     def add(self, rel: str) -> None:
         """Link ``old/rel`` to ``new/rel`` (``rel`` with ``/``)."""

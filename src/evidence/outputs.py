@@ -196,7 +196,7 @@ class Outputs:
         old = self.old(rel, key) if self.enabled else None
         if old is None:
             return False
-        if later and self.linker is not None and os.fspath(dest) == os.path.join(self.linker.new, rel):
+        if later and self.linker is not None and self.linker.here() and os.fspath(dest) == os.path.join(self.linker.new, rel):
             self.linker.add(rel)
         else:
             try:
