@@ -183,6 +183,25 @@ def test_a_service_that_fails_gives_a_clear_error_and_is_stopped(tmp_path, monke
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "site" / "escape.txt").exists()
 
 
+def test_a_service_that_stops_answering_is_stopped_long_before_the_time_limit(tmp_path, monkeypatch):
+    """Pagefind under a limit on processes was seen to wait for ever, silent, for threads it could
+    not start: the build waited out its whole time limit (600 s). A service that says nothing
+    for ``quiet`` seconds while a page waits is stopped, with the likely reason."""
+    fake = tmp_path / "pagefind"
+    fake.write_text(FAKE.format(python=sys.executable, mode="hang"), encoding="utf-8")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
+    (tmp_path / "site").mkdir()
+    t = time.monotonic()
+    with pytest.raises(RenderError, match=r"bundle pagefind: Pagefind gave no answer for 1 s \(to request 1, NewIndex\); .*ulimit -u"):
+        site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES, timeout=60, quiet=1)
+    assert time.monotonic() - t < 20
+    deadline = time.monotonic() + 10
+    while _running(fake) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(fake)
+
+
 def _running(program: Path) -> bool:
     """Whether a process runs ``program`` (read from /proc)."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):

@@ -2,7 +2,8 @@
 
 ``python -I pagefind_job.py`` (by path and isolated, so that it imports nothing of the package or
 of its folder) reads a job from the first line of its standard input, a JSON object ``{"binary":
-PATH, "bundle": FOLDER, "pages": [[PATH, HTML], ...], "describe": BOOL or "pages"}``, hands the pages to
+PATH, "bundle": FOLDER, "pages": [[PATH, HTML], ...], "describe": BOOL or "pages", "quiet":
+SECONDS}``, hands the pages to
 ``PAGEFIND --service``, asks for the bundle's files and writes them into ``FOLDER``. It exits 0
 once every file is written; otherwise 1, with the reason on its standard error. With
 ``describe``, it then prints one JSON line (:func:`describe`): every word Pagefind indexed and
@@ -32,6 +33,7 @@ import gzip
 import json
 import os
 import re
+import select
 import stat
 import subprocess
 import sys
@@ -46,13 +48,19 @@ class JobError(Exception):
     evidence.errors.RenderError: this script imports nothing of the package, so not its tree)."""
 
 
-def run(binary: str, bundle: str, pages: list[list[str]]) -> list:
-    """Index ``pages`` into ``bundle``; return the files Pagefind returned (as it returned them)."""
+QUIET = 120.0  # seconds without a byte from the service, a request pending, before it is taken for stuck
+
+
+def run(binary: str, bundle: str, pages: list[list[str]], quiet: float = QUIET) -> list:
+    """Index ``pages`` into ``bundle``; return the files Pagefind returned (as it returned them).
+    A service silent for ``quiet`` seconds while a request waits is a JobError: Pagefind answers
+    each page in milliseconds, and one that cannot start its threads (a limit on processes) was
+    seen to wait for ever, holding the build until its whole time limit (600 s)."""
     proc = subprocess.Popen([binary, "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors = _Drain(proc.stderr)
     writer = None
     try:
-        replies = _Replies(proc.stdout, errors)
+        replies = _Replies(proc.stdout, errors, quiet)
         _send(proc, [_request(1, {"type": "NewIndex", "config": {"keep_index_url": True}})])
         index_id = replies.expect(1, "NewIndex").get("index_id")
         if not isinstance(index_id, int):
@@ -217,15 +225,19 @@ class _Drain:
 class _Replies:
     """The service's answers, one by one."""
 
-    def __init__(self, pipe, errors: _Drain) -> None:
-        self.pipe, self.errors = pipe, errors
+    def __init__(self, pipe, errors: _Drain, quiet: float = QUIET) -> None:
+        self.pipe, self.errors, self.quiet = pipe, errors, quiet
+        self.fd = pipe.fileno()  # read here alone, never through the pipe's buffer
         self.pending = bytearray()
 
     def expect(self, message_id: int, kind: str) -> dict:
         """The answer to request ``message_id``, of type ``kind``; a JobError if it is an error,
         another answer, or if the service ended first."""
         while (end := self.pending.find(b",")) < 0:
-            chunk = self.pipe.read1(1 << 20)
+            if not _readable(self.fd, self.quiet):
+                raise JobError(f"Pagefind gave no answer for {self.quiet:.0f} s (to request {message_id}, {kind}); a machine out of "
+                               "processes or memory (a limit such as ulimit -u) leaves it waiting for threads it cannot start")
+            chunk = os.read(self.fd, 1 << 20)
             if not chunk:
                 raise JobError(f"Pagefind stopped before it finished the search index: {self.errors.text() or 'no message'}")
             self.pending += chunk
@@ -244,10 +256,19 @@ class _Replies:
         return payload
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` has something to read (or its end) within ``timeout`` seconds."""
+    if hasattr(select, "poll"):
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        return bool(p.poll(timeout * 1000))
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
 def main() -> int:
     try:
         job = json.loads(sys.stdin.buffer.readline())
-        files = run(job["binary"], job["bundle"], job["pages"])
+        files = run(job["binary"], job["bundle"], job["pages"], float(job.get("quiet", QUIET)))
         if job.get("describe"):
             sys.stdout.write(json.dumps(describe(files, words_too=job["describe"] != "pages"), separators=(",", ":")) + "\n")
     except (JobError, OSError) as exc:

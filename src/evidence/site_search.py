@@ -363,14 +363,16 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_c
 
 
 def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: dict[str, str], timeout: float = 600,
-                 admit: Callable[[subprocess.Popen], bool] | None = None, described: dict | None = None, words: bool = True) -> list[Path]:
+                 admit: Callable[[subprocess.Popen], bool] | None = None, described: dict | None = None, words: bool = True,
+                 quiet: float | None = None) -> list[Path]:
     """Index ``docs`` (one small page each, see :func:`_record_page`: path, title, kind, words)
     and ``copies`` (path -> the page's HTML, indexed as it is) into ``bundle``, a new folder;
     return the files written. ``admit`` is told of the process once it runs (see
     SearchIndex.close); if it says no, the process is stopped. ``described``, a dict, is given
     what Pagefind indexed (:func:`evidence.pagefind_job.describe`: its ``words`` and its
     ``pages`` by Pagefind's id; without ``words``, its ``pages`` only: the words bundle's own
-    words, every word of the site, are not needed).
+    words, every word of the site, are not needed). A service silent for ``quiet`` seconds
+    (default: pagefind_job.QUIET) while a page waits is stopped, with the likely reason.
 
     The pages go, in path order, through a pipe to a process of their own
     (:mod:`evidence.pagefind_job`), which hands them to Pagefind's service and writes the files it
@@ -380,14 +382,15 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     exe = _pagefind_binary()
     pages = sorted([*((rel, _record_page(title, kind, text)) for rel, title, kind, text in docs), *copies.items()])
     describe = (True if words else "pages") if described is not None else False
-    job = json.dumps({"binary": str(exe), "bundle": str(bundle), "pages": pages, "describe": describe}).encode("utf-8") + b"\n"  # one line (see pagefind_job)
+    job = {"binary": str(exe), "bundle": str(bundle), "pages": pages, "describe": describe, **({"quiet": quiet} if quiet else {})}
+    line = json.dumps(job).encode("utf-8") + b"\n"  # one line (see pagefind_job)
     with _STARTING:
         proc = subprocess.Popen([sys.executable, "-I", str(_JOB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with proc:
         if admit is not None and not admit(proc):
             proc.kill()
         try:
-            stdout, stderr = proc.communicate(job, timeout=timeout)
+            stdout, stderr = proc.communicate(line, timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
