@@ -168,6 +168,41 @@ def test_a_rebuild_whose_links_are_made_by_a_process_of_their_own(project, monke
     assert {rel: (project.out / rel).stat().st_ino for rel in old} == old, "an unchanged file was written again"
 
 
+@pytest.mark.parametrize("by_process", [False, True], ids=["linked-at-the-end", "linked-by-the-process"])
+def test_a_search_bundle_with_a_file_touched_by_hand_is_remade_whole(project, monkeypatch, by_process):
+    """A bundle is linked whole or remade whole. Its files used to be handed to the linker one by
+    one until one was not the file recorded: those handed over were then linked into the bundle
+    Pagefind remade (FileExistsError, 'internal error', on every rebuild after)."""
+    from evidence import linker
+
+    project.build()
+    fragments = sorted((project.out / "pagefind" / "fragment").iterdir())
+    os.utime(fragments[-1])  # touched by hand: no longer the file recorded
+    if by_process:
+        monkeypatch.setattr(linker, "START_FROM", 1)
+        monkeypatch.setattr(linker, "_BATCH", 1)
+    project.build()  # equal to a build without cache, checked whole
+    project.build()
+
+
+def test_a_rebuild_linked_by_the_process_needs_no_link_made_here(project, monkeypatch, linker_processes):
+    """The process made every link: the build's own fallback (every file linked here, when the
+    process failed) is not used."""
+    from evidence import linker
+
+    project.build()
+    monkeypatch.setattr(linker, "START_FROM", 1)
+    monkeypatch.setattr(linker, "_BATCH", 3)
+
+    def refused(self, made):
+        raise AssertionError("the build linked the files itself: the process failed")
+
+    monkeypatch.setattr(linker.Linker, "_link_here", refused)
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    build(load_config(project.root), project.out, templates=project.templates, cache=BuildCache(project.cache_dir))
+    assert len(linker_processes) == 1
+
+
 def test_editing_a_vocabulary_label_reaches_every_case(project):
     before = project.build()
     project.edit("vocabulary/drugs.yaml", "label: ruxolitinib", "label: ruxolitinib (edited)")

@@ -194,8 +194,10 @@ class Outputs:
         link is then made by a process of its own (:class:`evidence.linker.Linker`), or a copy
         where it cannot be; the old file is checked here, now."""
         old = self.old(rel, key) if self.enabled else None
-        if old is None:
-            return False
+        return old is not None and self._put(old, dest, rel, key, later)
+
+    def _put(self, old: str, dest: Path | str, rel: str, key: str, later: bool) -> bool:
+        """Link ``old``, checked, to ``dest`` (see :meth:`link`)."""
         if later and self.linker is not None and self.linker.here() and os.fspath(dest) == os.path.join(self.linker.new, rel):
             self.linker.add(rel)
         else:
@@ -207,6 +209,28 @@ class Outputs:
                 return False
         self.keys[rel] = key
         self.linked.add(rel)
+        return True
+
+    def link_all(self, items: list[tuple[str, str, str]], later: bool = False) -> bool:
+        """Link every (dest, rel, key) of ``items`` as :meth:`link` does, or none: False, nothing
+        linked or handed over, when one old file is not the one recorded (a search bundle is
+        remade whole, and Pagefind writes only new files). Every old file is checked before any
+        is handed to the linker, which cannot take one back: a bundle linked file by file had
+        handed over its first files when one failed, and the linker linked them into the bundle
+        remade (FileExistsError). A link made here that fails undoes those made before it."""
+        olds = [self.old(rel, key) for _dest, rel, key in items] if self.enabled else [None]
+        if any(old is None for old in olds):
+            return False
+        for n, ((dest, rel, key), old) in enumerate(zip(items, olds, strict=True)):
+            if not self._put(old, dest, rel, key, later):  # type: ignore[arg-type]
+                for dest_done, rel_done, _key in items[:n]:  # linked here (the old file changed since): undone
+                    self.keys.pop(rel_done, None)
+                    self.linked.discard(rel_done)
+                    try:
+                        os.unlink(dest_done)
+                    except OSError:
+                        pass
+                return False
         return True
 
     @contextmanager
@@ -221,7 +245,7 @@ class Outputs:
             self.linker.abort()
             raise
         else:
-            self.linker.finish()
+            self.linker.finish()  # stops the process itself if interrupted while it waits
         finally:
             self.linker = None
 
