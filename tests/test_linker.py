@@ -171,3 +171,39 @@ def test_a_forked_process_links_what_it_is_given_itself(tmp_path):
             os._exit(0 if outputs.link(os.path.join(new, rels[0]), rels[0], "k", later=True) else 1)
         assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
         assert os.path.samefile(os.path.join(old, rels[0]), os.path.join(new, rels[0])), "the forked process's link was not made"
+
+
+def test_ctrl_c_while_waiting_for_the_process_stops_it_and_leaves_no_zombie(tmp_path, monkeypatch, linker_processes):
+    old, new, rels = _olds(tmp_path, 600)
+    lk = Linker(old, new, 0)
+    for rel in rels:
+        lk.add(rel)
+    assert linker_processes, "no process was started"
+
+    def interrupted(fd, n):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "read", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lk.finish()
+    monkeypatch.undo()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(linker_processes[0], os.WNOHANG)  # stopped and waited for: no zombie
+    assert lk._to is None and lk._back is None
+
+
+def test_a_copy_cut_short_by_a_killed_process_is_made_again(tmp_path):
+    """What the process left half-made (a copy, when it was killed) is replaced when the build
+    links the files itself; a file already there otherwise is an error naming it."""
+    old, new, rels = _olds(tmp_path, 3)
+    Path(new, rels[0]).write_text("pa")  # a copy cut short
+    lk = Linker(old, new, 10**9)
+    for rel in rels:
+        lk.add(rel)
+    lk._link_here(made=True)
+    assert all(Path(a).read_text() == Path(b).read_text() for a, b in _paths(old, new, rels))
+    lk = Linker(old, new, 10**9)
+    lk.add(rels[1])
+    with pytest.raises(FileExistsError) as caught:
+        lk.finish()
+    assert caught.value.filename == os.path.join(new, rels[1])

@@ -130,7 +130,7 @@ class Linker:
                        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)]
             self._pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _HELPER, self.old, self.new], os.environ,
                                        file_actions=actions)
-        except (OSError, ValueError, NotImplementedError):  # no process to be had (a process limit): linked here
+        except (OSError, ValueError, TypeError, NotImplementedError):  # no process to be had (a process limit; no sys.executable): linked here
             self._close_fds()
             return False
         finally:
@@ -145,17 +145,22 @@ class Linker:
         if self._pid is None:
             self._link_here(made=False)
             return
-        self._hand_over()
-        os.close(self._to)  # type: ignore[arg-type]
-        self._to = None
         said = bytearray()
         try:
-            while chunk := os.read(self._back, 1 << 16):  # type: ignore[arg-type]
-                said += chunk
-        except OSError:
-            self._failed = True
-        status = self._wait()
-        self._close_fds()
+            self._hand_over()
+            os.close(self._to)  # type: ignore[arg-type]
+            self._to = None
+            try:
+                while chunk := os.read(self._back, 1 << 16):  # type: ignore[arg-type]
+                    said += chunk
+            except OSError:
+                self._failed = True
+            status = self._wait()
+        except BaseException:  # Ctrl-C while waiting: the process is stopped and waited for, never left a zombie
+            self.abort()
+            raise
+        finally:
+            self._close_fds()
         if self._failed or status != 0:
             self._link_here(made=True)
             return
@@ -198,21 +203,35 @@ class Linker:
                     pass
 
     def _link_here(self, made: bool) -> None:
-        """Link the files in this process. ``made``: the process may have made some already (a
-        link, or a copy with the same bytes), which are kept."""
+        """Link the files in this process (a copy where a link cannot be made; an OSError naming
+        the new file where neither can). ``made``: the process may have made some already: a
+        link, or a copy with the same bytes, is kept; anything else there (a copy cut short when
+        the process was killed) is made again."""
         for rel in self.rels:
             old, new = os.path.join(self.old, rel), os.path.join(self.new, rel)
             try:
-                os.link(old, new)
-                continue
-            except FileExistsError:
-                if made and (os.path.samefile(old, new) or filecmp.cmp(old, new, shallow=False)):
+                try:
+                    os.link(old, new)
                     continue
+                except FileExistsError:
+                    if not made:
+                        raise FileExistsError(errno.EEXIST, "a file is already there", new) from None
+                    if os.path.samefile(old, new) or filecmp.cmp(old, new, shallow=False):
+                        continue
+                    os.unlink(new)  # the process's, cut short: this build's own folder
+                    try:
+                        os.link(old, new)
+                        continue
+                    except OSError:
+                        pass
+                except OSError:
+                    pass
+                with open(old, "rb") as src, open(new, "xb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except OSError as exc:
+                if exc.filename is None:
+                    exc.filename = new
                 raise
-            except OSError:
-                pass
-            with open(old, "rb") as src, open(new, "xb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _close_in_child() -> None:
