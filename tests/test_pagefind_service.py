@@ -123,6 +123,8 @@ if mode == "hang":  # reads on, never answers, and ends when its input does (as 
     while read():
         pass
 answer(m["message_id"], {{"type": "NewIndex", "index_id": 0}})
+if mode == "stuck":  # answers the first request, then neither reads nor answers: its input fills
+    time.sleep(120)
 m = read()
 if mode == "error":
     answer(m["message_id"], {{"type": "Error", "message": "Failed to add file"}})
@@ -200,6 +202,26 @@ def test_a_service_that_stops_answering_is_stopped_long_before_the_time_limit(tm
     while _running(fake) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(fake)
+
+
+def test_a_service_stuck_with_its_input_full_is_stopped_after_quiet_seconds_too(tmp_path, monkeypatch):
+    """A service that stops after its first answer, and no longer reads: the pages fill its
+    input, and the job's writer waits in a write. The job stops it after ``quiet`` seconds
+    (closing its input first waited for that write, until the whole time limit)."""
+    fake = tmp_path / "pagefind"
+    fake.write_text(FAKE.format(python=sys.executable, mode="stuck"), encoding="utf-8")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
+    (tmp_path / "site").mkdir()
+    docs = [(f"cases/c{i:04}.html", f"Case {i}", "case report", f"words of case {i} " * 40) for i in range(600)]  # more than a pipe holds
+    t = time.monotonic()
+    with pytest.raises(RenderError, match=r"Pagefind gave no answer for 1 s \(to request 2, IndexedFile\)") as raised:
+        site_search.run_pagefind(tmp_path / "site" / "pagefind", docs, {}, timeout=60, quiet=1)
+    assert time.monotonic() - t < 20 and "Traceback" not in str(raised.value)
+    deadline = time.monotonic() + 10
+    while _running(fake) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(fake), "the stuck service was left running"
 
 
 def _running(program: Path) -> bool:

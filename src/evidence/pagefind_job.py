@@ -59,6 +59,7 @@ def run(binary: str, bundle: str, pages: list[list[str]], quiet: float = QUIET) 
     proc = subprocess.Popen([binary, "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors = _Drain(proc.stderr)
     writer = None
+    done = False
     try:
         replies = _Replies(proc.stdout, errors, quiet)
         _send(proc, [_request(1, {"type": "NewIndex", "config": {"keep_index_url": True}})])
@@ -77,8 +78,13 @@ def run(binary: str, bundle: str, pages: list[list[str]], quiet: float = QUIET) 
             replies.expect(i, "IndexedFile")
         files = replies.expect(last, "GetFiles").get("files")
         _write(bundle, files)
+        done = True
         return files
     finally:
+        if not done:
+            # Stopped first: a service stuck with its input full holds the writer thread in a write,
+            # and closing the input would wait for that write for ever.
+            proc.kill()
         try:
             proc.stdin.close()  # the service exits once its input ends
         except OSError:
