@@ -824,6 +824,10 @@ def test_site_writer_refuses_a_second_file_and_a_clash_with_the_exports(tmp_path
         w.text("drugs/A.html", "b", "drug A")
     with pytest.raises(RenderError, match="the exports"):
         w.text("evidence.TTL", "c", "a page")
+    # A per-case file still to be linked (evidence.linker) is not on disk yet: known by name.
+    w = SiteWriter(tmp_path, existing=["cases/a.ttl"])
+    with pytest.raises(RenderError, match="the exports"):
+        w.text("cases/A.ttl", "d", "a page")
 
 
 def test_safe_href_lets_only_http_and_relative_links_through():

@@ -194,11 +194,13 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
             outputs.link_or_write(tmp / SITE_MARKER, SITE_MARKER, SITE_MARKER_TEXT)  # what the next build looks for (folders.check_out)
             files += [tmp / "ontology.ttl", tmp / "shapes.ttl", tmp / SITE_MARKER]
             files += write_schemas(tmp / "schema")
+            names += [relative_name(f, tmp) for f in files]
             report.timings["export"] = time.perf_counter() - t
             t = time.perf_counter()
             downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
             site_timings: dict[str, float] = {}
-            names += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs)
+            names += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs,
+                                 existing=list(names))
             report.timings["search index"] = site_timings.get("search index", 0.0)
             report.timings["render"] = time.perf_counter() - t - report.timings["search index"]
             t = time.perf_counter()
@@ -242,6 +244,6 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         if old.exists():
             discard_tree(old, cache)  # deleted by a process of its own: the build does not wait for it
     cache.prune()
-    report.written = sorted(names + [relative_name(f, tmp) for f in files])
+    report.written = sorted(names)
     assert set(FORMATS) <= {"ttl", "nt", "nq", "trig", "jsonld", "graphml"}
     return report

@@ -130,14 +130,16 @@ def _bytecode_cache(folder: Path) -> FileSystemBytecodeCache | None:
 class SiteWriter:
     """Writes the site's files and fails when two of them would land on one path."""
 
-    def __init__(self, out: Path, outputs: Outputs | None = None):
+    def __init__(self, out: Path, outputs: Outputs | None = None, existing: list[str] | None = None):
+        """``existing``: the files already in ``out`` (the exports), by their names in it; without
+        it, ``out`` is walked. Some of them may not be there yet: the linker makes them later."""
         self.out = out
         self._root = os.fspath(out)
         self.outputs = outputs or Outputs(out=out)
         self.owner: dict[str, tuple[str, str]] = {}
         self.files: list[str] = []  # the site's files, relative to ``out`` (with /): a Path each cost 7 µs, 40,000 of them
         self.folders: set[str] = set()  # made by claim()
-        for _path, rel in walk_names(out):  # what is already there: the exports
+        for rel in existing if existing is not None else (rel for _path, rel in walk_names(out)):  # the exports
             self.owner[rel.casefold()] = (rel, "the exports")
 
     def claim(self, rel: str, origin: str) -> str:
@@ -170,14 +172,16 @@ class SiteWriter:
 
 
 def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict], search: bool = True,
-                timings: dict[str, float] | None = None, outputs: Outputs | None = None) -> list[Path]:
+                timings: dict[str, float] | None = None, outputs: Outputs | None = None, existing: list[str] | None = None) -> list[str]:
     """Write every page, the assets and the search index into ``out``; return the names of the
     files written, relative to ``out`` (with ``/``).
 
     ``outputs`` is the previous build's record (:mod:`evidence.outputs`): a case or source page
     whose inputs did not change is linked from the previous build without being rendered, and any
     other file with the same bytes as before is linked instead of written. The exports may still
-    be being written (export.Finishing), with their final sizes already."""
+    be being written (export.Finishing), with their final sizes already. ``existing``: the files
+    already written into ``out`` by name (see SiteWriter), which no page may take: some are
+    still to be linked (evidence.linker), so walking ``out`` would not find them."""
     from .library import load_library
     from .library_run import LibraryAnswers
     from .site_pages import SitePages
@@ -185,7 +189,7 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
     if not (templates / "base.html").is_file():
         raise RenderError(f"no site templates in {templates} (expected base.html and the page templates there)")
     timings = timings if timings is not None else {}
-    writer = SiteWriter(out, outputs)
+    writer = SiteWriter(out, outputs, existing)
     # The query library is answered by a worker process while the pages render (see library_run).
     # Pages make millions of short-lived strings and no cycles worth collecting (see perf.py).
     # The search index is made by Pagefind processes started once the search page is written,
