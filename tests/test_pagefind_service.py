@@ -224,6 +224,23 @@ def test_a_service_stuck_with_its_input_full_is_stopped_after_quiet_seconds_too(
     assert not _running(fake), "the stuck service was left running"
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="Linux: the service dies with its job (PR_SET_PDEATHSIG)")
+def test_a_job_killed_at_its_time_limit_takes_its_service_with_it(tmp_path, monkeypatch):
+    """The build kills a job that overruns its time limit. A service that no longer reads its
+    input did not see the job end, and was left running, orphaned, for as long as it liked."""
+    fake = tmp_path / "pagefind"
+    fake.write_text(FAKE.format(python=sys.executable, mode="stuck"), encoding="utf-8")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
+    (tmp_path / "site").mkdir()
+    with pytest.raises(RenderError, match="within 3 s"):
+        site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES, timeout=3, quiet=100)
+    deadline = time.monotonic() + 10
+    while _running(fake) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(fake), "the service outlived its job"
+
+
 def _running(program: Path) -> bool:
     """Whether a process runs ``program`` (read from /proc)."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):

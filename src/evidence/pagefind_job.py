@@ -56,7 +56,8 @@ def run(binary: str, bundle: str, pages: list[list[str]], quiet: float = QUIET) 
     A service silent for ``quiet`` seconds while a request waits is a JobError: Pagefind answers
     each page in milliseconds, and one that cannot start its threads (a limit on processes) was
     seen to wait for ever, holding the build until its whole time limit (600 s)."""
-    proc = subprocess.Popen([binary, "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([binary, "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_die_with_this_job)  # noqa: PLW1509 - one thread here yet (the readers start after)
     errors = _Drain(proc.stderr)
     writer = None
     done = False
@@ -260,6 +261,20 @@ class _Replies:
         if answer.get("message_id") != message_id or payload.get("type") != kind:
             raise JobError(f"Pagefind answered request {answer.get('message_id')} with {payload.get('type')}, where {message_id} ({kind}) was due")
         return payload
+
+
+def _die_with_this_job() -> None:
+    """In the service's process, before it runs: be killed when this job ends (Linux's
+    PR_SET_PDEATHSIG). The build kills a job that overruns its time limit; a service that no
+    longer read its input was left running, orphaned, until it ended by itself."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):  # not Linux: the service ends when its input does
+        return
+    if os.getppid() == 1:  # the job ended before the call: nothing would tell the service
+        os._exit(1)
 
 
 def _readable(fd: int, timeout: float) -> bool:
