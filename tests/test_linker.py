@@ -207,3 +207,11 @@ def test_a_copy_cut_short_by_a_killed_process_is_made_again(tmp_path):
     with pytest.raises(FileExistsError) as caught:
         lk.finish()
     assert caught.value.filename == os.path.join(new, rels[1])
+    # Not a copy cut short (not the old file's first bytes): the build wrote there too, a clash.
+    Path(new, rels[2]).unlink()
+    Path(new, rels[2]).write_text("another page")
+    lk = Linker(old, new, 10**9)
+    lk.add(rels[2])
+    with pytest.raises(FileExistsError):
+        lk._link_here(made=True)
+    assert Path(new, rels[2]).read_text() == "another page"

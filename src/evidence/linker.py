@@ -13,7 +13,8 @@ thread to give it up, up to 5 ms a link.
 Nothing reads a file linked this way before :meth:`Linker.finish` (the build waits for it before
 it walks the new folder, see :mod:`evidence.pipeline`). A link that cannot be made (a full disk,
 too many links to one file) is made a copy of the old file instead, whose bytes are those
-recorded; one that cannot be copied either is an OSError naming the file. Should the process
+recorded; one that cannot be copied either is an OSError naming the file concerned (the new
+one; the old one when it cannot be read). Should the process
 fail in any way (it cannot start, it is killed), every file is linked here instead, those
 it made being kept. Below ``START_FROM`` files no process is started: they are linked here, at
 the end.
@@ -181,16 +182,19 @@ class Linker:
         self._close_fds()
 
     def _wait(self) -> int:
-        pid, self._pid = self._pid, None
-        if pid is None:
+        """Wait for the process; its exit code. ``_pid`` is cleared once it is reaped: a Ctrl-C
+        within the wait leaves it for abort() to kill and reap."""
+        if self._pid is None:
             return 0
         while True:
             try:
-                return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+                status = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
             except InterruptedError:
                 continue
             except ChildProcessError:
-                return -1
+                status = -1
+            self._pid = None
+            return status
 
     def _close_fds(self) -> None:
         for name in ("_to", "_back"):
@@ -204,9 +208,10 @@ class Linker:
 
     def _link_here(self, made: bool) -> None:
         """Link the files in this process (a copy where a link cannot be made; an OSError naming
-        the new file where neither can). ``made``: the process may have made some already: a
-        link, or a copy with the same bytes, is kept; anything else there (a copy cut short when
-        the process was killed) is made again."""
+        the file concerned where neither can). ``made``: the process may have made some already:
+        a link, or a copy with the same bytes, is kept; a copy cut short when the process was
+        killed (the old file's first bytes) is made again; anything else there is a
+        FileExistsError, as without the process."""
         for rel in self.rels:
             old, new = os.path.join(self.old, rel), os.path.join(self.new, rel)
             try:
@@ -218,7 +223,9 @@ class Linker:
                         raise FileExistsError(errno.EEXIST, "a file is already there", new) from None
                     if os.path.samefile(old, new) or filecmp.cmp(old, new, shallow=False):
                         continue
-                    os.unlink(new)  # the process's, cut short: this build's own folder
+                    if not _begins(old, new):
+                        raise FileExistsError(errno.EEXIST, "a file is already there", new) from None
+                    os.unlink(new)  # the process's copy, cut short: this build's own folder
                     try:
                         os.link(old, new)
                         continue
@@ -232,6 +239,14 @@ class Linker:
                 if exc.filename is None:
                     exc.filename = new
                 raise
+
+
+def _begins(old: str, new: str) -> bool:
+    """Whether the file ``new`` holds the first bytes of ``old`` (a copy cut short)."""
+    with open(new, "rb") as fh:
+        part = fh.read()
+    with open(old, "rb") as fh:
+        return len(part) <= os.fstat(fh.fileno()).st_size and fh.read(len(part)) == part
 
 
 def _close_in_child() -> None:

@@ -221,6 +221,8 @@ class Outputs:
         olds = [self.old(rel, key) for _dest, rel, key in items] if self.enabled else [None]
         if any(old is None for old in olds):
             return False
+        # One call's items are all handed over (where _put never fails) or all linked here (where
+        # the undo below removes what was linked): they share the folder and the process.
         for n, ((dest, rel, key), old) in enumerate(zip(items, olds, strict=True)):
             if not self._put(old, dest, rel, key, later):  # type: ignore[arg-type]
                 for dest_done, rel_done, _key in items[:n]:  # linked here (the old file changed since): undone

@@ -57,7 +57,7 @@ def run(binary: str, bundle: str, pages: list[list[str]], quiet: float = QUIET) 
     each page in milliseconds, and one that cannot start its threads (a limit on processes) was
     seen to wait for ever, holding the build until its whole time limit (600 s)."""
     proc = subprocess.Popen([binary, "--service"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=_die_with_this_job)  # noqa: PLW1509 - one thread here yet (the readers start after)
+                            preexec_fn=_dying_with(os.getpid()))  # noqa: PLW1509 - one thread here yet (the readers start after)
     errors = _Drain(proc.stderr)
     writer = None
     done = False
@@ -263,18 +263,27 @@ class _Replies:
         return payload
 
 
-def _die_with_this_job() -> None:
-    """In the service's process, before it runs: be killed when this job ends (Linux's
-    PR_SET_PDEATHSIG). The build kills a job that overruns its time limit; a service that no
-    longer read its input was left running, orphaned, until it ended by itself."""
+def _dying_with(job: int):
+    """What the service's process runs before Pagefind: be killed when this job (``job``, its
+    PID) ends (Linux's PR_SET_PDEATHSIG). The build kills a job that overruns its time limit; a
+    service that no longer read its input was left running, orphaned, until it ended by itself.
+    The C library is looked up here, in the job; elsewhere (no ctypes, not Linux) the service
+    ends when its input does."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):  # not Linux: the service ends when its input does
-        return
-    if os.getppid() == 1:  # the job ended before the call: nothing would tell the service
-        os._exit(1)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        prctl = None
+
+    def die_with_the_job() -> None:
+        if prctl is None:
+            return
+        prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        if os.getppid() != job:  # the job ended before the call (its orphan went to pid 1 or a subreaper)
+            os._exit(1)
+
+    return die_with_the_job
 
 
 def _readable(fd: int, timeout: float) -> bool:
