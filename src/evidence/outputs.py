@@ -212,28 +212,19 @@ class Outputs:
         return True
 
     def link_all(self, items: list[tuple[str, str, str]], later: bool = False) -> bool:
-        """Link every (dest, rel, key) of ``items`` as :meth:`link` does, or none: False, nothing
-        linked or handed over, when one old file is not the one recorded (a search bundle is
-        remade whole, and Pagefind writes only new files). Every old file is checked before any
-        is handed to the linker, which cannot take one back: a bundle linked file by file had
-        handed over its first files when one failed, and the linker linked them into the bundle
-        remade (FileExistsError). A link made here that fails undoes those made before it."""
-        olds = [self.old(rel, key) for _dest, rel, key in items] if self.enabled else [None]
+        """Link every (dest, rel, key) of ``items`` as :meth:`link` does; False when one old file
+        is not the one recorded, and then nothing is linked or handed over. Every old file is
+        checked before any is handed to the linker, which cannot take one back: a search bundle
+        linked file by file had handed over its first files when one failed, and the linker
+        linked them into the bundle Pagefind remade (FileExistsError). Linked here, a link that
+        fails after its check (the old file changed meanwhile) also gives False, the links before
+        it made: the caller removes the bundle's folder, as it does for any bundle remade."""
+        if not self.enabled:
+            return False
+        olds = [self.old(rel, key) for _dest, rel, key in items]
         if any(old is None for old in olds):
             return False
-        # One call's items are all handed over (where _put never fails) or all linked here (where
-        # the undo below removes what was linked): they share the folder and the process.
-        for n, ((dest, rel, key), old) in enumerate(zip(items, olds, strict=True)):
-            if not self._put(old, dest, rel, key, later):  # type: ignore[arg-type]
-                for dest_done, rel_done, _key in items[:n]:  # linked here (the old file changed since): undone
-                    self.keys.pop(rel_done, None)
-                    self.linked.discard(rel_done)
-                    try:
-                        os.unlink(dest_done)
-                    except OSError:
-                        pass
-                return False
-        return True
+        return all(self._put(old, dest, rel, key, later) for (dest, rel, key), old in zip(items, olds, strict=True))  # type: ignore[arg-type]
 
     @contextmanager
     def linking(self, new: Path, start_from: int | None = None) -> Iterator[None]:
