@@ -33,7 +33,7 @@ import gzip
 import json
 import os
 import re
-import select
+import selectors
 import stat
 import subprocess
 import sys
@@ -235,13 +235,15 @@ class _Replies:
     def __init__(self, pipe, errors: _Drain, quiet: float = QUIET) -> None:
         self.pipe, self.errors, self.quiet = pipe, errors, quiet
         self.fd = pipe.fileno()  # read here alone, never through the pipe's buffer
+        self.ready = selectors.DefaultSelector()  # closed with the process (the job runs one bundle)
+        self.ready.register(self.fd, selectors.EVENT_READ)
         self.pending = bytearray()
 
     def expect(self, message_id: int, kind: str) -> dict:
         """The answer to request ``message_id``, of type ``kind``; a JobError if it is an error,
         another answer, or if the service ended first."""
         while (end := self.pending.find(b",")) < 0:
-            if not _readable(self.fd, self.quiet):
+            if not self.ready.select(self.quiet):
                 raise JobError(f"Pagefind gave no answer for {self.quiet:.0f} s (to request {message_id}, {kind}); a machine out of "
                                "processes or memory (a limit such as ulimit -u) leaves it waiting for threads it cannot start")
             chunk = os.read(self.fd, 1 << 20)
@@ -284,15 +286,6 @@ def _dying_with(job: int):
             os._exit(1)
 
     return die_with_the_job
-
-
-def _readable(fd: int, timeout: float) -> bool:
-    """Whether ``fd`` has something to read (or its end) within ``timeout`` seconds."""
-    if hasattr(select, "poll"):
-        p = select.poll()
-        p.register(fd, select.POLLIN)
-        return bool(p.poll(timeout * 1000))
-    return bool(select.select([fd], [], [], timeout)[0])
 
 
 def main() -> int:
