@@ -15,8 +15,14 @@ that its peak memory (ru_maxrss) is its own:
    edit-build loop); the case file is put back afterwards;
 3. it runs every query of the library once on the compiled graph (the query library time).
 
+The timed runs are not watched from outside: their peak memory is the ru_maxrss bound the child
+reports itself. The peak PSS (the child and its workers, sampled every 0.1 s) comes from one more
+run per size (and per tree, with ``--against``), the memory run, whose times are not used: a
+sample reads every page table of the build, and sampling made a 10,000-case cold build 12% slower
+(see bench/README.md, session 23).
+
 Prints medians per stage (validate, compile, SHACL, export, render, search index, swap), total
-wall time and peak memory (sampled PSS of the child and its workers, and the ru_maxrss bound) of
+wall time and peak memory (the memory run's PSS, and the timed runs' ru_maxrss bound) of
 the cold builds, the rebuild after one edit, the peak PSS of each phase (cold build, rebuild,
 query library), and the growth exponent of the cold total between the two largest sizes (1.0 is
 linear).
@@ -100,6 +106,10 @@ print(json.dumps({{"timings": {{**report.timings, "query library": queries}}, "w
 """
 
 
+# How often (seconds) a memory run's child is sampled.
+SAMPLE_EVERY = 0.1
+
+
 def _tree(pid: int) -> list[int]:
     """``pid`` and every process under it."""
     out, todo = [], [pid]
@@ -126,12 +136,14 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def run_once(root: Path, tree: Path = ROOT, profile: Path | None = None, kept: list[Path] | None = None) -> dict:
+def run_once(root: Path, tree: Path = ROOT, profile: Path | None = None, kept: list[Path] | None = None, sample: bool = False) -> dict:
     """One child process: cold build, rebuild, query library, with the package and templates of
-    ``tree``. Its memory is sampled every 0.1 s as the sum of the proportional set sizes of the
-    child and its workers: the memory the build really holds at that moment (ru_maxrss of parent
-    plus child counts shared pages twice). With ``profile``, one more rebuild after an edit is
-    profiled (cProfile, the build's own process) into that file; it is not in the timings.
+    ``tree``. With ``sample`` (a memory run), its memory is sampled every SAMPLE_EVERY seconds as
+    the sum of the proportional set sizes of the child and its workers: the memory the build
+    really holds at that moment (ru_maxrss of parent plus child counts shared pages twice). A
+    sample costs the build time (it reads every page table), so a timed run is not sampled. With
+    ``profile``, one more rebuild after an edit is profiled (cProfile, the build's own process)
+    into that file; it is not in the timings.
 
     The run's folder (site, cache) is deleted when it ends, or, with ``kept``, added to that list
     for the caller to delete after the last run (see :func:`_delete`)."""
@@ -151,7 +163,7 @@ def run_once(root: Path, tree: Path = ROOT, profile: Path | None = None, kept: l
             stack.callback(child.kill)  # a no-op once it has ended
             peak = 0
             peaks: dict[str, int] = {}
-            while child.poll() is None:
+            while sample and child.poll() is None:
                 now = sum(_pss_kb(p) for p in _tree(child.pid))
                 try:
                     name = phase_file.read_text() or "start"
@@ -159,7 +171,8 @@ def run_once(root: Path, tree: Path = ROOT, profile: Path | None = None, kept: l
                     name = "start"
                 peaks[name] = max(peaks.get(name, 0), now)
                 peak = max(peak, now)
-                time.sleep(0.1)
+                time.sleep(SAMPLE_EVERY)
+            child.wait()
             out.seek(0)
             err.seek(0)
             stdout, stderr = out.read(), err.read()
@@ -223,20 +236,22 @@ def _main(args: argparse.Namespace, ap: argparse.ArgumentParser, kept: list[Path
         out = ROOT / "bench" / "out" / f"synth-{n}-seed{args.seed}"
         synth.generate(out, n, args.seed)
         runs = [run_once(out, profile=args.profile if (n == sizes[-1] and i == 0) else None, kept=kept) for i in range(args.runs)]
+        memory = run_once(out, kept=kept, sample=True)  # its times are not used (see the module's docstring)
         stages = sorted({k for r in runs for k in r["timings"]})
         med = {k: statistics.median(r["timings"].get(k, 0.0) for r in runs) for k in stages}
-        rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in runs),
-                     max(r["pss_phases"].get("cold build", 0) for r in runs)))
-        phase_peaks.append((n, {k: max(r["pss_phases"].get(k, 0) for r in runs) for k in ("cold build", "rebuild", "query library")}))
+        rows.append((n, runs[0]["quads"], med, statistics.median(r["wall"] for r in runs), max(r["peak_mb"] for r in [*runs, memory]),
+                     memory["pss_phases"].get("cold build", 0)))
+        phase_peaks.append((n, {k: memory["pss_phases"].get(k, 0) for k in ("cold build", "rebuild", "query library")}))
         rebuilds.append((n, "first", statistics.median(r["rebuild"] for r in runs),
                          {k: statistics.median(r["rebuild_timings"].get(k, 0.0) for r in runs) for k in runs[0]["rebuild_timings"]}))
         rebuilds.append((n, "second", statistics.median(r["rebuild2"] for r in runs),
                          {k: statistics.median(r["rebuild2_timings"].get(k, 0.0) for r in runs) for k in runs[0]["rebuild2_timings"]}))
         print(f"  {n:,} cases done", file=sys.stderr, flush=True)
     stages = sorted({k for _, _, med, _, _, _ in rows for k in med})
-    print(f"## cold evidence build (empty cache), medians of {args.runs} runs (seconds); peak memory is the largest run's\n")
-    print("peak PSS: the most the child and its workers held at once during the cold build (sum of proportional set sizes,")
-    print("sampled every 0.1 s); maxrss bound: the child's peak resident size plus its largest worker's, over the whole child")
+    print(f"## cold evidence build (empty cache), medians of {args.runs} runs (seconds); peak memory is the memory run's (PSS) or the largest run's\n")
+    print("peak PSS: the most the child and its workers held at once during the memory run's cold build (sum of proportional set sizes,")
+    print(f"sampled every {SAMPLE_EVERY} s; the timed runs are not sampled); maxrss bound: the child's peak resident size plus its largest")
+    print("worker's, over the whole child, in any run")
     print("(shared pages counted twice; it includes the query library, see the last table).\n")
     print("| cases | quads | " + " | ".join(stages) + " | total wall | peak PSS MB | maxrss bound MB |")
     print("| ---: | ---: | " + " | ".join("---:" for _ in stages) + " | ---: | ---: | ---: |")
@@ -249,7 +264,7 @@ def _main(args: argparse.Namespace, ap: argparse.ArgumentParser, kept: list[Path
     print("| ---: | --- | ---: | --- |")
     for n, which, wall, stages_ in rebuilds:
         print(f"| {n:,} | {which} | {wall:.2f} | " + ", ".join(f"{k} {v:.2f}" for k, v in stages_.items()) + " |")
-    print("\n## peak PSS of each phase of the child (MB, the largest run's)\n")
+    print(f"\n## peak PSS of each phase of the child (MB, the memory run's, sampled every {SAMPLE_EVERY} s)\n")
     print("| cases | cold build | rebuild after one edit | query library (validate, compile and store again, then the queries) |")
     print("| ---: | ---: | ---: | ---: |")
     for n, peaks in phase_peaks:
@@ -270,11 +285,12 @@ def _main(args: argparse.Namespace, ap: argparse.ArgumentParser, kept: list[Path
 
 def compare(other: Path, sizes: list[int], runs: int, seed: int, kept: list[Path] | None = None) -> int:
     """Interleaved A/B: the other tree's run, then this tree's, ``runs`` times per size; medians of
-    the cold build and its stages, of both rebuilds and the second one's stages, and the largest
-    run's peak PSS."""
+    the cold build and its stages, of both rebuilds and the second one's stages; then one memory
+    run of each tree, for the peak PSS."""
     import synth
 
-    print(f"## A/B, interleaved: {other} (A) against {ROOT} (B), medians of {runs} runs each (seconds)\n")
+    print(f"## A/B, interleaved: {other} (A) against {ROOT} (B), medians of {runs} timed runs each (seconds); memory from one more run "
+          f"of each, sampled every {SAMPLE_EVERY} s\n")
     print("| cases | measure | A | B | B / A |")
     print("| ---: | --- | ---: | ---: | ---: |")
     for n in sizes:
@@ -284,6 +300,7 @@ def compare(other: Path, sizes: list[int], runs: int, seed: int, kept: list[Path
         for _ in range(runs):
             results["A"].append(run_once(out, other, kept=kept))
             results["B"].append(run_once(out, ROOT, kept=kept))
+        memory = {"A": run_once(out, other, kept=kept, sample=True), "B": run_once(out, ROOT, kept=kept, sample=True)}
         cold = sorted({k for r in results["B"] for k in r["timings"]})
         rows = [("cold build", lambda r: r["wall"])]
         rows += [(f"cold: {k}", lambda r, k=k: r["timings"].get(k, 0.0)) for k in cold]
@@ -293,9 +310,9 @@ def compare(other: Path, sizes: list[int], runs: int, seed: int, kept: list[Path
         for name, get in rows:
             a, b = (statistics.median(get(r) for r in results[v]) for v in ("A", "B"))
             print(f"| {n:,} | {name} | {a:.2f} | {b:.2f} | {b / a if a else float('nan'):.2f} |")
-        for phase in ("cold build", "rebuild", "query library"):  # as in the main table: the largest run's
-            a, b = (max(r["pss_phases"].get(phase, 0) for r in results[v]) for v in ("A", "B"))
-            print(f"| {n:,} | peak PSS MB of the {phase} phase (largest run) | {a:,.0f} | {b:,.0f} | {b / a if a else float('nan'):.2f} |")
+        for phase in ("cold build", "rebuild", "query library"):  # as in the main table: the memory run's
+            a, b = (memory[v]["pss_phases"].get(phase, 0) for v in ("A", "B"))
+            print(f"| {n:,} | peak PSS MB of the {phase} phase (memory run) | {a:,.0f} | {b:,.0f} | {b / a if a else float('nan'):.2f} |")
         print(f"  {n:,} cases done", file=sys.stderr, flush=True)
     return 0
 
