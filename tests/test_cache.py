@@ -1162,3 +1162,81 @@ def test_compiled_chunks_named_in_the_packs_outlive_their_merge_and_the_cache(pr
     lib = load_library(config.kb_dir / "queries")
     with LibraryAnswers(compiled, lib) as a, LibraryAnswers(fresh, lib) as b:
         assert [(q.name, r.rows) for q, r in a.result()] == [(q.name, r.rows) for q, r in b.result()]
+
+
+# ------------------------------------------------------------------------------ the commands besides build
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list[int]:
+    """Count the calls of ``module.name`` (what a command checks or compiles anew, not from the cache)."""
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_validate_uses_the_build_cache_and_never_reports_from_a_stale_entry(project, monkeypatch, capsys):
+    """`evidence validate` checks only the files the cache has not checked as they are (12 s
+    every time at 10,000 cases without it, 3.5 s with it), and says the same as without it."""
+    import evidence.validate as V
+    from evidence.cli import main
+
+    monkeypatch.setenv("EVIDENCE_CACHE", str(project.cache_dir))
+    checked = _counting(monkeypatch, V, "_read_and_parse_at")
+
+    def validate() -> tuple[int, str, str]:
+        checked.clear()
+        rc = main(["--root", str(project.root), "validate"])
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    first = validate()
+    files = len(checked)
+    assert first[0] == 0 and files >= 6, first  # the 3 cases and their sources, checked
+    assert list((project.cache_dir / "validate").glob("pack-*")), "validate kept nothing in the cache"
+    assert validate() == first and checked == []  # nothing checked again
+    project.edit("zimmermann-2019.yaml", "unit: mg\n", "unit: mgg\n")
+    broken = validate()
+    assert broken[0] == 1 and "kb/zimmermann-2019.yaml:71:" in broken[1] and "'mgg'" in broken[1], broken
+    assert len(checked) == 1
+    project.edit("zimmermann-2019.yaml", "unit: mgg\n", "unit: mg\n")
+    assert validate() == first and checked == []  # the file as it was: its entry again
+    monkeypatch.setenv("EVIDENCE_CACHE", "off")
+    assert validate() == first and len(checked) == files
+
+
+def test_export_and_query_use_the_build_cache_and_follow_an_edit(project, monkeypatch, capsys):
+    """`evidence export` and `evidence query` validate, compile and check the kb: through the
+    build cache (43.8 s each time at 10,000 cases without it, 3.1 s with it), with the same
+    bytes as without it, and an edit reaches them."""
+    import evidence.compile as C
+    from evidence.cli import main
+
+    monkeypatch.setenv("EVIDENCE_CACHE", str(project.cache_dir))
+    compiled = _counting(monkeypatch, C, "_compile_record")
+    out = project.root / "graph.nq"
+
+    def export() -> bytes:
+        compiled.clear()
+        assert main(["--root", str(project.root), "export", "--format", "nq", "--out", str(out)]) == 0
+        return out.read_bytes()
+
+    first = export()
+    files = len(compiled)
+    assert files >= 6
+    assert export() == first and compiled == []
+    project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    edited = export()
+    assert len(compiled) == 1 and b"Edited, " in edited and b"Edited, " not in first
+    compiled.clear()
+    capsys.readouterr()
+    assert main(["--root", str(project.root), "query", "--format", "csv",
+                 'SELECT ?t WHERE { ?c <http://purl.org/dc/terms/title> ?t FILTER(STRSTARTS(?t, "Edited, ")) }']) == 0
+    assert compiled == [] and "Edited, " in capsys.readouterr().out
+    monkeypatch.setenv("EVIDENCE_CACHE", "off")
+    assert export() == edited and len(compiled) == files

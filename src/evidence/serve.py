@@ -604,12 +604,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       "(run `evidence build` to refresh it)", file=sys.stderr)
         else:
             from .export import serialize
-            from .pipeline import compile_checked, load_and_validate
+            from .pipeline import compiled_with_cache
 
             print(f"{site} has no {nquads.name}: compiling the kb", file=sys.stderr)
             # only then a temporary folder, removed however the server stops (see cmd_serve)
             nquads = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evidence-serve-"))) / "evidence.nq"
-            nquads.write_bytes(serialize(compile_checked(load_and_validate(config)), "nq"))
+            nquads.write_bytes(serialize(compiled_with_cache(config), "nq"))
         settings = Settings(
             root=config.root, site=site, nquads=nquads, prefixes=Namespaces(config.base_iri).prefixes(), templates=templates,
             library=load_library(config.kb_dir / "queries"), host=args.host, port=args.port, timeout=args.timeout,
