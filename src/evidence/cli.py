@@ -69,7 +69,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{p}:1:1: error: {what}", file=sys.stderr)
     paths = [p for p in paths if p.exists()]
     # The build's cache (keyed by content, see evidence.cache): a file checked before, unchanged,
-    # is not checked again. At 10,000 cases this took 12 s every time without it, 2 s with it.
+    # is not checked again, and its model is not read back (evidence.cases). At 10,000 cases this
+    # took 12 s every time without it, 1.4 s with it.
     cache = BuildCache.for_root(config.root)
     try:
         kb = validate_kb(config, paths, cache)

@@ -723,8 +723,10 @@ def compile_kb(kb: Kb, cache: BuildCache | None = None) -> Compiled:
     parts: dict[str, Part] = {}
     context = compile_context(kb) if cache.enabled else None
     with gc_paused():
-        records = [("source", sid, b.source, kb.sources[sid]) for sid in sorted(kb.sources)]
-        records += [("case", cid, b.case, kb.cases[cid]) for cid in sorted(kb.cases)]
+        # A record names its model's mapping: a case's model is read back from the build cache
+        # only if its part is compiled (see evidence.cases).
+        records = [("source", sid, b.source, kb.sources) for sid in sorted(kb.sources)]
+        records += [("case", cid, b.case, kb.cases) for cid in sorted(kb.cases)]
         made: list[Part | None] = []
         keys: list[str | None] = []
         spool = _PartSpool()
@@ -824,7 +826,8 @@ class _PartSpool:
 
 def _compile_record(job: tuple[_Builder, list[tuple[str, str, Callable[[Any], None], Any]]], i: int) -> Part:
     b, records = job
-    _kind, _name, emit, record = records[i]
+    _kind, name, emit, models = records[i]
+    record = models[name]
     return b.part(lambda: emit(record))
 
 

@@ -19,6 +19,7 @@ variant are all "not reported" carries nothing to match on and is never flagged.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import schema as S
@@ -27,15 +28,20 @@ from .errors import Diagnostic
 if TYPE_CHECKING:  # validate.py calls check_duplicates: no import cycle at run time
     from .validate import Kb
 
-__all__ = ["check_duplicates", "patient_signature", "publications_of"]
+__all__ = ["check_duplicates", "describe_patient", "patient_signature", "publications_of"]
 
 
 def publications_of(kb: Kb, case: S.CaseReport) -> set[str]:
     """Every name of every publication a case rests on: source keys, what they retell, identifiers."""
+    return _publications(kb, [ref.source for ref in case.sources])
+
+
+def _publications(kb: Kb, sources: Iterable[str]) -> set[str]:
+    """Every name of every publication the sources with these keys are."""
     out: set[str] = set()
-    for ref in case.sources:
-        out.add(f"source:{ref.source}")
-        src = kb.sources.get(ref.source)
+    for sid in sources:
+        out.add(f"source:{sid}")
+        src = kb.sources.get(sid)
         if src is None:
             continue
         if src.reports_on:
@@ -43,7 +49,7 @@ def publications_of(kb: Kb, case: S.CaseReport) -> set[str]:
             # The retold publication's identifiers name it as well.
             src = kb.sources.get(src.reports_on) or src
         for attr in ("doi", "pmid", "pmcid"):
-            for s in (kb.sources.get(ref.source), src):
+            for s in (kb.sources.get(sid), src):
                 value = getattr(s, attr, None) if s else None
                 if value:
                     out.add(f"{attr}:{value.lower()}")
@@ -69,7 +75,8 @@ def patient_signature(p: S.Patient) -> tuple | None:
     return (age, p.sex, genotype)
 
 
-def _describe(p: S.Patient) -> str:
+def describe_patient(p: S.Patient) -> str:
+    """Age, sex and genotype, as a duplicate-patient warning names them."""
     parts = []
     if isinstance(p.age, S.Age):
         a = p.age
@@ -85,12 +92,15 @@ def _describe(p: S.Patient) -> str:
 
 def check_duplicates(kb: Kb) -> list[Diagnostic]:
     """A warning on each patient that matches a patient of another case file (see the module docstring)."""
-    seen: list[tuple[str, int, S.Patient, set[str], tuple]] = []
+    from .cases import facts_of  # cases imports this module
+
+    # Each case's facts (evidence.cases): its model is not read back from the build cache.
+    seen: list[tuple[str, int, tuple[str, tuple | None, str], set[str], tuple]] = []
     for cid in sorted(kb.cases):
-        case = kb.cases[cid]
-        pubs = publications_of(kb, case)
-        for i, p in enumerate(case.patients):
-            sig = patient_signature(p)
+        facts = facts_of(kb.cases, cid)
+        pubs = _publications(kb, facts.sources)
+        for i, p in enumerate(facts.patients):
+            sig = p[1]
             if sig is not None:
                 seen.append((cid, i, p, pubs, sig))
     # Only patients with the same signature can match: compare within those groups (comparing
@@ -114,9 +124,9 @@ def check_duplicates(kb: Kb) -> list[Diagnostic]:
                 shared = sorted(x.split(":", 1)[1] for x in pubs & opubs if x.startswith("source:")) or sorted(pubs & opubs)
                 out.append(Diagnostic(
                     f.display, line, col,
-                    f"patients[{p.id}] may be patient {op.id} of {other.display} (line {oline}): the same publication ({', '.join(shared)}), "
-                    f"age, sex and genotype ({_describe(p)})",
-                    level="warning", rule="duplicate-patient", field=f"patients[{p.id}]",
+                    f"patients[{p[0]}] may be patient {op[0]} of {other.display} (line {oline}): the same publication ({', '.join(shared)}), "
+                    f"age, sex and genotype ({p[2]})",
+                    level="warning", rule="duplicate-patient", field=f"patients[{p[0]}]",
                     hint=f"if it is the same person, record it once: add what is new to {other.display} and remove it here; "
                          "if they are different people, say why in curation.notes, for the reviewer"))
     return out

@@ -8,10 +8,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import pickle
 import re
 import stat
 import typing
 import unicodedata
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -23,6 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 from . import schema as S
 from .annotations import MapOf, accepts_not_reported, unwrap
 from .cache import BuildCache, code_digest, digest
+from .cases import CaseModels, Pickled, facts_of
 from .config import Config
 from .duplicates import check_duplicates
 from .errors import Diagnostic, LoadError, sort_diagnostics
@@ -38,7 +41,8 @@ class Kb:
     """A kb that passed the schema (and, if ``diagnostics`` has no error, every rule)."""
 
     config: Config
-    cases: dict[str, S.CaseReport] = field(default_factory=dict)
+    # A case the build cache has is read back when asked for (see evidence.cases).
+    cases: MutableMapping[str, S.CaseReport] = field(default_factory=CaseModels)
     sources: dict[str, S.Source] = field(default_factory=dict)
     vocab: dict[str, dict[str, S.VocabTerm]] = field(default_factory=dict)
     files: dict[str, KbFile] = field(default_factory=dict)  # "case:<id>", "source:<id>", "vocabulary:<kind>"
@@ -845,13 +849,16 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
         cache.put("file-shas", shas_key, shas.state())
     # Sources are named by their file names (a source whose id differs is an error, never cached).
     source_sha = {f.path.stem: f.sha for f in raw.files if f.kind == "source"}
+    # A source's entry is (model, diagnostics, cited sources, None); a case's, (its model pickled,
+    # diagnostics, cited sources, facts): its model is read back only when asked for (see
+    # evidence.cases), the checks across files use its facts.
     cached: dict[int, tuple[Any, list[Diagnostic]]] = {}
     if cache.enabled:
         for f in raw.files:
             if f.kind in ("case", "source"):
                 entry = cache.get("validate", _checked_key(context, f))
-                if isinstance(entry, tuple) and len(entry) == 3 and all(source_sha.get(sid) == sha for sid, sha in entry[2]):
-                    cached[id(f)] = (entry[0], entry[1])
+                if isinstance(entry, tuple) and len(entry) == 4 and all(source_sha.get(sid) == sha for sid, sha in entry[2]):
+                    cached[id(f)] = (Pickled(entry[3], entry[0], f.display) if f.kind == "case" else entry[0], entry[1])
     parsed: list[KbFile] = []
     broken_cases: list[KbFile] = []
     claimed: dict[str, list[KbFile]] = {}  # "case:<id>" or "source:<id>" -> the files that give that id, in order
@@ -935,7 +942,12 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
         if f.kind in ("case", "source") and not any(d.level == "error" for d in mine):
             if cache.enabled:
                 deps = tuple(sorted((sid, source_sha.get(sid)) for sid in checker.touched))
-                cache.put("validate", _checked_key(context, f), (f.model, found.get(id(f), []) + mine, deps))
+                if f.kind == "case":
+                    entry = (pickle.dumps(f.model, protocol=pickle.HIGHEST_PROTOCOL), found.get(id(f), []) + mine, deps,
+                             facts_of(kb.cases, f.model.id))
+                else:
+                    entry = (f.model, found.get(id(f), []) + mine, deps, None)
+                cache.put("validate", _checked_key(context, f), entry)
             f.release()
     for f in broken_cases:
         checker.raw_references(f)
@@ -951,28 +963,22 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
 
 
 def _check_variants(kb: Kb, checker: _Checker) -> None:
-    """One HGVS names one variant: its gene, protein change and legacy name agree in every file."""
+    """One HGVS names one variant: its gene, protein change and legacy name agree in every file.
+    Each case's facts (evidence.cases) say it: its model is not read back from the build cache."""
     first: dict[str, tuple[str, tuple, tuple]] = {}
     for cid in sorted(kb.cases):
         f = kb.files[f"case:{cid}"]
-        for i, p in enumerate(kb.cases[cid].patients):
-            if not isinstance(p.genotype, list):
-                continue
-            for j, g in enumerate(p.genotype):
-                if not isinstance(g.variant, S.Variant):
-                    continue
-                # p.(Asp18Asn), predicted, and p.Asp18Asn, observed, name the same change.
-                protein = g.variant.protein.replace("(", "").replace(")", "") if g.variant.protein else None
-                facts = (g.gene, protein, g.variant.legacy_name)
-                loc = ("patients", i, "genotype", j, "variant", "hgvs")
-                seen = first.setdefault(g.variant.hgvs, (f.display, loc, facts))
-                names = ("gene", "protein", "legacy_name")
-                diff = [f"{n} '{a}' here but '{b}' there" for n, a, b in zip(names, facts, seen[2]) if a and b and a != b]
-                if diff:
-                    line = f.doc.where(seen[1]) if seen[0] == f.display else None
-                    where = f"{seen[0]}" + (f":{line[0]}" if line else "")
-                    checker.add(f, loc, f"variant {g.variant.hgvs} is described differently in {where}: {'; '.join(diff)}", "variant-consistency",
-                                hint="one HGVS names one variant: make the files agree, or fix the HGVS")
+        for i, j, hgvs, gene, protein, legacy in facts_of(kb.cases, cid).variants:
+            facts = (gene, protein, legacy)
+            loc = ("patients", i, "genotype", j, "variant", "hgvs")
+            seen = first.setdefault(hgvs, (f.display, loc, facts))
+            names = ("gene", "protein", "legacy_name")
+            diff = [f"{n} '{a}' here but '{b}' there" for n, a, b in zip(names, facts, seen[2]) if a and b and a != b]
+            if diff:
+                line = f.doc.where(seen[1]) if seen[0] == f.display else None
+                where = f"{seen[0]}" + (f":{line[0]}" if line else "")
+                checker.add(f, loc, f"variant {hgvs} is described differently in {where}: {'; '.join(diff)}", "variant-consistency",
+                            hint="one HGVS names one variant: make the files agree, or fix the HGVS")
 
 
 def _check_duplicate_identifiers(kb: Kb, checker: _Checker) -> None:

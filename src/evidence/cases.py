@@ -1,0 +1,148 @@
+"""The checked cases of a kb: each case's model, read back from the build cache only when it is
+asked for, and beside it what the checks across files need of it, as plain values.
+
+A checked case is about 74 model objects: 740,000 at 10,000 cases, which took 1.35 s to read
+back from the build cache in every validate, whether anything then asked for them or not (the
+checks across files need a few of their values; ``evidence validate`` none of the rest). A case
+the cache has is now kept as its pickle (:class:`Pickled`) in :class:`CaseModels` until its
+model is asked for, and the checks across files run on its :class:`CaseFacts`, kept in the cache
+entry beside the pickle.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator, MutableMapping
+from typing import Any, NamedTuple
+
+from . import schema as S
+from .duplicates import describe_patient, patient_signature
+from .errors import Diagnostic, LoadError
+
+__all__ = ["CaseFacts", "CaseModels", "Pickled", "case_facts", "facts_of"]
+
+
+class CaseFacts(NamedTuple):
+    """What the checks across files (duplicate patients, one HGVS one variant) need of a case."""
+
+    id: str
+    sources: tuple[str, ...]  # the keys of the sources in its ``sources`` list, in order
+    # each patient in order: its id, patient_signature (None: nothing to match on), describe_patient
+    patients: tuple[tuple[str, tuple | None, str], ...]
+    # each genotype with a variant: (patient index, genotype index, HGVS, gene, protein change
+    # without brackets, legacy name)
+    variants: tuple[tuple[int, int, str, str, str | None, str | None], ...]
+
+
+def case_facts(case: S.CaseReport) -> CaseFacts:
+    variants = []
+    for i, p in enumerate(case.patients):
+        if not isinstance(p.genotype, list):
+            continue
+        for j, g in enumerate(p.genotype):
+            if isinstance(g.variant, S.Variant):
+                # p.(Asp18Asn), predicted, and p.Asp18Asn, observed, name the same change.
+                protein = g.variant.protein.replace("(", "").replace(")", "") if g.variant.protein else None
+                variants.append((i, j, g.variant.hgvs, g.gene, protein, g.variant.legacy_name))
+    return CaseFacts(
+        id=case.id,
+        sources=tuple(ref.source for ref in case.sources),
+        patients=tuple((p.id, patient_signature(p), describe_patient(p)) for p in case.patients),
+        variants=tuple(variants),
+    )
+
+
+def facts_of(cases: Any, key: str) -> CaseFacts:
+    """A case's facts from a kb's cases: a :class:`CaseModels`, or a plain mapping of models."""
+    return cases.facts(key) if isinstance(cases, CaseModels) else case_facts(cases[key])
+
+
+class Pickled:
+    """A checked case's model as the build cache keeps it (``pickle.dumps`` of the model), with its
+    facts and the file it was checked from (named if it cannot be read back)."""
+
+    __slots__ = ("facts", "data", "display")
+
+    def __init__(self, facts: CaseFacts, data: bytes, display: str):
+        self.facts, self.data, self.display = facts, data, display
+
+    @property
+    def id(self) -> str:
+        return self.facts.id
+
+    def load(self) -> S.CaseReport:
+        try:
+            model = pickle.loads(self.data)
+        except Exception as exc:  # the entry's bytes passed their CRC: this is a cache written by other code
+            raise LoadError(f"{self.display}: its checked model in the build cache cannot be read ({type(exc).__name__}: {exc})", [
+                Diagnostic(self.display, 1, 1, "its checked model in the build cache cannot be read", rule="file-read",
+                           hint="build again with EVIDENCE_CACHE=off, or delete the folder .cache/build")]) from None
+        if not isinstance(model, S.CaseReport):
+            raise LoadError(f"{self.display}: the build cache holds a {type(model).__name__} for it, not a case", [
+                Diagnostic(self.display, 1, 1, "the build cache holds something else than its checked case", rule="file-read",
+                           hint="build again with EVIDENCE_CACHE=off, or delete the folder .cache/build")])
+        return model
+
+
+class CaseModels(MutableMapping[str, S.CaseReport]):
+    """Case id -> checked model, in the order the ids were added. A value given as a
+    :class:`Pickled` is read back the first time it is asked for (``[id]``, ``values()``,
+    ``items()``, ``get``), and kept; ``in``, ``len``, iterating the ids and :meth:`facts` read
+    nothing back."""
+
+    __slots__ = ("_models", "_facts")
+
+    def __init__(self, items: Any = ()) -> None:
+        self._models: dict[str, Any] = {}
+        self._facts: dict[str, CaseFacts] = {}  # of the models given as models, worked out once
+        self.update(items)
+
+    def facts(self, key: str) -> CaseFacts:
+        """The case's :class:`CaseFacts`, without reading its model back."""
+        value = self._models[key]
+        if type(value) is Pickled:
+            return value.facts
+        found = self._facts.get(key)
+        if found is None:
+            found = self._facts[key] = case_facts(value)
+        return found
+
+    def __getitem__(self, key: str) -> S.CaseReport:
+        value = self._models[key]
+        if type(value) is Pickled:
+            self._facts[key] = value.facts
+            value = self._models[key] = value.load()
+        return value
+
+    def __setitem__(self, key: str, value: S.CaseReport | Pickled) -> None:
+        self._models[key] = value
+        self._facts.pop(key, None)
+
+    def __delitem__(self, key: str) -> None:
+        del self._models[key]
+        self._facts.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._models
+
+    def read_all(self) -> None:
+        """Read back every model not read yet (a build, which renders every case, does it at once:
+        read while the site renders, the models slowed the render by 2 s at 10,000 cases, and the
+        collector's walk of them after it the swap by 1.5-3 s)."""
+        for key, value in self._models.items():
+            if type(value) is Pickled:
+                self._facts[key] = value.facts
+                self._models[key] = value.load()
+
+    def unread(self) -> int:
+        """How many models have not been read back yet."""
+        return sum(1 for v in self._models.values() if type(v) is Pickled)
+
+    def __repr__(self) -> str:
+        return f"CaseModels({len(self)} cases, {self.unread()} not read back)"
