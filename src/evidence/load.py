@@ -47,7 +47,7 @@ class KbFile:
         self.path = path
         self.display = display
         self.sha = sha
-        self.model: Any = None  # set by the validate stage
+        self.model: Any = None  # set by the validate stage; None for a case whose model the build cache has (see Kb.cases)
         self.problems: list[Diagnostic] = []  # what reading it found (set when it is parsed)
         self._doc = doc
         self._raw = raw

@@ -907,6 +907,8 @@ def _validate_kb(config: Config, paths: list[Path] | None, cache: BuildCache) ->
             kb.files[k] = f
             if f.kind == "case":
                 kb.cases[f.model.id] = f.model
+                if type(f.model) is Pickled:  # the pickle is the kb's now, let go once read back (50 MB at 10,000 cases)
+                    f.model = None
             else:
                 kb.sources[f.model.id] = f.model
             parsed.append(f)
