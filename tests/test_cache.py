@@ -1285,3 +1285,36 @@ def test_a_cached_model_that_cannot_be_read_back_is_an_error_naming_its_file(dat
     with pytest.raises(LoadError) as failed:
         cases["x"]
     assert failed.value.diagnostics[0].path == "kb/x.yaml" and "EVIDENCE_CACHE=off" in failed.value.diagnostics[0].hint
+
+
+def test_validate_and_export_keep_the_packs_few_and_every_entry(project, monkeypatch, capsys):
+    """Each validate or export that checks or compiles a file anew seals a pack of its own; only a
+    build prunes. Past MAX_PACKS packs they merge them, keeping every entry (the next build's
+    site entries too): without that, packs piled up and every command opened them all."""
+    from evidence.cli import main
+
+    monkeypatch.setenv("EVIDENCE_CACHE", str(project.cache_dir))
+    monkeypatch.setattr(BuildCache, "MAX_PACKS", 2)
+    project.build()
+    out = project.root / "graph.nq"
+    for i in range(6):
+        project.edit("zimmermann-2019.yaml", "title: ", f"title: Edit {i}, ")
+        assert main(["--root", str(project.root), "validate"]) == 0
+        assert main(["--root", str(project.root), "export", "--format", "nq", "--out", str(out)]) == 0
+        assert len(_packs(project.cache_dir, "validate")) <= 3 and len(_packs(project.cache_dir, "compile")) <= 3
+    capsys.readouterr()
+    project.build()  # the cached build equals one without the cache (Project.build)
+    assert project.cache.made("validate") == 0 and project.cache.made("compile") == 0  # all kept by the merges
+
+
+def test_a_copy_of_the_cases_is_a_mapping_of_its_own():
+    import copy
+
+    from evidence.cases import CaseFacts, CaseModels, Pickled
+
+    cases = CaseModels()
+    cases["x"] = Pickled(CaseFacts("x", (), (), ()), b"", "kb/x.yaml")
+    other = copy.copy(cases)
+    other["y"] = Pickled(CaseFacts("y", (), (), ()), b"", "kb/y.yaml")
+    del other["x"]
+    assert list(cases) == ["x"] and list(other) == ["y"] and cases.unread() == 1

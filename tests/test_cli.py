@@ -20,7 +20,9 @@ INVALID = ROOT / "tests" / "data" / "invalid"
 
 
 def run(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    e = {**os.environ, **(env or {})}
+    # Not the repository's own build cache (validate, export and query use it too): what these
+    # tests see must not depend on what a developer's cache holds. The cache has tests of its own.
+    e = {**os.environ, "EVIDENCE_CACHE": "off", **(env or {})}
     e["PYTHONPATH"] = str(ROOT / "src")
     return subprocess.run([sys.executable, "-m", "evidence", *args], cwd=cwd, capture_output=True, text=True, env=e, timeout=300)
 

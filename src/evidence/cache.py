@@ -242,6 +242,23 @@ class BuildCache:
         without it."""
         _close_stages(self._stages)
 
+    def tidy(self) -> None:
+        """What a command other than build does when it ends (validate, export, query): seal its
+        packs and, past MAX_PACKS packs in a stage it used, merge them, keeping every entry (only
+        a build knows which entries the site still needs). Each such command adds a pack to the
+        stages it wrote; without a build between them, packs piled up, and every command opened
+        them all: at 66 packs and a limit of 60 open files, validate reported every file as
+        changed while it read it."""
+        if self.folder is None or os.getpid() != self.pid:
+            self.close()
+            return
+        try:
+            for stage in list(self._stages.values()):
+                stage.compact(None, self.MAX_PACKS, self.PACK_FROM)
+        except OSError:  # a cache that cannot be written only costs speed; the packs stay as they are
+            pass
+        self.close()
+
     def prune(self) -> int:
         """Delete every entry this build did not use (call after a build that succeeded), so the
         folder holds one build's worth, not every build's; return how many single entries were
@@ -553,12 +570,12 @@ class _Stage:
         if pack is not None:
             self.packs.insert(0, pack)
 
-    def compact(self, used: set[str], max_packs: int, pack_from: int) -> None:
+    def compact(self, used: set[str] | None, max_packs: int, pack_from: int) -> None:
         """Seal, then merge: every pack into one of the used entries when at least half the
         entries held (and ``pack_from``) are unused; else, past ``max_packs`` packs, those newer
         than the largest (or all, when fewer than two are newer). Damaged packs, the pack of the
         cache's earlier format and the temporary files of interrupted builds (a day old) are
-        deleted."""
+        deleted. ``used`` None: every entry held is kept (see :meth:`BuildCache.tidy`)."""
         self.seal()
         _unlink(self.folder / "pack")  # the cache's earlier format
         for path in self.unread:  # only these: the packs read at the start are whole
@@ -574,6 +591,8 @@ class _Stage:
         if not self.packs:
             return
         held = set().union(*(p.index for p in self.packs))
+        if used is None:
+            used = held
         if len(held) - len(held & used) >= max(pack_from, len(held) / 2):
             self._merge(self.packs, used)
         elif len(self.packs) > max_packs:

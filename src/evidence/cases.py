@@ -140,6 +140,12 @@ class CaseModels(MutableMapping[str, S.CaseReport]):
                 self._facts[key] = value.facts
                 self._models[key] = value.load()
 
+    def __copy__(self) -> CaseModels:
+        """A mapping of its own (copy.copy of the slots shared the dictionaries), its models not read back."""
+        new = CaseModels()
+        new._models, new._facts = dict(self._models), dict(self._facts)
+        return new
+
     def unread(self) -> int:
         """How many models have not been read back yet."""
         return sum(1 for v in self._models.values() if type(v) is Pickled)

@@ -75,7 +75,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         kb = validate_kb(config, paths, cache)
     finally:
-        cache.close()
+        cache.tidy()
     diags = kb.diagnostics
     if args.paths:  # what was named: its files, and for a folder, anything under it (a folder the kb does not read)
         wanted = {str(real_path(p)) for p in paths}

@@ -124,7 +124,7 @@ def compiled_with_cache(config: Config) -> Compiled:
                 freeze_heap()
             return compile_checked(kb, cache=cache, freeze=True)
     finally:
-        cache.close()  # what it made is kept; the compiled chunks it names stay readable (see evidence.spool)
+        cache.tidy()  # what it made is kept; the compiled chunks it names stay readable (see evidence.spool)
 
 
 def build(config: Config, out: Path, templates: Path | None = None, cache: BuildCache | None = None) -> BuildReport:
