@@ -304,6 +304,11 @@ def load_yaml_text(text: str, path: str = "<string>") -> tuple[YamlDoc | None, l
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        if "maximum nesting depth" in problem:
+            # The libyaml of PyYAML 6.0.4's wheels has a depth limit of its own (1,000 levels of
+            # brackets, measured), which its scanner reaches while it reads ahead, before the
+            # builder sees the level past MAX_DEPTH: "exceeded maximum nesting depth".
+            return None, [_diag(path, line, col, f"the YAML is nested deeper than {MAX_DEPTH} levels", "flatten the structure", "yaml-depth")]
         hint = "check indentation, colons and quotes near here"
         if "escape" in problem:  # "\ud83d" (half of a surrogate pair), "\q"...: not an escape YAML reads as a character
             hint = ("in double quotes a backslash starts an escape: write \\\\ for a backslash, or the character itself "
