@@ -31,13 +31,9 @@ if TYPE_CHECKING:  # validate.py calls check_duplicates: no import cycle at run 
 __all__ = ["check_duplicates", "describe_patient", "patient_signature", "publications_of"]
 
 
-def publications_of(kb: Kb, case: S.CaseReport) -> set[str]:
-    """Every name of every publication a case rests on: source keys, what they retell, identifiers."""
-    return _publications(kb, [ref.source for ref in case.sources])
-
-
-def _publications(kb: Kb, sources: Iterable[str]) -> set[str]:
-    """Every name of every publication the sources with these keys are."""
+def publications_of(kb: Kb, sources: Iterable[str]) -> set[str]:
+    """Every name of every publication a case rests on, from the keys of the sources it cites
+    (:attr:`evidence.cases.CaseFacts.sources`): source keys, what they retell, identifiers."""
     out: set[str] = set()
     for sid in sources:
         out.add(f"source:{sid}")
@@ -98,7 +94,7 @@ def check_duplicates(kb: Kb) -> list[Diagnostic]:
     seen: list[tuple[str, int, tuple[str, tuple | None, str], set[str], tuple]] = []
     for cid in sorted(kb.cases):
         facts = facts_of(kb.cases, cid)
-        pubs = _publications(kb, facts.sources)
+        pubs = publications_of(kb, facts.sources)
         for i, p in enumerate(facts.patients):
             sig = p[1]
             if sig is not None:

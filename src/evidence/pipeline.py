@@ -109,6 +109,19 @@ def compile_checked(kb: Kb, timings: dict[str, float] | None = None, cache: Buil
     return compiled
 
 
+def _validated(config: Config, cache: BuildCache, read_all: bool) -> Kb:
+    """:func:`load_and_validate`, its models then frozen (perf.freeze_heap) before the collector
+    runs again: they live until the caller ends, and the first collection after validate_kb
+    walked them all (about 1 s of a 10,000-case rebuild). ``read_all``: every case's model is
+    read back from the build cache first (evidence.cases), to be frozen with the rest."""
+    with gc_paused():
+        kb = load_and_validate(config, cache=cache)
+        if read_all and isinstance(kb.cases, CaseModels):
+            kb.cases.read_all()
+        freeze_heap()
+    return kb
+
+
 def compiled_with_cache(config: Config) -> Compiled:
     """Validate, compile and check the kb, through the build cache of ``config``'s project (see
     :mod:`evidence.cache`; ``EVIDENCE_CACHE=off`` turns it off), as ``evidence export``,
@@ -119,10 +132,7 @@ def compiled_with_cache(config: Config) -> Compiled:
     cache = BuildCache.for_root(config.root)
     try:
         with frozen_heap():
-            with gc_paused():
-                kb = load_and_validate(config, cache=cache)
-                freeze_heap()
-            return compile_checked(kb, cache=cache, freeze=True)
+            return compile_checked(_validated(config, cache, read_all=False), cache=cache, freeze=True)
     finally:
         cache.tidy()  # what it made is kept; the compiled chunks it names stay readable (see evidence.spool)
 
@@ -165,14 +175,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         else:
             leftovers.append(left)
     t = time.perf_counter()
-    # The models live until the end: they are frozen (later collections need not walk them) before
-    # the collector runs again; the first collection after validate_kb walked them all (about 1 s
-    # of a 10,000-case rebuild).
-    with gc_paused():
-        kb = load_and_validate(config, cache=cache)
-        if isinstance(kb.cases, CaseModels):
-            kb.cases.read_all()  # the site shows every case: read back here, and frozen with the rest
-        freeze_heap()
+    kb = _validated(config, cache, read_all=True)  # the site shows every case
     report.timings["validate"] = time.perf_counter() - t
     compiled = compile_checked(kb, report.timings, cache, freeze=True)
     report.cases = len(kb.cases)
