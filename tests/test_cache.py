@@ -1280,7 +1280,7 @@ def test_a_cached_model_that_cannot_be_read_back_is_an_error_naming_its_file(dat
     from evidence.errors import LoadError
 
     cases = CaseModels()
-    cases["x"] = Pickled(CaseFacts("x", (), (), ()), data, "kb/x.yaml")
+    cases["x"] = Pickled(CaseFacts("x", (), (), (), b""), data, "kb/x.yaml")
     assert "x" in cases and len(cases) == 1 and cases.facts("x").id == "x"  # nothing read back yet
     with pytest.raises(LoadError) as failed:
         cases["x"]
@@ -1313,7 +1313,7 @@ def test_a_copy_of_the_cases_is_a_mapping_of_its_own():
     from evidence.cases import CaseFacts, CaseModels, Pickled
 
     cases = CaseModels()
-    cases["x"] = Pickled(CaseFacts("x", (), (), ()), b"", "kb/x.yaml")
+    cases["x"] = Pickled(CaseFacts("x", (), (), (), b""), b"", "kb/x.yaml")
     other = copy.copy(cases)
     other["y"] = Pickled(CaseFacts("y", (), (), ()), b"", "kb/y.yaml")
     del other["x"]

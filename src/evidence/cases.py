@@ -6,7 +6,9 @@ back from the build cache in every validate, whether anything then asked for the
 checks across files need a few of their values; ``evidence validate`` none of the rest). A case
 the cache has is now kept as its pickle (:class:`Pickled`) in :class:`CaseModels` until its
 model is asked for, and the checks across files run on its :class:`CaseFacts`, kept in the cache
-entry beside the pickle.
+entry beside the pickle. The facts hold what the site model needs of the case as well
+(:class:`~evidence.site_facts.SiteFacts`, pickled apart: only a build reads them), so a build
+reads back only the models of the pages it renders again.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any, NamedTuple
 from . import schema as S
 from .duplicates import describe_patient, patient_signature
 from .errors import Diagnostic, LoadError
+from .site_facts import SiteFacts, pack_site_facts, site_facts
 
-__all__ = ["CaseFacts", "CaseModels", "Pickled", "case_facts", "facts_of"]
+__all__ = ["CaseFacts", "CaseModels", "Pickled", "case_facts", "facts_of", "site_facts_of"]
 
 
 class CaseFacts(NamedTuple):
@@ -32,6 +35,7 @@ class CaseFacts(NamedTuple):
     # each genotype with a variant: (patient index, genotype index, HGVS, gene, protein change
     # without brackets, legacy name)
     variants: tuple[tuple[int, int, str, str, str | None, str | None], ...]
+    site: bytes  # what the site model needs of it: its SiteFacts, pickled (pack_site_facts)
 
 
 def case_facts(case: S.CaseReport) -> CaseFacts:
@@ -49,12 +53,18 @@ def case_facts(case: S.CaseReport) -> CaseFacts:
         sources=tuple(ref.source for ref in case.sources),
         patients=tuple((p.id, patient_signature(p), describe_patient(p)) for p in case.patients),
         variants=tuple(variants),
+        site=pack_site_facts(site_facts(case)),
     )
 
 
 def facts_of(cases: Any, key: str) -> CaseFacts:
     """A case's facts from a kb's cases: a :class:`CaseModels`, or a plain mapping of models."""
     return cases.facts(key) if isinstance(cases, CaseModels) else case_facts(cases[key])
+
+
+def site_facts_of(cases: Any, key: str) -> SiteFacts:
+    """A case's :class:`~evidence.site_facts.SiteFacts` from a kb's cases (as :func:`facts_of`)."""
+    return cases.site(key) if isinstance(cases, CaseModels) else site_facts(cases[key])
 
 
 class Pickled:
@@ -90,11 +100,12 @@ class CaseModels(MutableMapping[str, S.CaseReport]):
     ``items()``, ``get``), and kept; ``in``, ``len``, iterating the ids and :meth:`facts` read
     nothing back."""
 
-    __slots__ = ("_models", "_facts")
+    __slots__ = ("_models", "_facts", "_site")
 
     def __init__(self, items: Any = ()) -> None:
         self._models: dict[str, Any] = {}
         self._facts: dict[str, CaseFacts] = {}  # of the models given as models, worked out once
+        self._site: dict[str, SiteFacts] = {}  # read from the facts once
         self.update(items)
 
     def facts(self, key: str) -> CaseFacts:
@@ -107,6 +118,18 @@ class CaseModels(MutableMapping[str, S.CaseReport]):
             found = self._facts[key] = case_facts(value)
         return found
 
+    def site(self, key: str) -> SiteFacts:
+        """The case's :class:`~evidence.site_facts.SiteFacts`, without reading its model back."""
+        found = self._site.get(key)
+        if found is None:
+            found = self._site[key] = pickle.loads(self.facts(key).site)
+        return found
+
+    def add(self, key: str, model: S.CaseReport, facts: CaseFacts) -> None:
+        """Set ``key`` to a model whose facts were worked out already (by the worker that checked it)."""
+        self[key] = model
+        self._facts[key] = facts
+
     def __getitem__(self, key: str) -> S.CaseReport:
         value = self._models[key]
         if type(value) is Pickled:
@@ -117,10 +140,12 @@ class CaseModels(MutableMapping[str, S.CaseReport]):
     def __setitem__(self, key: str, value: S.CaseReport | Pickled) -> None:
         self._models[key] = value
         self._facts.pop(key, None)
+        self._site.pop(key, None)
 
     def __delitem__(self, key: str) -> None:
         del self._models[key]
         self._facts.pop(key, None)
+        self._site.pop(key, None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._models)
@@ -132,9 +157,10 @@ class CaseModels(MutableMapping[str, S.CaseReport]):
         return key in self._models
 
     def read_all(self) -> None:
-        """Read back every model not read yet (a build, which renders every case, does it at once:
-        read while the site renders, the models slowed the render by 2 s at 10,000 cases, and the
-        collector's walk of them after it the swap by 1.5-3 s)."""
+        """Read back every model not read yet. A build does not: the site model reads the facts
+        (evidence.site_facts), and a page rendered again the models it shows (the render then
+        freezes them, perf.freeze_heap: walked by the collector after the render, they made a
+        10,000-case rebuild's swap 1.5-3 s longer)."""
         for key, value in self._models.items():
             if type(value) is Pickled:
                 self._facts[key] = value.facts
@@ -143,7 +169,7 @@ class CaseModels(MutableMapping[str, S.CaseReport]):
     def __copy__(self) -> CaseModels:
         """A mapping of its own (copy.copy of the slots shared the dictionaries), its models not read back."""
         new = CaseModels()
-        new._models, new._facts = dict(self._models), dict(self._facts)
+        new._models, new._facts, new._site = dict(self._models), dict(self._facts), dict(self._site)
         return new
 
     def unread(self) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyoxigraph as ox
 
 from .cache import BuildCache
-from .cases import CaseModels, facts_of
+from .cases import facts_of
 from .compile import Compiled, compile_kb
 from .config import Config
 from .errors import RenderError, ValidationError
@@ -109,15 +109,14 @@ def compile_checked(kb: Kb, timings: dict[str, float] | None = None, cache: Buil
     return compiled
 
 
-def _validated(config: Config, cache: BuildCache, read_all: bool) -> Kb:
+def _validated(config: Config, cache: BuildCache) -> Kb:
     """:func:`load_and_validate`, its models then frozen (perf.freeze_heap) before the collector
     runs again: they live until the caller ends, and the first collection after validate_kb
-    walked them all (about 1 s of a 10,000-case rebuild). ``read_all``: every case's model is
-    read back from the build cache first (evidence.cases), to be frozen with the rest."""
+    walked them all (about 1 s of a 10,000-case rebuild). A case the build cache has stays a
+    pickle until its model is asked for (evidence.cases): the site model reads its facts
+    (evidence.site_facts), and a page rendered again reads the models it shows."""
     with gc_paused():
         kb = load_and_validate(config, cache=cache)
-        if read_all and isinstance(kb.cases, CaseModels):
-            kb.cases.read_all()
         freeze_heap()
     return kb
 
@@ -132,7 +131,7 @@ def compiled_with_cache(config: Config) -> Compiled:
     cache = BuildCache.for_root(config.root)
     try:
         with frozen_heap():
-            return compile_checked(_validated(config, cache, read_all=False), cache=cache, freeze=True)
+            return compile_checked(_validated(config, cache), cache=cache, freeze=True)
     finally:
         cache.tidy()  # what it made is kept; the compiled chunks it names stay readable (see evidence.spool)
 
@@ -175,7 +174,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
         else:
             leftovers.append(left)
     t = time.perf_counter()
-    kb = _validated(config, cache, read_all=True)  # the site shows every case
+    kb = _validated(config, cache)
     report.timings["validate"] = time.perf_counter() - t
     compiled = compile_checked(kb, report.timings, cache, freeze=True)
     report.cases = len(kb.cases)

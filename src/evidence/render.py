@@ -29,7 +29,7 @@ from .cache import TEMPLATES, code_digest
 from .errors import RenderError
 from .folders import write_whole
 from .outputs import Outputs, walk_names
-from .perf import gc_paused
+from .perf import freeze_heap, gc_paused
 from .site_format import NR, age_text, dose_text, human_duration, measurement_text, num
 
 __all__ = ["render_site", "safe_href", "environment", "SiteWriter"]
@@ -208,6 +208,10 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
         with LibraryAnswers(compiled, load_library(kb.config.kb_dir / "queries")) as library, gc_paused():
             pages = SitePages(kb, compiled, env, templates, writer, downloads, timings, library, search=search)
             pages.write_all()
+            # The models the pages read back (evidence.site_facts.Ref) live until the build ends:
+            # out of the collector's sight, as the others are (perf.freeze_heap). Walked, they made
+            # the collections after the render of a 10,000-case rebuild take 1.7 s.
+            freeze_heap()
         if pages.index is not None:
             t = time.perf_counter()
             writer.files += pages.index.result()

@@ -14,11 +14,11 @@ from .site_format import citation_text
 __all__ = ["home_jsonld", "dcat_void_jsonld", "case_jsonld"]
 
 
-def _person(cur: S.Curator) -> dict[str, Any]:
-    p: dict[str, Any] = {"@type": "Person", "name": cur.name}
-    if cur.orcid:
-        p["@id"] = f"https://orcid.org/{cur.orcid}"
-        p["identifier"] = f"https://orcid.org/{cur.orcid}"
+def _person(name: str, orcid: str | None) -> dict[str, Any]:
+    p: dict[str, Any] = {"@type": "Person", "name": name}
+    if orcid:
+        p["@id"] = f"https://orcid.org/{orcid}"
+        p["identifier"] = f"https://orcid.org/{orcid}"
     return p
 
 
@@ -42,7 +42,7 @@ def _article(s: S.Source) -> dict[str, Any]:
 
 
 def home_jsonld(name: str, description: str, base_iri: str, downloads: list[dict[str, Any]], keywords: list[str],
-                creators: list[S.Curator], modified: str) -> dict[str, Any]:
+                creators: list[tuple[str, str | None]], modified: str) -> dict[str, Any]:
     return {
         "@context": "https://schema.org/",
         "@type": "Dataset",
@@ -51,7 +51,7 @@ def home_jsonld(name: str, description: str, base_iri: str, downloads: list[dict
         "description": description,
         "identifier": base_iri,
         "keywords": keywords,
-        "creator": [_person(c) for c in creators],
+        "creator": [_person(name, orcid) for name, orcid in creators],
         "dateModified": modified,
         "isAccessibleForFree": True,
         "distribution": [{"@type": "DataDownload", "name": d["name"], "encodingFormat": d.get("compress") or d["media"], "contentUrl": d["href"]}
@@ -97,7 +97,7 @@ def case_jsonld(c: S.CaseReport, iri: str, base_iri: str, sources: list[S.Source
         "name": c.title,
         "description": f"Curated evidence from a {c.study_design}: {c.title}",
         "isBasedOn": [_article(s) for s in sources],
-        "creator": [_person(cur) for cur in c.curation.curators],
+        "creator": [_person(cur.name, cur.orcid) for cur in c.curation.curators],
         "dateCreated": c.curation.created.isoformat(),
         "isPartOf": {"@id": base_iri, "@type": "Dataset"},
         "about": about,

@@ -16,7 +16,21 @@ from datetime import date
 from typing import Any
 
 from . import schema as S
+from .cases import site_facts_of
 from .namespaces import Namespaces, curie_to_iri
+from .site_facts import (
+    REF_TYPES,
+    AdverseEventCountRef,
+    AdverseEventRef,
+    CaseRef,
+    GenotypeRef,
+    OutcomeCountRef,
+    OutcomeRef,
+    PatientRef,
+    PriorTreatmentRef,
+    SiteFacts,
+    TreatmentRef,
+)
 from .site_format import (
     NR,
     age_text,
@@ -63,6 +77,7 @@ class Exposure:
     course: list[str]  # the phase kinds, in order
     dechallenge: bool
     rechallenge: bool
+    regimen: str  # site_format.regimen_text of the treatment
     ref: str = field(init=False, repr=False, compare=False)  # what stands for it in a page's key (site_pages._fingerprint)
 
     def __post_init__(self) -> None:
@@ -118,7 +133,13 @@ class MatrixRow:
 
 
 class SiteModel:
-    """The kb seen as pages: URLs, labels and every cross-reference."""
+    """The kb seen as pages: URLs, labels and every cross-reference.
+
+    Made from each case's facts (:class:`~evidence.site_facts.SiteFacts`, :attr:`facts`): the
+    records it lists (an exposure's case, patient, treatment, outcomes ...) are refs
+    (:class:`~evidence.site_facts.Ref`), which read the case's model back from the build cache
+    only when a page shows more of it than the facts hold. Whatever walks every case (the
+    indexes, the counts, the matrix, the lists' rows, the contributors) reads the facts."""
 
     def __init__(self, kb: Kb, ns: Namespaces | None = None, term_iris: dict[tuple[str, str], str] | None = None,
                  claim_counts: Mapping[str, Mapping[str, int]] | None = None):
@@ -180,62 +201,71 @@ class SiteModel:
                 for t in drug.targets:
                     self.targeted_by[t.gene].append(dkey)
 
+        # Every case from its facts (evidence.site_facts): its records are refs, whose models are
+        # read back only for a page that shows more of them than the facts hold.
+        cases = kb.cases
+        self.facts: dict[str, SiteFacts] = {}
+        self.patient_drugs: dict[tuple[str, str], list[str]] = {}  # (case, patient) -> the drugs given, in order
         for cid in self.case_ids:
-            c = kb.cases[cid]
-            for ref in c.sources:
-                self.cases_citing[ref.source].append((c, ref.role))
-            for k in c.conditions:
+            sf = self.facts[cid] = site_facts_of(cases, cid)
+            c = CaseRef(cases, cid, sf.title)
+            for sid, role in sf.sources:
+                self.cases_citing[sid].append((c, role))
+            for k in sf.conditions:
                 self.case_conditions[k].append(c)
             counted = self._claim_counts.get(cid)
             if counted is None:
-                for claim in self.claims(c):
+                for claim in self.claims(kb.cases[cid]):
                     self.claims_citing[claim.source] += 1
             else:
                 for sid, n in counted.items():
                     self.claims_citing[sid] += n
-            if c.cohort:
-                for oc in c.cohort.outcome_counts:
-                    self.cohort_outcomes[oc.measure].append((c, oc))
-                for ac in c.cohort.adverse_event_counts:
-                    self.cohort_aes[ac.term or ""].append((c, ac))
-                if c.cohort.outcome_counts or c.cohort.adverse_event_counts:
-                    for kind, keys in (("drugs", self.case_drugs(c)), ("diseases", c.conditions), ("genes", self.case_genes(c))):
+            if sf.cohort is not None:
+                _n, outcome_counts, ae_counts = sf.cohort
+                for k, oc in enumerate(outcome_counts):
+                    self.cohort_outcomes[oc[0]].append((c, OutcomeCountRef(cases, cid, k, oc)))
+                for k, ac in enumerate(ae_counts):
+                    self.cohort_aes[ac[0] or ""].append((c, AdverseEventCountRef(cases, cid, k, ac)))
+                if outcome_counts or ae_counts:
+                    for kind, keys in (("drugs", sf.drugs()), ("diseases", sf.conditions), ("genes", sf.genes())):
                         for k in dict.fromkeys(keys):
                             self.cohorts[(kind, k)].append(c)
-            for p in c.patients:
+            for i, pf in enumerate(sf.patients):
+                p = PatientRef(cases, cid, i, pf.id)
                 genes: list[str] | None = None
                 variants: list[str] = []
-                if isinstance(p.genotype, list):
+                if pf.genotype is not None:
                     genes = []
-                    for g in p.genotype:
-                        genes.append(g.gene)
-                        self.genotyped[g.gene].append((c, p, g))
-                        if isinstance(g.variant, S.Variant):
-                            v = g.variant
-                            variants.append(v.hgvs)
-                            entry = self.variants.setdefault(v.hgvs, {"hgvs": v.hgvs, "gene": g.gene, "protein": v.protein,
-                                                                      "legacy": v.legacy_name, "carriers": []})
+                    for j, (gene, hgvs, protein, legacy) in enumerate(pf.genotype):
+                        genes.append(gene)
+                        g = GenotypeRef(cases, cid, i, j, gene)
+                        self.genotyped[gene].append((c, p, g))
+                        if hgvs is not None:
+                            variants.append(hgvs)
+                            entry = self.variants.setdefault(hgvs, {"hgvs": hgvs, "gene": gene, "protein": protein, "legacy": legacy, "carriers": []})
                             entry["carriers"].append((c, p, g))
-                for k in p.diagnoses:
+                for k in pf.diagnoses:
                     self.diagnosed[k].append((c, p))
-                for k in p.comorbidities:
+                for k in pf.comorbidities:
                     self.comorbid[k].append((c, p))
-                for pt in p.prior_treatments:
-                    self.prior[pt.drug].append((c, p, pt))
-                for t in p.treatments:
-                    kinds = [ph.kind for ph in t.phases]
+                for j, drug in enumerate(pf.prior):
+                    self.prior[drug].append((c, p, PriorTreatmentRef(cases, cid, i, j, drug)))
+                outcomes = [OutcomeRef(cases, cid, i, j, o) for j, o in enumerate(pf.outcomes)]
+                aes = [AdverseEventRef(cases, cid, i, j, a) for j, a in enumerate(pf.adverse_events)]
+                self.patient_drugs[(cid, pf.id)] = [t[1] for t in pf.treatments]
+                for j, (tid, drug, indication, kinds, regimen) in enumerate(pf.treatments):
                     stop = kinds.index("stopped") if "stopped" in kinds else -1
                     e = Exposure(
-                        case=c, patient=p, treatment=t,
-                        outcomes=[o for o in p.outcomes if o.treatment == t.id],
-                        adverse_events=[a for a in p.adverse_events if a.treatment == t.id],
-                        conditions=[t.indication] if not is_nr(t.indication) else list(c.conditions),
-                        genes=genes, variants=variants, course=kinds,
-                        dechallenge=stop >= 0, rechallenge=stop >= 0 and "restarted" in kinds[stop + 1:],
+                        case=c, patient=p, treatment=TreatmentRef(cases, cid, i, j, tid, drug),
+                        outcomes=[o for o in outcomes if o.treatment == tid],
+                        adverse_events=[a for a in aes if a.treatment == tid],
+                        conditions=[indication] if indication is not None else list(sf.conditions),
+                        genes=genes, variants=variants, course=list(kinds),
+                        dechallenge=stop >= 0, rechallenge=stop >= 0 and "restarted" in kinds[stop + 1:], regimen=regimen,
                     )
                     self.exposures.append(e)
-                    self.exposures_by_case[c.id].append(e)
-                    self.by_drug[t.drug].append(e)
+                    self.exposures_by_case[cid].append(e)
+                    self.by_drug[drug].append(e)
                     for o in e.outcomes:
                         self.outcomes_by_measure[o.measure].append((e, o))
                     for a in e.adverse_events:
@@ -262,7 +292,8 @@ class SiteModel:
 
     def label(self, kind: str, key: str) -> str:
         if kind == "cases":
-            return self.kb.cases[key].title if key in self.kb.cases else key
+            sf = self.facts.get(key)
+            return sf.title if sf is not None else key
         if kind == "sources":
             return short_citation(self.kb.sources[key]) if key in self.kb.sources else key
         if kind == "variants":
@@ -321,7 +352,16 @@ class SiteModel:
         return c.curation.updated or c.curation.created
 
     def newest(self, n: int = 10) -> list[S.CaseReport]:
-        return sorted(self.kb.cases.values(), key=lambda c: (-self.case_date(c).toordinal(), c.id))[:n]
+        """The ``n`` cases curated last (their models are read: the home page shows them)."""
+        return [self.kb.cases[cid] for cid in sorted(self.facts, key=lambda cid: (-self.facts[cid].date.toordinal(), cid))[:n]]
+
+    def modified(self) -> date | None:
+        """When a case was last curated."""
+        return max((sf.date for sf in self.facts.values()), default=None)
+
+    def curators(self) -> list[tuple[str, str | None]]:
+        """Every case's curators, (name, ORCID), each once, in the order of the cases."""
+        return list(dict.fromkeys(cur for cid in self.case_ids for cur in self.facts[cid].curators))
 
     def case_drugs(self, c: S.CaseReport) -> list[str]:
         return sorted({t.drug for p in c.patients for t in p.treatments})
@@ -365,20 +405,20 @@ class SiteModel:
     def contributors(self) -> list[dict[str, Any]]:
         people: dict[tuple[str, str | None], dict[str, Any]] = {}
 
-        def add(cur: S.Curator, kind: str, key: str, cu: S.Curation) -> None:
-            p = people.setdefault((cur.name, cur.orcid), {"name": cur.name, "orcid": cur.orcid, "cases": [], "sources": [], "first": cu.created, "last": cu.created})
+        def add(name: str, orcid: str | None, kind: str, key: str, created: date, updated: date | None) -> None:
+            p = people.setdefault((name, orcid), {"name": name, "orcid": orcid, "cases": [], "sources": [], "first": created, "last": created})
             p[kind].append(key)
-            p["first"] = min(p["first"], cu.created)
-            p["last"] = max(p["last"], cu.updated or cu.created)
+            p["first"] = min(p["first"], created)
+            p["last"] = max(p["last"], updated or created)
 
         for cid in self.case_ids:
-            c = self.kb.cases[cid]
-            for cur in c.curation.curators:
-                add(cur, "cases", cid, c.curation)
+            sf = self.facts[cid]
+            for name, orcid in sf.curators:
+                add(name, orcid, "cases", cid, sf.created, sf.updated)
         for sid in self.source_ids:
-            s = self.kb.sources[sid]
-            for cur in s.curation.curators:
-                add(cur, "sources", sid, s.curation)
+            cu = self.kb.sources[sid].curation
+            for cur in cu.curators:
+                add(cur.name, cur.orcid, "sources", sid, cu.created, cu.updated)
         return sorted(people.values(), key=lambda p: (-len(p["cases"]) - len(p["sources"]), p["name"], p["orcid"] or ""))
 
     # ------------------------------------------------------------------------------ tables
@@ -502,7 +542,7 @@ class SiteModel:
             for (cid, _pid), exps in sorted(seen[key].items()):
                 row.patients += 1
                 row.cases.add(cid)
-                row.levels.add(exps[0].case.evidence_level.level)
+                row.levels.add(self.facts[cid].level[1])
                 found = {ex.best_response for ex in exps}  # each worked out once, not once per response level
                 best = next((r for r in RESPONSE_ORDER if r in found), None)
                 if best is None:
@@ -518,23 +558,24 @@ class SiteModel:
                     row.ae_terms[term] = row.ae_terms.get(term, 0) + 1
             # Cohort-level counts belong to a drug only when every patient of the case had that one drug.
             for cid in sorted(row.cases):
-                c = self.kb.cases[cid]
-                if c.cohort and self.case_drugs(c) == [key[0]]:
-                    for oc in c.cohort.outcome_counts:
-                        what = oc.response or oc.direction or "counted"
-                        row.cohort_notes.append((cid, f"{oc.patients} {what} ({self.label('measures', oc.measure)})"))
-                    for ac in c.cohort.adverse_event_counts:
-                        term = self.label("phenotypes", ac.term) if ac.term else "adverse events"
-                        sev = f"{ac.severity} " if ac.severity else ""
-                        row.cohort_notes.append((cid, f"{ac.patients} with {sev}{term}"))
+                sf = self.facts[cid]
+                if sf.cohort is not None and sf.drugs() == [key[0]]:
+                    for measure, response, direction, patients in sf.cohort[1]:
+                        what = response or direction or "counted"
+                        row.cohort_notes.append((cid, f"{patients} {what} ({self.label('measures', measure)})"))
+                    for term_key, severity, patients in sf.cohort[2]:
+                        term = self.label("phenotypes", term_key) if term_key else "adverse events"
+                        sev = f"{severity} " if severity else ""
+                        row.cohort_notes.append((cid, f"{patients} with {sev}{term}"))
         return list(cells.values())
 
     def counts(self) -> list[tuple[str, int, str | None]]:
         kb = self.kb
-        patients = sum(len(c.patients) for c in kb.cases.values())
-        drugs = {t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}
-        genes = {g for c in kb.cases.values() for g in self.case_genes(c)}
-        conditions = {e for c in kb.cases.values() for e in c.conditions}
+        facts = self.facts.values()
+        patients = sum(len(sf.patients) for sf in facts)
+        drugs = {t[1] for sf in facts for p in sf.patients for t in p.treatments}
+        genes = {g for sf in facts for g in sf.genes()}
+        conditions = {e for sf in facts for e in sf.conditions}
         return [
             ("publications", len(kb.sources), "sources.html"),
             ("case reports", len(kb.cases), "cases.html"),
@@ -552,11 +593,11 @@ class SiteModel:
 
     @functools.cached_property
     def _coverage(self) -> dict[str, list[str]]:
-        kb = self.kb
-        drugs = sorted({t.drug for c in kb.cases.values() for p in c.patients for t in p.treatments}, key=str.lower)
+        facts = self.facts.values()
+        drugs = sorted({t[1] for sf in facts for p in sf.patients for t in p.treatments}, key=str.lower)
         classes = sorted({d.drug_class for k in drugs if isinstance(d := self.term("drugs", k), S.Drug) and d.drug_class})
-        conditions = sorted({k for c in kb.cases.values() for k in c.conditions}, key=lambda k: self.label("diseases", k).lower())
-        genes = sorted({g for c in kb.cases.values() for g in self.case_genes(c)})
+        conditions = sorted({k for sf in facts for k in sf.conditions}, key=lambda k: self.label("diseases", k).lower())
+        genes = sorted({g for sf in facts for g in sf.genes()})
         return {"classes": classes, "drugs": drugs, "conditions": conditions, "genes": genes}
 
 
@@ -617,6 +658,8 @@ def _claims_in(node: Any):
     """Every Claim inside a model, depth first. Only the fields whose type can hold a claim are
     visited: at 10,000 cases, visiting every field of every model took 1.8 s of the site model's
     2.2 s."""
+    if type(node) in REF_TYPES:  # a record the site model holds as a ref: its model's claims
+        node = node.resolve()
     if isinstance(node, S.Claim):
         yield node
     elif isinstance(node, S._Model):

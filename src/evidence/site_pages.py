@@ -27,7 +27,8 @@ from .graph import evidence_network, forget_evidence_graph
 from .library_run import LibraryAnswers
 from .perf import parallel_imap, trim_heap
 from .site_docs import fixed_lists, format_docs
-from .site_format import NR, citation_text, human_bytes, json_script, regimen_text, short_citation
+from .site_facts import REF_TYPES, CaseRef
+from .site_format import NR, citation_text, human_bytes, json_script, short_citation
 from .site_graph import graph_view, shows_cases
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
@@ -320,7 +321,7 @@ class SitePages:
 
     def network(self) -> None:
         m = self.m
-        self.case_titles = {m.ns.case(cid): m.kb.cases[cid].title for cid in m.case_ids}
+        self.case_titles = {m.ns.case(cid): m.facts[cid].title for cid in m.case_ids}
         self.page("graph.html", "graph.html", "the network view", cache_key=self._graph_key(), title="Evidence network", page_kind="graph",
                   lazy=self._graph_context)
         # Nothing after this page reads the network: at 10,000 cases it was 300 MB that every
@@ -333,7 +334,7 @@ class SitePages:
         labels: dict[str, tuple[str, str]] = {}
         for iri, (kind, key) in m.iri_entity.items():
             if kind == "cases":
-                labels[iri] = (key, m.kb.cases[key].title)
+                labels[iri] = (key, m.facts[key].title)
             elif kind == "sources":
                 labels[iri] = (short_citation(m.kb.sources[key]), citation_text(m.kb.sources[key]))
             else:
@@ -361,9 +362,9 @@ class SitePages:
     def cases(self) -> None:
         m = self.m
         for cid in m.case_ids:
-            c = m.kb.cases[cid]
-            self.page(m.url("cases", cid), "case.html", f"case {cid}", cache_key=self._case_key(cid), title=c.title,
-                      description=f"Case report {cid}: {c.title}", page_kind="cases", indexed=True, lazy=functools.partial(self._case_context, cid))
+            title = m.facts[cid].title
+            self.page(m.url("cases", cid), "case.html", f"case {cid}", cache_key=self._case_key(cid), title=title,
+                      description=f"Case report {cid}: {title}", page_kind="cases", indexed=True, lazy=functools.partial(self._case_context, cid))
 
     def _case_key(self, cid: str) -> str:
         """Everything a case page shows: the case file, the files of the sources it cites (and of
@@ -371,8 +372,7 @@ class SitePages:
         what every page shows (the settings of evidence.toml, the vocabulary, the templates and
         the code among it). tests/test_cache.py checks that an edit of each remakes the page."""
         m = self.m
-        c = m.kb.cases[cid]
-        sids = {ref.source for ref in c.sources}  # every claim cites one of these (rule claim-source)
+        sids = {sid for sid, _role in m.facts[cid].sources}  # every claim cites one of these (rule claim-source)
         sids |= {s.reports_on for s in (m.kb.sources.get(x) for x in list(sids)) if s is not None and s.reports_on}
         files = [(f.display, f.sha) for f in (m.kb.files.get(k) for k in [f"case:{cid}", *(f"source:{x}" for x in sorted(sids))]) if f is not None]
         related = related_view(self.related.get(m.ns.case(cid), []), m.iri_url, self.case_titles)
@@ -431,7 +431,7 @@ class SitePages:
             outcomes: dict[tuple[str, str], int] = defaultdict(int)
             aes: dict[str, int] = defaultdict(int)
             for e in exps:
-                doses[regimen_text(e.treatment)] += 1
+                doses[e.regimen] += 1
                 for o in e.outcomes:
                     outcomes[(o.measure, o.response)] += 1
                 for a in e.adverse_events:
@@ -452,8 +452,8 @@ class SitePages:
             variants = sorted((h, v["protein"] or "", len(v["carriers"])) for h, v in m.variants.items() if v["gene"] == key)
             drugs: dict[str, set] = defaultdict(set)
             for c, p, _g in carriers:
-                for t in p.treatments:
-                    drugs[t.drug].add((c.id, p.id))
+                for drug in m.patient_drugs[(c.id, p.id)]:
+                    drugs[drug].add((c.id, p.id))
             rel, label = m.url("genes", key), m.label("genes", key)
             carriers_page = self.paged(rel, "patients", "carriers", carriers, ("genes", "Genes", label), f"Patients genotyped at {label}",
                                        f"Patients with a genotype at {label}")
@@ -614,11 +614,11 @@ class SitePages:
         m = self.m
         cells: list[Any]
         if kind == "cases":
-            c = m.kb.cases[key]
-            cells = [c.study_design, f"{c.evidence_level.scale.upper()} {c.evidence_level.level}", str(m.case_patients(c)),
-                     ", ".join(m.label("drugs", d) for d in m.case_drugs(c)), ", ".join(m.label("diseases", k) for k in c.conditions),
-                     m.case_date(c).isoformat()]
-            return {"url": m.url(kind, key), "label": c.title, "sub": key, "cells": cells, "sort": (c.id,)}
+            sf = m.facts[key]
+            cells = [sf.design, f"{sf.level[0].upper()} {sf.level[1]}", str(sf.n_patients()),
+                     ", ".join(m.label("drugs", d) for d in sf.drugs()), ", ".join(m.label("diseases", k) for k in sf.conditions),
+                     sf.date.isoformat()]
+            return {"url": m.url(kind, key), "label": sf.title, "sub": key, "cells": cells, "sort": (key,)}
         if kind == "drugs":
             t = m.term(kind, key)
             cells = [getattr(t, "drug_class", None) or "", str(len({(e.case.id, e.patient.id) for e in m.by_drug.get(key, [])})), ", ".join(t.identifiers) if t else ""]
@@ -735,7 +735,7 @@ class SitePages:
         None for a page of another kind, without a cache, or when a file's bytes are not known."""
         if kind not in ("cases", "sources"):
             return None
-        names = [f"case:{key}", *(f"source:{ref.source}" for ref in self.m.kb.cases[key].sources)] if kind == "cases" else [f"source:{key}"]
+        names = [f"case:{key}", *(f"source:{sid}" for sid, _role in self.m.facts[key].sources)] if kind == "cases" else [f"source:{key}"]
         return self._files_key(context, names)
 
     def _search_text(self, kind: str, key: str, text_key: str | None) -> tuple[str, str]:
@@ -870,17 +870,14 @@ class SitePages:
         m = self.m
         cov = m.coverage()
         keywords = [m.label("drugs", d) for d in cov["drugs"]] + [m.label("diseases", k) for k in cov["conditions"]] + [m.label("genes", g) for g in cov["genes"]]
-        curators: dict[tuple[str, str | None], S.Curator] = {}
-        for cid in m.case_ids:
-            for cur in m.kb.cases[cid].curation.curators:
-                curators.setdefault((cur.name, cur.orcid), cur)
-        modified = max((m.case_date(m.kb.cases[cid]) for cid in m.case_ids), default=None)
+        curators = m.curators()
+        modified = m.modified()
         mod = modified.isoformat() if modified else ""
         # No triple stands in two graphs (see export.chunk_exports): the N-Triples file has one line
         # per quad. Counted from the chunks, since the file may still be being written (outputs.Splice).
         triples = self.compiled.quad_count() if (self.out / FORMATS["nt"][0]).is_file() else None
         base = m.kb.config.base_iri
-        schema_org = home_jsonld(self.site_name, self.description, base, self.all_downloads, keywords, list(curators.values()), mod)
+        schema_org = home_jsonld(self.site_name, self.description, base, self.all_downloads, keywords, curators, mod)
         dcat = dcat_void_jsonld(self.site_name, self.description, base, m.ns.ev, self.all_downloads, triples,
                                 m.ns.case(m.case_ids[0]) if m.case_ids else None, mod)
         short = [d for d in self.all_downloads if d["href"] in _SHORT_DOWNLOADS]
@@ -895,7 +892,7 @@ class SitePages:
             for key in m.pages(kind):
                 label = m.label(kind, key)
                 if kind == "cases":
-                    label = f"{m.kb.cases[key].title} ({key})"
+                    label = f"{m.facts[key].title} ({key})"
                 elif kind == "sources":
                     label = citation_text(m.kb.sources[key])
                 entries.append((label, one, m.url(kind, key) or ""))
@@ -1051,6 +1048,11 @@ def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
         out.append(")")
     elif x is None or t is str or t is int or t is float or t is bool:
         out.append(repr(x))
+    elif t is CaseRef:
+        cases[x.id] = None
+        out.append(f"C{x.id}")
+    elif t in REF_TYPES:  # a record of a case, without reading its model (evidence.site_facts)
+        out.append(x.fingerprint())
     elif isinstance(x, S.CaseReport):
         cases[x.id] = None
         out.append(f"C{x.id}")
@@ -1072,7 +1074,7 @@ def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
         raise TypeError(f"a page's key cannot stand for a {t.__name__}")
 
 
-_MODEL_TEXT: dict[type, str] = {}  # a model class met by _fingerprint -> how its records begin ("C": a case)
+_MODEL_TEXT: dict[type, str] = {CaseRef: "C"}  # a model class met by _fingerprint -> how its records begin ("C": a case); no other ref
 
 
 def _csv_text(lines: list[list[str]]) -> str:
