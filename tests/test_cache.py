@@ -1315,6 +1315,6 @@ def test_a_copy_of_the_cases_is_a_mapping_of_its_own():
     cases = CaseModels()
     cases["x"] = Pickled(CaseFacts("x", (), (), (), b""), b"", "kb/x.yaml")
     other = copy.copy(cases)
-    other["y"] = Pickled(CaseFacts("y", (), (), ()), b"", "kb/y.yaml")
+    other["y"] = Pickled(CaseFacts("y", (), (), (), b""), b"", "kb/y.yaml")
     del other["x"]
     assert list(cases) == ["x"] and list(other) == ["y"] and cases.unread() == 1
