@@ -223,7 +223,7 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
             downloads = [{"href": name, "name": name, "description": desc} for name, desc in _DOWNLOADS]
             site_timings: dict[str, float] = {}
             names += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings, outputs=outputs,
-                                 existing=list(names))
+                                 existing=list(names), freeze=True)
             report.timings["search index"] = site_timings.get("search index", 0.0)
             report.timings["render"] = time.perf_counter() - t - report.timings["search index"]
             t = time.perf_counter()
