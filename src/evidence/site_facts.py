@@ -23,7 +23,7 @@ from datetime import date
 from typing import Any, NamedTuple
 
 from . import schema as S
-from .site_format import is_nr, regimen_text
+from .site_format import age_text, is_nr, regimen_parts, regimen_text
 
 __all__ = ["SiteFacts", "PatientFacts", "site_facts", "pack_site_facts", "Ref", "CaseRef", "PatientRef", "TreatmentRef", "OutcomeRef",
            "AdverseEventRef", "GenotypeRef", "PriorTreatmentRef", "OutcomeCountRef", "AdverseEventCountRef", "REF_TYPES"]
@@ -31,13 +31,16 @@ __all__ = ["SiteFacts", "PatientFacts", "site_facts", "pack_site_facts", "Ref", 
 
 class PatientFacts(NamedTuple):
     id: str
+    age: str  # site_format.age_text
+    sex: str
     genotype: tuple[tuple[str, str | None, str | None, str | None], ...] | None  # (gene, HGVS, protein, legacy name); None: not reported
     diagnoses: tuple[str, ...]
     comorbidities: tuple[str, ...]
-    prior: tuple[str, ...]  # the drug of each prior treatment
-    treatments: tuple[tuple[str, str, str | None, tuple[str, ...], str], ...]  # (id, drug, indication or None, phase kinds, regimen text)
+    prior: tuple[tuple[str, str], ...]  # each prior treatment's drug and result
+    # (id, drug, indication or None, phase kinds, regimen text, regimen parts: site_format.regimen_parts)
+    treatments: tuple[tuple[str, str, str | None, tuple[str, ...], str, tuple[tuple[str, str], ...]], ...]
     outcomes: tuple[tuple[str, str, str, str, str], ...]  # (id, treatment, measure, response, direction)
-    adverse_events: tuple[tuple[str, str, str], ...]  # (id, treatment, term)
+    adverse_events: tuple[tuple[str, str, str, str, str], ...]  # (id, treatment, term, severity, action)
 
 
 class SiteFacts(NamedTuple):
@@ -79,12 +82,12 @@ def site_facts(case: S.CaseReport) -> SiteFacts:
             genotype = tuple((g.gene, *((g.variant.hgvs, g.variant.protein, g.variant.legacy_name) if isinstance(g.variant, S.Variant) else (None, None, None)))
                              for g in p.genotype)
         patients.append(PatientFacts(
-            id=p.id, genotype=genotype, diagnoses=tuple(p.diagnoses), comorbidities=tuple(p.comorbidities),
-            prior=tuple(pt.drug for pt in p.prior_treatments),
-            treatments=tuple((t.id, t.drug, None if is_nr(t.indication) else t.indication, tuple(ph.kind for ph in t.phases), regimen_text(t))
-                             for t in p.treatments),
+            id=p.id, age=age_text(p.age), sex=p.sex, genotype=genotype, diagnoses=tuple(p.diagnoses), comorbidities=tuple(p.comorbidities),
+            prior=tuple((pt.drug, pt.result) for pt in p.prior_treatments),
+            treatments=tuple((t.id, t.drug, None if is_nr(t.indication) else t.indication, tuple(ph.kind for ph in t.phases), regimen_text(t),
+                              tuple(regimen_parts(t))) for t in p.treatments),
             outcomes=tuple((o.id, o.treatment, o.measure, o.response, o.direction) for o in p.outcomes),
-            adverse_events=tuple((a.id, a.treatment, a.term) for a in p.adverse_events),
+            adverse_events=tuple((a.id, a.treatment, a.term, a.severity, a.action) for a in p.adverse_events),
         ))
     cohort = None
     if case.cohort:
@@ -127,9 +130,14 @@ class Ref:
         return obj
 
     def __getattr__(self, name: str) -> Any:  # only for what the slots do not hold
-        if name.startswith("__"):  # the protocols (pickle, copy, __html__): not the model's
+        # The protocols (pickle, copy, __html__) are not the model's; pydantic's own attributes
+        # and the fields' dictionary are, so that a model compares equal to a ref of it.
+        if name.startswith("__") and name != "__dict__" and not name.startswith("__pydantic"):
             raise AttributeError(name)
         return getattr(self.resolve(), name)
+
+    def __iter__(self) -> Any:  # a model iterates its fields
+        return iter(self.resolve())
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:  # noqa: F811 - isinstance(ref, S.Patient) holds for a patient's ref
@@ -184,12 +192,12 @@ class OutcomeRef(Ref):
 
 
 class AdverseEventRef(Ref):
-    __slots__ = ("id", "treatment", "term")
+    __slots__ = ("id", "treatment", "term", "severity", "action")
     MODEL = S.AdverseEvent
 
-    def __init__(self, cases: Any, case: str, i: int, k: int, facts: tuple[str, str, str]) -> None:
+    def __init__(self, cases: Any, case: str, i: int, k: int, facts: tuple[str, str, str, str, str]) -> None:
         super().__init__(cases, case, ("patients", i, "adverse_events", k))
-        self.id, self.treatment, self.term = facts
+        self.id, self.treatment, self.term, self.severity, self.action = facts
 
 
 class GenotypeRef(Ref):
@@ -203,13 +211,13 @@ class GenotypeRef(Ref):
 
 
 class PriorTreatmentRef(Ref):
-    __slots__ = ("drug",)
+    __slots__ = ("drug", "result")
     MODEL = S.PriorTreatment
     HAS_ID = False
 
-    def __init__(self, cases: Any, case: str, i: int, k: int, drug: str) -> None:
+    def __init__(self, cases: Any, case: str, i: int, k: int, facts: tuple[str, str]) -> None:
         super().__init__(cases, case, ("patients", i, "prior_treatments", k))
-        self.drug = drug
+        self.drug, self.result = facts
 
 
 class OutcomeCountRef(Ref):

@@ -15,6 +15,7 @@ from jinja2 import pass_context
 from markupsafe import Markup, escape
 
 from . import schema as S
+from .site_facts import CaseRef
 from .site_format import NR
 
 __all__ = ["Ui"]
@@ -67,8 +68,8 @@ class Ui:
         return Markup('<span class="dir dir-%s"><span aria-hidden="true">%s</span> %s</span>') % (d.replace(" ", "-"), _ARROWS.get(d, ""), d)
 
     def level(self, c: S.CaseReport) -> Markup:
-        lv = c.evidence_level
-        return Markup('<span class="level level-%s" title="%s">%s %s</span>') % (lv.level, self.m.level_text(c), lv.scale.upper(), lv.level)
+        scale, level = self.m.facts[c.id].level if type(c) is CaseRef else (c.evidence_level.scale, c.evidence_level.level)
+        return Markup('<span class="level level-%s" title="%s">%s %s</span>') % (level, self.m.level_text(c), scale.upper(), level)
 
     # -- links -------------------------------------------------------------------------------
     @pass_context
@@ -211,8 +212,6 @@ class Ui:
     @pass_context
     def exposure_rows(self, ctx, exps: list, show_drug: bool = False) -> Markup:
         """The rows of a patients-treated table: one per patient and treatment."""
-        from .site_format import age_text, regimen_parts
-
         root = str(ctx.get("root", ""))
         m = self.m
         out = []
@@ -223,11 +222,11 @@ class Ui:
             cells = [f'<td><a href="{escape(href)}">{escape(e.case.id)}</a></td>', f"<td>{escape(p.id)}</td>"]
             if show_drug:
                 cells.append(f"<td>{self._term(root, 'drugs', t.drug)}</td>")
-            cells.append(f"<td>{self._val(age_text(p.age))}</td>")
-            cells.append(f"<td>{self._val(p.sex)}</td>")
+            cells.append(f"<td>{self._val(e.age)}</td>")
+            cells.append(f"<td>{self._val(e.sex)}</td>")
             cells.append(f"<td>{self._val(m.genotype_text(e))}</td>")
             cells.append("<td>" + (", ".join(self._term(root, "diseases", k) for k in e.conditions) or str(_absent())) + "</td>")
-            *regimen, duration = [self._val(text, nr=what) for what, text in regimen_parts(t)]
+            *regimen, duration = [self._val(text, nr=what) for what, text in e.regimen_parts]
             cells.append(f"<td>{', '.join(regimen)}; {duration}</td>")
             if e.course:
                 badge = ' <span class="badge badge-course">rechallenge</span>' if e.rechallenge else (

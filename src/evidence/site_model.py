@@ -78,6 +78,10 @@ class Exposure:
     dechallenge: bool
     rechallenge: bool
     regimen: str  # site_format.regimen_text of the treatment
+    regimen_parts: tuple[tuple[str, str], ...]  # site_format.regimen_parts of the treatment
+    age: str  # the patient's, as site_format.age_text gives it
+    sex: str
+    genotype: tuple[tuple[str, str | None, str | None, str | None], ...] | None  # the patient's (site_facts.PatientFacts.genotype)
     ref: str = field(init=False, repr=False, compare=False)  # what stands for it in a page's key (site_pages._fingerprint)
 
     def __post_init__(self) -> None:
@@ -99,6 +103,14 @@ class Exposure:
     @property
     def improved(self) -> bool:
         return any(o.direction == "improved" for o in self.outcomes)
+
+
+class CohortView(typing.NamedTuple):
+    """A case's cohort-level figures as the lists of cases show them (SiteModel.cohort)."""
+
+    n: int
+    outcome_counts: list[OutcomeCountRef]
+    adverse_event_counts: list[AdverseEventCountRef]
 
 
 @dataclass
@@ -205,6 +217,7 @@ class SiteModel:
         # read back only for a page that shows more of them than the facts hold.
         cases = kb.cases
         self.facts: dict[str, SiteFacts] = {}
+        self._cohorts: dict[str, CohortView] = {}  # see cohort()
         self.patient_drugs: dict[tuple[str, str], list[str]] = {}  # (case, patient) -> the drugs given, in order
         for cid in self.case_ids:
             sf = self.facts[cid] = site_facts_of(cases, cid)
@@ -221,11 +234,14 @@ class SiteModel:
                 for sid, n in counted.items():
                     self.claims_citing[sid] += n
             if sf.cohort is not None:
-                _n, outcome_counts, ae_counts = sf.cohort
-                for k, oc in enumerate(outcome_counts):
-                    self.cohort_outcomes[oc[0]].append((c, OutcomeCountRef(cases, cid, k, oc)))
-                for k, ac in enumerate(ae_counts):
-                    self.cohort_aes[ac[0] or ""].append((c, AdverseEventCountRef(cases, cid, k, ac)))
+                n, outcome_counts, ae_counts = sf.cohort
+                ocs = [OutcomeCountRef(cases, cid, k, oc) for k, oc in enumerate(outcome_counts)]
+                acs = [AdverseEventCountRef(cases, cid, k, ac) for k, ac in enumerate(ae_counts)]
+                self._cohorts[cid] = CohortView(n, ocs, acs)
+                for oc in ocs:
+                    self.cohort_outcomes[oc.measure].append((c, oc))
+                for ac in acs:
+                    self.cohort_aes[ac.term or ""].append((c, ac))
                 if outcome_counts or ae_counts:
                     for kind, keys in (("drugs", sf.drugs()), ("diseases", sf.conditions), ("genes", sf.genes())):
                         for k in dict.fromkeys(keys):
@@ -248,12 +264,12 @@ class SiteModel:
                     self.diagnosed[k].append((c, p))
                 for k in pf.comorbidities:
                     self.comorbid[k].append((c, p))
-                for j, drug in enumerate(pf.prior):
-                    self.prior[drug].append((c, p, PriorTreatmentRef(cases, cid, i, j, drug)))
+                for j, prior in enumerate(pf.prior):
+                    self.prior[prior[0]].append((c, p, PriorTreatmentRef(cases, cid, i, j, prior)))
                 outcomes = [OutcomeRef(cases, cid, i, j, o) for j, o in enumerate(pf.outcomes)]
                 aes = [AdverseEventRef(cases, cid, i, j, a) for j, a in enumerate(pf.adverse_events)]
                 self.patient_drugs[(cid, pf.id)] = [t[1] for t in pf.treatments]
-                for j, (tid, drug, indication, kinds, regimen) in enumerate(pf.treatments):
+                for j, (tid, drug, indication, kinds, regimen, parts) in enumerate(pf.treatments):
                     stop = kinds.index("stopped") if "stopped" in kinds else -1
                     e = Exposure(
                         case=c, patient=p, treatment=TreatmentRef(cases, cid, i, j, tid, drug),
@@ -262,6 +278,7 @@ class SiteModel:
                         conditions=[indication] if indication is not None else list(sf.conditions),
                         genes=genes, variants=variants, course=list(kinds),
                         dechallenge=stop >= 0, rechallenge=stop >= 0 and "restarted" in kinds[stop + 1:], regimen=regimen,
+                        regimen_parts=parts, age=pf.age, sex=pf.sex, genotype=pf.genotype,
                     )
                     self.exposures.append(e)
                     self.exposures_by_case[cid].append(e)
@@ -325,9 +342,9 @@ class SiteModel:
         return citation_text(s) if s else sid
 
     def level_text(self, c: S.CaseReport) -> str:
-        lv = c.evidence_level
-        meaning = self.levels.get(lv.level, "")
-        return f"{lv.scale.upper()} {lv.level}" + (f" ({meaning})" if meaning else "")
+        scale, level = self.facts[c.id].level if type(c) is CaseRef else (c.evidence_level.scale, c.evidence_level.level)
+        meaning = self.levels.get(level, "")
+        return f"{scale.upper()} {level}" + (f" ({meaning})" if meaning else "")
 
     # ------------------------------------------------------------------------------ provenance
     def is_secondary(self, claim: S.Claim, case: S.CaseReport | None = None) -> bool:
@@ -364,7 +381,16 @@ class SiteModel:
         return list(dict.fromkeys(cur for cid in self.case_ids for cur in self.facts[cid].curators))
 
     def case_drugs(self, c: S.CaseReport) -> list[str]:
+        if type(c) is CaseRef:
+            return self.facts[c.id].drugs()
         return sorted({t.drug for p in c.patients for t in p.treatments})
+
+    def cohort(self, c: S.CaseReport) -> Any:
+        """A case's cohort-level figures (``n``, ``outcome_counts``, ``adverse_event_counts``):
+        the model's, or for a case's ref its facts' (None without a cohort)."""
+        if type(c) is CaseRef:
+            return self._cohorts.get(c.id)
+        return c.cohort
 
     def claims(self, c: S.CaseReport) -> list[S.Claim]:
         """Every claim in a case, depth first (worked out once per case)."""
@@ -423,16 +449,12 @@ class SiteModel:
 
     # ------------------------------------------------------------------------------ tables
     def genotype_text(self, e: Exposure) -> str:
-        p = e.patient
-        if is_nr(p.genotype):
+        if e.genotype is None:
             return NR
         out = []
-        for g in p.genotype:  # type: ignore[union-attr]
-            gene = self.label("genes", g.gene)
-            if isinstance(g.variant, S.Variant):
-                out.append(f"{gene} {g.variant.hgvs}" + (f" {g.variant.protein}" if g.variant.protein else ""))
-            else:
-                out.append(f"{gene} (variant not reported)")
+        for gene_key, hgvs, protein, _legacy in e.genotype:
+            gene = self.label("genes", gene_key)
+            out.append(f"{gene} {hgvs}" + (f" {protein}" if protein else "") if hgvs is not None else f"{gene} (variant not reported)")
         return "; ".join(out)
 
     def case_evidence_rows(self, cid: str) -> tuple[list[EvidenceRow], list[EvidenceRow]]:

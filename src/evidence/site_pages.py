@@ -21,6 +21,7 @@ from jinja2 import Environment, TemplateSyntaxError
 
 from . import schema as S
 from .cache import code_digest, digest
+from .cases import CaseModels
 from .errors import QueryError, RenderError, os_error_text
 from .export import DUMPS, FORMATS
 from .graph import evidence_network, forget_evidence_graph
@@ -229,6 +230,11 @@ class SitePages:
         # time (imap's default here), each worker rendered a quarter of a 10,000-case site.
         chunks = _guided(len(jobs), max(50, len(jobs) // (max(workers, 1) * 32)), max(workers, 1))
         if workers > 1 and len(jobs) >= TRIM_FROM:
+            # Pages of most cases (a template or a setting changed): their models read back here
+            # once, before the workers fork, not again in each fresh worker (about four times
+            # each: perf.RENEW_AFTER).
+            if isinstance(self.kb.cases, CaseModels):
+                self.kb.cases.read_all()
             trim_heap()
         for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1, shared=(self, jobs), chunksize=1):
             if error:
