@@ -18,7 +18,7 @@ from evidence.cases import CaseModels, Pickled, site_facts_of
 from evidence.config import load_config
 from evidence.pipeline import build
 from evidence.site_facts import REF_TYPES, CaseRef, PatientRef, Ref, site_facts
-from evidence.site_format import NR, age_text, is_nr, regimen_parts, regimen_text
+from evidence.site_format import NR, age_text, human_duration, is_nr, measurement_text, regimen_parts, regimen_text
 from evidence.site_html import Ui
 from evidence.site_model import SiteModel, _claims_in
 from evidence.validate import validate_kb
@@ -98,6 +98,36 @@ def test_the_facts_say_what_the_models_say(kb_root):
             assert (e.age, e.sex, e.regimen_parts) == (age_text(p.age), p.sex, tuple(regimen_parts(t)))
             assert m.genotype_text(e) == _genotype_text(m, p)
             assert m.level_text(e.case) == m.level_text(c) and str(m_ui(m).level(e.case)) == str(m_ui(m).level(c))
+
+
+def test_the_carrier_and_outcome_tables_read_the_facts_as_they_read_the_models(kb_root):
+    """What the carrier tables (a gene's, a variant's) and the outcome tables (a measure's) show
+    of a row: from its ref, as the templates worked it out from the model before session 25."""
+    kb = validate_kb(load_config(kb_root), cache=BuildCache(None))
+    m = SiteModel(kb)
+    carriers = [row for rows in m.genotyped.values() for row in rows]
+    assert carriers and all(type(g).__name__ == "GenotypeRef" for _, _, g in carriers)
+    for c, p, g in carriers:
+        model = g.resolve()
+        assert (g.zygosity, g.inheritance, g.mechanism) == (model.zygosity, model.inheritance, model.mechanism)
+        v = m.variant_of(g)
+        if model.variant == NR:
+            assert v == NR
+        else:
+            assert (v.hgvs, v.protein, v.legacy_name, v.transcript_status, v.protein_status) == (
+                model.variant.hgvs, model.variant.protein, model.variant.legacy_name, model.variant.transcript_status, model.variant.protein_status)
+        assert m.variant_of(model) == v
+        assert m.treated_with(c, p) == [t.drug for t in p.resolve().treatments] == m.treated_with(c.resolve(), p.resolve())
+    outcomes = [row for rows in m.outcomes_by_measure.values() for row in rows]
+    assert outcomes
+    for _e, o in outcomes:
+        model = o.resolve()
+        assert (o.timepoint_qualifier, o.description) == (model.timepoint_qualifier, model.description)
+        when = NR if model.timepoint == NR else human_duration(model.timepoint)
+        assert m.outcome_values(o) == (when, measurement_text(model.before), measurement_text(model.after)) == m.outcome_values(model)
+    if kb_root == ROOT:  # the founding kb: a variant with its protein change, outcomes with a time
+        assert any(m.variant_of(g) != NR and m.variant_of(g).protein for _, _, g in carriers)
+        assert any(m.outcome_values(o)[0] != NR for _, o in outcomes)
 
 
 def test_the_site_model_reads_no_case_model_back(synthetic, tmp_path):

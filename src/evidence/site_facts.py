@@ -23,10 +23,40 @@ from datetime import date
 from typing import Any, NamedTuple
 
 from . import schema as S
-from .site_format import age_text, is_nr, regimen_parts, regimen_text
+from .site_format import NR, age_text, human_duration, is_nr, measurement_text, regimen_parts, regimen_text
 
-__all__ = ["SiteFacts", "PatientFacts", "site_facts", "pack_site_facts", "Ref", "CaseRef", "PatientRef", "TreatmentRef", "OutcomeRef",
+__all__ = ["SiteFacts", "PatientFacts", "VariantFacts", "site_facts", "pack_site_facts", "outcome_values", "variant_of", "Ref", "CaseRef", "PatientRef", "TreatmentRef", "OutcomeRef",
            "AdverseEventRef", "GenotypeRef", "PriorTreatmentRef", "OutcomeCountRef", "AdverseEventCountRef", "REF_TYPES"]
+
+
+class VariantFacts(NamedTuple):
+    """What a carrier's row shows of the variant (evidence.schema.Variant's fields of the same names)."""
+
+    hgvs: str
+    protein: str | None
+    legacy_name: str | None
+    transcript_status: str
+    protein_status: str | None
+
+
+def variant_of(g: S.Genotype) -> VariantFacts | str:
+    """A genotype's variant as the carrier tables show it: its :class:`VariantFacts`, or
+    ``site_format.NR``. A genotype's ref holds them."""
+    if type(g) is GenotypeRef:
+        return g._variant
+    v = g.variant
+    if not isinstance(v, S.Variant):
+        return NR
+    return VariantFacts(v.hgvs, v.protein, v.legacy_name, v.transcript_status, v.protein_status)
+
+
+def outcome_values(o: S.Outcome) -> tuple[str, str, str]:
+    """An outcome's time from the start of its treatment (``site_format.human_duration``, without
+    its qualifier), and its values before and after (``site_format.measurement_text``), as the
+    outcome tables show them: each may be ``site_format.NR``. An outcome's ref holds them."""
+    if type(o) is OutcomeRef:
+        return o._values
+    return (NR if is_nr(o.timepoint) else human_duration(o.timepoint)), measurement_text(o.before), measurement_text(o.after)  # type: ignore[return-value]
 
 
 class PatientFacts(NamedTuple):
@@ -34,12 +64,15 @@ class PatientFacts(NamedTuple):
     age: str  # site_format.age_text
     sex: str
     genotype: tuple[tuple[str, str | None, str | None, str | None], ...] | None  # (gene, HGVS, protein, legacy name); None: not reported
+    # each genotype's (zygosity, inheritance, mechanism, variant: VariantFacts or NR); () when the genotype is not reported
+    carriers: tuple[tuple[str, str, str, VariantFacts | str], ...]
     diagnoses: tuple[str, ...]
     comorbidities: tuple[str, ...]
     prior: tuple[tuple[str, str], ...]  # each prior treatment's drug and result
     # (id, drug, indication or None, phase kinds, regimen text, regimen parts: site_format.regimen_parts)
     treatments: tuple[tuple[str, str, str | None, tuple[str, ...], str, tuple[tuple[str, str], ...]], ...]
-    outcomes: tuple[tuple[str, str, str, str, str], ...]  # (id, treatment, measure, response, direction)
+    # (id, treatment, measure, response, direction, timepoint qualifier, description, outcome_values)
+    outcomes: tuple[tuple[str, str, str, str, str, str, str | None, tuple[str, str, str]], ...]
     adverse_events: tuple[tuple[str, str, str, str, str], ...]  # (id, treatment, term, severity, action)
 
 
@@ -77,16 +110,18 @@ class SiteFacts(NamedTuple):
 def site_facts(case: S.CaseReport) -> SiteFacts:
     patients = []
     for p in case.patients:
-        genotype = None
+        genotype, carriers = None, ()
         if isinstance(p.genotype, list):
+            carriers = tuple((g.zygosity, g.inheritance, g.mechanism, variant_of(g)) for g in p.genotype)
             genotype = tuple((g.gene, *((g.variant.hgvs, g.variant.protein, g.variant.legacy_name) if isinstance(g.variant, S.Variant) else (None, None, None)))
                              for g in p.genotype)
         patients.append(PatientFacts(
-            id=p.id, age=age_text(p.age), sex=p.sex, genotype=genotype, diagnoses=tuple(p.diagnoses), comorbidities=tuple(p.comorbidities),
+            id=p.id, age=age_text(p.age), sex=p.sex, genotype=genotype, carriers=carriers, diagnoses=tuple(p.diagnoses), comorbidities=tuple(p.comorbidities),
             prior=tuple((pt.drug, pt.result) for pt in p.prior_treatments),
             treatments=tuple((t.id, t.drug, None if is_nr(t.indication) else t.indication, tuple(ph.kind for ph in t.phases), regimen_text(t),
                               tuple(regimen_parts(t))) for t in p.treatments),
-            outcomes=tuple((o.id, o.treatment, o.measure, o.response, o.direction) for o in p.outcomes),
+            outcomes=tuple((o.id, o.treatment, o.measure, o.response, o.direction, o.timepoint_qualifier, o.description, outcome_values(o))
+                           for o in p.outcomes),
             adverse_events=tuple((a.id, a.treatment, a.term, a.severity, a.action) for a in p.adverse_events),
         ))
     cohort = None
@@ -183,12 +218,13 @@ class TreatmentRef(Ref):
 
 
 class OutcomeRef(Ref):
-    __slots__ = ("id", "treatment", "measure", "response", "direction")
+    __slots__ = ("id", "treatment", "measure", "response", "direction", "timepoint_qualifier", "description", "_values")
     MODEL = S.Outcome
 
-    def __init__(self, cases: Any, case: str, i: int, k: int, facts: tuple[str, str, str, str, str]) -> None:
+    def __init__(self, cases: Any, case: str, i: int, k: int, facts: tuple) -> None:
         super().__init__(cases, case, ("patients", i, "outcomes", k))
-        self.id, self.treatment, self.measure, self.response, self.direction = facts
+        (self.id, self.treatment, self.measure, self.response, self.direction, self.timepoint_qualifier, self.description,
+         self._values) = facts
 
 
 class AdverseEventRef(Ref):
@@ -201,13 +237,14 @@ class AdverseEventRef(Ref):
 
 
 class GenotypeRef(Ref):
-    __slots__ = ("gene",)
+    __slots__ = ("gene", "zygosity", "inheritance", "mechanism", "_variant")
     MODEL = S.Genotype
     HAS_ID = False
 
-    def __init__(self, cases: Any, case: str, i: int, k: int, gene: str) -> None:
+    def __init__(self, cases: Any, case: str, i: int, k: int, gene: str, facts: tuple[str, str, str, VariantFacts | str]) -> None:
         super().__init__(cases, case, ("patients", i, "genotype", k))
         self.gene = gene
+        self.zygosity, self.inheritance, self.mechanism, self._variant = facts
 
 
 class PriorTreatmentRef(Ref):

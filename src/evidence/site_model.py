@@ -30,6 +30,8 @@ from .site_facts import (
     PriorTreatmentRef,
     SiteFacts,
     TreatmentRef,
+    outcome_values,
+    variant_of,
 )
 from .site_format import (
     NR,
@@ -254,7 +256,7 @@ class SiteModel:
                     genes = []
                     for j, (gene, hgvs, protein, legacy) in enumerate(pf.genotype):
                         genes.append(gene)
-                        g = GenotypeRef(cases, cid, i, j, gene)
+                        g = GenotypeRef(cases, cid, i, j, gene, pf.carriers[j])
                         self.genotyped[gene].append((c, p, g))
                         if hgvs is not None:
                             variants.append(hgvs)
@@ -391,6 +393,16 @@ class SiteModel:
         if type(c) is CaseRef:
             return self._cohorts.get(c.id)
         return c.cohort
+
+    def treated_with(self, c: S.CaseReport, p: S.Patient) -> list[str]:
+        """The drug of each of a patient's treatments, in order."""
+        if type(p) is PatientRef:
+            return self.patient_drugs[(c.id, p.id)]
+        return [t.drug for t in p.treatments]
+
+    # The carrier and outcome tables read these, so that a page listing a case does not read its model.
+    variant_of = staticmethod(variant_of)
+    outcome_values = staticmethod(outcome_values)
 
     def claims(self, c: S.CaseReport) -> list[S.Claim]:
         """Every claim in a case, depth first (worked out once per case)."""

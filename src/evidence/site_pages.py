@@ -1041,6 +1041,8 @@ def _fingerprint(x: Any, out: list[str], cases: dict[str, None]) -> None:
                         if tz is Exposure:  # (exposure, outcome), (exposure, adverse event): 100,000 calls saved at 10,000 cases
                             cases[z.case.id] = None
                             out.append(z.ref)
+                        elif tz in REF_TYPES:  # (case, patient, genotype), (exposure, outcome ref) ...
+                            out.append(z.fingerprint())
                         else:
                             _fingerprint(z, out, cases)
                     elif prefix == "C":
