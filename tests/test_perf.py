@@ -328,3 +328,33 @@ def test_workers_of_a_build_killed_outright_leave_without_a_traceback(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(src)})
     assert r.returncode == -9
     assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr
+
+
+def test_a_build_leaves_no_garbage_out_of_the_collectors_sight(tmp_path):
+    """The build freezes the models the site's pages read back once the render's own objects are
+    gone (perf.settle_heap). Frozen within the render, its cyclic garbage was frozen too and only
+    freed by a full collection after the build: 26,726 objects after a cold build of these 40
+    cases, 1.8 million after a rebuild of 10,000, which the process's next work paid for."""
+    import gc
+    import sys
+    from pathlib import Path
+
+    from evidence.cache import BuildCache
+    from evidence.config import load_config
+    from evidence.pipeline import build
+
+    root_dir = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root_dir / "bench"))
+    import synth
+
+    root = tmp_path / "project"
+    synth.generate(root, 40, seed=3)
+    case = sorted((root / "kb").glob("*.yaml"))[20]
+    text = case.read_text(encoding="utf-8")
+    gc.collect()  # what the tests before this one left
+    for what, title in (("a cold build", "title: "), ("a rebuild after an edit", "title: Edited, ")):
+        case.write_text(text.replace("title: ", title, 1), encoding="utf-8")
+        build(load_config(root), tmp_path / "_site", templates=root_dir / "site_templates", cache=BuildCache(tmp_path / "cache"))
+        assert gc.get_freeze_count() == 0
+        left = gc.collect()
+        assert left < 2000, f"{what} left {left} unreachable objects for the next full collection"

@@ -18,7 +18,7 @@ from typing import Any
 from .errors import WorkerError
 from .interrupts import deferred
 
-__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "trim_heap", "parallel_map", "parallel_imap", "worker_limit", "WORKERS_ENV"]
+__all__ = ["gc_paused", "frozen_heap", "freeze_heap", "settle_heap", "trim_heap", "parallel_map", "parallel_imap", "worker_limit", "WORKERS_ENV"]
 
 log = logging.getLogger("evidence")
 
@@ -58,6 +58,19 @@ def freeze_heap() -> None:
     (at 10,000 cases a rebuild spent 21 s in a SHACL stage with nothing to check and 55 s in an
     export whose pieces all came from the cache). Frozen objects are never walked.
     """
+    gc.freeze()
+
+
+def settle_heap() -> None:
+    """Collect the garbage, then move what is left alive out of the collector's sight
+    (:func:`freeze_heap`): for a stage that ran with the collector paused, whose own objects are
+    gone, and that read back objects which live on (the models the site's pages read).
+
+    Frozen at once, within the stage, its cyclic garbage was frozen too, and nothing freed it
+    before the heap was unfrozen and a full collection ran: at 10,000 cases, 1.8 million objects
+    after each rebuild, paid for by whatever the process did next (a benchmark's next phase ran
+    23% slower) or by its exit."""
+    gc.collect()
     gc.freeze()
 
 

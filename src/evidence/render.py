@@ -29,7 +29,7 @@ from .cache import TEMPLATES, code_digest
 from .errors import RenderError
 from .folders import write_whole
 from .outputs import Outputs, walk_names
-from .perf import freeze_heap, gc_paused
+from .perf import gc_paused
 from .site_format import NR, age_text, dose_text, human_duration, measurement_text, num
 
 __all__ = ["render_site", "safe_href", "environment", "SiteWriter"]
@@ -172,8 +172,7 @@ class SiteWriter:
 
 
 def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict], search: bool = True,
-                timings: dict[str, float] | None = None, outputs: Outputs | None = None, existing: list[str] | None = None,
-                freeze: bool = False) -> list[str]:
+                timings: dict[str, float] | None = None, outputs: Outputs | None = None, existing: list[str] | None = None) -> list[str]:
     """Write every page, the assets and the search index into ``out``; return the names of the
     files written, relative to ``out`` (with ``/``).
 
@@ -182,9 +181,7 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
     other file with the same bytes as before is linked instead of written. The exports may still
     be being written (export.Finishing), with their final sizes already. ``existing``: the files
     already written into ``out`` by name (see SiteWriter), which no page may take: some are
-    still to be linked (evidence.linker), so walking ``out`` would not find them. ``freeze`` (a
-    build, which holds the kb to its end and unfreezes the heap then, perf.frozen_heap): the
-    models the pages read back are moved out of the collector's sight once the pages are written."""
+    still to be linked (evidence.linker), so walking ``out`` would not find them."""
     from .library import load_library
     from .library_run import LibraryAnswers
     from .site_pages import SitePages
@@ -211,11 +208,6 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
         with LibraryAnswers(compiled, load_library(kb.config.kb_dir / "queries")) as library, gc_paused():
             pages = SitePages(kb, compiled, env, templates, writer, downloads, timings, library, search=search)
             pages.write_all()
-            if freeze:
-                # The models the pages read back (evidence.site_facts.Ref) live until the build
-                # ends: out of the collector's sight, as the others are (perf.freeze_heap). Walked,
-                # they made the collections after the render of a 10,000-case rebuild take 1.7 s.
-                freeze_heap()
         if pages.index is not None:
             t = time.perf_counter()
             writer.files += pages.index.result()
