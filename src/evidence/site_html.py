@@ -15,7 +15,6 @@ from jinja2 import pass_context
 from markupsafe import Markup, escape
 
 from . import schema as S
-from .site_facts import CaseRef
 from .site_format import NR
 
 __all__ = ["Ui"]
@@ -68,7 +67,7 @@ class Ui:
         return Markup('<span class="dir dir-%s"><span aria-hidden="true">%s</span> %s</span>') % (d.replace(" ", "-"), _ARROWS.get(d, ""), d)
 
     def level(self, c: S.CaseReport) -> Markup:
-        scale, level = self.m.facts[c.id].level if type(c) is CaseRef else (c.evidence_level.scale, c.evidence_level.level)
+        scale, level = self.m.level(c)
         return Markup('<span class="level level-%s" title="%s">%s %s</span>') % (level, self.m.level_text(c), scale.upper(), level)
 
     # -- links -------------------------------------------------------------------------------

@@ -343,8 +343,12 @@ class SiteModel:
         s = self.kb.sources.get(sid)
         return citation_text(s) if s else sid
 
+    def level(self, c: S.CaseReport) -> tuple[str, str]:
+        """A case's evidence level, (scale, level): for a case's ref, from its facts."""
+        return self.facts[c.id].level if type(c) is CaseRef else (c.evidence_level.scale, c.evidence_level.level)
+
     def level_text(self, c: S.CaseReport) -> str:
-        scale, level = self.facts[c.id].level if type(c) is CaseRef else (c.evidence_level.scale, c.evidence_level.level)
+        scale, level = self.level(c)
         meaning = self.levels.get(level, "")
         return f"{scale.upper()} {level}" + (f" ({meaning})" if meaning else "")
 
