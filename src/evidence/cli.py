@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print("terminated", file=sys.stderr)
     finally:
         interrupts.uninstall()
+        interrupts.forget_escaped()  # an interrupt handled above is not one that escaped (exit 130, not killed by SIGINT)
     sys.stderr.flush()
     signal.raise_signal(signal.SIGTERM)  # the default handler (unless the caller had its own): the process ends here
     return EXIT_TERMINATED
