@@ -226,10 +226,11 @@ def _build(config: Config, out: Path, templates: Path | None, cache: BuildCache,
             # out of the collector's sight, as the others are. Walked, they made the collections
             # after the render of a 10,000-case rebuild take 1.7 s. They are frozen once the
             # render's own objects are gone (perf.settle_heap), and the collector stays paused
-            # until then: run in between, it walked the render's garbage first.
+            # until then: run in between, it walked the render's garbage first. The site model is
+            # frozen as soon as it is made, and freed by reference counting (render_site).
             with gc_paused():
                 names += render_site(kb, compiled, templates or (config.root / "site_templates"), tmp, downloads, timings=site_timings,
-                                     outputs=outputs, existing=list(names))
+                                     outputs=outputs, existing=list(names), freeze=True)
                 settle_heap()
             report.timings["search index"] = site_timings.get("search index", 0.0)
             report.timings["render"] = time.perf_counter() - t - report.timings["search index"]
