@@ -444,12 +444,25 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     real_run = site_search.run_pagefind
     runs: list[Path] = []
     asked_words: list[tuple[str, bool]] = []  # (bundle, whether its words were asked for)
+    foretold: list[list[str]] = []  # the pages of each run that only describes them (SearchIndex._foresee)
+    events: list[tuple[str, str | None]] = []
+    slow: list[bool] = []  # the cached build's bundles take a second more
 
-    def indexing(bundle, docs, copies, timeout=600, admit=None, described=None, words=True):
-        staged.append((bundle, [d[0] for d in docs] + list(copies)))
-        runs.append(bundle)
-        asked_words.append((bundle.name, words))
-        return real_run(bundle, docs, copies, timeout, admit, described, words)
+    def indexing(bundle, docs, copies, timeout=600, admit=None, described=None, words=True, per_page=False):
+        pages = [d[0] for d in docs] + list(copies)
+        name = None if bundle is None else bundle.name
+        if bundle is None:
+            foretold.append(pages)
+        else:
+            staged.append((bundle, pages))
+            runs.append(bundle)
+            asked_words.append((bundle.name, words))
+        events.append(("start", name))
+        if slow and name not in (None, site_search.WORDS_BUNDLE) and bundle.parent.name.startswith(f".{project.out.name}.tmp-"):
+            time.sleep(1.0)
+        made = real_run(bundle, docs, copies, timeout, admit, described, words, per_page=per_page)
+        events.append(("end", name))
+        return made
 
     monkeypatch.setattr(site_search, "run_pagefind", indexing)
     first = project.build()  # byte-identical to a build without cache (checked in build)
@@ -470,11 +483,19 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     real_lookup = site_pages.SitePages._search_lookup
     monkeypatch.setattr(site_pages.SitePages, "_search_lookup", lambda self, path, key: (looked_up.append(path), real_lookup(self, path, key))[1])
     project.edit("briand-2019.yaml", "title: ", "title: Edited, ")
+    events.clear()
+    foretold.clear()
+    slow.append(True)
     project.build()  # checked byte for byte against a build without cache
+    slow.clear()
     mine = [b.name for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")]  # not the uncached build's
     # The edit's bundle, and the words bundle: the edit brought a word ("Edited,") its bundle lacked.
     assert len(mine) == 2 and mine[-1] == site_search.WORDS_BUNDLE, runs
     changed = mine[0]
+    # The words bundle did not wait for the edit's bundle: its words were worked out from those of
+    # its pages that did not change and of a Pagefind run over the edited case's page alone.
+    assert foretold and "cases/briand-2019.html" in foretold[0] and len(foretold[0]) < len(staged[0][1]), (foretold, staged[:1])
+    assert events.index(("start", site_search.WORDS_BUNDLE)) < events.index(("end", changed)), events
     assert any("cases/briand-2019.html" in pages for _stage, pages in staged[:1]), staged[:1]
     assert "cases/briand-2019.html" in looked_up and set(looked_up) <= set(staged[0][1]), "only the remade bundle's words are looked up"
     after = _inodes(project.out)
@@ -495,6 +516,24 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     project.edit("briand-2019.yaml", "title: Edited, Edited, ", "title: ")
     project.build()
     assert [b.name for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")] == [changed, site_search.WORDS_BUNDLE], runs
+    # Words worked out wrong (never seen) are found out once the bundle is made: the words bundle
+    # is made again, and the site is as a build without cache makes it (checked in build).
+    from evidence.site_search import SearchIndex
+
+    real_foretell, real_again = SearchIndex._foretell, SearchIndex._words_again
+    again: list[bool] = []
+    monkeypatch.setattr(SearchIndex, "_foretell", lambda self, old, new: [w for w in real_foretell(self, old, new) if w != "Again,"])
+    monkeypatch.setattr(SearchIndex, "_words_again", lambda self: (again.append(True), real_again(self))[1])
+    runs.clear()
+    project.edit("briand-2019.yaml", "title: ", "title: Again, ")
+    project.build()
+    # Without "Again,", the words were those of the build before: its words bundle was linked, then
+    # removed, and made by Pagefind from the words of the edit's bundle.
+    assert again == [True] and [b.name for b in runs if b.parent.name.startswith(f".{project.out.name}.tmp-")] == [
+        changed, site_search.WORDS_BUNDLE], runs
+    monkeypatch.setattr(SearchIndex, "_foretell", real_foretell)
+    project.edit("briand-2019.yaml", "title: Again, ", "title: ")
+    project.build()
     # The words of the pages in bundles that were linked stay in the cache, though they were not
     # read: the next edit makes the words of its case only, whichever bundle it is in (a pack
     # with any unused entry is packed anew here).

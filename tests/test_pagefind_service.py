@@ -313,6 +313,23 @@ def test_a_bundle_is_described_by_the_words_pagefind_indexed_and_the_id_of_each_
     assert sorted(described["pages"].values()) == ["/cases/a.html", "/cases/b.html", "/docs.html", "/drugs/ruxolitinib.html", "/p.html"]
 
 
+def test_each_pages_words_are_described_by_its_path_and_a_run_without_a_bundle_writes_nothing(tmp_path):
+    """A bundle's words are the union of its pages' own (site_search.SearchIndex works out a
+    remade bundle's words from them); described without a bundle, pages give the same words."""
+    pages = {**COPIES, "p.html": PAGE}
+    described: dict = {}
+    site_search.run_pagefind(tmp_path / "pagefind", DOCS, pages, described=described, per_page=True)
+    by_page = described["page_words"]
+    assert sorted(by_page) == sorted([d[0] for d in DOCS] + list(pages))
+    assert sorted(set().union(*map(set, by_page.values()))) == described["words"]
+    assert all(words == sorted(set(words)) for words in by_page.values())
+    assert "Docs" in {w.rstrip(".") for w in by_page["p.html"]} and "Docs" not in {w.rstrip(".") for w in by_page["cases/a.html"]}
+    before = sorted(tmp_path.rglob("*"))
+    alone: dict = {}
+    assert site_search.run_pagefind(None, [], {"p.html": PAGE}, described=alone) == []
+    assert alone["words"] == by_page["p.html"] and sorted(tmp_path.rglob("*")) == before
+
+
 def test_the_words_map_names_the_bundle_each_page_of_the_words_bundle_stands_for(tmp_path):
     pages = site_search.words_pages({"pagefind": ["ruxolitinib", "c.52G>A"], "pagefind-1": ["baricitinib"], "pagefind-2": ["<b>"]})
     maps = []
@@ -358,3 +375,72 @@ def test_a_pagefind_that_cannot_start_its_threads_is_the_machines_shortage(tmp_p
     with pytest.raises(WorkerError, match="Pagefind could not start its threads .* out of processes or memory") as raised:
         site_search.run_pagefind(tmp_path / "site" / "pagefind", DOCS, COPIES)
     assert "panicked" not in raised.value.message
+
+
+def test_a_bundle_finished_while_the_others_are_recorded_is_recorded_too(tmp_path, monkeypatch):
+    """SearchIndex.result() records the bundles made, then starts the words bundle, until nothing
+    is under way. A bundle that ended within that turn, after it was looked at, was taken for done
+    and left out: a cold build then failed for want of its words, a rebuild lost its files."""
+    import threading
+
+    from evidence.outputs import Outputs
+
+    release = threading.Event()
+
+    def pagefind(bundle, docs, copies, timeout=600, admit=None, described=None, words=True, quiet=None, per_page=False):
+        if bundle.name == "pagefind-1":
+            release.wait(10)
+        bundle.mkdir(parents=True)
+        (bundle / "pagefind.js").write_text(bundle.name, encoding="utf-8")
+        pages = site_search.bundle_pages(docs, copies)
+        if described is not None:
+            described["pages"] = {f"id{i}": "/" + rel for i, (rel, _html) in enumerate(pages)}
+            if words:
+                described["words"] = ["w-" + bundle.name]
+                if per_page:
+                    described["page_words"] = {rel: ["w-" + bundle.name] for rel, _html in pages}
+        return sorted(p for p in bundle.rglob("*") if p.is_file())
+
+    monkeypatch.setattr(site_search, "run_pagefind", pagefind)
+    index = site_search.SearchIndex([site_search.Shard("pagefind", docs=[("a.html", "A", "k", "a")]),
+                                     site_search.Shard("pagefind-1", docs=[("b.html", "B", "k", "b")])],
+                                    tmp_path, Outputs(out=tmp_path), "context", bundles=2)
+    real = index._foreseen
+
+    def between() -> None:  # within result()'s turn: the second bundle ends now
+        real()
+        if not release.is_set():
+            release.set()
+            index._futures[1].result()
+
+    monkeypatch.setattr(index, "_foreseen", between)
+    index._futures[0].result()  # the first bundle is made before result() looks
+    files = index.result()
+    assert {"pagefind/pagefind.js", "pagefind-1/pagefind.js", f"{site_search.WORDS_BUNDLE}/pagefind.js"} <= set(files), files
+
+
+@pytest.mark.parametrize("remade", [1, 2, 3])
+def test_words_are_foreseen_for_an_edits_few_bundles_only(tmp_path, monkeypatch, remade):
+    """A remade bundle's words are worked out ahead from its pages' kept words when an edit remakes
+    one or two bundles (FORESEE_BUNDLES); when more are remade (every page rendered again), the
+    words bundle waits behind them in Pagefind's queue anyway, so nothing is read for it."""
+    from evidence.cache import BuildCache
+    from evidence.outputs import Outputs
+
+    monkeypatch.setattr(site_search, "run_pagefind", lambda *a, **k: [])
+    cache = BuildCache(tmp_path / "cache")
+    outputs = Outputs(out=tmp_path / "site", cache=cache)
+    parts = [site_search.Shard(f"pagefind-{i}", docs=[(f"p{i}.html", "T", "k", "words")]) for i in range(remade)]
+    for sh in parts:  # what the build before kept of each bundle: the key it was made under, its pages' words
+        outputs.previous_notes[f"search-bundle:{sh.folder}"] = f"old-{sh.folder}"
+        cache.put("search-page-words", f"old-{sh.folder}", {site_search.page_key(rel, html): ("words",)
+                                                             for rel, html in site_search.bundle_pages(sh.docs, sh.copies)})
+    foreseen: list[str] = []
+    monkeypatch.setattr(site_search.SearchIndex, "_foretell", lambda self, old, new: (foreseen.append(old), sorted(set().union(*old)))[1])
+    index = site_search.SearchIndex(parts, tmp_path, outputs, "context", hold=True, bundles=4)
+    index.start()
+    for future in list(index._foreseeing.values()):  # done before close(), which cancels what has not started
+        future.result()
+    index.close()
+    assert len(foreseen) == (remade if remade <= site_search.FORESEE_BUNDLES else 0), foreseen
+    cache.close()

@@ -33,6 +33,7 @@ nothing (a pack is its writer's own, and a worker's would never be sealed).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -46,7 +47,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BuildCache", "digest", "code_digest", "CACHE_ENV", "PACKED_STAGES", "TRASH", "TEMPLATES"]
+__all__ = ["BuildCache", "digest", "code_digest", "library_versions", "CACHE_ENV", "PACKED_STAGES", "TRASH", "TEMPLATES"]
 
 CACHE_ENV = "EVIDENCE_CACHE"
 KEPT_STAGES = ("outputs",)  # never pruned, see BuildCache.prune
@@ -76,6 +77,14 @@ _CODE: dict[tuple, str] = {}
 # Libraries whose output ends up in what the cache keeps (models, graphs, pages, RDF pieces): a new
 # version of one may change it, so their versions are part of every key.
 _LIBRARIES = ("jinja2", "markupsafe", "networkx", "pagefind", "pagefind_bin_extended", "pydantic", "pydantic_core", "pyoxigraph", "pyshacl_turbo", "PyYAML")
+
+
+@functools.cache
+def library_versions() -> str:
+    """The versions of the libraries whose output the cache keeps, the interpreter's and zlib's
+    (as every key holds them, see :func:`code_digest`): for an entry that depends on them but
+    not on the package's code (what Pagefind reads of a page, see evidence.site_search)."""
+    return _versions()
 
 
 def _versions() -> str:
@@ -110,7 +119,7 @@ def code_digest(extra: Iterable[Path] = ()) -> str:
             stats.append((str(f), -1, -1))
     memo = tuple(stats)
     if memo not in _CODE:
-        _CODE[memo] = digest(_versions(), *(f"{f.name}\0".encode() + f.read_bytes() for f in files if f.is_file()))
+        _CODE[memo] = digest(library_versions(), *(f"{f.name}\0".encode() + f.read_bytes() for f in files if f.is_file()))
     return _CODE[memo]
 
 

@@ -135,6 +135,10 @@ class Outputs:
     layouts: dict[str, dict[str, Any]] = field(default_factory=dict)
     record: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)
     linked: set[str] = field(default_factory=set)  # this build: paths where link() put the old file
+    # Small facts about the build's output that the next build into the folder reads (the key each
+    # search bundle was made under, see evidence.site_search.SearchIndex): the previous build's, and this one's.
+    previous_notes: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
     linker: Linker | None = field(default=None, repr=False)  # while linking(): makes the links of link(later=True)
 
     @classmethod
@@ -146,6 +150,8 @@ class Outputs:
             if isinstance(rec, dict) and rec.get("version") == _RECORD_VERSION:
                 self.previous = rec.get("files", {})
                 self.previous_layouts = rec.get("layouts", {})
+                notes = rec.get("notes", {})
+                self.previous_notes = notes if isinstance(notes, dict) else {}
         return self
 
     def _key(self) -> str:
@@ -293,7 +299,8 @@ class Outputs:
         if self.cache is None:
             return
         layouts = {rel: lay for rel, lay in self.layouts.items() if rel in self.record}
-        self.cache.put(_STAGE, self._key(), {"version": _RECORD_VERSION, "files": self.record, "layouts": layouts})
+        self.cache.put(_STAGE, self._key(), {"version": _RECORD_VERSION, "files": self.record, "layouts": layouts,
+                                             "notes": dict(sorted(self.notes.items()))})
 
 
 def relative_name(path: Path | str, folder: Path) -> str:

@@ -2,13 +2,15 @@
 
 ``python -I pagefind_job.py`` (by path and isolated, so that it imports nothing of the package or
 of its folder) reads a job from the first line of its standard input, a JSON object ``{"binary":
-PATH, "bundle": FOLDER, "pages": [[PATH, HTML], ...], "describe": BOOL or "pages", "quiet":
-SECONDS}``, hands the pages to
+PATH, "bundle": FOLDER or null, "pages": [[PATH, HTML], ...], "describe": BOOL, "pages" or
+"page-words", "quiet": SECONDS}``, hands the pages to
 ``PAGEFIND --service``, asks for the bundle's files and writes them into ``FOLDER``. It exits 0
 once every file is written; otherwise 1, with the reason on its standard error. With
 ``describe``, it then prints one JSON line (:func:`describe`): every word Pagefind indexed and
 the address of each indexed page by Pagefind's id for it, read from the fragments it wrote (with
-``"pages"``, the addresses only).
+``"pages"``, the addresses only; with ``"page-words"``, each page's words too). Without a
+``FOLDER`` nothing is written: the job only describes what Pagefind would index (the words of
+the pages an edit changed, see evidence.site_search.SearchIndex).
 :func:`evidence.site_search.run_pagefind` runs it. The job is one line, not the whole input: a
 render worker forked while it is being sent holds a copy of the pipe, whose end would wait for
 that worker.
@@ -51,8 +53,8 @@ class JobError(Exception):
 QUIET = 120.0  # seconds without a byte from the service, a request pending, before it is taken for stuck
 
 
-def run(binary: str, bundle: str, pages: list[list[str]], quiet: float = QUIET) -> list:
-    """Index ``pages`` into ``bundle``; return the files Pagefind returned (as it returned them).
+def run(binary: str, bundle: str | None, pages: list[list[str]], quiet: float = QUIET) -> list:
+    """Index ``pages`` into ``bundle`` (None: nowhere); return the files Pagefind returned (as it returned them).
     A service silent for ``quiet`` seconds while a request waits is a JobError: Pagefind answers
     each page in milliseconds, and one that cannot start its threads (a limit on processes) was
     seen to wait for ever, holding the build until its whole time limit (600 s)."""
@@ -78,7 +80,8 @@ def run(binary: str, bundle: str, pages: list[list[str]], quiet: float = QUIET) 
         for i in range(2, last):
             replies.expect(i, "IndexedFile")
         files = replies.expect(last, "GetFiles").get("files")
-        _write(bundle, files)
+        if bundle is not None:
+            _write(bundle, files)
         done = True
         return files
     finally:
@@ -163,14 +166,16 @@ _SPACE = re.compile("[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u20
 _FRAGMENT = b"pagefind_dcd"  # a fragment: gzip of this marker and the page's JSON
 
 
-def describe(files: list, words_too: bool = True) -> dict:
+def describe(files: list, words_too: bool = True, per_page: bool = False) -> dict:
     """What Pagefind indexed, from the fragments among ``files`` (one per page): ``words``, every
     word of the pages' text and metadata (title, kind...: Pagefind indexes its values as words too),
     sorted, once each; ``pages``, the address of each page by Pagefind's id for it (the fragment's
     name, which a search answers with). Without ``words_too``, ``pages`` only: the words bundle's
     own words are not needed, and at 10,000 cases they were every word of the site, which took
-    the end of a rebuild to split, send and read."""
+    the end of a rebuild to split, send and read. With ``per_page`` (and ``words_too``), also
+    ``page_words``: each page's own words (sorted) by its address; ``words`` is their union."""
     words: set[str] = set()
+    page_words: dict[str, list[str]] = {}
     pages: dict[str, str] = {}
     for f in files:
         rel = f["path"]
@@ -188,13 +193,18 @@ def describe(files: list, words_too: bool = True) -> dict:
             raise JobError(f"cannot read the fragment {rel} that Pagefind returned ({exc}); is this a Pagefind version the build "
                            "was not tested with? (pyproject.toml names those it was)") from None
         if words_too:
-            words.update(_SPACE.split(text))
+            mine = set(_SPACE.split(text))
             for value in meta.values():
-                words.update(_SPACE.split(str(value)))
+                mine.update(_SPACE.split(str(value)))
+            mine.discard("")
+            words |= mine
+            if per_page:
+                page_words[url] = sorted(mine)
         pages[rel[len("fragment/"):-len(".pf_fragment")]] = url
     if not words_too:
         return {"pages": dict(sorted(pages.items()))}
-    words.discard("")
+    if per_page:
+        return {"words": sorted(words), "pages": dict(sorted(pages.items())), "page_words": dict(sorted(page_words.items()))}
     return {"words": sorted(words), "pages": dict(sorted(pages.items()))}
 
 
@@ -292,8 +302,10 @@ def main() -> int:
     try:
         job = json.loads(sys.stdin.buffer.readline())
         files = run(job["binary"], job["bundle"], job["pages"], float(job.get("quiet", QUIET)))
-        if job.get("describe"):
-            sys.stdout.write(json.dumps(describe(files, words_too=job["describe"] != "pages"), separators=(",", ":")) + "\n")
+        how = job.get("describe")
+        if how:
+            said = describe(files, words_too=how != "pages", per_page=how == "page-words")
+            sys.stdout.write(json.dumps(said, separators=(",", ":")) + "\n")
     except (JobError, OSError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 1

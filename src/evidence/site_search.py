@@ -28,6 +28,15 @@ word "c" of "c.52G>A"). Searched on its own, a bundle without the word would ans
 pages; the search page first searches the words bundle, whose words are every bundle's, and then
 only the bundles it names: the pages it shows are those a one-bundle index would find.
 
+The words bundle waits for the words of every bundle, so a rebuild made the edit's bundle, then
+the words bundle: at 10,000 cases 1.3-2.3 s, then 1.5 s more. The build keeps each page's own
+words (``search-page-words``, under its bundle's key; the Outputs record notes which key each
+bundle was last made under): a bundle remade after an edit then has its words worked out from those
+of its pages that did not change and a Pagefind run over the few that did, which describes them
+without writing a bundle (0.06-0.08 s at 10,000 cases). The words bundle starts from them, beside the edit's bundle.
+Once Pagefind has made that bundle, its words are compared with those; were they ever to differ,
+the words bundle would be made again from Pagefind's.
+
 A browser cannot load Pagefind's index from ``file://``, so the search page falls back to
 ``search-titles.js``: every page's title, kind and address.
 """
@@ -36,29 +45,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from markupsafe import escape
 
-from .cache import digest
+from .cache import digest, library_versions
 from .errors import RenderError, WorkerError
 from .outputs import Outputs, content_key
 
 __all__ = ["run_pagefind", "titles_script", "PAGEFIND_LICENCE_NAME", "Shard", "shards", "SearchIndex", "SHARD_DOCS", "WORDS_BUNDLE",
-           "words_pages", "words_map", "WORDS_MAP"]
+           "words_pages", "words_map", "WORDS_MAP", "bundle_pages", "page_key", "FORESEE_PAGES",
+           "FORESEE_BUNDLES"]
+
+log = logging.getLogger("evidence")
 
 PAGEFIND_LICENCE_NAME = "pagefind.txt"
 SHARD_DOCS = 2000  # documents per search bundle: about 1.5 s of Pagefind each (bench/README.md)
 _STAGE = "search"
 _WORDS_STAGE = "search-words"  # the words Pagefind indexed in a bundle, under the bundle's key
+_PAGE_WORDS_STAGE = "search-page-words"  # under a bundle's key: {page_key of each of its pages: that page's words}
+_NOTE = "search-bundle:"  # the Outputs note of the key a bundle was made under (+ its folder)
+# A remade bundle's words are worked out ahead of Pagefind (see SearchIndex._foresee) when at most
+# this many of its pages are new: they are described by a Pagefind run of their own.
+FORESEE_PAGES = 64
+# ... and only when at most this many bundles are remade (an edit's one or two): when a render of
+# every page remakes them all, the words bundle waits behind them in Pagefind's queue anyway, and
+# their pages' words (a pickle of about 1 MB per bundle at 10,000 cases) would be read for nothing.
+FORESEE_BUNDLES = 2
 WORDS_BUNDLE = "pagefind-words"  # the words bundle's folder (see the module's text)
 
 
@@ -112,6 +134,17 @@ def shards(docs: list[tuple[str, str, str, str]], copies: dict[str, str], size: 
     out = [b for b in buckets if b.docs or b.copies or b.known] or [buckets[0]]
     out[0].folder = "pagefind"
     return out
+
+
+def bundle_pages(docs: list[tuple[str, str, str, str]], copies: dict[str, str]) -> list[tuple[str, str]]:
+    """The pages Pagefind is handed for a bundle, in order: (path, HTML), a small page per
+    document (:func:`_record_page`) and the pages indexed as they are."""
+    return sorted([*((rel, _record_page(title, kind, text)) for rel, title, kind, text in docs), *copies.items()])
+
+
+def page_key(rel: str, html: str) -> str:
+    """The key of what Pagefind reads of one page: its path and HTML, and Pagefind's version."""
+    return digest(_PAGE_WORDS_STAGE, library_versions(), rel, html)
 
 
 def _bucket(rel: str, k: int) -> int:
@@ -174,6 +207,13 @@ class SearchIndex:
         self.bundles = bundles  # how many bundles the index has: with more than one, the words bundle is made
         self.words: dict[str, list[str]] = {}  # folder -> the words Pagefind indexed in it, for the words bundle
         self._words_added = False
+        # A remade bundle's words worked out before Pagefind has made it (_foresee): folder -> the
+        # work under way, and the words the words bundle was started with, checked once it is made.
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="pagefind-words")
+        self._foreseeing: dict[str, Future[list[str]]] = {}
+        self.foreseen: dict[str, list[str]] = {}  # until Pagefind has made the bundle
+        self._page_keys: dict[str, dict[str, str]] = {}  # folder -> each page's page_key by path, worked out by _foresee
+        self._wrong = False  # words foreseen differed from Pagefind's: the words bundle is made again
         self._recorded: set[int] = set()  # the bundles of todo whose files and words are recorded
         self.add(parts)
 
@@ -185,11 +225,17 @@ class SearchIndex:
                 key = sh.key(self.context)
                 entry = cache.get(_STAGE, key) if cache is not None else None
                 words = cache.get(_WORDS_STAGE, key) if cache is not None and self._split(sh) else []
+                # The words bundle made from foreseen words is linked here and now: should they prove
+                # wrong, it is removed, and the linker (evidence.linker) links later.
+                later = not (sh.folder == WORDS_BUNDLE and self.foreseen)
                 if (_valid_entry(entry) and isinstance(words, list) and all(isinstance(w, str) for w in words)
-                        and _link_bundle(self.outputs, self.out, entry)):
+                        and _link_bundle(self.outputs, self.out, entry, later)):
                     self.files += [rel for rel, _k in entry]
                     if self._split(sh):
                         self.words[sh.folder] = words
+                        self.outputs.notes[_NOTE + sh.folder] = key
+                        if cache is not None:
+                            cache.touch(_PAGE_WORDS_STAGE, key)  # for the build that remakes it
                 else:
                     _remove(self.out / sh.folder)  # what was linked of it, if anything: Pagefind must write new files only
                     if sh.known:
@@ -204,6 +250,46 @@ class SearchIndex:
             self.close()
             raise
 
+    def _foresee(self, sh: Shard) -> None:
+        """Start working out the words of ``sh``, a bundle to be remade, from the words of its pages
+        that the build which last made it kept (``search-page-words``), and a Pagefind run over
+        its new pages only, if they are few (FORESEE_PAGES): the words bundle can then start
+        beside ``sh`` instead of after it (see the module's text)."""
+        cache = self.outputs.cache
+        last = self.outputs.previous_notes.get(_NOTE + sh.folder)
+        known = cache.get(_PAGE_WORDS_STAGE, last) if cache is not None and isinstance(last, str) else None
+        if not isinstance(known, dict):
+            return
+        pages = bundle_pages(sh.docs, sh.copies)
+        keys = self._page_keys[sh.folder] = {rel: page_key(rel, html) for rel, html in pages}  # _index keeps the words under them
+        new = {rel: html for rel, html in pages if keys[rel] not in known}
+        if len(new) <= FORESEE_PAGES:
+            self._foreseeing[sh.folder] = self._helper.submit(self._foretell, [known[k] for k in keys.values() if k in known], new)
+
+    def _foretell(self, old: list[tuple[str, ...]], new: dict[str, str]) -> list[str]:
+        """The words of a bundle: those of its pages known already (``old``), and those Pagefind
+        reads in its ``new`` pages (path -> HTML), without making a bundle of them."""
+        words: set[str] = set().union(*old)
+        if new:
+            described: dict = {}
+            run_pagefind(None, [], new, self.timeout, admit=self._admit, described=described)
+            words.update(described["words"])
+        return sorted(words)
+
+    def _foreseen(self) -> None:
+        """Take the words foreseen by now for the bundles Pagefind has not made yet."""
+        for folder, future in list(self._foreseeing.items()):
+            if not future.done():
+                continue
+            del self._foreseeing[folder]
+            try:
+                words = future.result()
+            except (RenderError, WorkerError, OSError) as exc:  # only time is lost: the words come from the bundle, once made
+                log.debug("the words of the search bundle %s were not worked out ahead: %s", folder, exc)
+                continue
+            if folder not in self.words:
+                self.words[folder] = self.foreseen[folder] = words
+
     def _add_words(self) -> None:
         """Add the words bundle once the words of every bundle are known (a rebuild: as soon as an
         edit's bundle is made and the last page indexed as it is, while the last pages render)."""
@@ -216,6 +302,7 @@ class SearchIndex:
         failed), and start the words bundle if it can be."""
         try:
             self._record(block=False)
+            self._foreseen()
             self._add_words()
         except BaseException:
             self.close()
@@ -226,16 +313,28 @@ class SearchIndex:
         return self.bundles > 1 and sh.folder != WORDS_BUNDLE
 
     def start(self) -> None:
-        """Hand the bundles that wait to Pagefind (two processes at a time)."""
+        """Hand the bundles that wait to Pagefind (two processes at a time), and, when they are
+        few (FORESEE_BUNDLES), start working out their words ahead (:meth:`_foresee`)."""
         self._held = False
-        self._futures += [self._pool.submit(self._index, sh) for sh, _key in self.todo[len(self._futures):]]
+        handed = self.todo[len(self._futures):]
+        if sum(1 for sh, _key in self.todo if self._split(sh)) <= FORESEE_BUNDLES:
+            for sh, _key in handed:
+                if self._split(sh) and sh.folder not in self.words and sh.folder not in self._foreseeing:
+                    self._foresee(sh)
+        self._futures += [self._pool.submit(self._index, sh) for sh, _key in handed]
 
     def _index(self, sh: Shard) -> tuple[list[Path], dict]:
         if self._stopped:
             raise RenderError("the search index was stopped")
         described: dict = {}
-        files = run_pagefind(self.out / sh.folder, sh.docs, sh.copies, self.timeout, admit=self._admit,
-                             described=described if self.bundles > 1 else None, words=self._split(sh))
+        keep = self._split(sh) and self.outputs.cache is not None  # each page's words, for _foresee in a later build
+        pages = bundle_pages(sh.docs, sh.copies)  # made once, handed over as they are
+        files = run_pagefind(self.out / sh.folder, [], dict(pages), self.timeout, admit=self._admit,
+                             described=described if self.bundles > 1 else None, words=self._split(sh), per_page=keep)
+        if keep:  # by the key of what Pagefind read of the page (_foresee's, if it worked them out)
+            found = described.pop("page_words")
+            keys = self._page_keys.get(sh.folder) or {rel: page_key(rel, html) for rel, html in pages}
+            described["by_page"] = {keys[rel]: tuple(words) for rel, words in found.items() if rel in keys}
         return files, described
 
     def _admit(self, proc: subprocess.Popen) -> bool:
@@ -250,9 +349,23 @@ class SearchIndex:
         bundles (a RenderError if it failed)."""
         try:
             self.start()
-            self._record(block=True)
-            self._add_words()  # if it was not yet: a cold build's, whose bundles waited for start()
-            self._record(block=True)
+            # The words bundle starts as soon as it can: once every bundle's words are known or
+            # foreseen. What is under way is looked at before recording, so that a bundle finished
+            # while the others were recorded is recorded by the next turn, not left out.
+            while True:
+                pending = [f for f in [*self._futures, *self._foreseeing.values()] if not f.done()]
+                handed = len(self._futures)
+                self._record(block=False)
+                self._foreseen()
+                self._add_words()  # if it was not yet: a cold build's, whose bundles waited for start()
+                if not pending and len(self._futures) == handed:
+                    break
+                still = [f for f in [*self._futures, *self._foreseeing.values()] if not f.done()]
+                if still:
+                    wait(still, return_when=FIRST_COMPLETED)
+            if self._wrong:  # never seen: made again from the words Pagefind gave
+                self._words_again()
+                self._record(block=True)
             if self.bundles > 1 and not self._words_added:
                 raise RenderError(f"the search index has {self.bundles} bundles, and the words of only {len(self.words)}")
         finally:
@@ -283,15 +396,33 @@ class SearchIndex:
                     raise RenderError(f"cannot write {path}: {exc.strerror or exc}") from None
                 written = sorted([*written, path])
             elif self._split(sh):
+                self._foreseeing.pop(sh.folder, None)  # if still under way, no longer needed
+                guess = self.foreseen.pop(sh.folder, None)
+                if guess is not None and self._words_added and guess != described["words"]:
+                    self._wrong = True  # the words bundle was made from them
                 self.words[sh.folder] = described["words"]
+                self.outputs.notes[_NOTE + sh.folder] = key
                 if cache is not None:
                     cache.put(_WORDS_STAGE, key, described["words"])
+                    if len(described["by_page"]) == len(sh.docs) + len(sh.copies):  # every page's words (a page missing
+                        cache.put(_PAGE_WORDS_STAGE, key, described["by_page"])  # would be taken for new each time)
+                    else:
+                        log.debug("the search bundle %s: Pagefind's addresses of %d of its pages were not their paths; their words are not kept",
+                                  sh.folder, len(sh.docs) + len(sh.copies) - len(described["by_page"]))
             made = [(p.relative_to(self.out).as_posix(), digest(key, content_key(p.read_bytes()))) for p in written]
             for rel, file_key in made:
                 self.outputs.keys[rel] = file_key
             if cache is not None:
                 cache.put(_STAGE, key, made)
             self.files += [rel for rel, _k in made]
+
+    def _words_again(self) -> None:
+        """Remove the words bundle made from foreseen words that proved wrong, and make it again."""
+        self._wrong = False
+        self.files = [rel for rel in self.files if not rel.startswith(WORDS_BUNDLE + "/")]
+        _remove(self.out / WORDS_BUNDLE)
+        self._words_added = False
+        self._add_words()
 
     def close(self) -> None:
         """Stop the Pagefind processes still running, and wait for their threads. The lookup is
@@ -303,6 +434,7 @@ class SearchIndex:
             for proc in self._procs:
                 if proc.poll() is None:
                     proc.kill()
+        self._helper.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> SearchIndex:
@@ -324,13 +456,13 @@ def _remove(folder: Path) -> None:
         raise RenderError(f"cannot clear {folder} for the search index: {exc.strerror or exc}") from None
 
 
-def _link_bundle(outputs: Outputs, out: Path, entry: list[tuple[str, str]]) -> bool:
+def _link_bundle(outputs: Outputs, out: Path, entry: list[tuple[str, str]], later: bool = True) -> bool:
     """Link every file of a bundle from the previous build, or none (False: a file is not the one
     recorded). A bundle is 2,000 files in a few folders: each folder is made once (a mkdir a
     file took 0.1 s of a 10,000-case rebuild)."""
     for folder in sorted({rel.rpartition("/")[0] for rel, _key in entry}):
         os.makedirs(os.path.join(out, folder), exist_ok=True)
-    return outputs.link_all([(os.path.join(out, rel), rel, key) for rel, key in entry], later=True)
+    return outputs.link_all([(os.path.join(out, rel), rel, key) for rel, key in entry], later=later)
 
 
 # Pagefind is started from threads while the build's process forks render workers. A worker
@@ -356,12 +488,14 @@ def _after_fork() -> None:
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
-def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: dict[str, str], timeout: float = 600,
+def run_pagefind(bundle: Path | None, docs: list[tuple[str, str, str, str]], copies: dict[str, str], timeout: float = 600,
                  admit: Callable[[subprocess.Popen], bool] | None = None, described: dict | None = None, words: bool = True,
-                 quiet: float | None = None) -> list[Path]:
+                 quiet: float | None = None, per_page: bool = False) -> list[Path]:
     """Index ``docs`` (one small page each, see :func:`_record_page`: path, title, kind, words)
     and ``copies`` (path -> the page's HTML, indexed as it is) into ``bundle``, a new folder;
-    return the files written. ``admit`` is told of the process once it runs (see
+    return the files written (``bundle`` None: none, the pages are only described). With
+    ``per_page`` (and ``words``), ``described`` also has ``page_words``: each page's own words,
+    by its path. ``admit`` is told of the process once it runs (see
     SearchIndex.close); if it says no, the process is stopped. ``described``, a dict, is given
     what Pagefind indexed (:func:`evidence.pagefind_job.describe`: its ``words`` and its
     ``pages`` by Pagefind's id; without ``words``, its ``pages`` only: the words bundle's own
@@ -374,9 +508,11 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
     --site`` read: writing a bundle's 1,200 small files took 0.1-1.5 s on this project's machines,
     and in a thread of the build, which waited for the busy render at each file, up to 1.5 s."""
     exe = _pagefind_binary()
-    pages = sorted([*((rel, _record_page(title, kind, text)) for rel, title, kind, text in docs), *copies.items()])
-    describe = (True if words else "pages") if described is not None else False
-    job = {"binary": str(exe), "bundle": str(bundle), "pages": pages, "describe": describe, **({"quiet": quiet} if quiet else {})}
+    pages = bundle_pages(docs, copies)
+    describe = (("page-words" if per_page else True) if words else "pages") if described is not None else False
+    job = {"binary": str(exe), "bundle": None if bundle is None else str(bundle), "pages": pages, "describe": describe,
+           **({"quiet": quiet} if quiet else {})}
+    name = "of the changed pages" if bundle is None else bundle.name
     line = json.dumps(job).encode("utf-8") + b"\n"  # one line (see pagefind_job)
     with _STARTING:
         proc = subprocess.Popen([sys.executable, "-I", str(_JOB)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -388,24 +524,27 @@ def run_pagefind(bundle: Path, docs: list[tuple[str, str, str, str]], copies: di
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-            raise RenderError(f"Pagefind did not finish indexing the search bundle {bundle.name} within {timeout:.0f} s") from None
+            raise RenderError(f"Pagefind did not finish indexing the search bundle {name} within {timeout:.0f} s") from None
     if proc.returncode != 0:
         said = stderr.decode("utf-8", "replace").strip()
         if any(sign in said for sign in _SHORT_OF):  # it could not start its threads: the machine's shortage, not the site's fault
-            raise WorkerError(f"Pagefind could not start its threads to index the search bundle {bundle.name} (the machine is out of "
+            raise WorkerError(f"Pagefind could not start its threads to index the search bundle {name} (the machine is out of "
                               "processes or memory; a limit such as ulimit -u): nothing was changed; close other programs or raise "
                               "the limit, and run the command again") from None
         status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        raise RenderError(f"Pagefind failed to index the search bundle {bundle.name}: {said[-2000:] or status}")
+        raise RenderError(f"Pagefind failed to index the search bundle {name}: {said[-2000:] or status}")
     if described is not None:
         try:
             got = json.loads(stdout)
             if not ((isinstance(got.get("words"), list) or not words) and isinstance(got.get("pages"), dict)):
                 raise ValueError("no words and pages")
-        except (ValueError, AttributeError) as exc:
-            raise RenderError(f"the search bundle {bundle.name} was made, but what Pagefind indexed in it could not be read ({exc})") from None
+            if per_page and words:  # by path (Pagefind's address of a page is "/" and its path)
+                paths = {f"/{rel}": rel for rel, _html in pages}
+                got["page_words"] = {paths[url]: found for url, found in got.pop("page_words").items() if url in paths}
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise RenderError(f"the search bundle {name} was made, but what Pagefind indexed in it could not be read ({exc})") from None
         described.update(got)
-    return sorted(p for p in bundle.rglob("*") if p.is_file())
+    return [] if bundle is None else sorted(p for p in bundle.rglob("*") if p.is_file())
 
 
 # What Pagefind (Rust's thread pools) or its Python job print when they cannot start a thread.
