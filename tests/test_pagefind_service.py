@@ -444,3 +444,20 @@ def test_words_are_foreseen_for_an_edits_few_bundles_only(tmp_path, monkeypatch,
     index.close()
     assert len(foreseen) == (remade if remade <= site_search.FORESEE_BUNDLES else 0), foreseen
     cache.close()
+
+
+def test_a_pages_words_are_kept_under_the_job_that_read_them(tmp_path, monkeypatch):
+    """The words kept for each page (search-page-words) were cut by evidence.pagefind_job: kept by
+    another version of it, they are not the words this one would read, and must not be used."""
+    job = tmp_path / "pagefind_job.py"
+    job.write_bytes(site_search._JOB.read_bytes())
+    monkeypatch.setattr(site_search, "_JOB", job)
+    site_search._job_digest.cache_clear()
+    try:
+        before = site_search.page_key("cases/a.html", "<p>words</p>")
+        assert site_search.page_key("cases/a.html", "<p>words</p>") == before
+        job.write_bytes(job.read_bytes() + b"\n# cut differently\n")
+        site_search._job_digest.cache_clear()
+        assert site_search.page_key("cases/a.html", "<p>words</p>") != before
+    finally:
+        site_search._job_digest.cache_clear()

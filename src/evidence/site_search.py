@@ -43,6 +43,7 @@ A browser cannot load Pagefind's index from ``file://``, so the search page fall
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -143,8 +144,15 @@ def bundle_pages(docs: list[tuple[str, str, str, str]], copies: dict[str, str]) 
 
 
 def page_key(rel: str, html: str) -> str:
-    """The key of what Pagefind reads of one page: its path and HTML, and Pagefind's version."""
-    return digest(_PAGE_WORDS_STAGE, library_versions(), rel, html)
+    """The key of what Pagefind reads of one page: its path and HTML, Pagefind's version, and the
+    job that reads the words out of what Pagefind indexed (evidence.pagefind_job.describe): a
+    change to how it cuts them must not leave the words kept by the code before it in use."""
+    return digest(_PAGE_WORDS_STAGE, library_versions(), _job_digest(), rel, html)
+
+
+@functools.cache
+def _job_digest() -> str:
+    return digest(_JOB.read_bytes())
 
 
 def _bucket(rel: str, k: int) -> int:
