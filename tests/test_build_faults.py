@@ -258,6 +258,50 @@ def test_pagefind_runs_while_the_case_pages_render_and_waits_for_the_query_libra
     assert len(library) == 1 and library[0]["queries.html"] == (out / "queries.html").read_text(encoding="utf-8")
 
 
+def test_held_bundles_are_made_ahead_one_at_a_time_until_the_render_workers_fork(config, tmp_path, monkeypatch):
+    """A cold build holds its many bundles while the render workers run, but until they start its
+    own process works alone: the bundles are handed to Pagefind one at a time, at a low priority,
+    and the last one handed ahead is finished before the workers fork (no Pagefind beside them).
+    The site is the one a build without it makes."""
+    from evidence import site_pages, site_search
+
+    monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # several bundles
+    monkeypatch.setattr(site_pages, "EARLY_BUNDLES", 0)  # held, as a cold build's are
+    monkeypatch.setattr(site_pages, "PAGES_PER_WORKER", 1)  # the founding kb's pages rendered by forked workers
+    plain = tmp_path / "plain"
+    with monkeypatch.context() as m:
+        m.setattr(site_search.SearchIndex, "ahead", lambda self: None)
+        build(config, plain, cache=BuildCache(None))
+    runs: list[tuple[str, int, float, float]] = []  # (bundle, nice, start, end)
+    forks: list[float] = []  # when the render workers were started
+    real_run, real_imap = site_search.run_pagefind, site_pages.parallel_imap
+
+    def indexing(bundle, docs, pages, timeout=600, admit=None, described=None, nice=0, **more):
+        t = time.monotonic()
+        try:
+            return real_run(bundle, docs, pages, timeout, admit, described, nice=nice, **more)
+        finally:
+            runs.append((bundle.name, nice, t, time.monotonic()))
+
+    def imap(fn, *args, **kwargs):
+        if fn is site_pages._render_chunk and kwargs.get("workers", 1) > 1:
+            forks.append(time.monotonic())
+        return real_imap(fn, *args, **kwargs)
+
+    monkeypatch.setattr(site_search, "run_pagefind", indexing)
+    monkeypatch.setattr(site_pages, "parallel_imap", imap)
+    out = tmp_path / "_site"
+    build(config, out, cache=BuildCache(None))
+    assert len(forks) == 1, forks
+    ahead = [r for r in runs if r[1] == site_search.AHEAD_NICE]
+    assert ahead, f"no bundle was made ahead: {runs}"
+    assert all(end <= forks[0] for _b, _n, _s, end in ahead), "a bundle made ahead was still being made when the workers forked"
+    assert all(r[1] == 0 and r[2] >= forks[0] for r in runs if r not in ahead), "the other bundles wait for the workers, at the usual priority"
+    spans = sorted((start, end) for _b, _n, start, end in ahead)
+    assert all(a_end <= b_start for (_s, a_end), (b_start, _e) in zip(spans, spans[1:])), "two bundles were made ahead at once"
+    assert _snapshot(out) == _snapshot(plain)
+
+
 def test_a_page_indexed_as_it_is_written_after_the_search_page_is_an_error(config, tmp_path, monkeypatch):
     """Its bundle might already be made without it: a RenderError that names the fix, and the
     previous site stays."""
@@ -323,7 +367,8 @@ def test_a_fork_waits_for_a_pagefind_start_in_progress():
 
 def test_a_cold_build_holds_its_many_bundles_until_the_render_workers_are_done(config, tmp_path, monkeypatch):
     """More bundles than an edit remakes (a cold build) wait until the deferred pages are written
-    (the render workers), so that Pagefind's processes do not add to their memory."""
+    (the render workers), so that Pagefind's processes do not add to their memory; only those made
+    ahead, one at a time, run before (see the test after this one)."""
     from evidence import site_pages, site_search
 
     monkeypatch.setattr(site_search, "SHARD_DOCS", 4)  # 16 bundles, all to be made
@@ -335,13 +380,15 @@ def test_a_cold_build_holds_its_many_bundles_until_the_render_workers_are_done(c
 
     def deferred(self):
         seen["before the deferred pages"] = list(started)
+        seen["made ahead"] = sorted(self.index._low)
         real_deferred(self)
         seen["held"] = [sh.folder for sh, _k in self.index.todo]
 
     monkeypatch.setattr(site_pages.SitePages, "run_deferred", deferred)
     build(config, tmp_path / "_site", cache=BuildCache(None))
     assert len(seen["held"]) > site_pages.EARLY_BUNDLES
-    assert seen["before the deferred pages"] == [], "no bundle was handed to Pagefind before the render workers were done"
+    assert sorted(seen["before the deferred pages"]) == seen["made ahead"], "before the render workers, only the bundles made ahead"
+    assert len(seen["made ahead"]) < len(seen["held"]), "the others were handed to Pagefind once the render workers were done"
     assert set(seen["held"]) < set(started), "then every one, and the query library's once it is written"
 
 

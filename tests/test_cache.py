@@ -448,7 +448,7 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
     events: list[tuple[str, str | None]] = []
     slow: list[bool] = []  # the cached build's bundles take a second more
 
-    def indexing(bundle, docs, copies, timeout=600, admit=None, described=None, words=True, per_page=False):
+    def indexing(bundle, docs, copies, timeout=600, admit=None, described=None, words=True, per_page=False, nice=0):
         pages = [d[0] for d in docs] + list(copies)
         name = None if bundle is None else bundle.name
         if bundle is None:
@@ -460,7 +460,7 @@ def test_an_edit_reindexes_one_search_bundle_and_links_the_others(project, monke
         events.append(("start", name))
         if slow and name not in (None, site_search.WORDS_BUNDLE) and bundle.parent.name.startswith(f".{project.out.name}.tmp-"):
             time.sleep(1.0)
-        made = real_run(bundle, docs, copies, timeout, admit, described, words, per_page=per_page)
+        made = real_run(bundle, docs, copies, timeout, admit, described, words, per_page=per_page, nice=nice)
         events.append(("end", name))
         return made
 

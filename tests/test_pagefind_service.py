@@ -387,7 +387,7 @@ def test_a_bundle_finished_while_the_others_are_recorded_is_recorded_too(tmp_pat
 
     release = threading.Event()
 
-    def pagefind(bundle, docs, copies, timeout=600, admit=None, described=None, words=True, quiet=None, per_page=False):
+    def pagefind(bundle, docs, copies, timeout=600, admit=None, described=None, words=True, quiet=None, per_page=False, nice=0):
         if bundle.name == "pagefind-1":
             release.wait(10)
         bundle.mkdir(parents=True)
@@ -461,3 +461,20 @@ def test_a_pages_words_are_kept_under_the_job_that_read_them(tmp_path, monkeypat
         assert site_search.page_key("cases/a.html", "<p>words</p>") != before
     finally:
         site_search._job_digest.cache_clear()
+
+
+def test_a_bundle_made_ahead_runs_pagefind_at_a_low_priority(tmp_path, monkeypatch):
+    """The job lowers its priority before it starts Pagefind, which runs at it (a service standing
+    in for the binary notes its own)."""
+    import os
+
+    noted = tmp_path / "nice.txt"
+    fake = tmp_path / "pagefind"
+    fake.write_text(f"#!{sys.executable}\nimport os, sys\nopen({str(noted)!r}, 'w').write(str(os.nice(0)))\nsys.exit(3)\n", encoding="utf-8")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", str(fake))
+    base = os.nice(0)
+    for nice in (0, 7):
+        with pytest.raises(RenderError, match="Pagefind"):
+            site_search.run_pagefind(tmp_path / f"pagefind-{nice}", DOCS, {}, timeout=60, nice=nice)
+        assert int(noted.read_text()) == min(base + nice, 19)

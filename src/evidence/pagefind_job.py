@@ -3,7 +3,7 @@
 ``python -I pagefind_job.py`` (by path and isolated, so that it imports nothing of the package or
 of its folder) reads a job from the first line of its standard input, a JSON object ``{"binary":
 PATH, "bundle": FOLDER or null, "pages": [[PATH, HTML], ...], "describe": BOOL, "pages" or
-"page-words", "quiet": SECONDS}``, hands the pages to
+"page-words", "quiet": SECONDS, "nice": N}``, hands the pages to
 ``PAGEFIND --service``, asks for the bundle's files and writes them into ``FOLDER``. It exits 0
 once every file is written; otherwise 1, with the reason on its standard error. With
 ``describe``, it then prints one JSON line (:func:`describe`): every word Pagefind indexed and
@@ -301,6 +301,8 @@ def _dying_with(job: int):
 def main() -> int:
     try:
         job = json.loads(sys.stdin.buffer.readline())
+        if job.get("nice"):  # before Pagefind starts: it runs at the job's priority (evidence.site_search.AHEAD_NICE)
+            os.nice(int(job["nice"]))
         files = run(job["binary"], job["bundle"], job["pages"], float(job.get("quiet", QUIET)))
         how = job.get("describe")
         if how:

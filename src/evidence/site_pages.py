@@ -236,6 +236,8 @@ class SitePages:
             if isinstance(self.kb.cases, CaseModels):
                 self.kb.cases.read_all()
             trim_heap()
+        if workers > 1 and self.index is not None:  # no Pagefind beside the workers (their memory): the bundle made ahead is finished first
+            self.index.finish_ahead()
         for error in parallel_imap(_render_chunk, chunks, workers=max(workers, 1), minimum=1, shared=(self, jobs), chunksize=1):
             if error:
                 raise RenderError(error)
@@ -948,6 +950,8 @@ class SitePages:
                                      bundles=len(self.search_shards))
             if len(self.index.todo) <= EARLY_BUNDLES:  # an edit's: Pagefind runs while the pages render
                 self.index.start()
+            else:  # one at a time, on the core this process leaves idle until the render workers start (SearchIndex.ahead)
+                self.index.ahead()
             self.timings["search index"] = time.perf_counter() - t - self._lookup_time
 
     def _late_copy(self, rel: str, html: str) -> None:
@@ -964,7 +968,8 @@ class SitePages:
 RELATED_LIMIT = 10  # related cases listed on a case page
 # Bundles of the search index that Pagefind makes while the pages render (an edit changes one or
 # two). More (a cold build: every bundle) wait until the render workers are done: Pagefind's
-# processes beside them raised a 10,000-case cold build's peak from 1,771 MB to 1,913 MB.
+# processes beside them raised a 10,000-case cold build's peak from 1,771 MB to 1,913 MB. Until
+# the workers start, they are made one at a time, at a low priority (SearchIndex.ahead).
 EARLY_BUNDLES = 2
 # The search index is polled (SearchIndex.poll: the bundles Pagefind has finished are recorded and
 # the words bundle started once every bundle's words are known) after each step of write_all and
