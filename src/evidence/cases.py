@@ -157,10 +157,10 @@ class CaseModels(MutableMapping[str, S.CaseReport]):
         return key in self._models
 
     def read_all(self) -> None:
-        """Read back every model not read yet. A build does so only before forking the workers that
-        render most pages (evidence.site_pages); otherwise the site model reads the facts
-        (evidence.site_facts), and a page rendered again the models it shows, which the build
-        freezes once the render is done (perf.settle_heap)."""
+        """Read back every model not read yet. A build never does: the site model reads the facts
+        (evidence.site_facts), and a page rendered the models it shows, in the worker that renders
+        it (evidence.site_pages), and the build freezes those read in its own process once the
+        render is done (perf.settle_heap)."""
         for key, value in self._models.items():
             if type(value) is Pickled:
                 self._facts[key] = value.facts
