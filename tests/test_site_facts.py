@@ -258,3 +258,51 @@ def test_a_rebuild_that_renders_every_page_reads_each_model_back_about_once_in_t
     # fresh worker (four times each).
     assert len(again) <= 2 * 40, sorted(again)
     assert pids.count(os.getpid()) <= 10 and len(set(pids) - {os.getpid()}) >= 2, pids  # in the workers
+
+
+def test_a_cold_build_renders_the_evidence_table_in_its_workers_from_the_rows_it_cached(synthetic, tmp_path, monkeypatch):
+    """A cold build makes every case's evidence-table rows once, in its own process, and keeps
+    them in the build cache. The render workers read the rows of the pages they render from the
+    cache; the build's own process lets its copies go before they fork (at 10,000 cases they
+    were memory every worker copied). The site is the one a build without a cache makes."""
+    import shutil
+
+    import evidence.site_pages as site_pages
+    from evidence.site_model import SiteModel
+
+    monkeypatch.setattr(site_pages, "PAGES_PER_WORKER", 5)
+    monkeypatch.setattr(site_pages, "TRIM_FROM", 50)
+    monkeypatch.setattr(site_pages, "WORKERS", 2)
+    monkeypatch.setattr(site_pages, "EVIDENCE_ROWS", 10)  # the table on several pages
+    log = tmp_path / "rows"
+    real = SiteModel.case_evidence_rows
+
+    def rows(self, cid):
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{cid} {os.getpid()}\n")
+        return real(self, cid)
+
+    monkeypatch.setattr(SiteModel, "case_evidence_rows", rows)
+    held: list[int] = []  # the rows the build's own process holds as it forks the render workers
+    real_imap = site_pages.parallel_imap
+
+    def imap(fn, items, *args, shared=None, **kwargs):
+        if fn is site_pages._render_chunk:
+            held.append(len(shared[0]._made_rows))
+        return real_imap(fn, items, *args, shared=shared, **kwargs)
+
+    monkeypatch.setattr(site_pages, "parallel_imap", imap)
+    root = tmp_path / "project"
+    shutil.copytree(synthetic, root)
+    site = tmp_path / "site"
+    build(load_config(root), site, templates=ROOT / "site_templates", cache=BuildCache(tmp_path / "cache"))
+    made = [line.split() for line in log.read_text(encoding="utf-8").splitlines()]
+    assert sorted(cid for cid, _pid in made) == sorted({cid for cid, _pid in made}) and len(made) == 40, made  # once each
+    assert {int(pid) for _cid, pid in made} == {os.getpid()}, made  # here, not again in a worker
+    assert held == [0], held  # let go before the workers forked
+    assert len(list((site / "evidence").glob("*.html"))) >= 2
+    fresh = tmp_path / "fresh"
+    build(load_config(root), fresh, templates=ROOT / "site_templates", cache=BuildCache(None))
+    names = sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
+    assert [n for n in names if (site / n).read_bytes() != (fresh / n).read_bytes()] == []
