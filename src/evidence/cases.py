@@ -156,16 +156,6 @@ class CaseModels(MutableMapping[str, S.CaseReport]):
     def __contains__(self, key: object) -> bool:
         return key in self._models
 
-    def read_all(self) -> None:
-        """Read back every model not read yet. A build never does: the site model reads the facts
-        (evidence.site_facts), and a page rendered the models it shows, in the worker that renders
-        it (evidence.site_pages), and the build freezes those read in its own process once the
-        render is done (perf.settle_heap)."""
-        for key, value in self._models.items():
-            if type(value) is Pickled:
-                self._facts[key] = value.facts
-                self._models[key] = value.load()
-
     def __copy__(self) -> CaseModels:
         """A mapping of its own (copy.copy of the slots shared the dictionaries), its models not read back."""
         new = CaseModels()
