@@ -389,6 +389,7 @@ def test_a_cold_build_holds_its_many_bundles_until_the_render_workers_are_done(c
     build(config, tmp_path / "_site", cache=BuildCache(None))
     assert len(seen["held"]) > site_pages.EARLY_BUNDLES
     assert all(ahead for _b, ahead in seen["before the deferred pages"]), "before the render workers, only bundles made ahead"
+    assert len(seen["before the deferred pages"]) < len(seen["held"]), "the others were handed to Pagefind once the render workers were done"
     assert set(seen["held"]) < {b for b, _a in started}, "then every one, and the query library's once it is written"
 
 
