@@ -20,6 +20,19 @@ def texts_required() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
+# The source texts, as .ci/run and the Makefile find them (beside the checkout, or named by
+# EVIDENCE_SOURCE_TEXTS). A contributor's clone may not have them.
+SEEDS = Path(os.environ.get("EVIDENCE_SOURCE_TEXTS") or ROOT.parent / "shared" / "seeds")
+
+
+def seeds_env() -> dict[str, str]:
+    """EVIDENCE_SOURCE_TEXTS for a copy of the project (its evidence.toml's relative default
+    does not reach the texts from there): the texts, when they are here or must be (CI); none
+    otherwise, so that the copy builds with a note that they are missing, as the project does.
+    Named when missing, the setting was an error, and a clone without ../shared failed 10 tests."""
+    return {"EVIDENCE_SOURCE_TEXTS": str(SEEDS)} if SEEDS.is_dir() or texts_required() else {}
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -25,9 +25,9 @@ from evidence.config import load_config
 from evidence.errors import ValidationError
 from evidence.pipeline import build
 from evidence.query import read_query, run_query
+from tests.conftest import SEEDS
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = Path(os.environ.get("EVIDENCE_SOURCE_TEXTS") or ROOT.parent / "shared" / "seeds")
 
 
 def _tree(folder: Path) -> dict[str, bytes]:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import seeds_env
+
 from .yamlplaces import places, put
 
 ROOT = Path(__file__).resolve().parents[1]
 # The source texts: where this run has them (.ci/run and the Makefile set the variable), else beside the repository.
-SEEDS = Path(os.environ.get("EVIDENCE_SOURCE_TEXTS") or ROOT.parent / "shared" / "seeds")
 HOSTILE = ROOT / "tests" / "data" / "hostile"
 FILES = sorted(p for p in HOSTILE.rglob("*.yaml"))
 MEMORY_LIMIT = 2 * 1024**3
@@ -198,7 +199,7 @@ def test_a_folder_of_the_kb_linked_out_of_it_is_refused_and_none_of_its_files_re
     (project / "kb" / "sources" / "secret.yaml").unlink()
     shutil.move(project / "kb" / "queries", elsewhere / "queries")
     (project / "kb" / "queries").symlink_to(elsewhere / "queries", target_is_directory=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EVIDENCE_SOURCE_TEXTS": str(SEEDS)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **seeds_env()}
     q = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), "query", "--list"], cwd=project, env=env,
                        capture_output=True, text=True, timeout=120)
     assert q.returncode == 1 and "outside the kb folder" in q.stderr and "Traceback" not in q.stderr, q.stderr
@@ -240,7 +241,7 @@ def test_script_in_text_is_inert_in_the_built_site(tmp_path):
         shutil.copytree(ROOT / name, project / name)
     shutil.copy(ROOT / "evidence.toml", project / "evidence.toml")
     shutil.copy(HOSTILE / "script-in-text.yaml", project / "kb" / "script-in-text.yaml")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "EVIDENCE_SOURCE_TEXTS": str(SEEDS)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **seeds_env()}
     out = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "evidence", "--root", str(project), "build", "--out", str(out)], cwd=project, env=env,
                        capture_output=True, text=True, timeout=300)
