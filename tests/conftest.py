@@ -14,6 +14,10 @@ sys.path.insert(0, str(ROOT / "src"))  # so the tests run without an install, to
 from evidence.config import load_config  # noqa: E402
 from evidence.pipeline import build, compile_checked, load_and_validate  # noqa: E402
 
+# Every build the tests make checks the entity pages' memo against the keys worked out in full
+# (evidence.site_memo): a memo that would serve a stale page fails the build instead.
+os.environ.setdefault("EVIDENCE_CHECK_MEMO", "1")
+
 
 def texts_required() -> bool:
     """In CI the source texts must be there: a quote check that silently skips proves nothing."""

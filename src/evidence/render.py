@@ -155,6 +155,10 @@ class SiteWriter:
             self.folders.add(folder)
         return os.path.join(self._root, rel)
 
+    def unclaim(self, rel: str) -> None:
+        """Give back a file claimed and not written (a page that could not be linked, then made)."""
+        del self.owner[rel.casefold()]
+
     def text(self, rel: str, text: str, origin: str) -> str:
         return self.data(rel, text.encode("utf-8"), origin)
 

@@ -310,6 +310,10 @@ class SiteModel:
         """The root-relative URL of an entity page (None if the kb has no such entity)."""
         return self._urls.get((kind, key))
 
+    def urls(self) -> list[tuple[str, str]]:
+        """The (kind, key) of every page of a case, source or entity."""
+        return list(self._urls)
+
     def pages(self, kind: str) -> list[str]:
         return [k for (kd, k) in self._urls if kd == kind]
 

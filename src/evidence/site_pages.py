@@ -8,6 +8,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import time
@@ -31,12 +32,15 @@ from .site_facts import REF_TYPES, CaseRef
 from .site_format import NR, citation_text, human_bytes, json_script, short_citation
 from .site_graph import graph_view, shows_cases
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
+from .site_memo import UNIT_KINDS, EntityMemo, Page, Unit, check_enabled, names_index, units_named
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
 from .site_related import all_related, related_view
 from .site_search import WORDS_BUNDLE, SearchIndex, Shard, shards, titles_script
 from .site_timeline import timeline
 
 __all__ = ["SitePages", "NAV", "MEDIA_TYPES"]
+
+log = logging.getLogger("evidence")
 
 NAV = [
     ("index.html", "Home", "home"),
@@ -157,6 +161,9 @@ class SitePages:
         self._shared: str | None = None  # see _shared_key
         self._made_rows: dict[str, tuple[list, list]] = {}  # evidence-table rows made by this build (see _case_summary)
         self._pages = 0  # pages handed to page() so far
+        self._recording: list[Page] | None = None  # the pages of the unit being made (see _record)
+        self._skip: set[str] | frozenset[str] = frozenset()
+        self._dry = False
 
     # ------------------------------------------------------------------------------ plumbing
     def page(self, rel: str, template: str, origin: str, cache_key: str | None = None, **ctx: Any) -> None:
@@ -164,6 +171,10 @@ class SitePages:
         one of LATE_COPIES) is a hash of everything the page shows: when the previous build
         rendered it from the same key, its file is linked instead (see :mod:`evidence.outputs`),
         and a page indexed as it is goes to the search index as that file has it."""
+        if self._recording is not None:  # a unit's pages (see entities)
+            self._recording.append((rel, template, origin, cache_key))
+            if self._dry or rel in self._skip:
+                return
         ctx.setdefault("root", "../" * rel.count("/"))
         ctx.setdefault("indexed", False)
         self._pages += 1
@@ -436,80 +447,173 @@ class SitePages:
 
     # ------------------------------------------------------------------------------ entities
     def entities(self) -> None:
+        """The entity pages, unit by unit (see :mod:`evidence.site_memo`): a unit no change
+        touches is linked from the previous build under the keys the memo holds; the others are
+        worked out, and the memo is brought up to date. Then the source pages."""
         m = self.m
-        for key in m.pages("drugs"):
-            exps = m.by_drug.get(key, [])
-            doses: dict[str, int] = defaultdict(int)
-            outcomes: dict[tuple[str, str], int] = defaultdict(int)
-            aes: dict[str, int] = defaultdict(int)
-            for e in exps:
-                doses[e.regimen] += 1
-                for o in e.outcomes:
-                    outcomes[(o.measure, o.response)] += 1
-                for a in e.adverse_events:
-                    aes[a.term] += 1
-            rel, label = m.url("drugs", key), m.label("drugs", key)
-            exps_page = self.paged(rel, "patients", "exposures", exps, ("drugs", "Drugs", label), f"Patients treated with {label}", "Patients treated")
-            # The page shows the list's first rows (exps_page) and counts: its key holds those, not
-            # every row (see _context_key), as the page holds nothing else of them.
-            cohort = self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("drugs", key), []), ("drugs", "Drugs", label), "",
-                                "Cohort-level figures")
-            self.entity_page(rel, "drug.html", f"drug {key}", title=label, page_kind="drugs", indexed=True, cohort=cohort,
-                      key=key, t=m.term("drugs", key), n_exps=len(exps), n_exp_cases=len({e.case.id for e in exps}), exps_page=exps_page,
-                      doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
-                      outcomes=sorted(outcomes.items(), key=lambda kv: (m.label("measures", kv[0][0]).lower(), RESPONSE_ORDER.index(kv[0][1]))),
-                      aes=sorted(aes.items()), prior=m.prior.get(key, []))
-        for key in m.pages("genes"):
-            carriers = m.genotyped.get(key, [])
-            variants = sorted((h, v["protein"] or "", len(v["carriers"])) for h, v in m.variants.items() if v["gene"] == key)
-            drugs: dict[str, set] = defaultdict(set)
-            for c, p, _g in carriers:
-                for drug in m.patient_drugs[(c.id, p.id)]:
-                    drugs[drug].add((c.id, p.id))
-            rel, label = m.url("genes", key), m.label("genes", key)
-            carriers_page = self.paged(rel, "patients", "carriers", carriers, ("genes", "Genes", label), f"Patients genotyped at {label}",
-                                       f"Patients with a genotype at {label}")
-            cohort = self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("genes", key), []), ("genes", "Genes", label), "",
-                                "Cohort-level figures")
-            self.entity_page(rel, "gene.html", f"gene {key}", title=label, page_kind="genes", indexed=True, cohort=cohort,
-                      key=key, t=m.term("genes", key), n_carriers=len(carriers), carriers_page=carriers_page, variants=variants,
-                      drugs=sorted(((d, len(ps)) for d, ps in drugs.items()), key=lambda x: (-x[1], x[0])),
-                      targeted_by=m.targeted_by.get(key, []))
-        for hgvs in m.pages("variants"):
-            v = m.variants[hgvs]
-            self.entity_page(m.url("variants", hgvs), "variant.html", f"variant {hgvs}", title=m.label("variants", hgvs), page_kind="variants", indexed=True,
-                      v=v, hgvs=hgvs, iri=m.ns.variant(hgvs))
-        for key in m.pages("diseases"):
-            treated = [e for e in m.exposures if key in e.conditions] if len(m.exposures) < 5000 else self._by_condition().get(key, [])
-            rel, label = m.url("diseases", key), m.label("diseases", key)
-            parent = ("diseases", "Conditions", label)
-            self.entity_page(rel, "disease.html", f"condition {key}", title=label, page_kind="diseases", indexed=True, key=key, t=m.term("diseases", key),
-                      cases=self.paged(rel, "cases", "cases", m.case_conditions.get(key, []), parent, "", "Case reports about it"),
-                      diagnosed=self.paged(rel, "diagnosed", "patients", m.diagnosed.get(key, []), parent, "", "Patients diagnosed with it"),
-                      comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"),
-                      treated=self.paged(rel, "treated", "exposures", treated, parent, f"Treatments for {label}", "Treatments for it", show_drug=True),
-                      cohort=self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("diseases", key), []), parent, "", "Cohort-level figures"),
-                      drug_summary=_drug_summary(treated))
-        for key in m.pages("measures"):
-            rel, label = m.url("measures", key), m.label("measures", key)
-            self.entity_page(rel, "measure.html", f"measure {key}", title=label, page_kind="measures", indexed=True, key=key, t=m.term("measures", key),
-                      outcomes=self.paged(rel, "outcomes", "outcomes", m.outcomes_by_measure.get(key, []), ("measures", "Outcome measures", label),
-                                          f"Outcomes measured by {label}", "Outcomes recorded with it"),
-                      cohort=self.paged(rel, "cohort", "cohort-outcomes", m.cohort_outcomes.get(key, []), ("measures", "Outcome measures", label), "",
-                                        "Cohort-level counts"))
-        for key in m.pages("phenotypes"):
-            rel, label = m.url("phenotypes", key), m.label("phenotypes", key)
-            parent = ("phenotypes", "Phenotypes and adverse events", label)
-            self.entity_page(rel, "phenotype.html", f"phenotype {key}", title=label, page_kind="phenotypes", indexed=True, key=key, t=m.term("phenotypes", key),
-                      events=self.paged(rel, "adverse-events", "events", m.ae_by_term.get(key, []), parent, f"Adverse events: {label}", "As an adverse event"),
-                      cohort=self.paged(rel, "cohort", "cohort-events", m.cohort_aes.get(key, []), parent, "", "Cohort-level counts"),
-                      comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"))
+        memo = self._entity_memo()
+        check = check_enabled()
+        made: dict[Unit, tuple[Page, ...]] = {}
+        worked = 0
+        units = {"drugs": self._drug_unit, "genes": self._gene_unit, "variants": self._variant_unit, "diseases": self._disease_unit,
+                 "measures": self._measure_unit, "phenotypes": self._phenotype_unit}
+        for kind in UNIT_KINDS:
+            make = units[kind]
+            for key in m.pages(kind):
+                unit = (kind, key)
+                pages = memo.clean(unit) if memo is not None else None
+                if pages is not None and check:
+                    self._check_unit(unit, pages, make)
+                linked = self._link_unit(pages) if pages is not None else set()
+                if pages is None or len(linked) < len(pages):  # worked out (the pages linked already skipped)
+                    worked += 1
+                    pages = self._record(functools.partial(make, key), skip=linked)
+                if pages is not None:
+                    made[unit] = pages
+        log.debug("entity pages: %d of %d units worked out (evidence.site_memo)", worked, sum(len(m.pages(k)) for k in UNIT_KINDS))
+        if memo is not None and (memo.dirty is None or memo.dirty or made != memo.units):  # else it holds as it is
+            memo.units = made
+            memo.save(self.writer.outputs.cache)
         for sid in m.pages("sources"):
             s = m.kb.sources[sid]
             cases, claims, retold_by = m.cases_citing.get(sid, []), m.claims_citing.get(sid, 0), m.reported_by.get(sid, [])
             self.page(m.url("sources", sid), "source.html", f"source {sid}", cache_key=self._source_key(s, cases, claims, retold_by),
                       title=short_citation(s), description=citation_text(s), page_kind="sources", indexed=True, s=s, cases=cases,
                       claims=claims, retold_by=retold_by)
+
+    def _drug_unit(self, key: str) -> None:
+        m = self.m
+        exps = m.by_drug.get(key, [])
+        doses: dict[str, int] = defaultdict(int)
+        outcomes: dict[tuple[str, str], int] = defaultdict(int)
+        aes: dict[str, int] = defaultdict(int)
+        for e in exps:
+            doses[e.regimen] += 1
+            for o in e.outcomes:
+                outcomes[(o.measure, o.response)] += 1
+            for a in e.adverse_events:
+                aes[a.term] += 1
+        rel, label = m.url("drugs", key), m.label("drugs", key)
+        exps_page = self.paged(rel, "patients", "exposures", exps, ("drugs", "Drugs", label), f"Patients treated with {label}", "Patients treated")
+        # The page shows the list's first rows (exps_page) and counts: its key holds those, not
+        # every row (see _context_key), as the page holds nothing else of them.
+        cohort = self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("drugs", key), []), ("drugs", "Drugs", label), "",
+                            "Cohort-level figures")
+        self.entity_page(rel, "drug.html", f"drug {key}", title=label, page_kind="drugs", indexed=True, cohort=cohort,
+                  key=key, t=m.term("drugs", key), n_exps=len(exps), n_exp_cases=len({e.case.id for e in exps}), exps_page=exps_page,
+                  doses=sorted(doses.items(), key=lambda kv: (-kv[1], kv[0])),
+                  outcomes=sorted(outcomes.items(), key=lambda kv: (m.label("measures", kv[0][0]).lower(), RESPONSE_ORDER.index(kv[0][1]))),
+                  aes=sorted(aes.items()), prior=m.prior.get(key, []))
+
+    def _gene_unit(self, key: str) -> None:
+        m = self.m
+        carriers = m.genotyped.get(key, [])
+        variants = sorted((h, v["protein"] or "", len(v["carriers"])) for h, v in m.variants.items() if v["gene"] == key)
+        drugs: dict[str, set] = defaultdict(set)
+        for c, p, _g in carriers:
+            for drug in m.patient_drugs[(c.id, p.id)]:
+                drugs[drug].add((c.id, p.id))
+        rel, label = m.url("genes", key), m.label("genes", key)
+        carriers_page = self.paged(rel, "patients", "carriers", carriers, ("genes", "Genes", label), f"Patients genotyped at {label}",
+                                   f"Patients with a genotype at {label}")
+        cohort = self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("genes", key), []), ("genes", "Genes", label), "",
+                            "Cohort-level figures")
+        self.entity_page(rel, "gene.html", f"gene {key}", title=label, page_kind="genes", indexed=True, cohort=cohort,
+                  key=key, t=m.term("genes", key), n_carriers=len(carriers), carriers_page=carriers_page, variants=variants,
+                  drugs=sorted(((d, len(ps)) for d, ps in drugs.items()), key=lambda x: (-x[1], x[0])),
+                  targeted_by=m.targeted_by.get(key, []))
+
+    def _variant_unit(self, hgvs: str) -> None:
+        m = self.m
+        v = m.variants[hgvs]
+        self.entity_page(m.url("variants", hgvs), "variant.html", f"variant {hgvs}", title=m.label("variants", hgvs), page_kind="variants", indexed=True,
+                  v=v, hgvs=hgvs, iri=m.ns.variant(hgvs))
+
+    def _disease_unit(self, key: str) -> None:
+        m = self.m
+        treated = [e for e in m.exposures if key in e.conditions] if len(m.exposures) < 5000 else self._by_condition().get(key, [])
+        rel, label = m.url("diseases", key), m.label("diseases", key)
+        parent = ("diseases", "Conditions", label)
+        self.entity_page(rel, "disease.html", f"condition {key}", title=label, page_kind="diseases", indexed=True, key=key, t=m.term("diseases", key),
+                  cases=self.paged(rel, "cases", "cases", m.case_conditions.get(key, []), parent, "", "Case reports about it"),
+                  diagnosed=self.paged(rel, "diagnosed", "patients", m.diagnosed.get(key, []), parent, "", "Patients diagnosed with it"),
+                  comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"),
+                  treated=self.paged(rel, "treated", "exposures", treated, parent, f"Treatments for {label}", "Treatments for it", show_drug=True),
+                  cohort=self.paged(rel, "cohort", "cohort-cases", m.cohorts.get(("diseases", key), []), parent, "", "Cohort-level figures"),
+                  drug_summary=_drug_summary(treated))
+
+    def _measure_unit(self, key: str) -> None:
+        m = self.m
+        rel, label = m.url("measures", key), m.label("measures", key)
+        self.entity_page(rel, "measure.html", f"measure {key}", title=label, page_kind="measures", indexed=True, key=key, t=m.term("measures", key),
+                  outcomes=self.paged(rel, "outcomes", "outcomes", m.outcomes_by_measure.get(key, []), ("measures", "Outcome measures", label),
+                                      f"Outcomes measured by {label}", "Outcomes recorded with it"),
+                  cohort=self.paged(rel, "cohort", "cohort-outcomes", m.cohort_outcomes.get(key, []), ("measures", "Outcome measures", label), "",
+                                    "Cohort-level counts"))
+
+    def _phenotype_unit(self, key: str) -> None:
+        m = self.m
+        rel, label = m.url("phenotypes", key), m.label("phenotypes", key)
+        parent = ("phenotypes", "Phenotypes and adverse events", label)
+        self.entity_page(rel, "phenotype.html", f"phenotype {key}", title=label, page_kind="phenotypes", indexed=True, key=key, t=m.term("phenotypes", key),
+                  events=self.paged(rel, "adverse-events", "events", m.ae_by_term.get(key, []), parent, f"Adverse events: {label}", "As an adverse event"),
+                  cohort=self.paged(rel, "cohort", "cohort-events", m.cohort_aes.get(key, []), parent, "", "Cohort-level counts"),
+                  comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"))
+
+    def _entity_memo(self) -> EntityMemo | None:
+        """The memo of the entity pages (:mod:`evidence.site_memo`), its changed units found; a
+        new one (every unit worked out) when the last build's is missing or was made in another
+        context; None without a build cache, or when a case file's bytes are not known."""
+        m, cache = self.m, self.writer.outputs.cache
+        if cache is None or not cache.enabled:
+            return None
+        shas = {cid: f.sha if (f := m.kb.files.get(f"case:{cid}")) is not None else "" for cid in m.case_ids}
+        if not all(shas.values()):
+            return None
+        context = digest("entity pages", self.pages_key, self._shared_key())
+        index = names_index(m.urls())
+        memo = EntityMemo.load(cache, context)
+        if memo is None:
+            memo = EntityMemo(context, {}, {cid: (sha, frozenset(units_named(m.facts[cid], index))) for cid, sha in shas.items()})
+        else:
+            memo.changed(shas, lambda cid: units_named(m.facts[cid], index))
+        return memo
+
+    def _record(self, make: Callable[[], None], skip: set[str] | frozenset[str] = frozenset(), dry: bool = False) -> tuple[Page, ...] | None:
+        """Run ``make`` (a unit's pages), and return the pages it made, with their keys (None if
+        one has no key: it cannot be linked by one). ``skip``: pages linked already; ``dry``:
+        the pages are only recorded, not written."""
+        self._recording, self._skip, self._dry = [], skip, dry
+        try:
+            make()
+            pages = self._recording
+        finally:
+            self._recording, self._skip, self._dry = None, frozenset(), False
+        return None if any(key is None for *_rest, key in pages) else tuple(pages)  # type: ignore[misc]
+
+    def _link_unit(self, pages: tuple[Page, ...]) -> set[str]:
+        """Link a unit's pages from the previous build under their keys, in order, until one
+        cannot be (the previous build has another file there): the pages linked."""
+        linked: set[str] = set()
+        outputs = self.writer.outputs
+        for rel, _template, origin, key in pages:
+            path = self.writer.claim(rel, origin)
+            if not outputs.link(path, rel, key, later=True):
+                self.writer.unclaim(rel)
+                break
+            self.writer.files.append(rel)
+            linked.add(rel)
+        return linked
+
+    def _check_unit(self, unit: Unit, pages: tuple[Page, ...], make: Callable[[str], None]) -> None:
+        """With ``EVIDENCE_CHECK_MEMO`` set: the unit's pages worked out, which must be the memo's."""
+        found = self._record(functools.partial(make, unit[1]), dry=True)
+        if found != pages:
+            got = {rel: key for rel, _t, _o, key in found or ()}
+            held = {rel: key for rel, _t, _o, key in pages}
+            diff = sorted(rel for rel in got.keys() | held.keys() if got.get(rel) != held.get(rel))
+            raise RenderError(f"the memo of the entity pages is stale for the {unit[0]} page '{unit[1]}' ({', '.join(diff[:5])}): "
+                              "this is a bug in evidence.site_memo; build once with EVIDENCE_CACHE=off, and report it")
 
     def entity_page(self, rel: str, template: str, origin: str, **ctx: Any) -> None:
         """A drug, gene, variant, condition, measure or phenotype page, made from a key over what
