@@ -6,6 +6,7 @@ memo's keys against keys worked out in full."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -18,7 +19,7 @@ from evidence.cache import BuildCache
 from evidence.config import load_config
 from evidence.errors import RenderError
 from evidence.pipeline import build
-from evidence.site_memo import CHECK_ENV, EntityMemo, names_index, texts_of, units_named
+from evidence.site_memo import CHECK_ENV, PageMemo, names_index, texts_of, units_named
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ CHANGES = [
 @pytest.mark.parametrize("cases, shas, now, dirty", CHANGES, ids=["nothing", "edited", "added", "deleted"])
 def test_the_units_worked_out_again_are_those_a_changed_case_named_before_or_names_now(cases, shas, now, dirty):
     unit = lambda key: ("drugs", key)  # noqa: E731
-    memo = EntityMemo("ctx", {}, {c: (h, frozenset(map(unit, us))) for c, (h, us) in cases.items()})
+    memo = PageMemo("ctx", {}, {c: (h, frozenset(map(unit, us))) for c, (h, us) in cases.items()})
     assert memo.changed(shas, lambda cid: map(unit, now[cid])) == set(map(unit, dirty))
     assert {c: h for c, (h, _us) in memo.cases.items()} == shas  # brought up to date
     assert all(memo.clean(unit(k)) is None for k in dirty)
@@ -62,13 +63,13 @@ def test_the_units_worked_out_again_are_those_a_changed_case_named_before_or_nam
 
 def test_a_memo_made_in_another_context_or_damaged_is_not_used(tmp_path):
     cache = BuildCache(tmp_path / "cache")
-    memo = EntityMemo("ctx", {("drugs", "d"): (("drugs/d.html", "drug.html", "drug d", "page:k"),)}, {"c1": ("h1", frozenset({("drugs", "d")}))})
+    memo = PageMemo("ctx", {("drugs", "d"): (("drugs/d.html", "drug.html", "drug d", "page:k"),)}, {"c1": ("h1", frozenset({("drugs", "d")}))})
     memo.save(cache)
-    back = EntityMemo.load(cache, "ctx")
+    back = PageMemo.load(cache, "ctx")
     assert back is not None and back.units == memo.units and back.cases == memo.cases
-    assert EntityMemo.load(cache, "another context") is None
-    cache.put("entity-memo", EntityMemo._key(), ("ctx", ["not a unit"], {}, {"c1": ("h1", (7,))}))
-    assert EntityMemo.load(cache, "ctx") is None
+    assert PageMemo.load(cache, "another context") is None
+    cache.put("page-memo", PageMemo._key(), ("ctx", ["not a unit"], {}, {"c1": ("h1", (7,), "")}, ""))
+    assert PageMemo.load(cache, "ctx") is None
 
 
 def _synth(tmp_path: Path, cases: int, seed: int) -> Path:
@@ -83,9 +84,10 @@ def _build(root: Path, out: Path, cache: Path | None) -> None:
     build(load_config(root), out, templates=ROOT / "site_templates", cache=BuildCache(cache))
 
 
-def _worked(caplog) -> tuple[int, int]:
-    found = [r.getMessage() for r in caplog.records if r.getMessage().startswith("entity pages: ")]
-    worked, total = re.match(r"entity pages: (\d+) of (\d+) units", found[-1]).groups()  # type: ignore[union-attr]
+def _worked(caplog, what: str = "entity pages") -> tuple[int, int]:
+    """(worked out, in all) of the last build's entity units or case page keys, as it logged them."""
+    found = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{what}: ")]
+    worked, total = re.match(rf"{what}: (\d+) of (\d+) ", found[-1]).groups()  # type: ignore[union-attr]
     return int(worked), int(total)
 
 
@@ -98,7 +100,8 @@ def test_random_edits_rebuild_the_site_a_build_without_cache_makes(tmp_path, cap
     root = _synth(tmp_path, 40, seed=11)
     cache = tmp_path / "cache"
     _build(root, tmp_path / "site", cache)
-    assert _worked(caplog)[0] == _worked(caplog)[1]  # a cold build works out every unit
+    assert _worked(caplog)[0] == _worked(caplog)[1]  # a cold build works out every unit and case page key
+    assert _worked(caplog, "case pages")[0] == _worked(caplog, "case pages")[1] == 40
     rnd = random.Random(29)
     text = "\n".join(p.read_text(encoding="utf-8") for p in (root / "kb").glob("*.yaml"))
     values = {k: sorted(set(re.findall(rf"^\s+{k}: ([a-z0-9-]+)$", text, re.M))) for k in ("drug", "measure", "term")}
@@ -126,6 +129,8 @@ def test_random_edits_rebuild_the_site_a_build_without_cache_makes(tmp_path, cap
         worked, total = _worked(caplog)
         if kind in ("title", "drug", "measure", "term"):  # the same files: the memo holds
             assert 0 < worked < total / 2, (kind, worked, total)
+            worked, total = _worked(caplog, "case pages")
+            assert 0 < worked < total / 2, (kind, worked, total)
         _build(root, tmp_path / "fresh", None)
         cached, fresh = _tree(tmp_path / "site"), _tree(tmp_path / "fresh")
         assert sorted(cached) == sorted(fresh), kind
@@ -141,17 +146,17 @@ def test_a_stale_memo_fails_a_checked_build_and_would_serve_a_stale_page(tmp_pat
     cache = tmp_path / "cache"
     _build(root, tmp_path / "site", cache)
     f = next(f for f in sorted((root / "kb").glob("*.yaml")) if re.search(r"^    drug: ruxolitinib$", f.read_text(encoding="utf-8"), re.M))
-    raw = BuildCache(cache).get("entity-memo", EntityMemo._key())
-    context, names, units, cases = raw
+    raw = BuildCache(cache).get("page-memo", PageMemo._key())
+    context, names, units, cases, related = raw
     rux = names.index(("drugs", "ruxolitinib"))
-    sha, named = cases[f.stem]
-    cases[f.stem] = (sha, tuple(i for i in named if i != rux))
+    sha, named, key = cases[f.stem]
+    cases[f.stem] = (sha, tuple(i for i in named if i != rux), key)
     c = BuildCache(cache)
-    c.put("entity-memo", EntityMemo._key(), (context, names, units, cases))
+    c.put("page-memo", PageMemo._key(), (context, names, units, cases, related))
     c.close()
     s = f.read_text(encoding="utf-8")
     f.write_text(re.sub(r"^    drug: ruxolitinib$", "    drug: baricitinib", s, flags=re.M), encoding="utf-8")
-    with pytest.raises(RenderError, match=r"memo of the entity pages is stale for the drugs page 'ruxolitinib'"):
+    with pytest.raises(RenderError, match=r"memo of the pages is stale for the drugs page 'ruxolitinib'"):
         _build(root, tmp_path / "site", cache)
     monkeypatch.setenv(CHECK_ENV, "0")
     _build(root, tmp_path / "site", cache)
@@ -170,3 +175,27 @@ def test_a_source_edit_works_out_every_unit(tmp_path, caplog):
     _build(root, tmp_path / "site", tmp_path / "cache")
     worked, total = _worked(caplog)
     assert worked == total > 0
+
+
+def test_a_case_page_is_linked_by_the_memo_only_while_it_and_its_related_cases_are_unchanged(tmp_path, monkeypatch):
+    """The memo also keeps each case page's key. Told that an edited case did not change, an
+    unchecked build links the previous build's page under the memo's key, with the old title; a
+    checked build then fails and says so."""
+    root = _synth(tmp_path, 30, seed=5)
+    cache = tmp_path / "cache"
+    _build(root, tmp_path / "site", cache)
+    f = sorted((root / "kb").glob("*.yaml"))[7]
+    f.write_text(f.read_text(encoding="utf-8").replace("title: ", "title: Edited, ", 1), encoding="utf-8")
+    sha = hashlib.sha256(f.read_bytes()).hexdigest()  # as evidence.load hashes a kb file
+    context, names, units, cases, related = BuildCache(cache).get("page-memo", PageMemo._key())
+    assert cases[f.stem][0] != sha and cases[f.stem][2].startswith("page:")
+    cases[f.stem] = (sha, *cases[f.stem][1:])  # the memo told the edited file is as it was
+    c = BuildCache(cache)
+    c.put("page-memo", PageMemo._key(), (context, names, units, cases, related))
+    c.close()
+    monkeypatch.setenv(CHECK_ENV, "0")
+    _build(root, tmp_path / "site", cache)
+    assert "Edited, " not in (tmp_path / "site" / "cases" / f"{f.stem}.html").read_text(encoding="utf-8")  # stale
+    monkeypatch.setenv(CHECK_ENV, "1")  # the memo still holds the stale key: checked, the next build fails
+    with pytest.raises(RenderError, match=rf"memo of the pages is stale for the page of case {f.stem}"):
+        _build(root, tmp_path / "site", cache)

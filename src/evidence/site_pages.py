@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from .site_facts import REF_TYPES, CaseRef
 from .site_format import NR, citation_text, human_bytes, json_script, short_citation
 from .site_graph import graph_view, shows_cases
 from .site_jsonld import case_jsonld, dcat_void_jsonld, home_jsonld
-from .site_memo import UNIT_KINDS, EntityMemo, Page, Unit, check_enabled, names_index, units_named
+from .site_memo import UNIT_KINDS, Page, PageMemo, Unit, check_enabled, names_index, units_named
 from .site_model import ENTITY_KINDS, EVIDENCE_COLUMNS, RESPONSE_ORDER, Exposure, SiteModel, search_text
 from .site_related import all_related, related_view
 from .site_search import WORDS_BUNDLE, SearchIndex, Shard, shards, titles_script
@@ -164,6 +165,7 @@ class SitePages:
         self._recording: list[Page] | None = None  # the pages of the unit being made (see _record)
         self._skip: set[str] | frozenset[str] = frozenset()
         self._dry = False
+        self._memo: PageMemo | None | bool = False  # see _page_memo (False: not read yet)
 
     # ------------------------------------------------------------------------------ plumbing
     def page(self, rel: str, template: str, origin: str, cache_key: str | None = None, **ctx: Any) -> None:
@@ -336,10 +338,13 @@ class SitePages:
         t = time.perf_counter()
         cache, state_key = self.writer.outputs.cache, digest("related", code_digest(), str(RELATED_LIMIT))
         previous = cache.get("related", state_key) if cache is not None else None
-        valid = isinstance(previous, tuple) and len(previous) == 2 and all(isinstance(x, dict) for x in previous)
-        self.related, state = all_related(self.net, RELATED_LIMIT, previous=previous if valid else None)
+        valid = isinstance(previous, tuple) and len(previous) == 3 and all(isinstance(x, dict) for x in previous[:2]) and isinstance(previous[2], str)
+        self.related, state = all_related(self.net, RELATED_LIMIT, previous=previous[:2] if valid else None)
+        # The previous scores and the tag of the build that made them; this build's tag, which the
+        # memo of the pages notes beside the case pages' keys made with these scores (_memo_case_key).
+        self._related_before = (previous[1] if valid else {}, previous[2] if valid else "", secrets.token_hex(8))
         if cache is not None:
-            cache.put("related", state_key, state)
+            cache.put("related", state_key, (*state, self._related_before[2]))
         self.timings["site related cases"] = time.perf_counter() - t
 
     def network(self) -> None:
@@ -383,11 +388,28 @@ class SitePages:
 
     # ------------------------------------------------------------------------------ cases
     def cases(self) -> None:
+        """The case pages, each from its key: the memo's (see :meth:`_memo_case_key`) when no
+        change touches the page, else worked out (:meth:`_case_key`)."""
         m = self.m
+        check = check_enabled()
+        keys: dict[str, str] = {}
+        worked = 0
         for cid in m.case_ids:
             title = m.facts[cid].title
-            self.page(m.url("cases", cid), "case.html", f"case {cid}", cache_key=self._case_key(cid), title=title,
+            key = self._memo_case_key(cid)
+            if key is not None and check and key != self._case_key(cid):
+                raise RenderError(f"the memo of the pages is stale for the page of case {cid}: "
+                                  "this is a bug in evidence.site_memo; build once with EVIDENCE_CACHE=off, and report it")
+            if key is None:
+                worked += 1
+                key = self._case_key(cid)
+            keys[cid] = key
+            self.page(m.url("cases", cid), "case.html", f"case {cid}", cache_key=key, title=title,
                       description=f"Case report {cid}: {title}", page_kind="cases", indexed=True, lazy=functools.partial(self._case_context, cid))
+        log.debug("case pages: %d of %d keys worked out (evidence.site_memo)", worked, len(keys))
+        memo = self._page_memo()
+        if memo is not None:
+            memo.case_keys = keys
 
     def _case_key(self, cid: str) -> str:
         """Everything a case page shows: the case file, the files of the sources it cites (and of
@@ -451,7 +473,7 @@ class SitePages:
         touches is linked from the previous build under the keys the memo holds; the others are
         worked out, and the memo is brought up to date. Then the source pages."""
         m = self.m
-        memo = self._entity_memo()
+        memo = self._page_memo()
         check = check_enabled()
         made: dict[Unit, tuple[Page, ...]] = {}
         worked = 0
@@ -471,7 +493,7 @@ class SitePages:
                 if pages is not None:
                     made[unit] = pages
         log.debug("entity pages: %d of %d units worked out (evidence.site_memo)", worked, sum(len(m.pages(k)) for k in UNIT_KINDS))
-        if memo is not None and (memo.dirty is None or memo.dirty or made != memo.units):  # else it holds as it is
+        if memo is not None:
             memo.units = made
             memo.save(self.writer.outputs.cache)
         for sid in m.pages("sources"):
@@ -560,10 +582,16 @@ class SitePages:
                   cohort=self.paged(rel, "cohort", "cohort-events", m.cohort_aes.get(key, []), parent, "", "Cohort-level counts"),
                   comorbid=self.paged(rel, "comorbid", "patients", m.comorbid.get(key, []), parent, "", "As a comorbidity"))
 
-    def _entity_memo(self) -> EntityMemo | None:
-        """The memo of the entity pages (:mod:`evidence.site_memo`), its changed units found; a
-        new one (every unit worked out) when the last build's is missing or was made in another
-        context; None without a build cache, or when a case file's bytes are not known."""
+    def _page_memo(self) -> PageMemo | None:
+        """The memo of the entity and case pages (:mod:`evidence.site_memo`), its changed units
+        found, read once; a new one (every page worked out) when the last build's is missing or
+        was made in another context; None without a build cache, or when a case file's bytes are
+        not known."""
+        if self._memo is False:
+            self._memo = self._read_memo()
+        return self._memo  # type: ignore[return-value]
+
+    def _read_memo(self) -> PageMemo | None:
         m, cache = self.m, self.writer.outputs.cache
         if cache is None or not cache.enabled:
             return None
@@ -572,12 +600,29 @@ class SitePages:
             return None
         context = digest("entity pages", self.pages_key, self._shared_key())
         index = names_index(m.urls())
-        memo = EntityMemo.load(cache, context)
+        memo = PageMemo.load(cache, context)
         if memo is None:
-            memo = EntityMemo(context, {}, {cid: (sha, frozenset(units_named(m.facts[cid], index))) for cid, sha in shas.items()})
+            memo = PageMemo(context, {}, {cid: (sha, frozenset(units_named(m.facts[cid], index))) for cid, sha in shas.items()})
         else:
             memo.changed(shas, lambda cid: units_named(m.facts[cid], index))
+            if memo.related != self._related_before[1]:  # its case keys were made with other related cases
+                memo.case_keys = {}
+        memo.related = self._related_before[2]
         return memo
+
+    def _memo_case_key(self, cid: str) -> str | None:
+        """A case page's key from the memo (see PageMemo.case_key), if its related cases are
+        the ones, with the scores, that the memo's key was made with, and none of them changed."""
+        memo = self._page_memo()
+        key = memo.case_key(cid) if memo is not None else None
+        if key is None:
+            return None
+        iri = self.m.ns.case(cid)
+        now, before = self.related.scores.get(iri), self._related_before[0].get(iri)
+        if now is None or (now is not before and now != before):
+            return None
+        edited, case_of = memo.edited, self.m.iri_entity
+        return None if any(case_of.get(b, ("", ""))[1] in edited for b, _s in now) else key
 
     def _record(self, make: Callable[[], None], skip: set[str] | frozenset[str] = frozenset(), dry: bool = False) -> tuple[Page, ...] | None:
         """Run ``make`` (a unit's pages), and return the pages it made, with their keys (None if
@@ -612,7 +657,7 @@ class SitePages:
             got = {rel: key for rel, _t, _o, key in found or ()}
             held = {rel: key for rel, _t, _o, key in pages}
             diff = sorted(rel for rel in got.keys() | held.keys() if got.get(rel) != held.get(rel))
-            raise RenderError(f"the memo of the entity pages is stale for the {unit[0]} page '{unit[1]}' ({', '.join(diff[:5])}): "
+            raise RenderError(f"the memo of the pages is stale for the {unit[0]} page '{unit[1]}' ({', '.join(diff[:5])}): "
                               "this is a bug in evidence.site_memo; build once with EVIDENCE_CACHE=off, and report it")
 
     def entity_page(self, rel: str, template: str, origin: str, **ctx: Any) -> None:

@@ -19,11 +19,12 @@ case now scores high enough to enter.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .graph import Network
 
-__all__ = ["case_entities", "all_related", "related_scores", "Scores"]
+__all__ = ["case_entities", "all_related", "related_scores", "Related", "Scores"]
 
 _PATIENT_KINDS = ("drug", "gene", "variant", "disease")
 
@@ -47,15 +48,39 @@ def case_entities(net: Network) -> Entities:
     return out
 
 
+class Related(Mapping[str, list[tuple[str, float, list[str]]]]):
+    """Case IRI -> [(case IRI, Jaccard score, labels of what they share)], best first, ties by IRI.
+
+    A case's list is put together when it is first asked for: a rebuild after one edit asks for
+    the few of the case pages it works out again (see evidence.site_memo), not for 10,000."""
+
+    def __init__(self, ents: Entities, scores: Scores, labels: dict[str, str]):
+        self.ents, self.scores, self.labels = ents, scores, labels
+        self._made: dict[str, list[tuple[str, float, list[str]]]] = {}
+
+    def __getitem__(self, a: str) -> list[tuple[str, float, list[str]]]:
+        got = self._made.get(a)
+        if got is None:
+            mine, ents, labels = self.ents[a], self.ents, self.labels
+            got = self._made[a] = [(b, s, sorted(labels[x] for x in (mine & ents[b]))) for b, s in self.scores[a]]
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.scores)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
 def all_related(net: Network, limit: int = 10, common_size: int = 48, max_common: int = 24,
-                previous: tuple[Entities, Scores] | None = None) -> tuple[dict[str, list[tuple[str, float, list[str]]]], tuple[Entities, Scores]]:
-    """Case IRI -> [(case IRI, Jaccard score, labels of what they share)], best first, ties by IRI;
-    and the state to pass as ``previous`` to the next build's call."""
+                previous: tuple[Entities, Scores] | None = None) -> tuple[Related, tuple[Entities, Scores]]:
+    """Every case's related cases (:class:`Related`), and the state to pass as ``previous`` to
+    the next build's call. The answer holds the labels of the entities it needs, not the network."""
     ents = case_entities(net)
     scores = related_scores(ents, limit, previous, common_size, max_common)
     nodes = net.nodes
-    result = {a: [(b, s, sorted(nodes[x][1] for x in (ents[a] & ents[b]))) for b, s in scores[a]] for a in sorted(ents)}
-    return result, (ents, scores)
+    labels = {x: nodes[x][1] for x in set().union(*ents.values())}
+    return Related(ents, scores, labels), (ents, scores)
 
 
 def related_scores(ents: Entities, limit: int = 10, previous: tuple[Entities, Scores] | None = None,
