@@ -1,19 +1,21 @@
 """What a rebuild takes from the previous build's entity and case pages without working them out again.
 
 A *unit* is an entity that has a page (a drug, gene, variant, condition, outcome measure or
-phenotype) with the numbered pages of its long lists. Each of its pages is made from a key over
-what it shows (:meth:`evidence.site_pages.SitePages.entity_page`), and a rebuild after one edit
-of a 10,000-case kb worked out every unit's lists and keys to find the few that changed (about
-1 s: 440 entities, and every row of their lists fingerprinted), and every case page's key (about
-0.5 s, with its related cases put together).
+phenotype) with the numbered pages of its long lists, or a source's page. Each of its pages is
+made from a key over what it shows (:meth:`evidence.site_pages.SitePages.entity_page`; a source
+page's shows the cases citing it and counts their claims), and a rebuild after one edit of a
+10,000-case kb worked out every unit's lists and keys to find the few that changed (about 1 s:
+440 entities, every row of their lists fingerprinted, and the source pages), and every case
+page's key (about 0.5 s, with its related cases put together).
 
 The memo, kept in the build cache, holds what the last build found: each unit's pages with their
 keys; each case's file hash, the units its facts *name*, and its page's key. A case names a unit
 when a text of its site facts (:class:`evidence.site_facts.SiteFacts`) is the unit's key. Every
 list of an entity page is indexed by such a text (:class:`evidence.site_model.SiteModel`: a
 treatment's drug, a genotype's gene and variant, a diagnosis, an outcome's measure, an adverse
-event's term, ...), so a case that does not name a unit is in none of its lists, and adds nothing
-to its counts.
+event's term, a source it cites, ...), so a case that does not name a unit is in none of its
+lists, and adds nothing to its counts (a claim cites one of its case's sources: rule
+claim-source).
 
 A rebuild works a unit out again when a case that named it before, or names it now, changed (its
 file's hash differs, or it was added or deleted), or when the memo has no record of it. It works
@@ -42,7 +44,7 @@ from .cache import BuildCache, code_digest, digest
 
 __all__ = ["UNIT_KINDS", "CHECK_ENV", "Unit", "Page", "PageMemo", "texts_of", "names_index", "units_named", "check_enabled"]
 
-UNIT_KINDS = ("drugs", "genes", "variants", "diseases", "measures", "phenotypes")  # in the order their pages are made
+UNIT_KINDS = ("drugs", "genes", "variants", "diseases", "measures", "phenotypes", "sources")  # in the order their pages are made
 CHECK_ENV = "EVIDENCE_CHECK_MEMO"
 _STAGE = "page-memo"
 

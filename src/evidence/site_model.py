@@ -315,7 +315,14 @@ class SiteModel:
         return list(self._urls)
 
     def pages(self, kind: str) -> list[str]:
-        return [k for (kd, k) in self._urls if kd == kind]
+        """The keys of the pages of one kind, in order (listed once per kind: 30,000 pages at 10,000 cases)."""
+        by_kind = self.__dict__.get("_by_kind")
+        if by_kind is None or by_kind[0] != len(self._urls):
+            found: dict[str, list[str]] = {}
+            for kd, k in self._urls:
+                found.setdefault(kd, []).append(k)
+            by_kind = self._by_kind = (len(self._urls), found)
+        return list(by_kind[1].get(kind, ()))
 
     def term(self, kind: str, key: str) -> S.VocabTerm | None:
         return self.kb.vocab.get(kind, {}).get(key)

@@ -469,16 +469,16 @@ class SitePages:
 
     # ------------------------------------------------------------------------------ entities
     def entities(self) -> None:
-        """The entity pages, unit by unit (see :mod:`evidence.site_memo`): a unit no change
-        touches is linked from the previous build under the keys the memo holds; the others are
-        worked out, and the memo is brought up to date. Then the source pages."""
+        """The entity and source pages, unit by unit (see :mod:`evidence.site_memo`): a unit no
+        change touches is linked from the previous build under the keys the memo holds; the
+        others are worked out, and the memo is brought up to date."""
         m = self.m
         memo = self._page_memo()
         check = check_enabled()
         made: dict[Unit, tuple[Page, ...]] = {}
         worked = 0
         units = {"drugs": self._drug_unit, "genes": self._gene_unit, "variants": self._variant_unit, "diseases": self._disease_unit,
-                 "measures": self._measure_unit, "phenotypes": self._phenotype_unit}
+                 "measures": self._measure_unit, "phenotypes": self._phenotype_unit, "sources": self._source_unit}
         for kind in UNIT_KINDS:
             make = units[kind]
             for key in m.pages(kind):
@@ -496,12 +496,14 @@ class SitePages:
         if memo is not None:
             memo.units = made
             memo.save(self.writer.outputs.cache)
-        for sid in m.pages("sources"):
-            s = m.kb.sources[sid]
-            cases, claims, retold_by = m.cases_citing.get(sid, []), m.claims_citing.get(sid, 0), m.reported_by.get(sid, [])
-            self.page(m.url("sources", sid), "source.html", f"source {sid}", cache_key=self._source_key(s, cases, claims, retold_by),
-                      title=short_citation(s), description=citation_text(s), page_kind="sources", indexed=True, s=s, cases=cases,
-                      claims=claims, retold_by=retold_by)
+
+    def _source_unit(self, sid: str) -> None:
+        m = self.m
+        s = m.kb.sources[sid]
+        cases, claims, retold_by = m.cases_citing.get(sid, []), m.claims_citing.get(sid, 0), m.reported_by.get(sid, [])
+        self.page(m.url("sources", sid), "source.html", f"source {sid}", cache_key=self._source_key(s, cases, claims, retold_by),
+                  title=short_citation(s), description=citation_text(s), page_kind="sources", indexed=True, s=s, cases=cases,
+                  claims=claims, retold_by=retold_by)
 
     def _drug_unit(self, key: str) -> None:
         m = self.m
