@@ -93,8 +93,8 @@ def _worked(caplog, what: str = "entity pages") -> tuple[int, int]:
 
 def test_random_edits_rebuild_the_site_a_build_without_cache_makes(tmp_path, caplog):
     """Seeded random edits of a synthetic kb (a title; a treatment's drug, an outcome's measure or an
-    adverse event's term replaced by another of the kb's; a case deleted; a case copied under a
-    new id): after each, the cached build, its memo checked, equals a build without cache byte for
+    adverse event's term replaced by another of the kb's; a case renamed, its id with it; a case
+    deleted; a case copied under a new id): after each, the cached build, its memo checked, equals a build without cache byte for
     byte, and an edit that leaves the kb's files as many works out only a few of the units."""
     caplog.set_level(logging.DEBUG, logger="evidence")
     root = _synth(tmp_path, 40, seed=11)
@@ -106,7 +106,7 @@ def test_random_edits_rebuild_the_site_a_build_without_cache_makes(tmp_path, cap
     text = "\n".join(p.read_text(encoding="utf-8") for p in (root / "kb").glob("*.yaml"))
     values = {k: sorted(set(re.findall(rf"^\s+{k}: ([a-z0-9-]+)$", text, re.M))) for k in ("drug", "measure", "term")}
     assert all(len(v) > 1 for v in values.values()), values
-    edits = ["title", "drug", "measure", "term", "drug", "delete", "copy", "title"]
+    edits = ["title", "drug", "measure", "term", "rename", "drug", "delete", "copy", "title"]
     for i, kind in enumerate(edits):
         cases = sorted((root / "kb").glob("*.yaml"))
         f = rnd.choice(cases)
@@ -117,6 +117,9 @@ def test_random_edits_rebuild_the_site_a_build_without_cache_makes(tmp_path, cap
             f.unlink()
         elif kind == "copy":
             (root / "kb" / f"copy-{i}.yaml").write_text(s.replace(f"id: {f.stem}", f"id: copy-{i}", 1), encoding="utf-8")
+        elif kind == "rename":  # as many files as before: the memo holds, the case gone under one id and new under another
+            f.unlink()
+            (root / "kb" / f"renamed-{i}.yaml").write_text(s.replace(f"id: {f.stem}", f"id: renamed-{i}", 1), encoding="utf-8")
         else:
             found = list(re.finditer(rf"^(\s+{kind}: )([a-z0-9-]+)$", s, re.M))
             if not found:
@@ -127,7 +130,7 @@ def test_random_edits_rebuild_the_site_a_build_without_cache_makes(tmp_path, cap
         caplog.clear()
         _build(root, tmp_path / "site", cache)
         worked, total = _worked(caplog)
-        if kind in ("title", "drug", "measure", "term"):  # the same files: the memo holds
+        if kind in ("title", "drug", "measure", "term", "rename"):  # as many files: the memo holds
             assert 0 < worked < total / 2, (kind, worked, total)
             worked, total = _worked(caplog, "case pages")
             assert 0 < worked < total / 2, (kind, worked, total)
