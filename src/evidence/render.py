@@ -223,6 +223,7 @@ def render_site(kb, compiled, templates: Path, out: Path, downloads: list[dict],
             pages = SitePages(kb, compiled, env, templates, writer, downloads, timings, library, search=search)
             if freeze:
                 freeze_heap()
+                pages.frozen = True
             pages.write_all()
         if pages.index is not None:
             t = time.perf_counter()
